@@ -1,0 +1,60 @@
+"""The default config every run starts from; each config file overrides what it needs.
+
+Keys (all overridable on the command line as ``--config.key=value``):
+  dataset, data_dir, download   which data (see kd_jax.data.DATASET_NAMES); data_dir ""
+                                means TFDS's default; download lets TFDS fetch it.
+  model                         student (or teacher) architecture, kd_jax.models.MODEL_NAMES.
+  method                        "ce" (teacher / scratch) or a distillation method.
+  teacher_workdir               run directory of the frozen teacher (methods with a teacher).
+  seed                          initialisation, sampler order and augmentation randomness.
+  num_epochs, batch_size, eval_batch_size
+  dtype                         compute dtype, "float32" or "bfloat16" (parameters stay f32).
+  augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip.
+  optimizer.*                   SGD with momentum, weight decay, multi-step lr schedule.
+  kd.temperature, kd.ce_weight, kd.kd_weight   Hinton KD (explicit weights, no "alpha").
+  checkpoint_every_steps        0 = at the end of every epoch.
+  max_checkpoints_to_keep, log_every_steps, progress_bar
+  multihost                     call jax.distributed.initialize() first (multi-host jobs).
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.dataset = "cifar100"
+  config.data_dir = ""
+  config.download = False
+  config.model = "resnet20"
+  config.method = "ce"
+  config.teacher_workdir = ""
+  config.seed = 0
+  config.num_epochs = 240
+  config.batch_size = 64
+  config.eval_batch_size = 256
+  config.dtype = "float32"
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.crop_pad = 4
+  config.augment.flip = True
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = 0.05
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.lr_milestones = (150, 180, 210)
+  config.optimizer.lr_decay = 0.1
+
+  config.kd = ml_collections.ConfigDict()
+  config.kd.temperature = 4.0
+  config.kd.ce_weight = 0.1
+  config.kd.kd_weight = 0.9
+
+  config.checkpoint_every_steps = 0
+  config.max_checkpoints_to_keep = 3
+  config.log_every_steps = 100
+  config.progress_bar = True
+  config.multihost = False
+  return config

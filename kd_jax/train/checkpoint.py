@@ -1,0 +1,124 @@
+"""Orbax checkpoints of a run: model variables, training state and JSON metadata.
+
+Three items per step, so a frozen teacher can read just its variables:
+  * ``model``: ``{"params", "batch_stats"}``;
+  * ``train``: ``{"step", "opt_state", "rng"}``;
+  * ``meta``: JSON with the step, the sampler position, the run's config and its
+    evaluation history (so best-epoch tracking survives a restart).
+Orbax writes each step to a temporary directory and renames it when complete, so a run
+killed mid-save leaves the previous checkpoint intact. A checkpoint that exists but cannot
+be read (corrupt files) is moved aside with a warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+logger = logging.getLogger(__name__)
+
+_ITEMS = ("model", "train", "meta")
+
+
+class CheckpointError(RuntimeError):
+  """No readable checkpoint where one was required."""
+
+
+def _abstract(tree):
+  """Shape/dtype/sharding stand-ins, so restored arrays land where ``tree``'s live."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class RunCheckpoints:
+  """The checkpoints of one run directory (``<workdir>/checkpoints``)."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                           read_only=read_only)
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, state: dict, meta: dict[str, Any]) -> None:
+    """Saves asynchronously; the next save or ``wait`` waits for it to finish."""
+    step = int(state["step"])
+    args = ocp.args.Composite(
+        model=ocp.args.StandardSave({"params": state["params"],
+                                     "batch_stats": state["batch_stats"]}),
+        train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"],
+                                     "rng": state["rng"]}),
+        meta=ocp.args.JsonSave(meta))
+    self._manager.save(step, args=args, force=True)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def _quarantine(self, step: int, error: Exception) -> None:
+    path = os.path.join(self.directory, str(step))
+    target = os.path.join(self.directory, f"corrupt_{step}")
+    logger.warning("checkpoint at step %d in %s cannot be read (%s: %s); moving it to %s and "
+                    "falling back to the previous checkpoint.", step, self.directory,
+                    type(error).__name__, error, target)
+    if os.path.isdir(path):
+      os.replace(path, target)
+    self._manager.reload()
+
+  def restore_latest(self, state_template: dict) -> tuple[dict, dict] | None:
+    """Restores the newest readable checkpoint into the structure of ``state_template``.
+
+    Returns ``(state, meta)``, or None when the run has no checkpoint yet. Unreadable
+    checkpoints are quarantined with a warning; raises CheckpointError if none is readable.
+    """
+    steps = self.all_steps()
+    if not steps:
+      return None
+    model_template = {"params": state_template["params"],
+                      "batch_stats": state_template["batch_stats"]}
+    train_template = {"step": state_template["step"], "opt_state": state_template["opt_state"],
+                      "rng": state_template["rng"]}
+    for step in reversed(steps):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            model=ocp.args.StandardRestore(_abstract(model_template)),
+            train=ocp.args.StandardRestore(_abstract(train_template)),
+            meta=ocp.args.JsonRestore()))
+        _check_meta(restored.meta, step)
+      except Exception as error:  # corrupt or truncated files raise many error types
+        self._quarantine(step, error)
+        continue
+      state = {**restored.model, **restored.train}
+      return state, restored.meta
+    raise CheckpointError(f"no readable checkpoint in {self.directory}; the unreadable ones "
+                          f"were moved to corrupt_<step>. Delete the directory to start over.")
+
+  def restore_model(self, model_template: dict, step: int | None = None) -> tuple[dict, dict]:
+    """Reads only ``{"params", "batch_stats"}`` and the metadata (for frozen teachers)."""
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {self.directory}: train that run first.")
+    step = steps[-1] if step is None else step
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore(_abstract(model_template)),
+        meta=ocp.args.JsonRestore()))
+    return restored.model, restored.meta
+
+  def read_meta(self, step: int | None = None) -> dict:
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {self.directory}: train that run first.")
+    step = steps[-1] if step is None else step
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def _check_meta(meta, step: int) -> None:
+  if not isinstance(meta, dict) or meta.get("step") != step:
+    raise ValueError(f"metadata of step {step} is missing or names another step")

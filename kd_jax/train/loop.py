@@ -1,0 +1,264 @@
+"""The training loop: one function that trains a teacher or distils a student.
+
+``train_and_evaluate(config, workdir)`` reads everything from an ml_collections config (see
+``experiments/configs``), resumes from the newest readable checkpoint in ``workdir``, and
+writes metrics, checkpoints, a summary and a plot there. The loop body is deliberately
+plain: fetch the host batch, run the compiled step, and at a few sync points (log interval,
+epoch end, checkpoint) look at metrics on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kd_jax import models
+from kd_jax.data import EpochSampler, ImageDataset, eval_batches, load_dataset
+from kd_jax.train import checkpoint, metrics, objectives, optim, sharding, state as state_lib
+from kd_jax.train import steps
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Config keys that may differ between a run and its resumption without changing its result.
+_RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir"}
+
+
+class PreemptedError(Exception):
+  """SIGTERM arrived; a checkpoint was saved. Rerun the same command to resume."""
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Turns SIGTERM into a flag the loop polls, so it can save before exiting."""
+  received = {"flag": False}
+
+  def handler(signum, frame):
+    del signum, frame
+    received["flag"] = True
+
+  try:
+    previous = signal.signal(signal.SIGTERM, handler)
+  except ValueError:  # not the main thread: no handler, the flag stays False
+    yield received
+    return
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f"unknown dtype {name!r}; valid names: {', '.join(DTYPES)}.")
+  return DTYPES[name]
+
+
+def load_teacher(teacher_workdir: str, dataset: ImageDataset, mesh, dtype):
+  """Reads a frozen teacher (model and variables) from another run's checkpoints."""
+  if not teacher_workdir:
+    raise ValueError("this method needs a teacher: set --config.teacher_workdir to the "
+                     "--workdir of a finished `python -m experiments.train_teacher` run.")
+  if not os.path.isdir(os.path.join(teacher_workdir, "checkpoints")):
+    raise checkpoint.CheckpointError(
+        f"no teacher checkpoints in {teacher_workdir}/checkpoints: train the teacher first.")
+  teacher_checkpoints = checkpoint.RunCheckpoints(teacher_workdir, read_only=True)
+  meta = teacher_checkpoints.read_meta()
+  teacher_config = meta["config"]
+  if teacher_config["dataset"] != dataset.name:
+    raise ValueError(f"the teacher in {teacher_workdir} was trained on "
+                     f"{teacher_config['dataset']!r}, not on {dataset.name!r}.")
+  if not meta.get("finished", False):
+    logger.warning("the teacher run in %s has not finished (step %d); using it anyway.",
+                    teacher_workdir, meta["step"])
+  teacher_model = models.create_model(teacher_config["model"], dataset.num_classes, dtype)
+  template = sharding.replicate(
+      models.init_variables(teacher_model, jax.random.PRNGKey(0), dataset.image_shape), mesh)
+  variables, _ = teacher_checkpoints.restore_model(template)
+  teacher_checkpoints.close()
+  return teacher_model, variables
+
+
+def _kd_hparams(config, mesh) -> dict[str, jax.Array]:
+  """Schedule values as replicated arrays: changing them never recompiles the step."""
+  return sharding.replicate({
+      "temperature": jnp.float32(config.kd.temperature),
+      "ce_weight": jnp.float32(config.kd.ce_weight),
+      "kd_weight": jnp.float32(config.kd.kd_weight),
+  }, mesh)
+
+
+def _warn_on_changed_config(saved: dict, current: dict, workdir: str) -> None:
+  changed = sorted(key for key in set(saved) | set(current)
+                   if key not in _RESUME_NEUTRAL_KEYS and saved.get(key) != current.get(key))
+  if changed:
+    logger.warning("resuming %s with a config that differs from its checkpoint in: %s",
+                    workdir, ", ".join(changed))
+
+
+def evaluate(eval_step, variables, dataset: ImageDataset, batch_size: int, mesh,
+             teacher_variables) -> dict[str, float]:
+  """Top-1, loss and (with a teacher) agreement and KL over the whole dataset."""
+  totals: dict[str, float] = {}
+  for batch in eval_batches(dataset, batch_size, jax.process_index(), jax.process_count()):
+    sums = jax.device_get(eval_step(variables, sharding.global_batch(batch, mesh),
+                                    teacher_variables))
+    for name, value in sums.items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+  return metrics.finalize_eval(totals)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the run that ``config`` describes in ``workdir``.
+
+  Returns the summary: top-1 at the last and the best epoch, and, when distilling,
+  teacher–student agreement and KL on the test set. Raises PreemptedError after saving
+  when SIGTERM arrives, and FloatingPointError naming the step when the loss stops being
+  finite (the last checkpoint, all of whose steps had finite losses, is kept).
+  """
+  method = objectives.get_method(config.method)
+  models.create_model(config.model, 1)  # fail early, listing the valid names
+  dtype = _dtype(config.dtype)
+  data_dir = config.data_dir or None
+  train_data = load_dataset(config.dataset, "train", data_dir, config.download)
+  test_data = load_dataset(config.dataset, "test", data_dir, config.download)
+
+  mesh = sharding.make_data_mesh()
+  sharding.check_batch_divisible(config.batch_size, mesh, "config.batch_size")
+  sharding.check_batch_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
+  sampler = EpochSampler(len(train_data), config.batch_size, config.seed,
+                         jax.process_index(), jax.process_count())
+  steps_per_epoch = sampler.steps_per_epoch
+  total_steps = config.num_epochs * steps_per_epoch
+
+  model = models.create_model(config.model, train_data.num_classes, dtype)
+  teacher_model, teacher_variables = None, {}
+  if method.needs_teacher:
+    teacher_model, teacher_variables = load_teacher(config.teacher_workdir, train_data, mesh,
+                                                    dtype)
+  optimizer, lr_schedule = optim.make_optimizer(config.optimizer, steps_per_epoch)
+  state = sharding.replicate(
+      state_lib.create_train_state(model, optimizer, train_data.image_shape, config.seed), mesh)
+
+  config_dict = config.to_dict()
+  run_checkpoints = checkpoint.RunCheckpoints(workdir, config.max_checkpoints_to_keep)
+  history: list[dict[str, Any]] = []
+  restored = run_checkpoints.restore_latest(state)
+  if restored is not None:
+    state, meta = restored
+    history = meta["history"]
+    _warn_on_changed_config(meta["config"], config_dict, workdir)
+    logger.info("resumed %s from step %d", workdir, int(state["step"]))
+  is_writer = jax.process_index() == 0
+  writer = metrics.MetricWriter(workdir, is_writer, resume_step=int(state["step"]))
+
+  preprocess = steps.make_preprocess(train_data.mean, train_data.std, config.augment.crop_pad,
+                                     config.augment.flip, dtype)
+  train_step = steps.make_train_step(model, optimizer, method, mesh, preprocess, teacher_model)
+  eval_step = steps.make_eval_step(model, mesh, preprocess, teacher_model)
+  hparams = _kd_hparams(config, mesh)
+
+  def save(step: int, finished: bool = False) -> None:
+    run_checkpoints.save(state, {"step": step, "sampler": sampler.position(step),
+                                 "config": config_dict, "history": history,
+                                 "finished": finished})
+
+  step = int(state["step"])
+  last_saved_step = step if restored is not None else None
+  pending: list[tuple[int, dict]] = []  # device metrics not yet looked at on the host
+  epoch_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
+
+  def flush() -> None:
+    """Looks at the pending step metrics: stop on a non-finite loss, log the rest."""
+    host_rows = jax.device_get([row for _, row in pending])
+    for (row_step, _), row in zip(pending, host_rows):
+      if not math.isfinite(float(row["loss"])):
+        run_checkpoints.wait()
+        kept = (f"the last good checkpoint (step {last_saved_step}) is kept in "
+                f"{run_checkpoints.directory}" if last_saved_step is not None
+                else "no checkpoint had been written yet")
+        raise FloatingPointError(
+            f"the training loss became {float(row['loss'])} at step {row_step} (epoch "
+            f"{(row_step - 1) // steps_per_epoch + 1}); {kept}. Lower the learning rate or "
+            f"check the inputs.")
+      epoch_sums["loss"] += float(row["loss"])
+      epoch_sums["accuracy"] += float(row["accuracy"])
+      epoch_sums["count"] += 1
+    if pending:
+      means = {name: float(np.mean([row[name] for row in host_rows])) for name in host_rows[0]}
+      means["lr"] = float(lr_schedule(pending[-1][0] - 1))
+      writer.write(pending[-1][0], "train", means)
+    pending.clear()
+
+  progress = _progress_bar(config, total_steps, step, is_writer)
+  with _sigterm_flag() as sigterm:
+    while step < total_steps:
+      local = sampler.local_indices(step)
+      batch = sharding.global_batch({"image": train_data.images[local],
+                                     "label": train_data.labels[local]}, mesh)
+      state, step_metrics = train_step(state, batch, teacher_variables, hparams)
+      step += 1
+      pending.append((step, step_metrics))
+      progress.update(1)
+
+      epoch_done = step % steps_per_epoch == 0
+      if config.checkpoint_every_steps > 0:
+        checkpoint_due = step % config.checkpoint_every_steps == 0
+      else:
+        checkpoint_due = epoch_done
+      checkpoint_due = checkpoint_due or step == total_steps or sigterm["flag"]
+      if len(pending) >= config.log_every_steps or epoch_done or checkpoint_due:
+        flush()
+      if epoch_done:
+        epoch = step // steps_per_epoch
+        row = {"epoch": epoch, "step": step,
+               "train_loss": epoch_sums["loss"] / max(epoch_sums["count"], 1),
+               "train_accuracy": 100.0 * epoch_sums["accuracy"] / max(epoch_sums["count"], 1)}
+        epoch_sums.update(loss=0.0, accuracy=0.0, count=0)
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        row.update(evaluate(eval_step, variables, test_data, config.eval_batch_size, mesh,
+                            teacher_variables))
+        history.append(row)
+        writer.write(step, "test", row)
+        progress.set_postfix(epoch=epoch, top1=f"{row['top1']:.2f}")
+      if checkpoint_due:
+        save(step, finished=step == total_steps)
+        last_saved_step = step
+      if sigterm["flag"] and step < total_steps:
+        run_checkpoints.wait()
+        run_checkpoints.close()
+        writer.close()
+        progress.close()
+        raise PreemptedError(f"SIGTERM: saved a checkpoint at step {step} in "
+                             f"{run_checkpoints.directory}; rerun the same command to resume.")
+  progress.close()
+  run_checkpoints.wait()
+  run_checkpoints.close()
+  writer.close()
+
+  summary = metrics.summarize(history)
+  summary.update(model=config.model, method=config.method, dataset=config.dataset,
+                 seed=config.seed, steps=step)
+  if is_writer:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+      f.write(metrics.summary_table(summary) + "\n")
+    metrics.plot_history(history, os.path.join(workdir, "curves.png"),
+                         title=f"{config.method}: {config.model} on {config.dataset}")
+  return summary
+
+
+def _progress_bar(config, total: int, initial: int, is_writer: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+              disable=not (config.progress_bar and is_writer))

@@ -1,0 +1,62 @@
+"""Objectives on the original view and the registry of distillation methods.
+
+A method is a recipe of two independent parts (DESIGN.md): a view maker that may add an
+extra view x' of the batch, and an objective on the original view. Objectives share one
+signature, ``(student_logits, teacher_logits, labels, hparams) -> [batch]``, where
+``hparams`` holds the schedule values (temperature, weights, ...) as arrays so that changing
+them never recompiles the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from kd_jax import losses
+
+
+def ce_objective(student_logits, teacher_logits, labels, hparams):
+  """Plain cross-entropy: teacher training and students from scratch."""
+  del teacher_logits, hparams
+  return losses.cross_entropy(student_logits, labels)
+
+
+def kd_objective(student_logits, teacher_logits, labels, hparams):
+  """Hinton KD: ``ce_weight·CE + kd_weight·τ²·KL(p_T^τ || p_S^τ)``."""
+  return losses.kd_objective(student_logits, teacher_logits, labels,
+                             temperature=hparams["temperature"],
+                             ce_weight=hparams["ce_weight"], kd_weight=hparams["kd_weight"])
+
+
+OBJECTIVES: dict[str, Callable] = {"ce": ce_objective, "kd": kd_objective}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A named recipe: which objective, which extra view, whether it needs a teacher."""
+  name: str
+  objective: str
+  view: str = "none"
+  description: str = ""
+
+  @property
+  def needs_teacher(self) -> bool:
+    return self.objective != "ce" or self.view != "none"
+
+
+METHODS: dict[str, Method] = {
+    "ce": Method("ce", "ce", description="cross-entropy only: teachers, students from scratch"),
+    "kd": Method("kd", "kd", description="vanilla KD (Hinton et al. 2015)"),
+}
+
+
+def get_method(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; valid names: {', '.join(sorted(METHODS))}.")
+  return METHODS[name]
+
+
+def get_objective(name: str) -> Callable:
+  if name not in OBJECTIVES:
+    raise ValueError(f"unknown objective {name!r}; valid names: {', '.join(sorted(OBJECTIVES))}.")
+  return OBJECTIVES[name]

@@ -1,0 +1,118 @@
+"""The compiled training and evaluation steps.
+
+``make_train_step`` returns one ``jax.jit`` function that does the whole distillation step
+on device: uint8 batch → random crop/flip → normalise → frozen teacher in inference mode →
+student in training mode → per-example objective → batch mean → optax update. Parameters
+are replicated and the batch is sharded over the mesh's ``"data"`` axis. Everything that
+changes during training (lr through the optimiser's step count, temperature and loss weights
+through ``hparams``) is an array argument, so the step compiles once per run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kd_jax import augment, losses
+from kd_jax.train import objectives, sharding
+
+
+def make_preprocess(mean, std, crop_pad: int, flip: bool, compute_dtype):
+  """uint8 images → (augmented) normalised float images, on device."""
+
+  def preprocess(key, images, train: bool):
+    if train and (crop_pad or flip):
+      images = augment.random_crop_flip(key, images, pad=crop_pad, flip=flip)
+    return augment.normalize(images, mean, std, compute_dtype)
+
+  return preprocess
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation,
+                    method: objectives.Method, mesh, preprocess, teacher_model=None):
+  """Builds ``step(state, batch, teacher_variables, hparams) -> (state, metrics)``.
+
+  Args:
+    model: the student (Flax module, ``apply(variables, x, train)``).
+    optimizer: optax transformation; the learning-rate schedule lives in its state.
+    method: which objective (and later, which extra view) to use.
+    mesh: device mesh with a ``"data"`` axis.
+    preprocess: from ``make_preprocess``.
+    teacher_model: Flax module of the frozen teacher, or None for methods without one.
+
+  The returned function donates ``state``. ``batch`` is ``{"image": uint8 [B,H,W,C],
+  "label": int32 [B]}``; ``teacher_variables`` is ``{"params", "batch_stats"}`` (``{}``
+  without a teacher); ``hparams`` a dict of scalar arrays read by the objective.
+  """
+  if method.needs_teacher and teacher_model is None:
+    raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
+  objective = objectives.get_objective(method.objective)
+
+  def train_step(state, batch, teacher_variables, hparams):
+    key = jax.random.fold_in(state["rng"], state["step"])
+    images = preprocess(key, batch["image"], train=True)
+    labels = batch["label"]
+    teacher_logits = None
+    if teacher_model is not None:
+      # Frozen teacher: inference-mode BatchNorm, no gradient.
+      teacher_logits = jax.lax.stop_gradient(
+          teacher_model.apply(teacher_variables, images, train=False))
+
+    def loss_fn(params):
+      variables = {"params": params, "batch_stats": state["batch_stats"]}
+      logits, updated = model.apply(variables, images, train=True, mutable=["batch_stats"])
+      per_example = objective(logits, teacher_logits, labels, hparams)
+      return jnp.mean(per_example), (logits, updated.get("batch_stats", {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    new_state = {
+        "step": state["step"] + 1,
+        "params": optax.apply_updates(state["params"], updates),
+        "batch_stats": batch_stats,
+        "opt_state": opt_state,
+        "rng": state["rng"],
+    }
+    metrics = {"loss": loss,
+               "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels).astype(jnp.float32)}
+    return new_state, metrics
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(train_step,
+                 in_shardings=(replicated, sharding.batch_sharded(mesh), replicated, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_eval_step(model, mesh, preprocess, teacher_model=None):
+  """Builds ``eval_step(variables, batch, teacher_variables) -> sums`` over a masked batch.
+
+  Returns sums (not means) so that batches add up exactly: ``count``, ``correct``,
+  ``loss`` (cross-entropy) and, with a teacher, ``agree`` (same top-1 as the teacher),
+  ``kl`` (KL(p_T || p_S) at τ = 1) and ``teacher_correct``.
+  """
+
+  def eval_step(variables, batch, teacher_variables) -> dict[str, Any]:
+    images = preprocess(None, batch["image"], train=False)
+    labels, mask = batch["label"], batch["mask"]
+    logits = model.apply(variables, images, train=False)
+    predictions = jnp.argmax(logits, -1)
+    sums = {
+        "count": jnp.sum(mask),
+        "correct": jnp.sum((predictions == labels) * mask),
+        "loss": jnp.sum(losses.cross_entropy(logits, labels) * mask),
+    }
+    if teacher_model is not None:
+      teacher_logits = teacher_model.apply(teacher_variables, images, train=False)
+      teacher_predictions = jnp.argmax(teacher_logits, -1)
+      sums["agree"] = jnp.sum((predictions == teacher_predictions) * mask)
+      sums["kl"] = jnp.sum(losses.kd_kl(logits, teacher_logits, 1.0) * mask)
+      sums["teacher_correct"] = jnp.sum((teacher_predictions == labels) * mask)
+    return sums
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(eval_step, in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
+                 out_shardings=replicated)
