@@ -1,4 +1,4 @@
-"""The embedded default: scikit-learn's 8x8 digits (1,437 train / 360 test, fixed split).
+"""The embedded default: scikit-learn's 8x8 digits (1,438 train / 359 test, fixed split).
 
 Runs offline in seconds on a CPU. The argument picks the role:
   teacher  cnn_medium trained with cross-entropy,

@@ -2,7 +2,7 @@
 
 ``digits``: scikit-learn's 1,797 handwritten digits (8×8, 17 grey levels, UCI). The pixel
 values 0..16 are mapped to uint8 by ``round(v · 255 / 16)``. The split is fixed: a
-stratified 80/20 split with seed 0 (1,437 train / 360 test), the same on every machine.
+stratified 80/20 split with seed 0 (1,438 train / 359 test), the same on every machine.
 """
 
 from __future__ import annotations

@@ -17,12 +17,10 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 logger = logging.getLogger(__name__)
-
-_ITEMS = ("model", "train", "meta")
-
 
 class CheckpointError(RuntimeError):
   """No readable checkpoint where one was required."""
@@ -40,7 +38,10 @@ class RunCheckpoints:
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            read_only=read_only)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+    handlers = {"model": ocp.StandardCheckpointHandler(),
+                "train": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_handlers=handlers)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -110,6 +111,27 @@ class RunCheckpoints:
         model=ocp.args.StandardRestore(_abstract(model_template)),
         meta=ocp.args.JsonRestore()))
     return restored.model, restored.meta
+
+  def read_arrays(self, step: int | None = None) -> dict:
+    """Reads the ``model`` and ``train`` items as host NumPy arrays, whatever the topology.
+
+    For inspecting, exporting or comparing runs: no template and no devices needed, and a
+    checkpoint written on 8 devices reads the same on 1.
+    """
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {self.directory}.")
+    step = steps[-1] if step is None else step
+    metadata = self._manager.item_metadata(step)
+    on_one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    args = {}
+    for item in ("model", "train"):
+      template = jax.tree.map(
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=on_one_device),
+          metadata[item])
+      args[item] = ocp.args.StandardRestore(template)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+    return jax.tree.map(np.asarray, {"model": restored.model, "train": restored.train})
 
   def read_meta(self, step: int | None = None) -> dict:
     steps = self.all_steps()

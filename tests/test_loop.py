@@ -1,0 +1,107 @@
+"""The training loop end to end on the embedded digits: outputs, resume, corruption, NaN."""
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from kd_jax.train import checkpoint, loop
+from tests.conftest import tiny_config
+
+
+def _final_variables(workdir):
+  """The newest checkpoint's model variables and step, read back without a template."""
+  checkpoints = checkpoint.RunCheckpoints(workdir, read_only=True)
+  step = checkpoints.all_steps()[-1]
+  arrays = checkpoints.read_arrays(step)
+  checkpoints.close()
+  return arrays, step
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  summary = loop.train_and_evaluate(tiny_config("teacher", num_epochs=3), workdir)
+  return workdir, summary
+
+
+def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
+  workdir, summary = teacher_run
+  assert summary["epochs"] == 3 and summary["steps"] == 66
+  assert summary["best_top1"] >= summary["last_top1"] > 50.0  # learns the digits
+  for name in ("summary.json", "summary.md", "curves.png", "metrics.jsonl"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2, 3]
+  assert {"loss", "accuracy", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
+
+
+def test_kd_run_reports_agreement_and_kl(teacher_run, tmp_path):
+  teacher_dir, teacher_summary = teacher_run
+  config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1)
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 <= summary["last_agreement"] <= 100.0
+  assert summary["last_kl_teacher_student"] > 0.0
+  assert summary["last_teacher_top1"] == pytest.approx(teacher_summary["last_top1"])
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  loop.train_and_evaluate(tiny_config(num_epochs=2), straight)
+  loop.train_and_evaluate(tiny_config(num_epochs=1), resumed)
+  summary = loop.train_and_evaluate(tiny_config(num_epochs=2), resumed)  # resumes at step 22
+  assert summary["epochs"] == 2
+  a, _ = _final_variables(straight)
+  b, _ = _final_variables(resumed)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  rows = [json.loads(line) for line in open(os.path.join(resumed, "metrics.jsonl"))]
+  assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+  workdir = str(tmp_path)
+  loop.train_and_evaluate(tiny_config(num_epochs=2), workdir)
+  latest = os.path.join(workdir, "checkpoints", "44")
+  for folder, _, files in os.walk(os.path.join(latest, "model")):
+    for name in files:
+      with open(os.path.join(folder, name), "wb") as f:
+        f.write(b"not a checkpoint")
+  with caplog.at_level(logging.WARNING, logger="kd_jax"):
+    summary = loop.train_and_evaluate(tiny_config(num_epochs=2), workdir)
+  assert "cannot be read" in caplog.text and "step 44" in caplog.text
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "corrupt_44"))
+  assert summary["steps"] == 44  # redid epoch 2 from the step-22 checkpoint
+  assert checkpoint.RunCheckpoints(workdir, read_only=True).all_steps()[-1] == 44
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  # From epoch 2 on the learning rate is 5e28: the parameters overflow within a step or two.
+  config = tiny_config(num_epochs=3, **{"optimizer.lr_milestones": (1,),
+                                        "optimizer.lr_decay": 1e30})
+  with pytest.raises(FloatingPointError, match=r"became (nan|inf|-inf) at step (2[3-9]|3\d|4[0-4])"
+                     r" \(epoch 2\); the last good checkpoint \(step 22\) is kept"):
+    loop.train_and_evaluate(config, workdir)
+  variables, step = _final_variables(workdir)
+  assert step == 22
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(variables))
+
+
+def test_missing_teacher_and_bad_names(tmp_path):
+  with pytest.raises(ValueError, match="needs a teacher"):
+    loop.train_and_evaluate(tiny_config("kd", teacher_workdir=""), str(tmp_path / "a"))
+  with pytest.raises(checkpoint.CheckpointError, match="train the teacher first"):
+    loop.train_and_evaluate(tiny_config("kd", teacher_workdir=str(tmp_path / "none")),
+                            str(tmp_path / "b"))
+  with pytest.raises(ValueError, match="unknown method 'kd_bogus'"):
+    loop.train_and_evaluate(tiny_config(method="kd_bogus"), str(tmp_path / "c"))
+  with pytest.raises(ValueError, match="unknown model 'resnet7'"):
+    loop.train_and_evaluate(tiny_config(model="resnet7"), str(tmp_path / "d"))
+  with pytest.raises(ValueError, match="unknown dataset 'cifar1000'"):
+    loop.train_and_evaluate(tiny_config(dataset="cifar1000"), str(tmp_path / "e"))
+  with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+    loop.train_and_evaluate(tiny_config(dtype="float8"), str(tmp_path / "f"))

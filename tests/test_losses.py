@@ -1,0 +1,138 @@
+"""kd_jax.losses against hand-computed values, a NumPy reference, jit and bad input."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import losses
+
+
+def np_log_softmax(z):
+  z = np.asarray(z, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def np_kd_kl(student, teacher, tau):
+  log_t, log_s = np_log_softmax(teacher / tau), np_log_softmax(student / tau)
+  return tau ** 2 * (np.exp(log_t) * (log_t - log_s)).sum(-1)
+
+
+def test_kd_kl_hand_computed_two_classes():
+  # Teacher logits (0, log 3) -> p_T = (1/4, 3/4); student (0, 0) -> p_S = (1/2, 1/2).
+  # KL = 1/4 log(1/2) + 3/4 log(3/2); tau = 1 so no scaling.
+  expected = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+  value = losses.kd_kl(jnp.array([[0.0, 0.0]]), jnp.array([[0.0, math.log(3.0)]]), 1.0)
+  np.testing.assert_allclose(value, [expected], rtol=1e-6)
+
+
+def test_kd_kl_temperature_squared_factor():
+  # With tau = 2 the logits are halved and the KL is multiplied by 4:
+  # teacher (0, 2 log 3) / 2 = (0, log 3) -> same distributions as above.
+  expected = 4.0 * (0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+  value = losses.kd_kl(jnp.array([[0.0, 0.0]]), jnp.array([[0.0, 2 * math.log(3.0)]]), 2.0)
+  np.testing.assert_allclose(value, [expected], rtol=1e-6)
+
+
+def test_kd_kl_matches_numpy_under_jit():
+  rng = np.random.default_rng(0)
+  student, teacher = rng.normal(size=(2, 16, 10)).astype(np.float32) * 3
+  value = jax.jit(losses.kd_kl, static_argnums=2)(student, teacher, 4.0)
+  np.testing.assert_allclose(value, np_kd_kl(student, teacher, 4.0), rtol=1e-5, atol=1e-6)
+  assert value.shape == (16,)
+
+
+def test_kd_kl_is_zero_for_equal_logits_and_has_known_gradient():
+  rng = np.random.default_rng(1)
+  student, teacher = rng.normal(size=(2, 4, 5)).astype(np.float32)
+  np.testing.assert_allclose(losses.kd_kl(teacher, teacher, 3.0), np.zeros(4), atol=1e-6)
+  # d/dz_S tau^2 KL(p_T^tau || p_S^tau) = tau (p_S^tau - p_T^tau).
+  tau = 3.0
+  grad = jax.grad(lambda s: losses.kd_kl(s, teacher, tau).sum())(student)
+  expected = tau * (jax.nn.softmax(student / tau) - jax.nn.softmax(teacher / tau))
+  np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kd_kl_traced_temperature():
+  rng = np.random.default_rng(2)
+  student, teacher = rng.normal(size=(2, 3, 7)).astype(np.float32)
+  value = jax.jit(losses.kd_kl)(student, teacher, jnp.float32(2.5))
+  np.testing.assert_allclose(value, np_kd_kl(student, teacher, 2.5), rtol=1e-5)
+
+
+def test_stable_for_huge_logits():
+  student = jnp.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 5.0]])
+  teacher = jnp.array([[-1e4, 1e4, 0.0], [-1e4, 1e4, 0.0]])
+  labels = jnp.array([1, 1])
+  for value in (losses.kd_kl(student, teacher, 1.0), losses.cross_entropy(student, labels),
+                losses.entropy(student), losses.kd_kl(student, teacher, 4.0)):
+    assert np.all(np.isfinite(value)), value
+  # First example: the teacher puts all mass on class 1, the student on class 0:
+  # KL = log p_T(1) - log p_S(1) = 0 - (-2e4) = 2e4 (log-softmax differences are exact).
+  np.testing.assert_allclose(losses.kd_kl(student, teacher, 1.0)[0], 2e4, rtol=1e-6)
+  np.testing.assert_allclose(losses.cross_entropy(student, labels), [2e4, 0.0], atol=1e-3)
+  grads = jax.grad(lambda s: losses.kd_kl(s, teacher, 1.0).sum())(student)
+  assert np.all(np.isfinite(grads))
+
+
+def test_bfloat16_inputs_are_computed_in_float32():
+  rng = np.random.default_rng(3)
+  student, teacher = rng.normal(size=(2, 8, 10)).astype(np.float32)
+  student_bf16, teacher_bf16 = jnp.bfloat16(student), jnp.bfloat16(teacher)
+  value = losses.kd_kl(student_bf16, teacher_bf16, 4.0)
+  assert value.dtype == jnp.float32
+  # Same as float32 on the bf16-rounded logits: no loss of precision inside.
+  reference = np_kd_kl(np.asarray(student_bf16, np.float32), np.asarray(teacher_bf16, np.float32),
+                       4.0)
+  np.testing.assert_allclose(value, reference, rtol=1e-5, atol=1e-7)
+  assert losses.cross_entropy(student_bf16, jnp.zeros(8, jnp.int32)).dtype == jnp.float32
+
+
+def test_cross_entropy_hand_computed_and_soft_labels():
+  logits = jnp.array([[0.0, math.log(3.0)], [2.0, 2.0]])
+  np.testing.assert_allclose(losses.cross_entropy(logits, jnp.array([1, 0])),
+                             [-math.log(0.75), math.log(2.0)], rtol=1e-6)
+  soft = jnp.array([[0.5, 0.5], [1.0, 0.0]])
+  np.testing.assert_allclose(losses.cross_entropy(logits, soft),
+                             [-(0.5 * math.log(0.25) + 0.5 * math.log(0.75)), math.log(2.0)],
+                             rtol=1e-6)
+
+
+def test_entropy_hand_computed():
+  np.testing.assert_allclose(losses.entropy(jnp.zeros((2, 4))), [math.log(4)] * 2, rtol=1e-6)
+  # tau = 2 on (0, 2 log 3) is p = (1/4, 3/4).
+  expected = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+  np.testing.assert_allclose(losses.entropy(jnp.array([[0.0, 2 * math.log(3.0)]]), 2.0),
+                             [expected], rtol=1e-6)
+
+
+def test_kd_objective_is_the_weighted_sum():
+  rng = np.random.default_rng(4)
+  student, teacher = rng.normal(size=(2, 5, 6)).astype(np.float32)
+  labels = jnp.array([0, 1, 2, 3, 5])
+  value = jax.jit(lambda s, t, y: losses.kd_objective(s, t, y, temperature=4.0, ce_weight=0.1,
+                                                      kd_weight=0.9))(student, teacher, labels)
+  ce = -np.take_along_axis(np_log_softmax(student), np.asarray(labels)[:, None], 1)[:, 0]
+  np.testing.assert_allclose(value, 0.1 * ce + 0.9 * np_kd_kl(student, teacher, 4.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: losses.kd_kl(jnp.zeros((4, 10)), jnp.zeros((4, 9))), "same shape"),
+    (lambda: losses.kd_kl(jnp.zeros((4, 10), jnp.int32), jnp.zeros((4, 10))), "student_logits"),
+    (lambda: losses.kd_kl(jnp.zeros((4, 10)), jnp.zeros((4, 10)), 0.0), "temperature"),
+    (lambda: losses.cross_entropy(jnp.zeros((4, 10)), jnp.zeros((5,), jnp.int32)), "labels"),
+    (lambda: losses.cross_entropy(jnp.zeros((4, 10)), jnp.zeros((4, 9))), "labels"),
+    (lambda: losses.cross_entropy(jnp.zeros((4, 10)), jnp.zeros((4,), bool)), "labels"),
+    (lambda: losses.entropy(jnp.float32(1.0)), "logits"),
+])
+def test_bad_input_names_the_argument(call, message):
+  with pytest.raises((ValueError, TypeError), match=message):
+    call()
+
+
+def test_bad_shapes_fail_at_trace_time_under_jit():
+  with pytest.raises(ValueError, match="student_logits and teacher_logits"):
+    jax.jit(losses.kd_kl)(jnp.zeros((4, 10)), jnp.zeros((3, 10)))

@@ -1,0 +1,82 @@
+"""Bundled models: registry, parameter counts of the PyTorch originals, BatchNorm semantics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import models
+from kd_jax.models import layers
+
+# Trainable parameters with 100 classes, as counted by PyTorch on RepDistiller's definitions
+# (models/resnet.py, wrn.py, vgg.py with BatchNorm); they round to the CRD paper's table
+# (resnet20 0.28M, resnet32x4 7.43M, wrn_40_2 2.26M, vgg13 9.46M, ...).
+# tests/test_torch_parity.py recounts them on the PyTorch twins when torch is installed.
+CIFAR100_PARAMETER_COUNTS = {
+    "resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
+    "resnet44": 667_188, "resnet56": 861_620, "resnet110": 1_736_564,
+    "resnet8x4": 1_233_540, "resnet32x4": 7_433_860,
+    "wrn_16_1": 180_916, "wrn_16_2": 703_284, "wrn_40_1": 569_780, "wrn_40_2": 2_255_156,
+    "vgg8": 3_965_028, "vgg11": 9_277_284, "vgg13": 9_462_180, "vgg16": 14_774_436,
+    "vgg19": 20_086_692,
+}
+# The small nets on 8x8x1 digits, 10 classes.
+DIGITS_PARAMETER_COUNTS = {"cnn_tiny": 1_442, "cnn_small": 19_562, "cnn_medium": 223_690,
+                           "mlp_tiny": 1_210, "mlp_small": 4_810}
+
+
+def _count(name, num_classes, image_shape):
+  model = models.create_model(name, num_classes)
+  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.PRNGKey(0),
+                                                        image_shape))
+  return models.count_parameters(shapes["params"])
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR100_PARAMETER_COUNTS))
+def test_cifar_parameter_counts_equal_pytorch_originals(name):
+  assert _count(name, 100, (32, 32, 3)) == CIFAR100_PARAMETER_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(DIGITS_PARAMETER_COUNTS))
+def test_small_net_parameter_counts(name):
+  assert _count(name, 10, (8, 8, 1)) == DIGITS_PARAMETER_COUNTS[name]
+
+
+def test_every_registered_model_is_counted():
+  assert set(models.MODEL_NAMES) == set(CIFAR100_PARAMETER_COUNTS) | set(DIGITS_PARAMETER_COUNTS)
+
+
+def test_forward_shapes_and_batch_stats_update():
+  model = models.create_model("resnet8", 100)
+  variables = models.init_variables(model, jax.random.PRNGKey(0), (32, 32, 3))
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
+  logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert logits.shape == (4, 100)
+  before = jax.tree.leaves(variables["batch_stats"])
+  after = jax.tree.leaves(updated["batch_stats"])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+  assert model.apply(variables, x, train=False).shape == (4, 100)
+
+
+def test_bfloat16_compute():
+  model = models.create_model("cnn_tiny", 10, dtype=jnp.bfloat16)
+  variables = models.init_variables(model, jax.random.PRNGKey(0), (8, 8, 1))
+  logits = model.apply(variables, jnp.ones((2, 8, 8, 1)), train=False)
+  assert logits.dtype == jnp.bfloat16
+  assert jax.tree.leaves(variables["params"])[0].dtype == jnp.float32
+
+
+def test_batchnorm_follows_pytorch_running_statistics():
+  # x over 4 examples of one feature: mean 2.5, biased var 1.25, unbiased var 5/3.
+  x = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(4, 1)
+  bn = layers.BatchNorm()
+  variables = bn.init(jax.random.PRNGKey(0), x, train=False)
+  y, updated = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(y[:, 0], (x[:, 0] - 2.5) / np.sqrt(1.25 + 1e-5), rtol=1e-6)
+  np.testing.assert_allclose(updated["batch_stats"]["mean"], [0.9 * 0 + 0.1 * 2.5], rtol=1e-6)
+  np.testing.assert_allclose(updated["batch_stats"]["var"], [0.9 * 1 + 0.1 * 5 / 3], rtol=1e-6)
+
+
+def test_unknown_model_lists_valid_names():
+  with pytest.raises(ValueError, match="unknown model 'resnet21'.*resnet20"):
+    models.create_model("resnet21", 10)

@@ -1,0 +1,128 @@
+"""Whole runs as separate processes: the command line, SIGKILL/SIGTERM and resume, 8 devices.
+
+Each run is a fresh `python -m experiments...` process, as a user would start it. The
+8-device runs set XLA_FLAGS before JAX starts in their own process, so the rest of the
+suite keeps its single fast CPU device.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_loop import _final_variables
+
+DIGITS_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits.py")
+
+
+def _command(entry, role, workdir, *overrides):
+  return [sys.executable, "-m", f"experiments.{entry}", f"--config={DIGITS_CONFIG}:{role}",
+          f"--workdir={workdir}", "--config.progress_bar=False", *overrides]
+
+
+def _env(devices=1):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env.pop("XLA_FLAGS", None)
+  if devices > 1:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def _run(command, devices=1):
+  result = subprocess.run(command, cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _checkpoint_steps(workdir):
+  folder = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+def _start_and_signal(command, workdir, sig, min_checkpoints):
+  process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while len(_checkpoint_steps(workdir)) < min_checkpoints:
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    assert time.time() < deadline
+    time.sleep(0.02)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=300)
+  return process.returncode, stderr
+
+
+LONG_RUN = ("--config.num_epochs=30", "--config.checkpoint_every_steps=20")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  result = _run(_command("distill", "scratch", workdir, *LONG_RUN))
+  assert "last_top1" in result.stdout  # the summary table
+  return _final_variables(workdir)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
+  workdir = str(tmp_path)
+  command = _command("distill", "scratch", workdir, *LONG_RUN)
+  returncode, _ = _start_and_signal(command, workdir, signal.SIGKILL, min_checkpoints=2)
+  assert returncode == -signal.SIGKILL
+  assert _checkpoint_steps(workdir)[-1] < 660  # killed part way
+  _run(command)  # the same command resumes
+  resumed, step = _final_variables(workdir)
+  expected, expected_step = uninterrupted
+  assert step == expected_step == 660
+  jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+
+
+def test_sigterm_saves_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
+  workdir = str(tmp_path)
+  command = _command("distill", "scratch", workdir, *LONG_RUN)
+  returncode, stderr = _start_and_signal(command, workdir, signal.SIGTERM, min_checkpoints=1)
+  assert returncode == 143, stderr[-2000:]
+  assert "SIGTERM: saved a checkpoint at step" in stderr
+  saved = _checkpoint_steps(workdir)[-1]
+  assert 0 < saved < 660
+  with open(os.path.join(workdir, "checkpoints", str(saved), "meta", "metadata")) as f:
+    meta = json.load(f)
+  assert meta["step"] == saved and meta["finished"] is False
+  assert meta["sampler"] == {"epoch": saved // 22, "batch_in_epoch": saved % 22}
+  _run(command)
+  resumed, _ = _final_variables(workdir)
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted[0])
+
+
+def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path):
+  runs = {}
+  for devices in (1, 8):
+    teacher = str(tmp_path / f"teacher{devices}")
+    result = _run(_command("train_teacher", "teacher", teacher, "--config.num_epochs=2",
+                           "--config.model=cnn_tiny"), devices)
+    assert f"id={devices - 1}" in result.stderr and f"id={devices}" not in result.stderr
+    # Both KD runs read the teacher trained on one device: checkpoints restore across meshes.
+    student = str(tmp_path / f"kd{devices}")
+    _run(_command("distill", "kd", student, "--config.num_epochs=2",
+                  f"--config.teacher_workdir={tmp_path / 'teacher1'}"), devices)
+    runs[devices] = (_final_variables(teacher)[0], _final_variables(student)[0])
+  for one, eight in zip(runs[1], runs[8]):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), one, eight)
+
+
+def test_cli_rejects_unknown_method_and_config_key(tmp_path):
+  result = subprocess.run(_command("distill", "scratch", str(tmp_path), "--config.method=kd_x"),
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and "unknown method 'kd_x'" in result.stderr
+  result = subprocess.run(_command("distill", "scratch", str(tmp_path), "--config.nmu_epochs=1"),
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and "nmu_epochs" in result.stderr
