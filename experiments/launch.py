@@ -9,12 +9,19 @@ from absl import logging as absl_logging
 from kd_jax.train import loop, metrics, sharding
 
 
+def configure_logging() -> None:
+  """kd_jax's own messages at INFO; Orbax's per-file chatter (absl logging) only on errors."""
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  logging.getLogger("kd_jax").setLevel(logging.INFO)
+
+
 def run(config, workdir: str) -> dict:
   """Runs ``config`` in ``workdir``; exits 143 after saving if SIGTERM arrives."""
-  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-  logging.getLogger("kd_jax").setLevel(logging.INFO)
+  configure_logging()
   if config.multihost:
-    sharding.initialize_multihost()
+    sharding.initialize_multihost(config.coordinator_address or None,
+                                  config.num_processes if config.num_processes > 0 else None,
+                                  config.process_id if config.process_id >= 0 else None)
   logging.getLogger("kd_jax").info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                jax.process_count())
   try:

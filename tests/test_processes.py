@@ -126,3 +126,34 @@ def test_cli_rejects_unknown_method_and_config_key(tmp_path):
   result = subprocess.run(_command("distill", "scratch", str(tmp_path), "--config.nmu_epochs=1"),
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
   assert result.returncode != 0 and "nmu_epochs" in result.stderr
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_host_processes_match_one_process(tmp_path):
+  """The multi-host path: jax.distributed on two local processes, each loading its half."""
+  overrides = ("--config.num_epochs=2", "--config.model=cnn_tiny")
+  single = str(tmp_path / "single")
+  _run(_command("train_teacher", "teacher", single, *overrides))
+  multi = str(tmp_path / "multi")
+  port = _free_port()
+  processes = [subprocess.Popen(
+      _command("train_teacher", "teacher", multi, *overrides, "--config.multihost=True",
+               f"--config.coordinator_address=127.0.0.1:{port}", "--config.num_processes=2",
+               f"--config.process_id={rank}"),
+      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for rank in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  assert "process 1 of 2" in stderr
+  expected, step = _final_variables(single)
+  actual, multi_step = _final_variables(multi)
+  assert step == multi_step == 44
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), actual,
+               expected)

@@ -14,7 +14,9 @@ Keys (all overridable on the command line as ``--config.key=value``):
   kd.temperature, kd.ce_weight, kd.kd_weight   Hinton KD (explicit weights, no "alpha").
   checkpoint_every_steps        0 = at the end of every epoch.
   max_checkpoints_to_keep, log_every_steps, progress_bar
-  multihost                     call jax.distributed.initialize() first (multi-host jobs).
+  multihost                     call jax.distributed.initialize() first (multi-host jobs);
+  coordinator_address, num_processes, process_id   its arguments when the cluster's
+                                environment does not provide them ("" / -1: auto-detect).
 """
 
 import ml_collections
@@ -57,4 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   config.progress_bar = True
   config.multihost = False
+  config.coordinator_address = ""
+  config.num_processes = -1
+  config.process_id = -1
   return config

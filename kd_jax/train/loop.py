@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Config keys that may differ between a run and its resumption without changing its result.
-_RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir"}
+_RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir",
+                        "coordinator_address", "num_processes", "process_id"}
 
 
 class PreemptedError(Exception):

@@ -15,9 +15,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def initialize_multihost() -> None:
-  """Joins a multi-host job (``jax.distributed.initialize``, from the cluster's env vars)."""
-  jax.distributed.initialize()
+def initialize_multihost(coordinator_address: str | None = None,
+                         num_processes: int | None = None,
+                         process_id: int | None = None) -> None:
+  """Joins a multi-host job with ``jax.distributed.initialize``.
+
+  With no arguments JAX reads the cluster's environment (TPU pods, SLURM, Open MPI, ...);
+  give all three to start processes by hand (e.g. several CPU processes on one machine).
+  """
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
 def make_data_mesh(devices=None) -> Mesh:

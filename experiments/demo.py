@@ -1,0 +1,153 @@
+"""The main job: teacher, student from scratch and KD student on the embedded digits.
+
+  python -m experiments.demo [--workdir=runs/demo] [--seeds=0,1,2] [--results_dir=results]
+
+For each seed: trains the cnn_medium teacher, the cnn_tiny student with cross-entropy only,
+and the cnn_tiny student distilled from that seed's teacher (experiments/configs/digits.py).
+Prints a table of mean ± std test top-1 (last and best epoch), teacher–student agreement and
+KL on the test set, writes it with a bar chart to --workdir (and --results_dir), and is
+idempotent: finished runs are read back from their checkpoints, not retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from experiments import launch
+from experiments.configs import digits
+from kd_jax.data import load_dataset
+from kd_jax.train import loop, sharding, steps
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the runs and results go.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each trains every row.")
+_NUM_EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the epochs of every run.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Also write the results here.")
+
+# (row name, config role, role of the teacher it distils from or None). Later methods add rows.
+ROWS = (
+    ("teacher (cnn_medium)", "teacher", None),
+    ("student from scratch (cnn_tiny)", "scratch", None),
+    ("KD student (cnn_tiny)", "kd", "teacher"),
+)
+
+
+def _config(role: str, seed: int, teacher_dir: str | None):
+  config = digits.get_config(role)
+  config.seed = seed
+  config.progress_bar = False
+  if _NUM_EPOCHS.value:
+    config.num_epochs = _NUM_EPOCHS.value
+  if teacher_dir:
+    config.teacher_workdir = teacher_dir
+  return config
+
+
+def agreement_with(student_dir: str, teacher_dir: str, config) -> dict[str, float]:
+  """Test-set agreement and KL between any finished student run and a teacher run."""
+  test_data = load_dataset(config.dataset, "test")
+  mesh = sharding.make_data_mesh()
+  dtype = loop.DTYPES[config.dtype]
+  student_model, student_variables = loop.load_teacher(student_dir, test_data, mesh, dtype)
+  teacher_model, teacher_variables = loop.load_teacher(teacher_dir, test_data, mesh, dtype)
+  preprocess = steps.make_preprocess(test_data.mean, test_data.std, 0, False, dtype)
+  eval_step = steps.make_eval_step(student_model, mesh, preprocess, teacher_model)
+  return loop.evaluate(eval_step, student_variables, test_data, config.eval_batch_size, mesh,
+                       teacher_variables)
+
+
+def _mean_std(values) -> str:
+  values = np.asarray(values, np.float64)
+  return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+
+
+def run_demo(workdir: str, seeds: list[int]) -> dict:
+  results = {name: [] for name, _, _ in ROWS}
+  for seed in seeds:
+    for name, role, teacher_role in ROWS:
+      run_dir = os.path.join(workdir, f"{role}_seed{seed}")
+      teacher_dir = os.path.join(workdir, f"{teacher_role}_seed{seed}") if teacher_role else None
+      config = _config(role, seed, teacher_dir)
+      start = time.time()
+      summary = loop.train_and_evaluate(config, run_dir)
+      summary["seconds"] = time.time() - start
+      if role != "teacher":
+        measured = agreement_with(run_dir, os.path.join(workdir, f"teacher_seed{seed}"), config)
+        summary["agreement"] = measured["agreement"]
+        summary["kl_teacher_student"] = measured["kl_teacher_student"]
+      results[name].append(summary)
+      print(f"seed {seed} {name}: last top-1 {summary['last_top1']:.2f} "
+            f"({summary['seconds']:.1f} s)", flush=True)
+  return results
+
+
+def results_table(results: dict, seeds: list[int]) -> str:
+  lines = [f"Embedded digits (1,438 train / 359 test), seeds {', '.join(map(str, seeds))}; "
+           "mean ± std over seeds.", "",
+           "| run | test top-1, last epoch (%) | test top-1, best epoch (%) | "
+           "agreement with teacher (%) | KL(teacher ‖ student) | seconds per run |",
+           "|---|---|---|---|---|---|"]
+  for name, rows in results.items():
+    agreement = _mean_std([r["agreement"] for r in rows]) if "agreement" in rows[0] else "—"
+    kl = (_mean_std([r["kl_teacher_student"] for r in rows])
+          if "kl_teacher_student" in rows[0] else "—")
+    lines.append(f"| {name} | {_mean_std([r['last_top1'] for r in rows])} | "
+                 f"{_mean_std([r['best_top1'] for r in rows])} | {agreement} | {kl} | "
+                 f"{np.mean([r['seconds'] for r in rows]):.1f} |")
+  return "\n".join(lines)
+
+
+def machine_description() -> str:
+  device = jax.devices()[0]
+  return (f"{platform.machine()} {platform.processor() or ''} with {os.cpu_count()} cores, "
+          f"{jax.device_count()} {device.platform.upper()} device(s) ({device.device_kind}), "
+          f"Python {platform.python_version()}, JAX {jax.__version__}").replace("  ", " ")
+
+
+def plot_results(results: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = list(results)
+  means = [np.mean([r["last_top1"] for r in results[n]]) for n in names]
+  stds = [np.std([r["last_top1"] for r in results[n]], ddof=1) if len(results[n]) > 1 else 0
+          for n in names]
+  fig, ax = plt.subplots(figsize=(7, 3.2))
+  ax.barh(names, means, xerr=stds, color="tab:blue", alpha=0.8)
+  ax.set_xlim(min(means) - 5, 100)
+  ax.set_xlabel("test top-1, last epoch (%)")
+  ax.invert_yaxis()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  launch.configure_logging()
+  seeds = [int(s) for s in _SEEDS.value]
+  start = time.time()
+  results = run_demo(_WORKDIR.value, seeds)
+  table = results_table(results, seeds)
+  report = (f"{table}\n\nMachine: {machine_description()}. Whole demo: "
+            f"{time.time() - start:.0f} s.\nCommand: python -m experiments.demo "
+            f"--seeds={','.join(map(str, seeds))}\n")
+  print("\n" + report)
+  for folder in filter(None, (_WORKDIR.value, _RESULTS_DIR.value)):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "demo_digits.md"), "w") as f:
+      f.write(report)
+    with open(os.path.join(folder, "demo_digits.json"), "w") as f:
+      json.dump(results, f, indent=1)
+    plot_results(results, os.path.join(folder, "demo_digits.png"))
+
+
+if __name__ == "__main__":
+  app.run(main)
