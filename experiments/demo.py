@@ -3,7 +3,8 @@
   python -m experiments.demo [--workdir=runs/demo] [--seeds=0,1,2] [--results_dir=results]
 
 For each seed: trains the cnn_medium teacher, the cnn_tiny student with cross-entropy only,
-and the cnn_tiny student distilled from that seed's teacher (experiments/configs/digits.py).
+and cnn_tiny students distilled from that seed's teacher with each method: vanilla KD, and KD
+with a teacher-labelled mixup, CutMix or CutMix-pick view (experiments/configs/digits.py).
 Prints a table of mean ± std test top-1 (last and best epoch), teacher–student agreement and
 KL on the test set, writes it with a bar chart to --workdir (and --results_dir), and is
 idempotent: finished runs are read back from their checkpoints, not retrained.
@@ -30,16 +31,21 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each trains every r
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the epochs of every run.")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Also write the results here.")
 
-# (row name, config role, role of the teacher it distils from or None). Later methods add rows.
+# (row name, config role, method or None for the role's own). Each method adds its row;
+# the students distil from the teacher of the same seed.
 ROWS = (
     ("teacher (cnn_medium)", "teacher", None),
     ("student from scratch (cnn_tiny)", "scratch", None),
-    ("KD student (cnn_tiny)", "kd", "teacher"),
+    ("KD student (cnn_tiny)", "kd", "kd"),
+    ("KD + mixup view", "kd", "kd_mixup"),
+    ("KD + CutMix view", "kd", "kd_cutmix"),
+    ("KD + CutMix-pick view", "kd", "kd_cutmix_pick"),
 )
 
 
-def _config(role: str, seed: int, teacher_dir: str | None):
+def _config(role: str, method: str | None, seed: int, teacher_dir: str | None):
   config = digits.get_config(role)
+  config.method = method or config.method
   config.seed = seed
   config.progress_bar = False
   if _NUM_EPOCHS.value:
@@ -70,10 +76,10 @@ def _mean_std(values) -> str:
 def run_demo(workdir: str, seeds: list[int]) -> dict:
   results = {name: [] for name, _, _ in ROWS}
   for seed in seeds:
-    for name, role, teacher_role in ROWS:
-      run_dir = os.path.join(workdir, f"{role}_seed{seed}")
-      teacher_dir = os.path.join(workdir, f"{teacher_role}_seed{seed}") if teacher_role else None
-      config = _config(role, seed, teacher_dir)
+    for name, role, method in ROWS:
+      run_dir = os.path.join(workdir, f"{method or role}_seed{seed}")
+      teacher_dir = os.path.join(workdir, f"teacher_seed{seed}")
+      config = _config(role, method, seed, teacher_dir if role == "kd" else None)
       start = time.time()
       summary = loop.train_and_evaluate(config, run_dir)
       summary["seconds"] = time.time() - start

@@ -60,3 +60,114 @@ def normalize(images: jax.Array, mean, std, dtype=jnp.float32) -> jax.Array:
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
   return ((images.astype(jnp.float32) / 255.0 - mean) / std).astype(dtype)
+
+
+def _mixing_dtype(images):
+  return images.dtype if jnp.issubdtype(images.dtype, jnp.floating) else jnp.float32
+
+
+def shift_permutation(key: jax.Array, batch_size: int) -> jax.Array:
+  """A partner permutation without fixed points: ``perm[i] = (i + r) mod B``, r ~ U{1..B−1}.
+
+  The official CutMix code redraws a random permutation until no image is paired with
+  itself; a random cyclic shift has no fixed point by construction and a static shape.
+  Needs ``B ≥ 2``.
+  """
+  if batch_size < 2:
+    raise ValueError(f"mixing needs a batch of at least 2 images; got {batch_size}.")
+  shift = jax.random.randint(key, (), 1, batch_size)
+  return (jnp.arange(batch_size) + shift) % batch_size
+
+
+def mixup(key: jax.Array, images: jax.Array, alpha: float = 1.0):
+  """mixup (Zhang et al. 2018) of a batch with a fixed-point-free permutation of itself.
+
+  ``λ ~ Beta(α, α)`` once per batch; ``mixed = λ·x + (1 − λ)·x[perm]``.
+
+  Args:
+    key: PRNG key.
+    images: ``[batch, height, width, channels]``; integer images are mixed in float32.
+    alpha: Beta parameter α > 0.
+
+  Returns:
+    ``(mixed, perm, lam)``: mixed images (floating), the partner permutation ``[batch]``
+    and the scalar weight λ of the original image.
+  """
+  _check_images("images", images)
+  if isinstance(alpha, (int, float)) and alpha <= 0:
+    raise ValueError(f"alpha must be > 0; got {alpha}.")
+  lam_key, perm_key = jax.random.split(key)
+  dtype = _mixing_dtype(images)
+  lam = jax.random.beta(lam_key, alpha, alpha)
+  perm = shift_permutation(perm_key, images.shape[0])
+  x = images.astype(dtype)
+  mixed = lam.astype(dtype) * x + (1 - lam).astype(dtype) * x[perm]
+  return mixed, perm, lam
+
+
+def cutmix_box(key: jax.Array, height: int, width: int, lam: jax.Array) -> jax.Array:
+  """CutMix's box as a boolean ``[height, width]`` mask (True inside the box).
+
+  Side ratio ``sqrt(1 − λ)`` of each side (``int(H·r)``, ``int(W·r)``, as the official
+  code), centre uniform over the pixels, box clipped to the image.
+  """
+  ratio = jnp.sqrt(1.0 - lam)
+  cut_h = jnp.floor(height * ratio).astype(jnp.int32)
+  cut_w = jnp.floor(width * ratio).astype(jnp.int32)
+  cy_key, cx_key = jax.random.split(key)
+  cy = jax.random.randint(cy_key, (), 0, height)
+  cx = jax.random.randint(cx_key, (), 0, width)
+  y1, y2 = jnp.clip(cy - cut_h // 2, 0, height), jnp.clip(cy + cut_h // 2, 0, height)
+  x1, x2 = jnp.clip(cx - cut_w // 2, 0, width), jnp.clip(cx + cut_w // 2, 0, width)
+  rows = jnp.arange(height)[:, None]
+  cols = jnp.arange(width)[None, :]
+  return (rows >= y1) & (rows < y2) & (cols >= x1) & (cols < x2)
+
+
+def cutmix(key: jax.Array, images: jax.Array, alpha: float = 1.0):
+  """CutMix (Yun et al. 2019) of a batch with a fixed-point-free permutation of itself.
+
+  ``λ ~ Beta(α, α)``; one box per batch with side ratio ``sqrt(1 − λ)``, uniform centre,
+  clipped to the image; the pixels inside come from ``x[perm]``. λ is then recomputed as
+  the kept-area fraction ``1 − box_area / (H·W)``, as in the official code.
+
+  Returns:
+    ``(mixed, perm, lam)``: mixed images (same dtype as ``images``), the permutation
+    ``[batch]``, and λ, the fraction of each image's area that is still its own.
+  """
+  _check_images("images", images)
+  if isinstance(alpha, (int, float)) and alpha <= 0:
+    raise ValueError(f"alpha must be > 0; got {alpha}.")
+  lam_key, perm_key, box_key = jax.random.split(key, 3)
+  batch, height, width, _ = images.shape
+  lam = jax.random.beta(lam_key, alpha, alpha)
+  perm = shift_permutation(perm_key, batch)
+  box = cutmix_box(box_key, height, width, lam)
+  mixed = jnp.where(box[None, :, :, None], images[perm], images)
+  kept = 1.0 - jnp.mean(box.astype(jnp.float32))
+  return mixed, perm, kept
+
+
+def pick_top(scores: jax.Array, images: jax.Array, n_pick: int) -> jax.Array:
+  """The ``n_pick`` samples with the highest scores, highest first (static shapes).
+
+  Args:
+    scores: ``[pool]``.
+    images: ``[pool, ...]`` (any per-sample array).
+    n_pick: Python int, ``1 ≤ n_pick ≤ pool``.
+
+  Returns:
+    ``[n_pick, ...]``. Use ``pick_top_indices`` to gather other per-sample arrays alike.
+  """
+  return jnp.take(images, pick_top_indices(scores, n_pick, images.shape[0]), axis=0)
+
+
+def pick_top_indices(scores: jax.Array, n_pick: int, pool_size: int | None = None) -> jax.Array:
+  """Indices of the ``n_pick`` highest scores (ties: lower index first)."""
+  if jnp.ndim(scores) != 1:
+    raise ValueError(f"scores must have shape [pool]; got {jnp.shape(scores)}.")
+  if pool_size is not None and pool_size != scores.shape[0]:
+    raise ValueError(f"scores has {scores.shape[0]} entries but images has {pool_size}.")
+  if not isinstance(n_pick, int) or not 1 <= n_pick <= scores.shape[0]:
+    raise ValueError(f"n_pick must be a Python int in [1, {scores.shape[0]}]; got {n_pick!r}.")
+  return jax.lax.top_k(scores, n_pick)[1]

@@ -31,6 +31,7 @@ def teacher_run(tmp_path_factory):
 def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
   workdir, summary = teacher_run
   assert summary["epochs"] == 3 and summary["steps"] == 66
+  assert summary["train_step_compilations"] == 1  # across epochs, evals and checkpoints
   assert summary["best_top1"] >= summary["last_top1"] > 50.0  # learns the digits
   for name in ("summary.json", "summary.md", "curves.png", "metrics.jsonl"):
     assert os.path.exists(os.path.join(workdir, name)), name
@@ -40,10 +41,12 @@ def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
   assert {"loss", "accuracy", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
 
 
-def test_kd_run_reports_agreement_and_kl(teacher_run, tmp_path):
+@pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick"])
+def test_kd_run_reports_agreement_and_kl(teacher_run, tmp_path, method):
   teacher_dir, teacher_summary = teacher_run
-  config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1)
+  config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1, method=method)
   summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert summary["train_step_compilations"] == 1
   assert 0.0 <= summary["last_agreement"] <= 100.0
   assert summary["last_kl_teacher_student"] > 0.0
   assert summary["last_teacher_top1"] == pytest.approx(teacher_summary["last_top1"])
@@ -60,6 +63,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a, b)
   rows = [json.loads(line) for line in open(os.path.join(resumed, "metrics.jsonl"))]
   assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2]
+
+
+def test_epoch_factor_stretches_epochs_and_milestones(tmp_path):
+  config = tiny_config(num_epochs=1, epoch_factor=2, **{"optimizer.lr_milestones": (1,)})
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert summary["epochs"] == 2 and summary["steps"] == 44
+  rows = [json.loads(line) for line in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
+  lrs = [r["lr"] for r in rows if r["split"] == "train"]
+  assert lrs[0] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.05)  # milestone at 2
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):

@@ -111,8 +111,11 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path):
                            "--config.model=cnn_tiny"), devices)
     assert f"id={devices - 1}" in result.stderr and f"id={devices}" not in result.stderr
     # Both KD runs read the teacher trained on one device: checkpoints restore across meshes.
+    # CutMix-pick with KL scores: the KD objective on x plus a view made with random draws,
+    # teacher and student passes, and a top-k over the pool, all on sharded arrays.
     student = str(tmp_path / f"kd{devices}")
     _run(_command("distill", "kd", student, "--config.num_epochs=2",
+                  "--config.method=kd_cutmix_pick", "--config.view.score=kl",
                   f"--config.teacher_workdir={tmp_path / 'teacher1'}"), devices)
     runs[devices] = (_final_variables(teacher)[0], _final_variables(student)[0])
   for one, eight in zip(runs[1], runs[8]):

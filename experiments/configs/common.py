@@ -12,6 +12,12 @@ Keys (all overridable on the command line as ``--config.key=value``):
   augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip.
   optimizer.*                   SGD with momentum, weight decay, multi-step lr schedule.
   kd.temperature, kd.ce_weight, kd.kd_weight   Hinton KD (explicit weights, no "alpha").
+  view.*                        the extra view x' of methods kd_mixup / kd_cutmix /
+                                kd_cutmix_pick: alpha (Beta parameter), pool_rounds R and
+                                score ("teacher_entropy" | "student_entropy" | "kl") and n_pick
+                                (0 = batch size) of CutMix-pick, weight of the KD term on x',
+                                label_mixing (add the mixed-label CE on x').
+  epoch_factor                  multiplies num_epochs and the lr milestones (longer training).
   checkpoint_every_steps        0 = at the end of every epoch.
   max_checkpoints_to_keep, log_every_steps, progress_bar
   multihost                     call jax.distributed.initialize() first (multi-host jobs);
@@ -53,6 +59,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.kd.temperature = 4.0
   config.kd.ce_weight = 0.1
   config.kd.kd_weight = 0.9
+
+  config.view = ml_collections.ConfigDict()
+  config.view.alpha = 1.0
+  config.view.pool_rounds = 2
+  config.view.score = "teacher_entropy"
+  config.view.n_pick = 0
+  config.view.weight = 1.0
+  config.view.label_mixing = False
+  config.epoch_factor = 1
 
   config.checkpoint_every_steps = 0
   config.max_checkpoints_to_keep = 3

@@ -95,6 +95,7 @@ def _kd_hparams(config, mesh) -> dict[str, jax.Array]:
       "temperature": jnp.float32(config.kd.temperature),
       "ce_weight": jnp.float32(config.kd.ce_weight),
       "kd_weight": jnp.float32(config.kd.kd_weight),
+      "view_weight": jnp.float32(config.view.weight),
   }, mesh)
 
 
@@ -139,14 +140,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   sampler = EpochSampler(len(train_data), config.batch_size, config.seed,
                          jax.process_index(), jax.process_count())
   steps_per_epoch = sampler.steps_per_epoch
-  total_steps = config.num_epochs * steps_per_epoch
+  # The "longer training" of Wang et al.: the epoch factor stretches epochs and lr milestones.
+  num_epochs = config.num_epochs * config.epoch_factor
+  total_steps = num_epochs * steps_per_epoch
 
   model = models.create_model(config.model, train_data.num_classes, dtype)
   teacher_model, teacher_variables = None, {}
   if method.needs_teacher:
     teacher_model, teacher_variables = load_teacher(config.teacher_workdir, train_data, mesh,
                                                     dtype)
-  optimizer, lr_schedule = optim.make_optimizer(config.optimizer, steps_per_epoch)
+  optimizer, lr_schedule = optim.make_optimizer(config.optimizer, steps_per_epoch,
+                                                config.epoch_factor)
   state = sharding.replicate(
       state_lib.create_train_state(model, optimizer, train_data.image_shape, config.seed), mesh)
 
@@ -164,7 +168,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   preprocess = steps.make_preprocess(train_data.mean, train_data.std, config.augment.crop_pad,
                                      config.augment.flip, dtype)
-  train_step = steps.make_train_step(model, optimizer, method, mesh, preprocess, teacher_model)
+  train_step = steps.make_train_step(model, optimizer, method, mesh, preprocess, teacher_model,
+                                     config.view)
   eval_step = steps.make_eval_step(model, mesh, preprocess, teacher_model)
   hparams = _kd_hparams(config, mesh)
 
@@ -248,7 +253,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   summary = metrics.summarize(history)
   summary.update(model=config.model, method=config.method, dataset=config.dataset,
-                 seed=config.seed, steps=step)
+                 seed=config.seed, steps=step,
+                 # 1 unless something (a shape, a dtype, a Python value) changed between steps.
+                 train_step_compilations=train_step._cache_size())
   if is_writer:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)

@@ -47,6 +47,13 @@ class Method:
 METHODS: dict[str, Method] = {
     "ce": Method("ce", "ce", description="cross-entropy only: teachers, students from scratch"),
     "kd": Method("kd", "kd", description="vanilla KD (Hinton et al. 2015)"),
+    "kd_mixup": Method("kd_mixup", "kd", "mixup",
+                       "KD + teacher-labelled mixup view (Wang et al. 2022)"),
+    "kd_cutmix": Method("kd_cutmix", "kd", "cutmix",
+                        "KD + teacher-labelled CutMix view (Wang et al. 2022)"),
+    "kd_cutmix_pick": Method("kd_cutmix_pick", "kd", "cutmix_pick",
+                             "KD + CutMix-pick: most informative of R CutMix draws "
+                             "(Wang et al. 2022)"),
 }
 
 

@@ -23,16 +23,20 @@ def multistep_schedule(base_lr: float, milestones: Sequence[int], decay: float,
   return optax.piecewise_constant_schedule(base_lr, boundaries)
 
 
-def make_optimizer(config, steps_per_epoch: int) -> tuple[optax.GradientTransformation,
-                                                           optax.Schedule]:
+def make_optimizer(config, steps_per_epoch: int, epoch_factor: int = 1
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Builds the optimiser described by ``config`` (an ml_collections ConfigDict).
 
   Reads ``config.name`` ("sgd"), ``learning_rate``, ``momentum``, ``nesterov``,
-  ``weight_decay``, ``lr_milestones`` (epochs) and ``lr_decay``.
+  ``weight_decay``, ``lr_milestones`` (epochs) and ``lr_decay``. ``epoch_factor`` k
+  multiplies the milestones, for runs whose epochs were multiplied by k (Wang et al.).
   """
   if config.name != "sgd":
     raise ValueError(f"unknown optimizer {config.name!r}; valid names: sgd.")
-  schedule = multistep_schedule(config.learning_rate, config.lr_milestones, config.lr_decay,
+  if not isinstance(epoch_factor, int) or epoch_factor < 1:
+    raise ValueError(f"epoch_factor must be a positive int; got {epoch_factor!r}.")
+  milestones = [m * epoch_factor for m in config.lr_milestones]
+  schedule = multistep_schedule(config.learning_rate, milestones, config.lr_decay,
                                 steps_per_epoch)
   transforms = []
   if config.weight_decay:

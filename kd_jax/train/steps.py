@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from kd_jax import augment, losses
-from kd_jax.train import objectives, sharding
+from kd_jax.train import objectives, sharding, views
 
 
 def make_preprocess(mean, std, crop_pad: int, flip: bool, compute_dtype):
@@ -32,40 +32,59 @@ def make_preprocess(mean, std, crop_pad: int, flip: bool, compute_dtype):
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation,
-                    method: objectives.Method, mesh, preprocess, teacher_model=None):
+                    method: objectives.Method, mesh, preprocess, teacher_model=None,
+                    view_options=None):
   """Builds ``step(state, batch, teacher_variables, hparams) -> (state, metrics)``.
 
   Args:
     model: the student (Flax module, ``apply(variables, x, train)``).
     optimizer: optax transformation; the learning-rate schedule lives in its state.
-    method: which objective (and later, which extra view) to use.
+    method: which objective on x and which extra view x' (kd_jax.train.views).
     mesh: device mesh with a ``"data"`` axis.
     preprocess: from ``make_preprocess``.
     teacher_model: Flax module of the frozen teacher, or None for methods without one.
+    view_options: ``config.view`` (alpha, pool_rounds, score, n_pick, label_mixing).
 
-  The returned function donates ``state``. ``batch`` is ``{"image": uint8 [B,H,W,C],
-  "label": int32 [B]}``; ``teacher_variables`` is ``{"params", "batch_stats"}`` (``{}``
-  without a teacher); ``hparams`` a dict of scalar arrays read by the objective.
+  The student sees x and x' in one forward pass of the concatenated batch (so its
+  BatchNorm statistics are those of both views together). The returned function donates
+  ``state``. ``batch`` is ``{"image": uint8 [B,H,W,C], "label": int32 [B]}``;
+  ``teacher_variables`` is ``{"params", "batch_stats"}`` (``{}`` without a teacher);
+  ``hparams`` a dict of scalar arrays (temperature, ce_weight, kd_weight, view_weight).
   """
   if method.needs_teacher and teacher_model is None:
     raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
   objective = objectives.get_objective(method.objective)
+  view_maker = views.make_view_maker(method.view, view_options)
+  label_mixing = bool(view_options.label_mixing) if view_maker else False
 
   def train_step(state, batch, teacher_variables, hparams):
     key = jax.random.fold_in(state["rng"], state["step"])
     images = preprocess(key, batch["image"], train=True)
     labels = batch["label"]
+    teacher_fn = None
     teacher_logits = None
     if teacher_model is not None:
-      # Frozen teacher: inference-mode BatchNorm, no gradient.
-      teacher_logits = jax.lax.stop_gradient(
-          teacher_model.apply(teacher_variables, images, train=False))
+      def teacher_fn(x):  # frozen teacher: inference-mode BatchNorm, no gradient
+        return jax.lax.stop_gradient(teacher_model.apply(teacher_variables, x, train=False))
+      teacher_logits = teacher_fn(images)
+    view = None
+    if view_maker is not None:
+      def student_fn(x):  # scoring only: inference mode, no statistics update, no gradient
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        return jax.lax.stop_gradient(model.apply(variables, x, train=False))
+      view = view_maker(jax.random.fold_in(key, 1), images, labels, teacher_fn, student_fn,
+                        hparams)
+    inputs = images if view is None else jnp.concatenate([images, view.images.astype(
+        images.dtype)])
 
     def loss_fn(params):
       variables = {"params": params, "batch_stats": state["batch_stats"]}
-      logits, updated = model.apply(variables, images, train=True, mutable=["batch_stats"])
-      per_example = objective(logits, teacher_logits, labels, hparams)
-      return jnp.mean(per_example), (logits, updated.get("batch_stats", {}))
+      logits, updated = model.apply(variables, inputs, train=True, mutable=["batch_stats"])
+      batch_size = labels.shape[0]
+      loss = jnp.mean(objective(logits[:batch_size], teacher_logits, labels, hparams))
+      if view is not None:
+        loss = loss + views.view_loss(logits[batch_size:], view, hparams, label_mixing)
+      return loss, (logits[:batch_size], updated.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"])

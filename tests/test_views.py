@@ -1,0 +1,126 @@
+"""View makers and their place in the step: the teacher sees x', pick keeps the top scores."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from kd_jax import losses, models
+from kd_jax.data import load_dataset
+from kd_jax.train import objectives, optim, sharding, state as state_lib, steps, views
+
+
+def _view_options(**overrides):
+  options = ml_collections.ConfigDict(dict(alpha=1.0, pool_rounds=3, score="teacher_entropy",
+                                           n_pick=0, weight=1.0, label_mixing=False))
+  options.update(overrides)
+  return options
+
+
+@pytest.fixture(scope="module")
+def nets():
+  data = load_dataset("digits", "train")
+  teacher = models.create_model("mlp_small", 10)
+  student = models.create_model("mlp_tiny", 10)
+  teacher_variables = models.init_variables(teacher, jax.random.PRNGKey(1), (8, 8, 1))
+  student_variables = models.init_variables(student, jax.random.PRNGKey(2), (8, 8, 1))
+  teacher_fn = lambda x: teacher.apply(teacher_variables, x, train=False)
+  student_fn = lambda x: student.apply(student_variables, x, train=False)
+  images = (data.images[:16].astype(np.float32) - 80.0) / 90.0
+  return data, teacher, student, teacher_variables, teacher_fn, student_fn, images, \
+      jnp.asarray(data.labels[:16])
+
+
+HPARAMS = {"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
+           "kd_weight": jnp.float32(0.9), "view_weight": jnp.float32(1.0)}
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix"])
+def test_teacher_is_rerun_on_the_mixed_view(nets, name):
+  *_, teacher_fn, student_fn, images, labels = nets
+  maker = views.make_view_maker(name, _view_options())
+  view = maker(jax.random.PRNGKey(0), images, labels, teacher_fn, student_fn, HPARAMS)
+  assert view.images.shape == images.shape
+  assert not np.allclose(view.images, images)
+  np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.images), rtol=1e-6)
+  np.testing.assert_array_equal(view.labels, labels)
+
+
+@pytest.mark.parametrize("score", views.SCORES)
+def test_pick_keeps_the_top_scored_cutmix_samples(nets, score):
+  *_, teacher_fn, student_fn, images, labels = nets
+  key = jax.random.PRNGKey(5)
+  maker = views.make_view_maker("cutmix_pick", _view_options(score=score))
+  view = jax.jit(lambda k, x, y: maker(k, x, y, teacher_fn, student_fn, HPARAMS))(
+      key, images, labels)
+  # Rebuild the pool of R = 3 CutMix draws with the same keys and score it here.
+  from kd_jax import augment
+  pool = jnp.concatenate([augment.cutmix(k, images, 1.0)[0]
+                          for k in jax.random.split(key, 3)])
+  if score == "teacher_entropy":
+    scores = losses.entropy(teacher_fn(pool))
+  elif score == "student_entropy":
+    scores = losses.entropy(student_fn(pool))
+  else:
+    scores = losses.kd_kl(student_fn(pool), teacher_fn(pool), 4.0)
+  top = np.sort(np.asarray(scores))[::-1][:16]
+  assert view.images.shape == images.shape  # n_pick = batch size
+  picked_scores = {"teacher_entropy": lambda v: losses.entropy(teacher_fn(v)),
+                   "student_entropy": lambda v: losses.entropy(student_fn(v)),
+                   "kl": lambda v: losses.kd_kl(student_fn(v), teacher_fn(v), 4.0)}[score]
+  np.testing.assert_allclose(np.asarray(picked_scores(view.images)), top, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.images), rtol=1e-5, atol=1e-6)
+  assert np.all((0 <= np.asarray(view.lam)) & (np.asarray(view.lam) <= 1))
+
+
+def test_partner_labels_and_lambda_describe_the_mix(nets):
+  *_, teacher_fn, student_fn, images, labels = nets
+  from kd_jax import augment
+  key = jax.random.PRNGKey(7)
+  view = views.make_view_maker("cutmix", _view_options())(key, images, labels, teacher_fn,
+                                                          student_fn, HPARAMS)
+  _, perm, lam = augment.cutmix(key, images, 1.0)
+  np.testing.assert_array_equal(view.partner_labels, np.asarray(labels)[np.asarray(perm)])
+  np.testing.assert_allclose(view.lam, np.full(16, float(lam)))
+
+
+def test_unknown_view_and_score():
+  with pytest.raises(ValueError, match="unknown view 'cutout'"):
+    views.make_view_maker("cutout", _view_options())
+  with pytest.raises(ValueError, match="unknown pick score 'margin'"):
+    views.make_view_maker("cutmix_pick", _view_options(score="margin"))
+
+
+@pytest.mark.parametrize("label_mixing", [False, True])
+def test_step_loss_is_objective_on_x_plus_kd_on_the_teacher_labelled_view(nets, label_mixing):
+  data, teacher, student, teacher_variables, teacher_fn, _, _, _ = nets
+  mesh = sharding.make_data_mesh()
+  options = _view_options(label_mixing=label_mixing)
+  config = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9,
+                                          nesterov=False, weight_decay=0.0, lr_milestones=(),
+                                          lr_decay=0.1))
+  optimizer, _ = optim.make_optimizer(config, 10)
+  preprocess = steps.make_preprocess(data.mean, data.std, 0, False, jnp.float32)
+  step = steps.make_train_step(student, optimizer, objectives.get_method("kd_cutmix"), mesh,
+                               preprocess, teacher, options)
+  state = state_lib.create_train_state(student, optimizer, (8, 8, 1), seed=3)
+  batch = {"image": data.images[:16], "label": data.labels[:16]}
+  # The same x, x' and teacher logits, built outside the step.
+  x = preprocess(None, jnp.asarray(batch["image"]), train=False)
+  y = jnp.asarray(batch["label"])
+  view_key = jax.random.fold_in(jax.random.fold_in(state["rng"], 0), 1)
+  view = views.make_view_maker("cutmix", options)(view_key, x, y, teacher_fn, None, HPARAMS)
+  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+  s_x = student.apply(variables, x, train=True)
+  s_v = student.apply(variables, view.images, train=True)
+  expected = float(jnp.mean(losses.kd_objective(s_x, teacher_fn(x), y, temperature=4.0,
+                                                ce_weight=0.1, kd_weight=0.9))
+                   + 0.9 * jnp.mean(losses.kd_kl(s_v, teacher_fn(view.images), 4.0)))
+  if label_mixing:
+    expected += 0.1 * float(jnp.mean(view.lam * losses.cross_entropy(s_v, view.labels)
+                                     + (1 - view.lam) * losses.cross_entropy(
+                                         s_v, view.partner_labels)))
+  _, metrics = step(sharding.replicate(state, mesh), sharding.global_batch(batch, mesh),
+                    sharding.replicate(teacher_variables, mesh), sharding.replicate(HPARAMS, mesh))
+  assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
