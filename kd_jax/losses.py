@@ -104,3 +104,31 @@ def kd_objective(student_logits: jax.Array, teacher_logits: jax.Array, labels: j
   ce = cross_entropy(student_logits, labels)
   kd = kd_kl(student_logits, teacher_logits, temperature)
   return ce_weight * ce + kd_weight * kd
+
+
+def continuation_hinge(student_logits: jax.Array, teacher_logits: jax.Array,
+                       phi: float | jax.Array, margin: float | jax.Array) -> jax.Array:
+  """Continuation-KD's hinge (Jafari et al. 2022), per example.
+
+  ``max(0, mean_c (z_S − φ·z_T)² − margin·φ)`` on logits, not probabilities. The paper
+  writes a squared norm; the mean over classes (our choice, also Annealing-KD's official
+  code) keeps the margin independent of the number of classes. With ``margin = 0`` this is
+  Annealing-KD's squared error to the scaled teacher ``φ·z_T``.
+
+  Args:
+    student_logits, teacher_logits: ``[..., num_classes]``, same shape.
+    phi: teacher scale φ ∈ (0, 1] (a schedule value, may be traced).
+    margin: m ≥ 0; gaps with mean squared error below ``m·φ`` cost nothing.
+
+  Returns:
+    ``[...]`` in at least float32.
+  """
+  validation.check_logits("student_logits", student_logits)
+  validation.check_logits("teacher_logits", teacher_logits)
+  validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
+  if isinstance(margin, (int, float)) and margin < 0:
+    raise ValueError(f"margin must be ≥ 0; got {margin}.")
+  dtype = validation.compute_dtype(student_logits, teacher_logits)
+  phi = jnp.asarray(phi, dtype)
+  gap = student_logits.astype(dtype) - phi * teacher_logits.astype(dtype)
+  return jnp.maximum(0.0, jnp.mean(jnp.square(gap), axis=-1) - jnp.asarray(margin, dtype) * phi)

@@ -41,7 +41,7 @@ def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
   assert {"loss", "accuracy", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
 
 
-@pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick"])
+@pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick", "continuation_kd"])
 def test_kd_run_reports_agreement_and_kl(teacher_run, tmp_path, method):
   teacher_dir, teacher_summary = teacher_run
   config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1, method=method)
@@ -63,6 +63,20 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a, b)
   rows = [json.loads(line) for line in open(os.path.join(resumed, "metrics.jsonl"))]
   assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2]
+
+
+def test_continuation_schedule_changes_per_epoch_without_recompiling(teacher_run, tmp_path):
+  config = tiny_config("kd", teacher_workdir=teacher_run[0], num_epochs=3,
+                       method="annealing_kd", **{"continuation.t_max": 3})
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert summary["train_step_compilations"] == 1
+  rows = [json.loads(line) for line in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
+  train = [r for r in rows if r["split"] == "train"]
+  # T_max 3 over 3 epochs: T = 2, 1, 1 -> phi = 2/3, 1, 1; Annealing-KD's psi switches to
+  # labels after the epoch where T reaches 1 (epoch 2).
+  assert [r["continuation_temperature"] for r in train] == [2.0, 1.0, 1.0]
+  assert [r["phi"] for r in train] == pytest.approx([2 / 3, 1.0, 1.0])
+  assert [r["psi"] for r in train] == [0.0, 0.0, 1.0]
 
 
 def test_epoch_factor_stretches_epochs_and_milestones(tmp_path):

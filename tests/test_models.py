@@ -10,7 +10,8 @@ from kd_jax.models import layers
 
 # Trainable parameters with 100 classes, as counted by PyTorch on RepDistiller's definitions
 # (models/resnet.py, wrn.py, vgg.py with BatchNorm); they round to the CRD paper's table
-# (resnet20 0.28M, resnet32x4 7.43M, wrn_40_2 2.26M, vgg13 9.46M, ...).
+# (resnet20 0.28M, resnet32x4 7.43M, wrn_40_2 2.26M, vgg13 9.46M, MobileNetV2 0.81M,
+# ShuffleV2 1.35M, ResNet50 23.71M, ...).
 # tests/test_torch_parity.py recounts them on the PyTorch twins when torch is installed.
 CIFAR100_PARAMETER_COUNTS = {
     "resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
@@ -19,6 +20,7 @@ CIFAR100_PARAMETER_COUNTS = {
     "wrn_16_1": 180_916, "wrn_16_2": 703_284, "wrn_40_1": 569_780, "wrn_40_2": 2_255_156,
     "vgg8": 3_965_028, "vgg11": 9_277_284, "vgg13": 9_462_180, "vgg16": 14_774_436,
     "vgg19": 20_086_692,
+    "resnet50": 23_705_252, "mobilenetv2": 812_836, "shufflenetv2": 1_355_528,
 }
 # The small nets on 8x8x1 digits, 10 classes.
 DIGITS_PARAMETER_COUNTS = {"cnn_tiny": 1_442, "cnn_small": 19_562, "cnn_medium": 223_690,

@@ -27,5 +27,7 @@ def get_config(model: str = "resnet56"):
   config.dataset = "cifar100"
   config.model = model
   config.method = "ce"
+  if model in ("mobilenetv2", "shufflenetv2"):
+    config.optimizer.learning_rate = 0.01
   config.expected_top1 = EXPECTED_TOP1.get(model, -1.0)
   return config

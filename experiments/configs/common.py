@@ -16,8 +16,17 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 kd_cutmix_pick: alpha (Beta parameter), pool_rounds R and
                                 score ("teacher_entropy" | "student_entropy" | "kl") and n_pick
                                 (0 = batch size) of CutMix-pick, weight of the KD term on x',
-                                label_mixing (add the mixed-label CE on x').
+                                label_mixing (add the mixed-label CE on x'); for backward_kd:
+                                steps K, step_size eta, normalize ("sign" | "l2" | "none"),
+                                epsilon (ball radius, 0 = none), clip (to valid pixels),
+                                divergence ("kl" | "l1" | "mse"), divergence_temperature.
+  view.name                     "" = the method's own view; or a view to combine with the
+                                method's objective (e.g. continuation_kd with cutmix_pick).
   epoch_factor                  multiplies num_epochs and the lr milestones (longer training).
+  continuation.*                Continuation-KD / Annealing-KD: t_max, margin m, psi_schedule
+                                ("linear" | "piecewise" | "step"), psi_ramp_epochs and
+                                psi_switch_epoch (piecewise: end of the ramp; annealing: the
+                                switch to labels, 0 = when T reaches 1).
   checkpoint_every_steps        0 = at the end of every epoch.
   max_checkpoints_to_keep, log_every_steps, progress_bar
   multihost                     call jax.distributed.initialize() first (multi-host jobs);
@@ -61,13 +70,29 @@ def base_config() -> ml_collections.ConfigDict:
   config.kd.kd_weight = 0.9
 
   config.view = ml_collections.ConfigDict()
+  config.view.name = ""
   config.view.alpha = 1.0
   config.view.pool_rounds = 2
   config.view.score = "teacher_entropy"
   config.view.n_pick = 0
   config.view.weight = 1.0
   config.view.label_mixing = False
+  # Backward-pass KD (view "backward"): K steps of size eta along the normalised gradient.
+  config.view.steps = 1
+  config.view.step_size = 0.1
+  config.view.normalize = "sign"
+  config.view.epsilon = 0.0
+  config.view.clip = True
+  config.view.divergence = "kl"
+  config.view.divergence_temperature = 1.0
   config.epoch_factor = 1
+
+  config.continuation = ml_collections.ConfigDict()
+  config.continuation.t_max = 20
+  config.continuation.margin = 0.1
+  config.continuation.psi_schedule = "linear"
+  config.continuation.psi_ramp_epochs = 150
+  config.continuation.psi_switch_epoch = 0
 
   config.checkpoint_every_steps = 0
   config.max_checkpoints_to_keep = 3

@@ -35,6 +35,10 @@ def get_config(role: str = "kd"):
   config.optimizer.learning_rate = 0.05
   config.optimizer.lr_milestones = (20, 25)
   config.log_every_steps = 22
+  # Continuation-KD over 30 epochs: T steps down every 3 epochs, psi ramps over 22 epochs
+  # (the CIFAR schedule's 150 of 200, scaled).
+  config.continuation.t_max = 10
+  config.continuation.psi_ramp_epochs = 22
   config.model = TEACHER_MODEL if role == "teacher" else STUDENT_MODEL
   config.method = "kd" if role == "kd" else "ce"
   config.teacher_workdir = "runs/digits/teacher" if role == "kd" else ""

@@ -143,6 +143,178 @@ class VGG(nn.Module):
     return self.classifier(x.mean((2, 3)))
 
 
+class InvertedResidual(nn.Module):
+  def __init__(self, cin, cout, stride, expansion):
+    super().__init__()
+    hidden = cin * expansion
+    self.use_residual = stride == 1 and cin == cout
+    self.expand_conv = _conv(cin, hidden, 1)
+    self.expand_bn = nn.BatchNorm2d(hidden)
+    self.depthwise_conv = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
+    self.depthwise_bn = nn.BatchNorm2d(hidden)
+    self.project_conv = _conv(hidden, cout, 1)
+    self.project_bn = nn.BatchNorm2d(cout)
+
+  def forward(self, x):
+    y = F.relu(self.expand_bn(self.expand_conv(x)))
+    y = F.relu(self.depthwise_bn(self.depthwise_conv(y)))
+    y = self.project_bn(self.project_conv(y))
+    return x + y if self.use_residual else y
+
+
+class MobileNetV2(nn.Module):
+  def __init__(self, width=0.5, expansion=6, num_classes=100):
+    super().__init__()
+    from kd_jax.models.mobile import MOBILENETV2_STAGES
+    cin = int(32 * width)
+    self.stem_conv = nn.Conv2d(3, cin, 3, 2, 1, bias=False)
+    self.stem_bn = nn.BatchNorm2d(cin)
+    self.block_names = []
+    for stage, (t, c, n, s) in enumerate(MOBILENETV2_STAGES):
+      for block in range(n):
+        name = f"stage{stage}_{block}"
+        self.add_module(name, InvertedResidual(cin, int(c * width), s if block == 0 else 1,
+                                               expansion if t != 1 else 1))
+        self.block_names.append(name)
+        cin = int(c * width)
+    last = int(1280 * width) if width > 1.0 else 1280
+    self.head_conv = _conv(cin, last, 1)
+    self.head_bn = nn.BatchNorm2d(last)
+    self.classifier = nn.Linear(last, num_classes)
+    _init_conv_bn(self)
+    nn.init.normal_(self.classifier.weight, 0, 0.01)
+    nn.init.zeros_(self.classifier.bias)
+
+  def forward(self, x):
+    x = F.relu(self.stem_bn(self.stem_conv(x)))
+    for name in self.block_names:
+      x = getattr(self, name)(x)
+    x = F.relu(self.head_bn(self.head_conv(x)))
+    return self.classifier(x.mean((2, 3)))
+
+
+def _shuffle(x, groups=2):
+  n, c, h, w = x.shape
+  return x.view(n, groups, c // groups, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+
+class ShuffleBasicBlock(nn.Module):
+  def __init__(self, channels):
+    super().__init__()
+    half = channels // 2
+    self.conv1 = _conv(half, half, 1)
+    self.bn1 = nn.BatchNorm2d(half)
+    self.conv2 = nn.Conv2d(half, half, 3, 1, 1, groups=half, bias=False)
+    self.bn2 = nn.BatchNorm2d(half)
+    self.conv3 = _conv(half, half, 1)
+    self.bn3 = nn.BatchNorm2d(half)
+
+  def forward(self, x):
+    half = x.shape[1] // 2
+    kept, y = x[:, :half], x[:, half:]
+    y = F.relu(self.bn1(self.conv1(y)))
+    y = self.bn2(self.conv2(y))
+    y = F.relu(self.bn3(self.conv3(y)))
+    return _shuffle(torch.cat([kept, y], 1))
+
+
+class ShuffleDownBlock(nn.Module):
+  def __init__(self, cin, cout):
+    super().__init__()
+    mid = cout // 2
+    self.conv1 = nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False)
+    self.bn1 = nn.BatchNorm2d(cin)
+    self.conv2 = _conv(cin, mid, 1)
+    self.bn2 = nn.BatchNorm2d(mid)
+    self.conv3 = _conv(cin, mid, 1)
+    self.bn3 = nn.BatchNorm2d(mid)
+    self.conv4 = nn.Conv2d(mid, mid, 3, 2, 1, groups=mid, bias=False)
+    self.bn4 = nn.BatchNorm2d(mid)
+    self.conv5 = _conv(mid, mid, 1)
+    self.bn5 = nn.BatchNorm2d(mid)
+
+  def forward(self, x):
+    left = F.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
+    right = F.relu(self.bn3(self.conv3(x)))
+    right = F.relu(self.bn5(self.conv5(self.bn4(self.conv4(right)))))
+    return _shuffle(torch.cat([left, right], 1))
+
+
+class ShuffleNetV2(nn.Module):
+  """PyTorch's default initialisation, as in RepDistiller's ShuffleV2."""
+
+  def __init__(self, num_classes=100, stage_channels=(116, 232, 464, 1024),
+               stage_blocks=(3, 7, 3)):
+    super().__init__()
+    self.conv1 = _conv(3, 24, 1)
+    self.bn1 = nn.BatchNorm2d(24)
+    self.block_names = []
+    cin = 24
+    for stage, (channels, blocks) in enumerate(zip(stage_channels, stage_blocks)):
+      self.add_module(f"layer{stage + 1}_down", ShuffleDownBlock(cin, channels))
+      self.block_names.append(f"layer{stage + 1}_down")
+      for block in range(blocks):
+        self.add_module(f"layer{stage + 1}_{block}", ShuffleBasicBlock(channels))
+        self.block_names.append(f"layer{stage + 1}_{block}")
+      cin = channels
+    self.conv2 = _conv(cin, stage_channels[-1], 1)
+    self.bn2 = nn.BatchNorm2d(stage_channels[-1])
+    self.linear = nn.Linear(stage_channels[-1], num_classes)
+
+  def forward(self, x):
+    x = F.relu(self.bn1(self.conv1(x)))
+    for name in self.block_names:
+      x = getattr(self, name)(x)
+    x = F.relu(self.bn2(self.conv2(x)))
+    return self.linear(x.mean((2, 3)))
+
+
+class Bottleneck(nn.Module):
+  def __init__(self, cin, planes, stride):
+    super().__init__()
+    cout = 4 * planes
+    self.conv1 = _conv(cin, planes, 1)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = _conv(planes, planes, 3, stride)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = _conv(planes, cout, 1)
+    self.bn3 = nn.BatchNorm2d(cout)
+    self.has_projection = stride != 1 or cin != cout
+    if self.has_projection:
+      self.shortcut_conv = _conv(cin, cout, 1, stride, padding=0)
+      self.shortcut_bn = nn.BatchNorm2d(cout)
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    y = F.relu(self.bn2(self.conv2(y)))
+    y = self.bn3(self.conv3(y))
+    shortcut = self.shortcut_bn(self.shortcut_conv(x)) if self.has_projection else x
+    return F.relu(y + shortcut)
+
+
+class ResNetV2(nn.Module):
+  def __init__(self, stage_blocks=(3, 4, 6, 3), num_classes=100):
+    super().__init__()
+    self.conv1 = _conv(3, 64, 3)
+    self.bn1 = nn.BatchNorm2d(64)
+    self.block_names = []
+    cin = 64
+    for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), stage_blocks)):
+      for block in range(blocks):
+        name = f"layer{stage + 1}_{block}"
+        self.add_module(name, Bottleneck(cin, planes, 2 if stage > 0 and block == 0 else 1))
+        self.block_names.append(name)
+        cin = 4 * planes
+    self.linear = nn.Linear(cin, num_classes)
+    _init_conv_bn(self)
+
+  def forward(self, x):
+    x = F.relu(self.bn1(self.conv1(x)))
+    for name in self.block_names:
+      x = getattr(self, name)(x)
+    return self.linear(x.mean((2, 3)))
+
+
 class SmallCNN(nn.Module):
   def __init__(self, widths, num_classes=10, in_channels=1):
     super().__init__()
@@ -190,6 +362,9 @@ def create_torch_model(name: str, num_classes: int, in_channels: int = 3,
       **{f"wrn_{d}_{k}": lambda d=d, k=k: WideResNet(d, k, num_classes)
          for d, k in ((16, 1), (16, 2), (40, 1), (40, 2))},
       **{f"vgg{d}": lambda d=d: VGG(VGG_CONFIGS[d], num_classes) for d in VGG_CONFIGS},
+      "resnet50": lambda: ResNetV2((3, 4, 6, 3), num_classes),
+      "mobilenetv2": lambda: MobileNetV2(0.5, 6, num_classes),
+      "shufflenetv2": lambda: ShuffleNetV2(num_classes),
       "cnn_tiny": lambda: SmallCNN((8, 16), num_classes, in_channels),
       "cnn_small": lambda: SmallCNN((32, 64), num_classes, in_channels),
       "cnn_medium": lambda: SmallCNN((64, 128, 128), num_classes, in_channels),

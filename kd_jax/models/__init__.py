@@ -14,7 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.models.mobile import MobileNetV2, ShuffleNetV2
 from kd_jax.models.resnet_cifar import CifarResNet
+from kd_jax.models.resnet_v2 import ResNetV2
 from kd_jax.models.small import MLP, SmallCNN
 from kd_jax.models.vgg import VGG, VGG_CONFIGS
 from kd_jax.models.wrn import WideResNet
@@ -30,6 +32,10 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     **{f"wrn_{depth}_{k}": functools.partial(WideResNet, depth=depth, widen_factor=k)
        for depth, k in ((16, 1), (16, 2), (40, 1), (40, 2))},
     **{f"vgg{depth}": functools.partial(VGG, blocks=VGG_CONFIGS[depth]) for depth in VGG_CONFIGS},
+    "resnet50": functools.partial(ResNetV2, stage_blocks=(3, 4, 6, 3)),
+    # RepDistiller's mobile_half (expansion 6, width 0.5) and ShuffleV2 (net size 1).
+    "mobilenetv2": functools.partial(MobileNetV2, width=0.5, expansion=6),
+    "shufflenetv2": ShuffleNetV2,
     # Small nets for the embedded 8×8 digits and MNIST.
     "cnn_tiny": functools.partial(SmallCNN, widths=(8, 16)),
     "cnn_small": functools.partial(SmallCNN, widths=(32, 64)),

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd_jax import models
+from kd_jax import continuation, models
 from kd_jax.data import EpochSampler, ImageDataset, eval_batches, load_dataset
 from kd_jax.train import checkpoint, metrics, objectives, optim, sharding, state as state_lib
 from kd_jax.train import steps
@@ -89,14 +89,30 @@ def load_teacher(teacher_workdir: str, dataset: ImageDataset, mesh, dtype):
   return teacher_model, variables
 
 
-def _kd_hparams(config, mesh) -> dict[str, jax.Array]:
+def epoch_hparams(config, method, epoch: int, num_epochs: int) -> dict[str, float]:
+  """The values the objectives read during ``epoch`` (counted from 1).
+
+  Constant for KD; Continuation-KD's φ, ψ and Annealing-KD's step ψ change once per epoch.
+  """
+  values = {"temperature": config.kd.temperature, "ce_weight": config.kd.ce_weight,
+            "kd_weight": config.kd.kd_weight, "view_weight": config.view.weight,
+            "phi": 1.0, "psi": 1.0, "margin": config.continuation.margin}
+  if method.objective in ("continuation", "annealing"):
+    c = config.continuation
+    psi_schedule, switch_epoch = c.psi_schedule, c.psi_switch_epoch
+    if method.objective == "annealing":
+      psi_schedule = "step"
+      switch_epoch = c.psi_switch_epoch or continuation.annealing_switch_epoch(num_epochs,
+                                                                               c.t_max)
+    values.update(continuation.schedule_values(
+        epoch, num_epochs, c.t_max, psi_schedule, ramp_epochs=c.psi_ramp_epochs,
+        switch_epoch=switch_epoch))
+  return values
+
+
+def _device_hparams(values: dict[str, float], mesh) -> dict[str, jax.Array]:
   """Schedule values as replicated arrays: changing them never recompiles the step."""
-  return sharding.replicate({
-      "temperature": jnp.float32(config.kd.temperature),
-      "ce_weight": jnp.float32(config.kd.ce_weight),
-      "kd_weight": jnp.float32(config.kd.kd_weight),
-      "view_weight": jnp.float32(config.view.weight),
-  }, mesh)
+  return sharding.replicate({k: jnp.float32(v) for k, v in values.items()}, mesh)
 
 
 def _warn_on_changed_config(saved: dict, current: dict, workdir: str) -> None:
@@ -127,7 +143,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   when SIGTERM arrives, and FloatingPointError naming the step when the loss stops being
   finite (the last checkpoint, all of whose steps had finite losses, is kept).
   """
-  method = objectives.get_method(config.method)
+  method = objectives.get_method(config.method, config.view.name)
   models.create_model(config.model, 1)  # fail early, listing the valid names
   dtype = _dtype(config.dtype)
   data_dir = config.data_dir or None
@@ -171,7 +187,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   train_step = steps.make_train_step(model, optimizer, method, mesh, preprocess, teacher_model,
                                      config.view)
   eval_step = steps.make_eval_step(model, mesh, preprocess, teacher_model)
-  hparams = _kd_hparams(config, mesh)
+  hparams_epoch = None
 
   def save(step: int, finished: bool = False) -> None:
     run_checkpoints.save(state, {"step": step, "sampler": sampler.position(step),
@@ -202,12 +218,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if pending:
       means = {name: float(np.mean([row[name] for row in host_rows])) for name in host_rows[0]}
       means["lr"] = float(lr_schedule(pending[-1][0] - 1))
+      if method.objective in ("continuation", "annealing"):
+        means.update({k: host_hparams[k] for k in ("phi", "psi", "continuation_temperature")})
       writer.write(pending[-1][0], "train", means)
     pending.clear()
 
   progress = _progress_bar(config, total_steps, step, is_writer)
   with _sigterm_flag() as sigterm:
     while step < total_steps:
+      if step // steps_per_epoch + 1 != hparams_epoch:
+        hparams_epoch = step // steps_per_epoch + 1
+        host_hparams = epoch_hparams(config, method, hparams_epoch, num_epochs)
+        hparams = _device_hparams(host_hparams, mesh)
       local = sampler.local_indices(step)
       batch = sharding.global_batch({"image": train_data.images[local],
                                      "label": train_data.labels[local]}, mesh)

@@ -28,7 +28,23 @@ def kd_objective(student_logits, teacher_logits, labels, hparams):
                              ce_weight=hparams["ce_weight"], kd_weight=hparams["kd_weight"])
 
 
-OBJECTIVES: dict[str, Callable] = {"ce": ce_objective, "kd": kd_objective}
+def continuation_objective(student_logits, teacher_logits, labels, hparams):
+  """Continuation-KD: ``ψ·CE + (1 − ψ)·max(0, mean_c (z_S − φ·z_T)² − m·φ)``."""
+  hinge = losses.continuation_hinge(student_logits, teacher_logits, hparams["phi"],
+                                    hparams["margin"])
+  ce = losses.cross_entropy(student_logits, labels)
+  return hparams["psi"] * ce + (1 - hparams["psi"]) * hinge
+
+
+def annealing_objective(student_logits, teacher_logits, labels, hparams):
+  """Annealing-KD: the continuation objective with margin 0 (ψ steps from 0 to 1)."""
+  return continuation_objective(student_logits, teacher_logits, labels,
+                                {**hparams, "margin": 0.0})
+
+
+OBJECTIVES: dict[str, Callable] = {"ce": ce_objective, "kd": kd_objective,
+                                   "continuation": continuation_objective,
+                                   "annealing": annealing_objective}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +70,28 @@ METHODS: dict[str, Method] = {
     "kd_cutmix_pick": Method("kd_cutmix_pick", "kd", "cutmix_pick",
                              "KD + CutMix-pick: most informative of R CutMix draws "
                              "(Wang et al. 2022)"),
+    "backward_kd": Method("backward_kd", "kd", "backward",
+                          "KD + auxiliary samples from the divergence's input gradient "
+                          "(Jafari et al. 2023)"),
+    "continuation_kd": Method("continuation_kd", "continuation",
+                              description="Continuation-KD (Jafari et al. 2022)"),
+    "annealing_kd": Method("annealing_kd", "annealing",
+                           description="Annealing-KD (Jafari et al. 2021)"),
 }
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, view: str = "") -> Method:
+  """The method called ``name``; a non-empty ``view`` replaces its view maker.
+
+  Objectives and views compose freely: ``get_method("continuation_kd", "cutmix_pick")``
+  is Continuation-KD on x plus the KD term on a CutMix-pick view.
+  """
   if name not in METHODS:
     raise ValueError(f"unknown method {name!r}; valid names: {', '.join(sorted(METHODS))}.")
-  return METHODS[name]
+  method = METHODS[name]
+  if view:
+    method = dataclasses.replace(method, name=f"{name}+{view}", view=view)
+  return method
 
 
 def get_objective(name: str) -> Callable:

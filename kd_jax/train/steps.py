@@ -10,6 +10,7 @@ through ``hparams``) is an array argument, so the step compiles once per run.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -20,15 +21,32 @@ from kd_jax import augment, losses
 from kd_jax.train import objectives, sharding, views
 
 
-def make_preprocess(mean, std, crop_pad: int, flip: bool, compute_dtype):
-  """uint8 images → (augmented) normalised float images, on device."""
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  """uint8 images → (augmented) normalised float images, on device.
 
-  def preprocess(key, images, train: bool):
-    if train and (crop_pad or flip):
-      images = augment.random_crop_flip(key, images, pad=crop_pad, flip=flip)
-    return augment.normalize(images, mean, std, compute_dtype)
+  Training mode applies the standard view (zero-pad + random crop, horizontal flip) before
+  normalising; evaluation mode only normalises.
+  """
+  mean: tuple
+  std: tuple
+  crop_pad: int
+  flip: bool
+  compute_dtype: Any
 
-  return preprocess
+  def __call__(self, key, images, train: bool):
+    if train and (self.crop_pad or self.flip):
+      images = augment.random_crop_flip(key, images, pad=self.crop_pad, flip=self.flip)
+    return augment.normalize(images, self.mean, self.std, self.compute_dtype)
+
+  def valid_range(self):
+    """Per-channel bounds of normalised pixels: where pixel values 0 and 255 land."""
+    mean, std = jnp.asarray(self.mean), jnp.asarray(self.std)
+    return (0.0 - mean) / std, (1.0 - mean) / std
+
+
+def make_preprocess(mean, std, crop_pad: int, flip: bool, compute_dtype) -> Preprocess:
+  return Preprocess(tuple(mean), tuple(std), crop_pad, flip, compute_dtype)
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation,
@@ -43,35 +61,39 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
     mesh: device mesh with a ``"data"`` axis.
     preprocess: from ``make_preprocess``.
     teacher_model: Flax module of the frozen teacher, or None for methods without one.
-    view_options: ``config.view`` (alpha, pool_rounds, score, n_pick, label_mixing).
+    view_options: ``config.view`` (see kd_jax.train.views.make_view_maker).
 
   The student sees x and x' in one forward pass of the concatenated batch (so its
   BatchNorm statistics are those of both views together). The returned function donates
   ``state``. ``batch`` is ``{"image": uint8 [B,H,W,C], "label": int32 [B]}``;
   ``teacher_variables`` is ``{"params", "batch_stats"}`` (``{}`` without a teacher);
-  ``hparams`` a dict of scalar arrays (temperature, ce_weight, kd_weight, view_weight).
+  ``hparams`` a dict of scalar arrays (temperature, ce_weight, kd_weight, view_weight, phi,
+  psi, margin; see kd_jax.train.loop.epoch_hparams).
   """
   if method.needs_teacher and teacher_model is None:
     raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
   objective = objectives.get_objective(method.objective)
-  view_maker = views.make_view_maker(method.view, view_options)
+  view_maker = views.make_view_maker(method.view, view_options, preprocess.valid_range())
   label_mixing = bool(view_options.label_mixing) if view_maker else False
 
   def train_step(state, batch, teacher_variables, hparams):
     key = jax.random.fold_in(state["rng"], state["step"])
     images = preprocess(key, batch["image"], train=True)
     labels = batch["label"]
+    # Everything before loss_fn is outside the parameter gradient: the frozen teacher and
+    # the student's scoring/generation passes get no parameter updates. They stay
+    # differentiable with respect to their inputs, which backward-pass KD needs.
     teacher_fn = None
     teacher_logits = None
     if teacher_model is not None:
-      def teacher_fn(x):  # frozen teacher: inference-mode BatchNorm, no gradient
-        return jax.lax.stop_gradient(teacher_model.apply(teacher_variables, x, train=False))
+      def teacher_fn(x):  # frozen teacher: inference-mode BatchNorm
+        return teacher_model.apply(teacher_variables, x, train=False)
       teacher_logits = teacher_fn(images)
     view = None
     if view_maker is not None:
-      def student_fn(x):  # scoring only: inference mode, no statistics update, no gradient
+      def student_fn(x):  # inference mode: no BatchNorm statistics update
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-        return jax.lax.stop_gradient(model.apply(variables, x, train=False))
+        return model.apply(variables, x, train=False)
       view = view_maker(jax.random.fold_in(key, 1), images, labels, teacher_fn, student_fn,
                         hparams)
     inputs = images if view is None else jnp.concatenate([images, view.images.astype(

@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from kd_jax import augment, losses
+from kd_jax import augment, backward, losses
 
 
 class View(NamedTuple):
@@ -86,11 +86,33 @@ def cutmix_pick_view(key, images, labels, teacher_fn, student_fn, hparams, *, al
               pool_lam[picked])
 
 
-VIEW_NAMES = ("none", "mixup", "cutmix", "cutmix_pick")
+def backward_view(key, images, labels, teacher_fn, student_fn, hparams, *, steps: int,
+                  step_size: float, normalize: str, epsilon, clip_range, divergence: str,
+                  temperature: float) -> View:
+  """Backward-pass KD (Jafari et al. 2023): x' = auxiliary samples grown from x.
+
+  K steps along the normalised input gradient of D(T(x'), S(x')), both networks in
+  inference mode, optionally projected into an ε-ball around x and clipped to the valid
+  input range; the teacher labels x' (no hard-label term: x' has no known label).
+  Regenerated every step, from the current student.
+  """
+  del key, hparams
+  aux = backward.auxiliary_samples(teacher_fn, student_fn, images, steps=steps,
+                                   step_size=step_size, normalize=normalize, epsilon=epsilon,
+                                   clip=clip_range, divergence=divergence,
+                                   temperature=temperature)
+  return View(aux, teacher_fn(aux), labels, labels, jnp.ones(labels.shape, jnp.float32))
 
 
-def make_view_maker(name: str, options) -> Callable | None:
-  """Binds a view maker's static options (an ml_collections ConfigDict ``config.view``)."""
+VIEW_NAMES = ("none", "mixup", "cutmix", "cutmix_pick", "backward")
+
+
+def make_view_maker(name: str, options, input_range=None) -> Callable | None:
+  """Binds a view maker's static options (an ml_collections ConfigDict ``config.view``).
+
+  ``input_range``: per-channel (low, high) of valid normalised inputs, used by the backward
+  view when ``options.clip`` is set.
+  """
   if name == "none":
     return None
   if name == "mixup":
@@ -105,6 +127,18 @@ def make_view_maker(name: str, options) -> Callable | None:
     return functools.partial(cutmix_pick_view, alpha=options.alpha,
                              pool_rounds=options.pool_rounds, score=options.score,
                              n_pick=options.n_pick)
+  if name == "backward":
+    if options.normalize not in backward.NORMALIZATIONS:
+      raise ValueError(f"unknown view.normalize {options.normalize!r}; valid names: "
+                       f"{', '.join(backward.NORMALIZATIONS)}.")
+    if options.divergence not in backward.DIVERGENCES:
+      raise ValueError(f"unknown view.divergence {options.divergence!r}; valid names: "
+                       f"{', '.join(backward.DIVERGENCES)}.")
+    return functools.partial(
+        backward_view, steps=options.steps, step_size=options.step_size,
+        normalize=options.normalize, epsilon=options.epsilon or None,
+        clip_range=input_range if options.clip else None, divergence=options.divergence,
+        temperature=options.divergence_temperature)
   raise ValueError(f"unknown view {name!r}; valid names: {', '.join(VIEW_NAMES)}.")
 
 

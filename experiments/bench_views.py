@@ -1,0 +1,187 @@
+"""Cost of each extra view over the plain KD step, measured against what its passes predict.
+
+  python -m experiments.bench_views [--teacher=resnet20 --student=resnet8 --batch=64
+      --image_size=32 --repeats=20 --out=results/bench_views_cpu.md]
+
+In one process: time a teacher forward, a student forward and a student forward+backward on
+one batch (the pass costs), then every method's full compiled training step, alternating
+between methods round by round after a warm-up, and report the median step time divided by
+the plain KD step's. The predicted ratio adds up the passes each step runs:
+  kd                         T(B) + S_fb(B)
+  kd_mixup, kd_cutmix        T(B) + T(B) [teacher on x'] + S_fb(2B) [x and x' together]
+  kd_cutmix_pick, teacher    T(B) + T(R·B) [score the pool] + S_fb(2B)
+  kd_cutmix_pick, student    T(B) + S(R·B) [score] + T(B) [teacher on picks] + S_fb(2B)
+  kd_cutmix_pick, kl         T(B) + T(R·B) + S(R·B) + S_fb(2B)
+with pass costs measured at the batch sizes used (T = teacher forward, S = student forward,
+S_fb = student forward + backward).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from experiments.configs import common
+from kd_jax import models
+from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
+
+_TEACHER = flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
+_STUDENT = flags.DEFINE_string("student", "resnet8", "Student model.")
+_BATCH = flags.DEFINE_integer("batch", 64, "Batch size B.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Square image side (3 channels).")
+_CLASSES = flags.DEFINE_integer("classes", 100, "Number of classes.")
+_POOL_ROUNDS = flags.DEFINE_integer("pool_rounds", 2, "R, CutMix draws in the pick pool.")
+_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed rounds (each runs every method once).")
+_OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
+
+# (label, method, pick score)
+CASES = (
+    ("kd", "kd", None),
+    ("kd_mixup", "kd_mixup", None),
+    ("kd_cutmix", "kd_cutmix", None),
+    ("kd_cutmix_pick (teacher entropy)", "kd_cutmix_pick", "teacher_entropy"),
+    ("kd_cutmix_pick (student entropy)", "kd_cutmix_pick", "student_entropy"),
+    ("kd_cutmix_pick (KL)", "kd_cutmix_pick", "kl"),
+)
+
+
+def _time(fn, repeats=10):
+  jax.block_until_ready(fn())  # compile and warm up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def pass_costs(teacher, teacher_variables, student, student_variables, batch, image_shape,
+               pool_rounds):
+  """Median seconds of the passes a step is made of, at the batch sizes steps use."""
+  rng = np.random.default_rng(0)
+
+  def images(n):
+    return jnp.asarray(rng.normal(size=(n, *image_shape)), jnp.float32)
+
+  teacher_forward = jax.jit(lambda x: teacher.apply(teacher_variables, x, train=False))
+  student_forward = jax.jit(lambda x: student.apply(student_variables, x, train=False))
+
+  def student_loss(params, x):
+    logits, _ = student.apply({"params": params, "batch_stats": student_variables["batch_stats"]},
+                              x, train=True, mutable=["batch_stats"])
+    return jnp.mean(logits ** 2)
+
+  student_fb = jax.jit(jax.grad(student_loss))
+  x_b, x_2b, x_pool = images(batch), images(2 * batch), images(pool_rounds * batch)
+  return {
+      "T(B)": _time(lambda: teacher_forward(x_b)),
+      "T(RB)": _time(lambda: teacher_forward(x_pool)),
+      "S(RB)": _time(lambda: student_forward(x_pool)),
+      "S_fb(B)": _time(lambda: student_fb(student_variables["params"], x_b)),
+      "S_fb(2B)": _time(lambda: student_fb(student_variables["params"], x_2b)),
+  }
+
+
+def predicted_seconds(method: str, score: str | None, c: dict) -> float:
+  if method == "kd":
+    return c["T(B)"] + c["S_fb(B)"]
+  if method in ("kd_mixup", "kd_cutmix"):
+    return 2 * c["T(B)"] + c["S_fb(2B)"]
+  if score == "teacher_entropy":
+    return c["T(B)"] + c["T(RB)"] + c["S_fb(2B)"]
+  if score == "student_entropy":
+    return 2 * c["T(B)"] + c["S(RB)"] + c["S_fb(2B)"]
+  return c["T(B)"] + c["T(RB)"] + c["S(RB)"] + c["S_fb(2B)"]
+
+
+def main(argv):
+  del argv
+  image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3)
+  batch = _BATCH.value
+  mesh = sharding.make_data_mesh()
+  teacher = models.create_model(_TEACHER.value, _CLASSES.value)
+  student = models.create_model(_STUDENT.value, _CLASSES.value)
+  teacher_variables = sharding.replicate(
+      models.init_variables(teacher, jax.random.PRNGKey(0), image_shape), mesh)
+  student_variables = models.init_variables(student, jax.random.PRNGKey(1), image_shape)
+  config = common.base_config()
+  config.view.pool_rounds = _POOL_ROUNDS.value
+  optimizer, _ = optim.make_optimizer(config.optimizer, steps_per_epoch=100)
+  preprocess = steps.make_preprocess((0.5,) * 3, (0.25,) * 3, 4, True, jnp.float32)
+  rng = np.random.default_rng(0)
+  host_batch = {"image": rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8),
+                "label": rng.integers(0, _CLASSES.value, batch).astype(np.int32)}
+  device_batch = sharding.global_batch(host_batch, mesh)
+  hparams = sharding.replicate({"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
+                                "kd_weight": jnp.float32(0.9), "view_weight": jnp.float32(1.0)},
+                               mesh)
+
+  runners = {}
+  for label, method, score in CASES:
+    view = ml_collections.ConfigDict(config.view.to_dict())
+    if score:
+      view.score = score
+    step = steps.make_train_step(student, optimizer, objectives.get_method(method), mesh,
+                                 preprocess, teacher, view)
+    state = sharding.replicate(state_lib.create_train_state(student, optimizer, image_shape, 0),
+                               mesh)
+    start = time.perf_counter()
+    state, metrics = step(state, device_batch, teacher_variables, hparams)
+    jax.block_until_ready(metrics)
+    runners[label] = {"step": step, "state": state, "compile_s": time.perf_counter() - start,
+                      "times": []}
+  for _ in range(3):  # warm-up rounds
+    for runner in runners.values():
+      runner["state"], metrics = runner["step"](runner["state"], device_batch, teacher_variables,
+                                                hparams)
+      jax.block_until_ready(metrics)
+  for _ in range(_REPEATS.value):  # alternate methods round by round
+    for runner in runners.values():
+      start = time.perf_counter()
+      runner["state"], metrics = runner["step"](runner["state"], device_batch, teacher_variables,
+                                                hparams)
+      jax.block_until_ready(metrics)
+      runner["times"].append(time.perf_counter() - start)
+
+  costs = pass_costs(teacher, teacher_variables, student, student_variables, batch, image_shape,
+                     _POOL_ROUNDS.value)
+  kd_median = statistics.median(runners["kd"]["times"])
+  kd_predicted = predicted_seconds("kd", None, costs)
+  device = jax.devices()[0]
+  lines = [f"Teacher {_TEACHER.value} → student {_STUDENT.value}, batch {batch}, "
+           f"{image_shape[0]}×{image_shape[1]}×3, {_CLASSES.value} classes, float32, "
+           f"R = {_POOL_ROUNDS.value}; {jax.device_count()} {device.platform.upper()} device(s) "
+           f"({device.device_kind}), {os.cpu_count()} CPU cores, JAX {jax.__version__}; "
+           f"median of {_REPEATS.value} alternating rounds after 3 warm-up rounds.", "",
+           "| method | step (ms) | images/s | measured ÷ KD | predicted ÷ KD | "
+           "measured ÷ predicted | compile (s) |", "|---|---|---|---|---|---|---|"]
+  for label, method, score in CASES:
+    median = statistics.median(runners[label]["times"])
+    measured_ratio = median / kd_median
+    predicted_ratio = predicted_seconds(method, score, costs) / kd_predicted
+    lines.append(f"| {label} | {1000 * median:.1f} | {batch / median:.0f} | "
+                 f"{measured_ratio:.2f} | {predicted_ratio:.2f} | "
+                 f"{measured_ratio / predicted_ratio:.2f} | {runners[label]['compile_s']:.1f} |")
+  lines += ["", "Pass costs (ms): " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in costs.items()),
+            "", "Command: python -m experiments.bench_views " + " ".join(
+                f"--{f}={v}" for f, v in (("teacher", _TEACHER.value), ("student", _STUDENT.value),
+                                          ("batch", batch), ("image_size", image_shape[0]),
+                                          ("pool_rounds", _POOL_ROUNDS.value),
+                                          ("repeats", _REPEATS.value)))]
+  report = "\n".join(lines) + "\n"
+  print(report)
+  if _OUT.value:
+    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
+    with open(_OUT.value, "w") as f:
+      f.write(report)
+
+
+if __name__ == "__main__":
+  app.run(main)

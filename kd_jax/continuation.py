@@ -1,0 +1,85 @@
+"""Schedules of Continuation-KD and Annealing-KD (Jafari et al. 2021, 2022).
+
+Continuation-KD optimises a smoothed objective first and sharpens it over training: the
+teacher's logits are scaled by φ, which grows from 1/T_max to 1 as the temperature T steps
+down from T_max to 1, and ψ moves the weight from the distillation hinge to cross-entropy.
+All schedules are functions of the epoch, counted from 1, and are evaluated on the host once
+per epoch; their values enter the compiled step as arrays (no recompilation).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _check_epoch(epoch) -> None:
+  if epoch < 1:
+    raise ValueError(f"epochs count from 1; got {epoch}.")
+
+
+def temperature_at(epoch: int, num_epochs: int, t_max: int) -> int:
+  """``T = max(1, t_max − floor(epoch / k))`` with ``k = max(1, floor(num_epochs / t_max))``.
+
+  T starts at t_max and steps down by one every k epochs. The paper's algorithm lets T reach
+  0 (which would make φ > 1); it is clamped at 1. ``k ≥ 1`` also covers runs shorter than
+  t_max epochs.
+  """
+  _check_epoch(epoch)
+  if t_max < 1 or num_epochs < 1:
+    raise ValueError(f"t_max and num_epochs must be ≥ 1; got {t_max} and {num_epochs}.")
+  step = max(1, num_epochs // t_max)
+  return max(1, t_max - epoch // step)
+
+
+def phi(temperature: float, t_max: float) -> float:
+  """``φ = 1 − (T − 1) / t_max``: 1/t_max at T = t_max, 1 at T = 1."""
+  if not 1 <= temperature <= t_max:
+    raise ValueError(f"temperature must lie in [1, t_max={t_max}]; got {temperature}.")
+  return 1.0 - (temperature - 1.0) / t_max
+
+
+def psi_linear(epoch: int, ramp_epochs: int) -> float:
+  """``ψ = min(epoch / ramp_epochs, 1)`` (CIFAR: ramp over 150 of 200 epochs)."""
+  _check_epoch(epoch)
+  return min(epoch / ramp_epochs, 1.0)
+
+
+def psi_piecewise(epoch: int, ramp_epochs: int = 40, switch_epoch: int = 20) -> float:
+  """GLUE schedule: ``ψ = epoch / ramp_epochs`` for ``epoch ≤ switch_epoch``, then 1."""
+  _check_epoch(epoch)
+  return epoch / ramp_epochs if epoch <= switch_epoch else 1.0
+
+
+def psi_step(epoch: int, switch_epoch: int) -> float:
+  """Annealing-KD: ψ = 0 (distillation only) up to ``switch_epoch``, then 1 (labels only)."""
+  _check_epoch(epoch)
+  return 0.0 if epoch <= switch_epoch else 1.0
+
+
+PSI_SCHEDULES = ("linear", "piecewise", "step")
+
+
+def psi_at(schedule: str, epoch: int, *, ramp_epochs: int, switch_epoch: int) -> float:
+  """ψ of the named schedule (see PSI_SCHEDULES)."""
+  if schedule == "linear":
+    return psi_linear(epoch, ramp_epochs)
+  if schedule == "piecewise":
+    return psi_piecewise(epoch, ramp_epochs, switch_epoch)
+  if schedule == "step":
+    return psi_step(epoch, switch_epoch)
+  raise ValueError(f"unknown psi schedule {schedule!r}; valid names: {', '.join(PSI_SCHEDULES)}.")
+
+
+def schedule_values(epoch: int, num_epochs: int, t_max: int, psi_schedule: str, *,
+                    ramp_epochs: int, switch_epoch: int) -> dict[str, float]:
+  """T, φ and ψ for one epoch."""
+  temperature = temperature_at(epoch, num_epochs, t_max)
+  return {"continuation_temperature": float(temperature), "phi": phi(temperature, t_max),
+          "psi": psi_at(psi_schedule, epoch, ramp_epochs=ramp_epochs,
+                        switch_epoch=switch_epoch)}
+
+
+def annealing_switch_epoch(num_epochs: int, t_max: int) -> int:
+  """The epoch at which T reaches 1, where Annealing-KD switches to labels."""
+  step = max(1, num_epochs // t_max)
+  return min(num_epochs, math.ceil((t_max - 1) * step))

@@ -1,0 +1,92 @@
+"""Continuation-KD / Annealing-KD schedules and hinge against the formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import continuation, losses
+from kd_jax.train import objectives
+
+
+def test_temperature_steps_down_and_never_below_one():
+  # CIFAR protocol: 200 epochs, T_max 20 -> k = 10.
+  temps = [continuation.temperature_at(e, 200, 20) for e in range(1, 201)]
+  assert temps[0] == 20 and temps[8] == 20  # epochs 1..9
+  assert temps[9] == 19  # epoch 10 = floor(10 / 10) = 1 step down
+  assert temps[188] == 2 and temps[189] == 1  # epoch 190 reaches 1
+  assert temps[-1] == 1  # the printed algorithm would give 0 at epoch 200
+  assert min(temps) == 1 and all(a >= b for a, b in zip(temps, temps[1:]))
+  # Fewer epochs than T_max: one step per epoch, still clamped.
+  assert [continuation.temperature_at(e, 3, 10) for e in (1, 2, 3)] == [9, 8, 7]
+
+
+def test_phi_range_and_boundaries():
+  assert continuation.phi(20, 20) == pytest.approx(1 / 20)
+  assert continuation.phi(1, 20) == 1.0
+  values = [continuation.phi(continuation.temperature_at(e, 200, 20), 20) for e in range(1, 201)]
+  assert all(1 / 20 <= v <= 1 for v in values)
+  with pytest.raises(ValueError, match="temperature must lie"):
+    continuation.phi(0, 20)
+
+
+def test_psi_schedules_at_boundaries():
+  assert continuation.psi_linear(1, 150) == pytest.approx(1 / 150)
+  assert continuation.psi_linear(150, 150) == 1.0 and continuation.psi_linear(200, 150) == 1.0
+  assert continuation.psi_piecewise(20) == pytest.approx(0.5)  # GLUE: i/40 up to 20
+  assert continuation.psi_piecewise(21) == 1.0
+  assert continuation.psi_step(10, 10) == 0.0 and continuation.psi_step(11, 10) == 1.0
+  with pytest.raises(ValueError, match="count from 1"):
+    continuation.psi_linear(0, 10)
+  with pytest.raises(ValueError, match="unknown psi schedule"):
+    continuation.psi_at("cosine", 1, ramp_epochs=1, switch_epoch=1)
+
+
+def test_annealing_switches_when_temperature_reaches_one():
+  switch = continuation.annealing_switch_epoch(200, 20)
+  assert continuation.temperature_at(switch, 200, 20) == 1
+  assert continuation.temperature_at(switch - 1, 200, 20) == 2
+
+
+def test_hinge_matches_numpy():
+  rng = np.random.default_rng(0)
+  s, t = rng.normal(size=(2, 6, 5)).astype(np.float32) * 2
+  for phi, margin in ((0.25, 0.0), (1.0, 0.5), (0.5, 100.0)):
+    expected = np.maximum(0, ((s - phi * t) ** 2).mean(-1) - margin * phi)
+    got = jax.jit(losses.continuation_hinge)(s, t, phi, margin)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  assert np.all(np.asarray(losses.continuation_hinge(s, t, 0.5, 100.0)) == 0)  # all gaps hidden
+
+
+def test_hinge_hand_computed_and_bad_input():
+  # s = (1, 3), t = (2, 2), phi = 0.5: gaps (0, 2), mean square 2; margin 1 -> 2 - 0.5 = 1.5.
+  value = losses.continuation_hinge(jnp.array([[1.0, 3.0]]), jnp.array([[2.0, 2.0]]), 0.5, 1.0)
+  assert float(value[0]) == pytest.approx(1.5)
+  with pytest.raises(ValueError, match="margin"):
+    losses.continuation_hinge(jnp.zeros((1, 2)), jnp.zeros((1, 2)), 0.5, -1.0)
+  with pytest.raises(ValueError, match="same shape"):
+    losses.continuation_hinge(jnp.zeros((1, 2)), jnp.zeros((1, 3)), 0.5, 0.0)
+
+
+def test_margin_zero_with_step_psi_is_annealing_kd():
+  rng = np.random.default_rng(1)
+  s, t = rng.normal(size=(2, 8, 10)).astype(np.float32)
+  labels = jnp.arange(8) % 10
+  anneal = objectives.get_objective("annealing")
+  # Phase 1 (psi = 0): Annealing-KD's loss, the batch- and class-mean squared error to phi·z_T.
+  hparams = {"phi": 0.3, "psi": 0.0, "margin": 5.0}  # the margin is ignored
+  got = jnp.mean(anneal(s, t, labels, hparams))
+  assert float(got) == pytest.approx(float(np.mean((s - 0.3 * t) ** 2)), rel=1e-6)
+  # Phase 2 (psi = 1): cross-entropy only.
+  got = anneal(s, t, labels, {"phi": 1.0, "psi": 1.0, "margin": 0.0})
+  np.testing.assert_allclose(got, losses.cross_entropy(s, labels), rtol=1e-6)
+  # And the continuation objective with m = 0 agrees with it.
+  cont = objectives.get_objective("continuation")
+  np.testing.assert_allclose(cont(s, t, labels, {"phi": 0.3, "psi": 0.0, "margin": 0.0}),
+                             anneal(s, t, labels, hparams), rtol=1e-6)
+
+
+def test_methods_compose_with_views():
+  method = objectives.get_method("continuation_kd", "cutmix_pick")
+  assert method.objective == "continuation" and method.view == "cutmix_pick"
+  assert objectives.get_method("annealing_kd").objective == "annealing"
