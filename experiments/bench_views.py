@@ -1,5 +1,7 @@
 """Cost of each extra view over the plain KD step, measured against what its passes predict.
 
+Views: mixup, CutMix, CutMix-pick (three scores) and backward-pass KD with K = 1, 2, 4.
+
   python -m experiments.bench_views [--teacher=resnet20 --student=resnet8 --batch=64
       --image_size=32 --repeats=20 --out=results/bench_views_cpu.md]
 
@@ -12,8 +14,10 @@ the plain KD step's. The predicted ratio adds up the passes each step runs:
   kd_cutmix_pick, teacher    T(B) + T(R·B) [score the pool] + S_fb(2B)
   kd_cutmix_pick, student    T(B) + S(R·B) [score] + T(B) [teacher on picks] + S_fb(2B)
   kd_cutmix_pick, kl         T(B) + T(R·B) + S(R·B) + S_fb(2B)
+  backward_kd, K steps       T(B) + K·(T_in(B) + S_in(B)) [input gradients] + T(B) + S_fb(2B)
 with pass costs measured at the batch sizes used (T = teacher forward, S = student forward,
-S_fb = student forward + backward).
+S_fb = student forward + backward to the parameters, T_in / S_in = forward + backward to the
+input).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
+from experiments import reporting
 from experiments.configs import common
 from kd_jax import models
 from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
@@ -41,9 +46,12 @@ _POOL_ROUNDS = flags.DEFINE_integer("pool_rounds", 2, "R, CutMix draws in the pi
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed rounds (each runs every method once).")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 
-# (label, method, pick score)
+# (label, method, pick score or backward steps K)
 CASES = (
     ("kd", "kd", None),
+    ("backward_kd, K = 1", "backward_kd", 1),
+    ("backward_kd, K = 2", "backward_kd", 2),
+    ("backward_kd, K = 4", "backward_kd", 4),
     ("kd_mixup", "kd_mixup", None),
     ("kd_cutmix", "kd_cutmix", None),
     ("kd_cutmix_pick (teacher entropy)", "kd_cutmix_pick", "teacher_entropy"),
@@ -79,8 +87,14 @@ def pass_costs(teacher, teacher_variables, student, student_variables, batch, im
     return jnp.mean(logits ** 2)
 
   student_fb = jax.jit(jax.grad(student_loss))
+  teacher_in = jax.jit(jax.grad(lambda x: jnp.sum(teacher.apply(teacher_variables, x,
+                                                                train=False))))
+  student_in = jax.jit(jax.grad(lambda x: jnp.sum(student.apply(student_variables, x,
+                                                                train=False))))
   x_b, x_2b, x_pool = images(batch), images(2 * batch), images(pool_rounds * batch)
   return {
+      "T_in(B)": _time(lambda: teacher_in(x_b)),
+      "S_in(B)": _time(lambda: student_in(x_b)),
       "T(B)": _time(lambda: teacher_forward(x_b)),
       "T(RB)": _time(lambda: teacher_forward(x_pool)),
       "S(RB)": _time(lambda: student_forward(x_pool)),
@@ -89,7 +103,9 @@ def pass_costs(teacher, teacher_variables, student, student_variables, batch, im
   }
 
 
-def predicted_seconds(method: str, score: str | None, c: dict) -> float:
+def predicted_seconds(method: str, score, c: dict) -> float:
+  if method == "backward_kd":
+    return 2 * c["T(B)"] + score * (c["T_in(B)"] + c["S_in(B)"]) + c["S_fb(2B)"]
   if method == "kd":
     return c["T(B)"] + c["S_fb(B)"]
   if method in ("kd_mixup", "kd_cutmix"):
@@ -126,7 +142,9 @@ def main(argv):
   runners = {}
   for label, method, score in CASES:
     view = ml_collections.ConfigDict(config.view.to_dict())
-    if score:
+    if method == "backward_kd":
+      view.steps = score
+    elif score:
       view.score = score
     step = steps.make_train_step(student, optimizer, objectives.get_method(method), mesh,
                                  preprocess, teacher, view)
@@ -169,18 +187,12 @@ def main(argv):
     lines.append(f"| {label} | {1000 * median:.1f} | {batch / median:.0f} | "
                  f"{measured_ratio:.2f} | {predicted_ratio:.2f} | "
                  f"{measured_ratio / predicted_ratio:.2f} | {runners[label]['compile_s']:.1f} |")
-  lines += ["", "Pass costs (ms): " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in costs.items()),
-            "", "Command: python -m experiments.bench_views " + " ".join(
-                f"--{f}={v}" for f, v in (("teacher", _TEACHER.value), ("student", _STUDENT.value),
-                                          ("batch", batch), ("image_size", image_shape[0]),
-                                          ("pool_rounds", _POOL_ROUNDS.value),
-                                          ("repeats", _REPEATS.value)))]
-  report = "\n".join(lines) + "\n"
-  print(report)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      f.write(report)
+  lines += ["", "Pass costs (ms): " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in costs.items())]
+  arguments = [f"--{f}={v}" for f, v in (
+      ("teacher", _TEACHER.value), ("student", _STUDENT.value), ("batch", batch),
+      ("image_size", image_shape[0]), ("pool_rounds", _POOL_ROUNDS.value),
+      ("repeats", _REPEATS.value))]
+  reporting.finish_report(lines, "bench_views", _OUT.value, arguments)
 
 
 if __name__ == "__main__":

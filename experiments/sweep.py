@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import launch
+from experiments import launch, reporting
 from kd_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config (file.py:arg).",
@@ -77,28 +77,18 @@ def main(argv):
       print(f"{label} seed {seed}: last top-1 {summaries[-1]['last_top1']:.2f}", flush=True)
     rows.append((label, summaries))
 
-  def mean_std(values):
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2f}"
-
   lines = [f"Base: {base.method} on {base.dataset}, {base.model}; seeds "
            f"{', '.join(map(str, seeds))} (mean ± std).", "",
            "| setting | top-1 last (%) | top-1 best (%) | agreement (%) | KL(T ‖ S) |",
            "|---|---|---|---|---|"]
   for label, summaries in rows:
-    agreement = (mean_std([s["last_agreement"] for s in summaries])
+    agreement = (reporting.mean_std([s["last_agreement"] for s in summaries])
                  if "last_agreement" in summaries[0] else "—")
     kl = (f"{np.mean([s['last_kl_teacher_student'] for s in summaries]):.3f}"
           if "last_kl_teacher_student" in summaries[0] else "—")
-    lines.append(f"| {label} | {mean_std([s['last_top1'] for s in summaries])} | "
-                 f"{mean_std([s['best_top1'] for s in summaries])} | {agreement} | {kl} |")
-  import sys
-  lines += ["", "Command: python -m experiments.sweep " + " ".join(sys.argv[1:])]
-  report = "\n".join(lines) + "\n"
-  print(report)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      f.write(report)
+    lines.append(f"| {label} | {reporting.mean_std([s['last_top1'] for s in summaries])} | "
+                 f"{reporting.mean_std([s['best_top1'] for s in summaries])} | {agreement} | {kl} |")
+  reporting.finish_report(lines, "sweep", _OUT.value, None)
 
 
 if __name__ == "__main__":

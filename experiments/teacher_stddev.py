@@ -11,18 +11,19 @@ For each view (none, mixup, cutmix, cutmix_pick): walk the training batches a ru
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments import launch
+from experiments import launch, reporting
 from experiments.configs import common
 from kd_jax import diagnostics
 from kd_jax.data import EpochSampler, load_dataset
 from kd_jax.train import loop, sharding, steps, views
+
+# Views a teacher alone can make (backward samples and student-scored picks need a student).
+STDDEV_VIEWS = ("none", "mixup", "cutmix", "cutmix_pick")
 
 _TEACHER = flags.DEFINE_string("teacher_workdir", None, "Run directory of the teacher.")
 _DATASET = flags.DEFINE_string("dataset", "digits", "Dataset the teacher was trained on.")
@@ -74,17 +75,12 @@ def main(argv):
   lines = [f"T. stddev of teacher {_TEACHER.value} on {_DATASET.value}: {_BATCHES.value} "
            f"batches of {_BATCH.value}, blocks of {_BLOCKS_OF.value} batches, seed "
            f"{_SEED.value}.", "", "| view | samples per batch seen | T. stddev |", "|---|---|---|"]
-  for view_name in views.VIEW_NAMES:
+  for view_name in STDDEV_VIEWS:
     probabilities, per_batch = teacher_probabilities(view_name, teacher, teacher_variables, data,
                                                      mesh, options)
     value = diagnostics.teacher_stddev(probabilities, per_batch * _BLOCKS_OF.value)
     lines.append(f"| {view_name} | {per_batch} | {float(value):.5f} |")
-  report = "\n".join(lines) + "\n"
-  print(report)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      f.write(report)
+  reporting.finish_report(lines, "teacher_stddev", _OUT.value, None)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from experiments import reporting
 from kd_jax import continuation, losses
 
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data, init, minibatches).")
@@ -121,9 +122,6 @@ def main(argv):
       print(f"{method} seed {seed}: MSE to smooth part {errors[method]['smooth'][-1]:.5f}",
             flush=True)
 
-  def mean_std(values):
-    return f"{np.mean(values):.5f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.5f}"
-
   noise_power = _NOISE_AMPLITUDE.value ** 2 / 2
   lines = [f"Teacher sin(x) + {_NOISE_AMPLITUDE.value}·sin({_NOISE_FREQUENCY.value:g}x), "
            f"{NUM_SAMPLES} samples, MLP 1→128→128→1, Adam 1e-3, {_EPOCHS.value} epochs, "
@@ -132,15 +130,11 @@ def main(argv):
            f"to the teacher scores that against the smooth part.", "",
            "| student | MSE to smooth part sin(x) | MSE to teacher |", "|---|---|---|"]
   for method in METHODS:
-    lines.append(f"| {method} | {mean_std(errors[method]['smooth'])} | "
-                 f"{mean_std(errors[method]['teacher'])} |")
-  report = "\n".join(lines) + "\n"
-  print(report)
+    lines.append(f"| {method} | {reporting.mean_std(errors[method]['smooth'], 5)} | "
+                 f"{reporting.mean_std(errors[method]['teacher'], 5)} |")
+  out_path = os.path.join(_OUT_DIR.value, "toy_continuation.md") if _OUT_DIR.value else None
+  reporting.finish_report(lines, "toy_continuation", out_path)
   if _OUT_DIR.value:
-    os.makedirs(_OUT_DIR.value, exist_ok=True)
-    with open(os.path.join(_OUT_DIR.value, "toy_continuation.md"), "w") as f:
-      f.write(report + f"\nCommand: python -m experiments.toy_continuation --seeds="
-              f"{','.join(map(str, seeds))} --epochs={_EPOCHS.value} --margin={_MARGIN.value}\n")
     with open(os.path.join(_OUT_DIR.value, "toy_continuation.json"), "w") as f:
       json.dump(errors, f, indent=1)
     import matplotlib

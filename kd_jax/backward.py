@@ -91,8 +91,8 @@ def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, 
 
   ``x_aux ← x_aux + η·normalize(∇_x D(T(x_aux), S(x_aux)))``, then (optionally) projection
   into the ε-ball around x (L2 for ``normalize="l2"``, L∞ otherwise) and clipping to the
-  valid input range; the K steps run in one ``lax.fori_loop``; the result is under
-  ``stop_gradient``.
+  valid input range; the K steps are unrolled inside the caller's compiled program (see the
+  comment at the end on why not a ``lax.fori_loop``); the result is under ``stop_gradient``.
 
   Args:
     teacher_fn, student_fn: ``x -> logits`` in inference mode.
@@ -113,7 +113,7 @@ def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, 
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps must be a positive Python int; got {steps!r}.")
 
-  def body(_, x_aux):
+  def body(x_aux):
     grad = divergence_input_grad(teacher_fn, student_fn, x_aux, divergence=divergence,
                                  temperature=temperature)
     x_aux = x_aux + step_size * _normalize(grad, normalize).astype(x_aux.dtype)
@@ -123,4 +123,11 @@ def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, 
       x_aux = jnp.clip(x_aux, clip[0], clip[1])
     return x_aux
 
-  return jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, body, x))
+  # The K steps are unrolled into the one compiled program rather than run in a
+  # lax.fori_loop: K is small, and XLA:CPU ran the convolutions of a loop body (even an
+  # "unrolled" fori_loop) about 5 times slower than the same straight-line code (measured:
+  # 1.1 s against 0.2 s for K = 1, resnet20 -> resnet8, batch 64, 2 cores).
+  x_aux = x
+  for _ in range(steps):
+    x_aux = body(x_aux)
+  return jax.lax.stop_gradient(x_aux)

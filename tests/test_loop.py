@@ -41,7 +41,7 @@ def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
   assert {"loss", "accuracy", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
 
 
-@pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick", "continuation_kd"])
+@pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick", "backward_kd", "continuation_kd"])
 def test_kd_run_reports_agreement_and_kl(teacher_run, tmp_path, method):
   teacher_dir, teacher_summary = teacher_run
   config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1, method=method)
@@ -63,6 +63,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a, b)
   rows = [json.loads(line) for line in open(os.path.join(resumed, "metrics.jsonl"))]
   assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2]
+  straight_rows = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
+  assert rows == straight_rows  # the same logs, too
 
 
 def test_continuation_schedule_changes_per_epoch_without_recompiling(teacher_run, tmp_path):
@@ -86,6 +88,22 @@ def test_epoch_factor_stretches_epochs_and_milestones(tmp_path):
   rows = [json.loads(line) for line in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
   lrs = [r["lr"] for r in rows if r["split"] == "train"]
   assert lrs[0] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.05)  # milestone at 2
+
+
+def test_pooled_backward_kd_resumes_exactly(teacher_run, tmp_path):
+  """The pool of generated samples (refreshed every 2 epochs) is restored with the state:
+  resuming at epoch 2, inside a pool period, continues with the pool of epoch 1."""
+  overrides = {"method": "backward_kd", "teacher_workdir": teacher_run[0],
+               "view.pool_every_epochs": 2}
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  summary = loop.train_and_evaluate(tiny_config("kd", num_epochs=3, **overrides), straight)
+  assert summary["train_step_compilations"] == 1
+  loop.train_and_evaluate(tiny_config("kd", num_epochs=1, **overrides), resumed)
+  loop.train_and_evaluate(tiny_config("kd", num_epochs=3, **overrides), resumed)
+  a, _ = _final_variables(straight)
+  b, _ = _final_variables(resumed)
+  assert a["train"]["aux_pool"].shape == (1438, 8, 8, 1)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):

@@ -136,3 +136,14 @@ def test_bad_input_names_the_argument(call, message):
 def test_bad_shapes_fail_at_trace_time_under_jit():
   with pytest.raises(ValueError, match="student_logits and teacher_logits"):
     jax.jit(losses.kd_kl)(jnp.zeros((4, 10)), jnp.zeros((3, 10)))
+
+
+def test_vmap_over_a_population_axis():
+  rng = np.random.default_rng(5)
+  s, t = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)  # [population, batch, classes]
+  batched = jax.vmap(losses.kd_kl, in_axes=(0, 0, None))(s, t, 2.0)
+  np.testing.assert_allclose(batched, np.stack([losses.kd_kl(a, b, 2.0) for a, b in zip(s, t)]),
+                             rtol=1e-6)
+  hinge = jax.vmap(losses.continuation_hinge, in_axes=(0, 0, 0, None))(s, t, jnp.array(
+      [0.1, 0.5, 1.0]), 0.2)
+  assert hinge.shape == (3, 4)

@@ -117,7 +117,14 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path):
     _run(_command("distill", "kd", student, "--config.num_epochs=2",
                   "--config.method=kd_cutmix_pick", "--config.view.score=kl",
                   f"--config.teacher_workdir={tmp_path / 'teacher1'}"), devices)
-    runs[devices] = (_final_variables(teacher)[0], _final_variables(student)[0])
+    # Continuation-KD (phi, psi per epoch) with backward-pass samples (input gradients
+    # through both networks) as the extra view.
+    continued = str(tmp_path / f"continuation{devices}")
+    _run(_command("distill", "kd", continued, "--config.num_epochs=2",
+                  "--config.method=continuation_kd", "--config.view.name=backward",
+                  f"--config.teacher_workdir={tmp_path / 'teacher1'}"), devices)
+    runs[devices] = (_final_variables(teacher)[0], _final_variables(student)[0],
+                     _final_variables(continued)[0])
   for one, eight in zip(runs[1], runs[8]):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), one, eight)
 

@@ -19,7 +19,9 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 label_mixing (add the mixed-label CE on x'); for backward_kd:
                                 steps K, step_size eta, normalize ("sign" | "l2" | "none"),
                                 epsilon (ball radius, 0 = none), clip (to valid pixels),
-                                divergence ("kl" | "l1" | "mse"), divergence_temperature.
+                                divergence ("kl" | "l1" | "mse"), divergence_temperature,
+                                pool_every_epochs (0 = new samples every step; N = samples
+                                for the whole training set, regenerated every N epochs).
   view.name                     "" = the method's own view; or a view to combine with the
                                 method's objective (e.g. continuation_kd with cutmix_pick).
   epoch_factor                  multiplies num_epochs and the lr milestones (longer training).
@@ -79,12 +81,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.view.label_mixing = False
   # Backward-pass KD (view "backward"): K steps of size eta along the normalised gradient.
   config.view.steps = 1
-  config.view.step_size = 0.1
+  config.view.step_size = 0.03  # chosen by results/sweep_backward_step_digits.md
   config.view.normalize = "sign"
   config.view.epsilon = 0.0
   config.view.clip = True
   config.view.divergence = "kl"
   config.view.divergence_temperature = 1.0
+  config.view.pool_every_epochs = 0  # 0: regenerate every step; N: a pool every N epochs
   config.epoch_factor = 1
 
   config.continuation = ml_collections.ConfigDict()

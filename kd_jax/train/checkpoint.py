@@ -2,7 +2,7 @@
 
 Three items per step, so a frozen teacher can read just its variables:
   * ``model``: ``{"params", "batch_stats"}``;
-  * ``train``: ``{"step", "opt_state", "rng"}``;
+  * ``train``: ``{"step", "opt_state", "rng"}`` (and ``aux_pool`` for pooled backward KD);
   * ``meta``: JSON with the step, the sampler position, the run's config and its
     evaluation history (so best-epoch tracking survives a restart).
 Orbax writes each step to a temporary directory and renames it when complete, so a run
@@ -52,8 +52,7 @@ class RunCheckpoints:
     args = ocp.args.Composite(
         model=ocp.args.StandardSave({"params": state["params"],
                                      "batch_stats": state["batch_stats"]}),
-        train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"],
-                                     "rng": state["rng"]}),
+        train=ocp.args.StandardSave(_train_item(state)),
         meta=ocp.args.JsonSave(meta))
     self._manager.save(step, args=args, force=True)
 
@@ -84,8 +83,7 @@ class RunCheckpoints:
       return None
     model_template = {"params": state_template["params"],
                       "batch_stats": state_template["batch_stats"]}
-    train_template = {"step": state_template["step"], "opt_state": state_template["opt_state"],
-                      "rng": state_template["rng"]}
+    train_template = _train_item(state_template)
     for step in reversed(steps):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -139,6 +137,14 @@ class RunCheckpoints:
       raise CheckpointError(f"no checkpoint in {self.directory}: train that run first.")
     step = steps[-1] if step is None else step
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def _train_item(state: dict) -> dict:
+  """What resumes training besides the model: step, optimiser, RNG (and a sample pool)."""
+  item = {"step": state["step"], "opt_state": state["opt_state"], "rng": state["rng"]}
+  if "aux_pool" in state:  # pooled backward KD: the pool is part of the run's state
+    item["aux_pool"] = state["aux_pool"]
+  return item
 
 
 def _check_meta(meta, step: int) -> None:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import signal
+import time
 from typing import Any
 
 import jax
@@ -110,6 +111,11 @@ def epoch_hparams(config, method, epoch: int, num_epochs: int) -> dict[str, floa
   return values
 
 
+def preprocess_for(data: ImageDataset, config, dtype) -> steps.Preprocess:
+  return steps.make_preprocess(data.mean, data.std, config.augment.crop_pad,
+                               config.augment.flip, dtype)
+
+
 def _device_hparams(values: dict[str, float], mesh) -> dict[str, jax.Array]:
   """Schedule values as replicated arrays: changing them never recompiles the step."""
   return sharding.replicate({k: jnp.float32(v) for k, v in values.items()}, mesh)
@@ -170,34 +176,59 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   state = sharding.replicate(
       state_lib.create_train_state(model, optimizer, train_data.image_shape, config.seed), mesh)
 
+  preprocess = preprocess_for(train_data, config, dtype)
+  # Pooled backward KD: generated samples for the whole training set, refreshed every
+  # pool_every epochs, live in the state (and its checkpoints) so a resumed run is exact.
+  pool_every = config.view.pool_every_epochs if method.view == "backward" else 0
+  if pool_every:
+    chunk = min(config.eval_batch_size, len(train_data))
+    padded = -(-len(train_data) // chunk) * chunk
+    pool_images = sharding.replicate(
+        np.concatenate([train_data.images, train_data.images[:padded - len(train_data)]]), mesh)
+    state["aux_pool"] = sharding.replicate(
+        jnp.zeros((len(train_data), *train_data.image_shape), dtype), mesh)
+    generate_pool = steps.make_pool_generator(model, teacher_model, preprocess, config.view,
+                                              mesh, chunk, len(train_data))
+
   config_dict = config.to_dict()
   run_checkpoints = checkpoint.RunCheckpoints(workdir, config.max_checkpoints_to_keep)
   history: list[dict[str, Any]] = []
+  # Running sums of the current epoch's training metrics (checkpointed: a run resumed
+  # mid-epoch reports the same epoch means as an uninterrupted one).
+  epoch_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
+  seconds_before = 0.0  # wall-clock time of the loop in earlier (interrupted) processes
   restored = run_checkpoints.restore_latest(state)
   if restored is not None:
     state, meta = restored
     history = meta["history"]
+    epoch_sums = meta.get("epoch_sums", epoch_sums)
+    seconds_before = meta.get("train_seconds", 0.0)
     _warn_on_changed_config(meta["config"], config_dict, workdir)
     logger.info("resumed %s from step %d", workdir, int(state["step"]))
   is_writer = jax.process_index() == 0
   writer = metrics.MetricWriter(workdir, is_writer, resume_step=int(state["step"]))
 
-  preprocess = steps.make_preprocess(train_data.mean, train_data.std, config.augment.crop_pad,
-                                     config.augment.flip, dtype)
   train_step = steps.make_train_step(model, optimizer, method, mesh, preprocess, teacher_model,
-                                     config.view)
+                                     config.view, pooled_view=bool(pool_every))
   eval_step = steps.make_eval_step(model, mesh, preprocess, teacher_model)
   hparams_epoch = None
 
   def save(step: int, finished: bool = False) -> None:
+    # Copies: the save finishes in the background while the loop keeps appending.
     run_checkpoints.save(state, {"step": step, "sampler": sampler.position(step),
-                                 "config": config_dict, "history": history,
-                                 "finished": finished})
+                                 "config": config_dict, "history": list(history),
+                                 "epoch_sums": dict(epoch_sums), "finished": finished,
+                                 "train_seconds": train_seconds()})
+
+  loop_start = time.perf_counter()
+
+  def train_seconds() -> float:
+    """Wall-clock seconds of the training loop (compilation, steps, evaluation, saving)."""
+    return seconds_before + time.perf_counter() - loop_start
 
   step = int(state["step"])
   last_saved_step = step if restored is not None else None
   pending: list[tuple[int, dict]] = []  # device metrics not yet looked at on the host
-  epoch_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
 
   def flush() -> None:
     """Looks at the pending step metrics: stop on a non-finite loss, log the rest."""
@@ -230,9 +261,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         hparams_epoch = step // steps_per_epoch + 1
         host_hparams = epoch_hparams(config, method, hparams_epoch, num_epochs)
         hparams = _device_hparams(host_hparams, mesh)
+        if pool_every and (hparams_epoch - 1) % pool_every == 0 and step % steps_per_epoch == 0:
+          state = {**state, "aux_pool": generate_pool(state, teacher_variables, pool_images)}
       local = sampler.local_indices(step)
-      batch = sharding.global_batch({"image": train_data.images[local],
-                                     "label": train_data.labels[local]}, mesh)
+      host_batch = {"image": train_data.images[local], "label": train_data.labels[local]}
+      if pool_every:
+        host_batch["index"] = local.astype(np.int32)
+      batch = sharding.global_batch(host_batch, mesh)
       state, step_metrics = train_step(state, batch, teacher_variables, hparams)
       step += 1
       pending.append((step, step_metrics))
@@ -276,6 +311,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   summary = metrics.summarize(history)
   summary.update(model=config.model, method=config.method, dataset=config.dataset,
                  seed=config.seed, steps=step,
+                 train_seconds=train_seconds(),
                  # 1 unless something (a shape, a dtype, a Python value) changed between steps.
                  train_step_compilations=train_step._cache_size())
   if is_writer:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kd_jax import augment, losses
+from kd_jax import augment, backward, losses
 from kd_jax.train import objectives, sharding, views
 
 
@@ -51,7 +51,7 @@ def make_preprocess(mean, std, crop_pad: int, flip: bool, compute_dtype) -> Prep
 
 def make_train_step(model, optimizer: optax.GradientTransformation,
                     method: objectives.Method, mesh, preprocess, teacher_model=None,
-                    view_options=None):
+                    view_options=None, pooled_view: bool = False):
   """Builds ``step(state, batch, teacher_variables, hparams) -> (state, metrics)``.
 
   Args:
@@ -62,6 +62,9 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
     preprocess: from ``make_preprocess``.
     teacher_model: Flax module of the frozen teacher, or None for methods without one.
     view_options: ``config.view`` (see kd_jax.train.views.make_view_maker).
+    pooled_view: the extra view is read from ``state["aux_pool"]`` at ``batch["index"]``
+      (a pool of generated samples refreshed every few epochs by ``make_pool_generator``)
+      instead of being made every step.
 
   The student sees x and x' in one forward pass of the concatenated batch (so its
   BatchNorm statistics are those of both views together). The returned function donates
@@ -83,14 +86,14 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
     # Everything before loss_fn is outside the parameter gradient: the frozen teacher and
     # the student's scoring/generation passes get no parameter updates. They stay
     # differentiable with respect to their inputs, which backward-pass KD needs.
-    teacher_fn = None
-    teacher_logits = None
-    if teacher_model is not None:
-      def teacher_fn(x):  # frozen teacher: inference-mode BatchNorm
-        return teacher_model.apply(teacher_variables, x, train=False)
-      teacher_logits = teacher_fn(images)
+    def teacher_fn(x):  # frozen teacher: inference-mode BatchNorm
+      return teacher_model.apply(teacher_variables, x, train=False)
+
+    teacher_logits = teacher_fn(images) if teacher_model is not None else None
     view = None
-    if view_maker is not None:
+    if pooled_view:
+      view = views.teacher_labelled(state["aux_pool"][batch["index"]], teacher_fn, labels)
+    elif view_maker is not None:
       def student_fn(x):  # inference mode: no BatchNorm statistics update
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
         return model.apply(variables, x, train=False)
@@ -117,6 +120,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
         "batch_stats": batch_stats,
         "opt_state": opt_state,
         "rng": state["rng"],
+        **({"aux_pool": state["aux_pool"]} if pooled_view else {}),
     }
     metrics = {"loss": loss,
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels).astype(jnp.float32)}
@@ -126,6 +130,35 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
   return jax.jit(train_step,
                  in_shardings=(replicated, sharding.batch_sharded(mesh), replicated, replicated),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_pool_generator(model, teacher_model, preprocess: Preprocess, view_options, mesh,
+                        chunk_size: int, num_examples: int):
+  """Builds ``generate(state, teacher_variables, images) -> pool`` for pooled backward KD.
+
+  The "augment the training set" reading of backward-pass KD: auxiliary samples grown from
+  every (un-augmented) training image with the current student, in chunks of
+  ``chunk_size`` under ``lax.map``. ``images``: uint8 ``[N, H, W, C]`` with N a multiple of
+  ``chunk_size`` (padded); returns the normalised samples of the first ``num_examples``.
+  """
+  sample_options = views.backward_options(view_options, preprocess.valid_range())
+
+  def generate(state, teacher_variables, images):
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    teacher_fn = lambda x: teacher_model.apply(teacher_variables, x, train=False)
+    student_fn = lambda x: model.apply(variables, x, train=False)
+
+    def one_chunk(chunk):
+      x = preprocess(None, chunk, train=False)
+      return backward.auxiliary_samples(teacher_fn, student_fn, x, **sample_options)
+
+    chunks = images.reshape(-1, chunk_size, *images.shape[1:])
+    pool = jax.lax.map(one_chunk, chunks).reshape(images.shape[0], *images.shape[1:])
+    return pool[:num_examples]
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(generate, in_shardings=(replicated, replicated, replicated),
+                 out_shardings=replicated)
 
 
 def make_eval_step(model, mesh, preprocess, teacher_model=None):

@@ -86,22 +86,37 @@ def cutmix_pick_view(key, images, labels, teacher_fn, student_fn, hparams, *, al
               pool_lam[picked])
 
 
-def backward_view(key, images, labels, teacher_fn, student_fn, hparams, *, steps: int,
-                  step_size: float, normalize: str, epsilon, clip_range, divergence: str,
-                  temperature: float) -> View:
+def backward_options(options, input_range) -> dict:
+  """``auxiliary_samples`` keyword arguments from ``config.view``."""
+  if options.normalize not in backward.NORMALIZATIONS:
+    raise ValueError(f"unknown view.normalize {options.normalize!r}; valid names: "
+                     f"{', '.join(backward.NORMALIZATIONS)}.")
+  if options.divergence not in backward.DIVERGENCES:
+    raise ValueError(f"unknown view.divergence {options.divergence!r}; valid names: "
+                     f"{', '.join(backward.DIVERGENCES)}.")
+  return dict(steps=options.steps, step_size=options.step_size, normalize=options.normalize,
+              epsilon=options.epsilon or None,
+              clip=input_range if options.clip else None, divergence=options.divergence,
+              temperature=options.divergence_temperature)
+
+
+def teacher_labelled(images, teacher_fn, labels) -> View:
+  """A view of generated samples: labelled by the teacher only (their class is unknown)."""
+  return View(images, teacher_fn(images), labels, labels, jnp.ones(labels.shape, jnp.float32))
+
+
+def backward_view(key, images, labels, teacher_fn, student_fn, hparams, **sample_options) -> View:
   """Backward-pass KD (Jafari et al. 2023): x' = auxiliary samples grown from x.
 
   K steps along the normalised input gradient of D(T(x'), S(x')), both networks in
   inference mode, optionally projected into an ε-ball around x and clipped to the valid
   input range; the teacher labels x' (no hard-label term: x' has no known label).
-  Regenerated every step, from the current student.
+  Regenerated every step, from the current student (see ``config.view.pool_every_epochs``
+  for the pool alternative).
   """
   del key, hparams
-  aux = backward.auxiliary_samples(teacher_fn, student_fn, images, steps=steps,
-                                   step_size=step_size, normalize=normalize, epsilon=epsilon,
-                                   clip=clip_range, divergence=divergence,
-                                   temperature=temperature)
-  return View(aux, teacher_fn(aux), labels, labels, jnp.ones(labels.shape, jnp.float32))
+  aux = backward.auxiliary_samples(teacher_fn, student_fn, images, **sample_options)
+  return teacher_labelled(aux, teacher_fn, labels)
 
 
 VIEW_NAMES = ("none", "mixup", "cutmix", "cutmix_pick", "backward")
@@ -128,17 +143,7 @@ def make_view_maker(name: str, options, input_range=None) -> Callable | None:
                              pool_rounds=options.pool_rounds, score=options.score,
                              n_pick=options.n_pick)
   if name == "backward":
-    if options.normalize not in backward.NORMALIZATIONS:
-      raise ValueError(f"unknown view.normalize {options.normalize!r}; valid names: "
-                       f"{', '.join(backward.NORMALIZATIONS)}.")
-    if options.divergence not in backward.DIVERGENCES:
-      raise ValueError(f"unknown view.divergence {options.divergence!r}; valid names: "
-                       f"{', '.join(backward.DIVERGENCES)}.")
-    return functools.partial(
-        backward_view, steps=options.steps, step_size=options.step_size,
-        normalize=options.normalize, epsilon=options.epsilon or None,
-        clip_range=input_range if options.clip else None, divergence=options.divergence,
-        temperature=options.divergence_temperature)
+    return functools.partial(backward_view, **backward_options(options, input_range))
   raise ValueError(f"unknown view {name!r}; valid names: {', '.join(VIEW_NAMES)}.")
 
 
