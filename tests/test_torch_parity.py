@@ -74,6 +74,8 @@ def test_digits_counts_match_too():
 # --- Losses, input gradients and one optimiser step against the PyTorch computations. ---
 
 from experiments.torch_reference import steps as torch_steps  # noqa: E402
+import ml_collections  # noqa: E402
+
 from kd_jax import backward, losses  # noqa: E402
 
 
@@ -103,41 +105,114 @@ def test_divergence_input_gradient_matches_pytorch():
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
-def test_one_kd_step_matches_pytorch_sgd():
-  import ml_collections
+def _view_options(**overrides):
+  from experiments.configs import common
+  view = common.base_config().view
+  view.update(overrides)
+  return view
+
+
+def _jax_draws(view_name, key, images, options):
+  """The mixing draws the JAX step makes from its view key, as torch_steps.MixDraw."""
+  from kd_jax import augment
+
+  def cutmix_draw(draw_key):
+    lam_key, perm_key, box_key = jax.random.split(draw_key, 3)
+    lam = jax.random.beta(lam_key, options.alpha, options.alpha)
+    perm = augment.shift_permutation(perm_key, images.shape[0])
+    box = np.asarray(augment.cutmix_box(box_key, images.shape[1], images.shape[2], lam))
+    rows, cols = np.flatnonzero(box.any(1)), np.flatnonzero(box.any(0))
+    corners = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if box.any() else (0, 0, 0, 0)
+    return torch_steps.MixDraw(torch.from_numpy(np.array(perm)).long(),
+                               1.0 - box.mean(), tuple(int(c) for c in corners))
+
+  if view_name == "mixup":
+    _, perm, lam = augment.mixup(key, images, options.alpha)
+    return [torch_steps.MixDraw(torch.from_numpy(np.array(perm)).long(), float(lam))]
+  if view_name == "cutmix":
+    return [cutmix_draw(key)]
+  if view_name == "cutmix_pick":
+    return [cutmix_draw(k) for k in jax.random.split(key, options.pool_rounds)]
+  return None
+
+
+# Each method's full step, both sides from the same weights, batch and random draws; two
+# steps so that SGD momentum and BatchNorm statistics carried over from step one matter.
+METHOD_CASES = [
+    ("kd", {}),
+    ("kd_mixup", {}),
+    ("kd_cutmix", {}),
+    ("kd_cutmix_pick", dict(score="teacher_entropy", pool_rounds=3)),
+    ("kd_cutmix_pick", dict(score="student_entropy", pool_rounds=2, n_pick=8)),
+    ("kd_cutmix_pick", dict(score="kl", pool_rounds=2)),
+    ("backward_kd", dict(steps=2, step_size=20.0, epsilon=30.0, clip=True)),
+    ("backward_kd", dict(steps=1, step_size=5.0, normalize="l2", divergence="mse",
+                         clip=False)),
+    ("continuation_kd", {}),
+    ("annealing_kd", {}),
+]
+
+
+@pytest.mark.parametrize("method_name, view_overrides", METHOD_CASES)
+def test_each_method_step_matches_pytorch(method_name, view_overrides):
   from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
   teacher, teacher_vars, teacher_t = _pair("cnn_small", 10, (8, 8, 1), seed=1)
   student, student_vars, student_t = _pair("cnn_tiny", 10, (8, 8, 1), seed=2)
+  method = objectives.get_method(method_name)
+  options = _view_options(**view_overrides)
   sgd = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.05, momentum=0.9,
                                        nesterov=False, weight_decay=5e-4, lr_milestones=(),
                                        lr_decay=0.1))
   optimizer, _ = optim.make_optimizer(sgd, 10)
   mesh = sharding.make_data_mesh()
-  # Identity normalisation and no augmentation: both sides see the same float inputs.
+  # Identity normalisation and no crop/flip: both sides see the same float inputs.
   preprocess = steps.make_preprocess((0.0,), (1.0 / 255.0,), 0, False, jax.numpy.float32)
   rng = np.random.default_rng(4)
-  images = rng.integers(0, 3, (16, 8, 8, 1)).astype(np.uint8)
+  images = rng.integers(0, 17, (16, 8, 8, 1)).astype(np.uint8)
   labels = rng.integers(0, 10, 16).astype(np.int32)
+  hparams = dict(temperature=4.0, ce_weight=0.1, kd_weight=0.9, view_weight=0.7, phi=0.6,
+                 psi=0.3, margin=0.2)
+
   state = state_lib.create_train_state(student, optimizer, (8, 8, 1), seed=0)
   state["params"], state["batch_stats"] = student_vars["params"], student_vars["batch_stats"]
-  step = steps.make_train_step(student, optimizer, objectives.get_method("kd"), mesh, preprocess,
-                               teacher)
-  hparams = {k: jax.numpy.float32(v) for k, v in dict(temperature=4.0, ce_weight=0.1,
-                                                       kd_weight=0.9, view_weight=1.0).items()}
-  for _ in range(2):  # two steps, so the momentum buffer matters
+  step = steps.make_train_step(student, optimizer, method, mesh, preprocess, teacher, options)
+  jax_losses, all_draws = [], []
+  for _ in range(2):
+    view_key = jax.random.fold_in(jax.random.fold_in(state["rng"], state["step"]), 1)
+    all_draws.append(_jax_draws(method.view, view_key, images.astype(np.float32), options))
     state, metrics = step(state, sharding.global_batch({"image": images, "label": labels}, mesh),
-                          teacher_vars, hparams)
+                          teacher_vars, {k: jax.numpy.float32(v) for k, v in hparams.items()})
+    jax_losses.append(float(metrics["loss"]))
 
+  torch_options = dict(options.to_dict())
+  torch_options["clip"] = ((torch.tensor(0.0), torch.tensor(255.0)) if options.clip else None)
   torch_optimizer = torch.optim.SGD(student_t.parameters(), lr=0.05, momentum=0.9,
                                     weight_decay=5e-4)
   x = torch.from_numpy(images.astype(np.float32).transpose(0, 3, 1, 2).copy())
-  for _ in range(2):
-    loss = torch_steps.kd_train_step(student_t, teacher_t, torch_optimizer, x,
-                                     torch.from_numpy(labels).long(), temperature=4.0,
-                                     ce_weight=0.1, kd_weight=0.9)
-  assert float(metrics["loss"]) == pytest.approx(loss, rel=1e-4)
+  for draws, jax_loss in zip(all_draws, jax_losses):
+    loss = torch_steps.distill_step(student_t, teacher_t, torch_optimizer, x,
+                                    torch.from_numpy(labels).long(), objective=method.objective,
+                                    view=method.view, draws=draws, options=torch_options,
+                                    hparams=hparams)
+    assert jax_loss == pytest.approx(loss, rel=1e-4)
   back = convert.torch_to_flax(student_t, student_vars)
   for ours, theirs in zip(jax.tree.leaves({"params": state["params"],
                                            "batch_stats": state["batch_stats"]}),
                           jax.tree.leaves(back)):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_auxiliary_samples_match_pytorch():
+  _, teacher_vars, teacher_t = _pair("cnn_small", 10, (8, 8, 1), seed=1)
+  student, student_vars, student_t = _pair("cnn_tiny", 10, (8, 8, 1), seed=2)
+  teacher = models.create_model("cnn_small", 10)
+  x = np.random.default_rng(3).normal(size=(4, 8, 8, 1)).astype(np.float32)
+  options = dict(steps=3, step_size=0.1, normalize="l2", epsilon=0.15, divergence="kl",
+                 temperature=2.0)
+  ours = backward.auxiliary_samples(
+      lambda v: teacher.apply(teacher_vars, v, train=False),
+      lambda v: student.apply(student_vars, v, train=False), x, clip=(-1.0, 1.0), **options)
+  theirs = torch_steps.auxiliary_samples(
+      teacher_t, student_t, torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
+      clip=(torch.tensor(-1.0), torch.tensor(1.0)), **options).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
