@@ -131,3 +131,94 @@ def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, 
   for _ in range(steps):
     x_aux = body(x_aux)
   return jax.lax.stop_gradient(x_aux)
+
+
+# --- Text: perturbing a relaxed one-hot sequence through each model's own embeddings. ---
+
+TOKEN_NORMALIZATIONS = ("l2", "none")
+
+
+def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teacher_table,
+                               student_table, input_ids, perturb_mask, *, steps: int = 1,
+                               step_size, normalize: str = "l2", divergence: str = "kl",
+                               temperature=1.0, project_to_tokens: bool = False):
+  """Backward-pass KD over tokens: K ascent steps on a relaxed one-hot sequence X.
+
+  Teacher and student share a vocabulary but have their own embedding tables E_T ``[V, d_T]``
+  and E_S ``[V, d_S]``; each sees ``X·E``. With ``a = ∇_{e_T} D`` and ``b = ∇_{e_S} D``, the
+  gradient with respect to X is ``g = a·E_Tᵀ + b·E_Sᵀ`` (``[batch, length, V]``), and a step
+  ``X ← X + c·g`` moves the embeddings by ``c·g·E_T = c·(a·E_TᵀE_T + b·E_SᵀE_T)`` and
+  ``c·g·E_S = c·(a·E_TᵀE_S + b·E_SᵀE_S)``. Only the three Gram matrices (``d × d``) are
+  formed, never the batch × length × vocabulary tensor; the per-example L2 norm of g is
+  ``a·G_TT·aᵀ + 2·a·G_TS·bᵀ + b·G_SS·bᵀ`` summed over positions.
+
+  Args:
+    teacher_fn, student_fn: ``word_embeddings [B, L, d] -> logits`` in inference mode (the
+      rest of the inputs — types, attention mask — closed over).
+    teacher_table, student_table: the word-embedding matrices ``[V, d_T]``, ``[V, d_S]``.
+    input_ids: int ``[B, L]``.
+    perturb_mask: bool ``[B, L]``: positions that may move (not special, not padding).
+    steps: K ≥ 1; step_size: η.
+    normalize: "l2" (per example, over positions and vocabulary) or "none". The sign of g
+      would need the V-wide tensor, so it is not offered for tokens.
+    divergence, temperature: see ``divergence_input_grad``.
+    project_to_tokens: also return the nearest discrete sentence ``argmax_v X'`` (computed
+      one example at a time, so only ``L × V`` scores exist at once); frozen positions keep
+      their token.
+
+  Returns:
+    ``(teacher_embeddings, student_embeddings)`` of the auxiliary samples, and the projected
+    token ids when ``project_to_tokens``; all under ``stop_gradient``.
+  """
+  if normalize not in TOKEN_NORMALIZATIONS:
+    raise ValueError(f"unknown token normalize {normalize!r}; valid names: "
+                     f"{', '.join(TOKEN_NORMALIZATIONS)} (sign needs the vocabulary-wide "
+                     "gradient, which this formulation never forms).")
+  if divergence not in DIVERGENCES:
+    raise ValueError(f"unknown divergence {divergence!r}; valid names: {', '.join(DIVERGENCES)}.")
+  if not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"steps must be a positive Python int; got {steps!r}.")
+  if input_ids.shape != perturb_mask.shape:
+    raise ValueError(f"perturb_mask has shape {perturb_mask.shape}; input_ids has "
+                     f"{input_ids.shape}.")
+  teacher_table = jax.lax.stop_gradient(jnp.asarray(teacher_table, jnp.float32))
+  student_table = jax.lax.stop_gradient(jnp.asarray(student_table, jnp.float32))
+  gram_tt = teacher_table.T @ teacher_table   # [d_T, d_T]
+  gram_ts = teacher_table.T @ student_table   # [d_T, d_S]
+  gram_ss = student_table.T @ student_table   # [d_S, d_S]
+  mask = perturb_mask[..., None].astype(jnp.float32)
+
+  def total(e_teacher, e_student):
+    return jnp.sum(per_example_divergence(teacher_fn(e_teacher), student_fn(e_student),
+                                          divergence, temperature))
+
+  e_teacher = jnp.take(teacher_table, input_ids, axis=0)
+  e_student = jnp.take(student_table, input_ids, axis=0)
+  coef_teacher = jnp.zeros_like(e_teacher)  # Σ_k c_k·a_k: X' − X = coef_T·E_Tᵀ + coef_S·E_Sᵀ
+  coef_student = jnp.zeros_like(e_student)
+  for _ in range(steps):  # unrolled, as auxiliary_samples (see there)
+    a, b = jax.grad(total, argnums=(0, 1))(e_teacher, e_student)
+    a, b = a * mask, b * mask
+    scale = step_size
+    if normalize == "l2":
+      squared = (jnp.einsum("bld,de,ble->b", a, gram_tt, a)
+                 + 2 * jnp.einsum("bld,de,ble->b", a, gram_ts, b)
+                 + jnp.einsum("bld,de,ble->b", b, gram_ss, b))
+      scale = step_size / jnp.sqrt(jnp.maximum(squared, 1e-24))[:, None, None]
+    e_teacher = e_teacher + scale * (a @ gram_tt + b @ gram_ts.T)
+    e_student = e_student + scale * (a @ gram_ts + b @ gram_ss)
+    coef_teacher = coef_teacher + scale * a
+    coef_student = coef_student + scale * b
+  outputs = (jax.lax.stop_gradient(e_teacher), jax.lax.stop_gradient(e_student))
+  if not project_to_tokens:
+    return outputs
+
+  def nearest(args):
+    ids, c_t, c_s = args
+    scores = c_t @ teacher_table.T + c_s @ student_table.T  # [L, V]
+    scores = scores + jax.nn.one_hot(ids, teacher_table.shape[0], dtype=scores.dtype)
+    return jnp.argmax(scores, axis=-1).astype(input_ids.dtype)
+
+  projected = jax.lax.map(nearest, (input_ids, coef_teacher, coef_student))
+  projected = jnp.where(perturb_mask, projected, input_ids)
+  return (*outputs, jax.lax.stop_gradient(projected))

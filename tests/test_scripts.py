@@ -54,3 +54,18 @@ def test_sweep_then_agreement_and_teacher_stddev(tmp_path):
        "--blocks_of=2", f"--out={tmp_path / 'stddev.md'}")
   report = (tmp_path / "stddev.md").read_text()
   assert "| cutmix_pick |" in report and "| none |" in report
+
+
+def test_bench_vs_torch_reports_both_sides_and_a_chart(tmp_path):
+  import pytest
+  pytest.importorskip("torch")
+  out = tmp_path / "vs_torch.md"
+  _run("bench_vs_torch", "--teacher=cnn_small", "--student=cnn_tiny", "--batch=8",
+       "--image_size=8", "--classes=10", "--repeats=1", "--warmup=1",
+       "--methods=kd_cutmix,backward_kd", "--torch_compile=false", f"--out={out}")
+  report = out.read_text()
+  for row in ("| kd | JAX |", "| kd | PyTorch eager |", "| kd_cutmix | PyTorch eager |",
+              "| backward_kd (K = 1) | JAX |"):
+    assert row in report
+  assert "torch.compile" not in report.split("\n\n")[1]
+  assert (tmp_path / "vs_torch.png").stat().st_size > 0

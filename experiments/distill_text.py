@@ -1,0 +1,32 @@
+"""Fine-tunes a BERT-style teacher or distils a student on a text dataset.
+
+  python -m experiments.distill_text --config=experiments/configs/rotten_tomatoes.py:teacher \
+      --workdir=runs/rt/teacher
+  python -m experiments.distill_text --config=experiments/configs/rotten_tomatoes.py:kd \
+      --workdir=runs/rt/kd --config.teacher_workdir=runs/rt/teacher
+
+Rerunning the same command resumes from the newest checkpoint in --workdir.
+"""
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import launch
+from kd_jax.train import text
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (file.py:arg).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, summary).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  launch.configure_logging()
+  print(json.dumps(text.train_text(_CONFIG.value, _WORKDIR.value), indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
