@@ -141,7 +141,8 @@ TOKEN_NORMALIZATIONS = ("l2", "none")
 def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teacher_table,
                                student_table, input_ids, perturb_mask, *, steps: int = 1,
                                step_size, normalize: str = "l2", divergence: str = "kl",
-                               temperature=1.0, project_to_tokens: bool = False):
+                               temperature=1.0, project_to_tokens: bool = False,
+                               teacher_gram=None):
   """Backward-pass KD over tokens: K ascent steps on a relaxed one-hot sequence X.
 
   Teacher and student share a vocabulary but have their own embedding tables E_T ``[V, d_T]``
@@ -162,6 +163,9 @@ def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teach
     normalize: "l2" (per example, over positions and vocabulary) or "none". The sign of g
       would need the V-wide tensor, so it is not offered for tokens.
     divergence, temperature: see ``divergence_input_grad``.
+    teacher_gram: ``E_TᵀE_T`` if already computed (the teacher is frozen, so a training
+      loop computes it once instead of every step; it is the largest of the three products
+      when the teacher is the wider model).
     project_to_tokens: also return the nearest discrete sentence ``argmax_v X'`` (computed
       one example at a time, so only ``L × V`` scores exist at once); frozen positions keep
       their token.
@@ -183,7 +187,8 @@ def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teach
                      f"{input_ids.shape}.")
   teacher_table = jax.lax.stop_gradient(jnp.asarray(teacher_table, jnp.float32))
   student_table = jax.lax.stop_gradient(jnp.asarray(student_table, jnp.float32))
-  gram_tt = teacher_table.T @ teacher_table   # [d_T, d_T]
+  gram_tt = (teacher_table.T @ teacher_table if teacher_gram is None   # [d_T, d_T]
+             else jax.lax.stop_gradient(jnp.asarray(teacher_gram, jnp.float32)))
   gram_ts = teacher_table.T @ student_table   # [d_T, d_S]
   gram_ss = student_table.T @ student_table   # [d_S, d_S]
   mask = perturb_mask[..., None].astype(jnp.float32)

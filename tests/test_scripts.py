@@ -69,3 +69,22 @@ def test_bench_vs_torch_reports_both_sides_and_a_chart(tmp_path):
     assert row in report
   assert "torch.compile" not in report.split("\n\n")[1]
   assert (tmp_path / "vs_torch.png").stat().st_size > 0
+
+
+def test_bench_population_compares_three_ways(tmp_path):
+  out = tmp_path / "population.md"
+  _run("bench_population", "--population=2", "--model=mlp_tiny", "--teacher=", "--batch=4",
+       "--repeats=1", f"--out={out}")
+  report = out.read_text()
+  for row in ("one vmapped step", "one after another", "P processes"):
+    assert row in report
+
+
+def test_rolewise_stages_name_the_missing_stage(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.rolewise",
+       f"--config={os.path.join(ROOT, 'experiments', 'configs', 'rolewise.py')}:digits",
+       f"--workdir={tmp_path}", "--stage=student_search"], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and "run --stage=teacher first" in result.stderr

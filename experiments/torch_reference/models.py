@@ -350,6 +350,83 @@ class MLP(nn.Module):
     return self.fc(x)
 
 
+def dorefa_weights(w, bits: int):
+  """DoReFa weights with a straight-through round (the DoReFa-Net reference code's rule)."""
+  if bits >= 32:
+    return w
+  t = torch.tanh(w)
+  unit = t / (2 * t.abs().max()) + 0.5
+  levels = 2 ** bits - 1
+  return 2 * (unit + (torch.round(unit * levels) / levels - unit).detach()) - 1
+
+
+def dorefa_activations(a, bits: int):
+  if bits >= 32:
+    return a
+  a = torch.clamp(a, 0.0, 1.0)
+  levels = 2 ** bits - 1
+  return a + (torch.round(a * levels) / levels - a).detach()
+
+
+class QuantConv2d(nn.Conv2d):
+  """A convolution on DoReFa-quantised input and weights (no bias)."""
+
+  def __init__(self, cin, cout, kernel, stride, weight_bits, activation_bits):
+    super().__init__(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
+    self.weight_bits, self.activation_bits = weight_bits, activation_bits
+
+  def forward(self, x):
+    return F.conv2d(dorefa_activations(x, self.activation_bits),
+                    dorefa_weights(self.weight, self.weight_bits), None, self.stride,
+                    self.padding)
+
+
+class QuantBasicBlock(nn.Module):
+  def __init__(self, cin, cout, stride, wbits, abits):
+    super().__init__()
+    self.conv1 = QuantConv2d(cin, cout, 3, stride, wbits, abits)
+    self.bn1 = nn.BatchNorm2d(cout)
+    self.conv2 = QuantConv2d(cout, cout, 3, 1, wbits, abits)
+    self.bn2 = nn.BatchNorm2d(cout)
+    self.has_projection = stride != 1 or cin != cout
+    if self.has_projection:
+      self.downsample_conv = QuantConv2d(cin, cout, 1, stride, wbits, abits)
+      self.downsample_bn = nn.BatchNorm2d(cout)
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    residual = self.downsample_bn(self.downsample_conv(x)) if self.has_projection else x
+    return F.relu(y + residual)
+
+
+class ResNet18(nn.Module):
+  """CIFAR ResNet-18; DoReFa-quantised blocks below 32 bits (stem and fc full precision)."""
+
+  def __init__(self, widths=(64, 128, 256, 512), num_classes=100, weight_bits=32,
+               activation_bits=32):
+    super().__init__()
+    self.conv1 = _conv(3, widths[0], 3)
+    self.bn1 = nn.BatchNorm2d(widths[0])
+    self.block_names = []
+    cin = widths[0]
+    for stage, width in enumerate(widths):
+      for block in range(2):
+        name = f"layer{stage + 1}_{block}"
+        self.add_module(name, QuantBasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1,
+                                              weight_bits, activation_bits))
+        self.block_names.append(name)
+        cin = width
+    self.fc = nn.Linear(cin, num_classes)
+    _init_conv_bn(self)
+
+  def forward(self, x):
+    x = F.relu(self.bn1(self.conv1(x)))
+    for name in self.block_names:
+      x = getattr(self, name)(x)
+    return self.fc(x.mean((2, 3)))
+
+
 def create_torch_model(name: str, num_classes: int, in_channels: int = 3,
                        image_size: int = 32) -> nn.Module:
   """The PyTorch twin of ``kd_jax.models.create_model(name, num_classes)``."""
@@ -364,6 +441,13 @@ def create_torch_model(name: str, num_classes: int, in_channels: int = 3,
       **{f"vgg{d}": lambda d=d: VGG(VGG_CONFIGS[d], num_classes) for d in VGG_CONFIGS},
       "resnet50": lambda: ResNetV2((3, 4, 6, 3), num_classes),
       "mobilenetv2": lambda: MobileNetV2(0.5, 6, num_classes),
+      "resnet18": lambda: ResNet18(num_classes=num_classes),
+      "resnet18_w2a2": lambda: ResNet18(num_classes=num_classes, weight_bits=2,
+                                        activation_bits=2),
+      "resnet18_w4a4": lambda: ResNet18(num_classes=num_classes, weight_bits=4,
+                                        activation_bits=4),
+      "resnet18_narrow": lambda: ResNet18((16, 32, 64, 128), num_classes),
+      "resnet18_narrow_w2a2": lambda: ResNet18((16, 32, 64, 128), num_classes, 2, 2),
       "shufflenetv2": lambda: ShuffleNetV2(num_classes),
       "cnn_tiny": lambda: SmallCNN((8, 16), num_classes, in_channels),
       "cnn_small": lambda: SmallCNN((32, 64), num_classes, in_channels),

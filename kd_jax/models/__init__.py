@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax.models.mobile import MobileNetV2, ShuffleNetV2
+from kd_jax.models.resnet18 import ResNet18
 from kd_jax.models.resnet_cifar import CifarResNet
 from kd_jax.models.resnet_v2 import ResNetV2
 from kd_jax.models.small import MLP, SmallCNN
@@ -36,6 +37,14 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     # RepDistiller's mobile_half (expansion 6, width 0.5) and ShuffleV2 (net size 1).
     "mobilenetv2": functools.partial(MobileNetV2, width=0.5, expansion=6),
     "shufflenetv2": ShuffleNetV2,
+    # Role-wise KD (Fu et al.): CIFAR ResNet-18 and its DoReFa 2-bit / 4-bit students; the
+    # "_narrow" ones (widths 16-32-64-128) are the CPU-scale versions.
+    "resnet18": ResNet18,
+    "resnet18_w2a2": functools.partial(ResNet18, weight_bits=2, activation_bits=2),
+    "resnet18_w4a4": functools.partial(ResNet18, weight_bits=4, activation_bits=4),
+    "resnet18_narrow": functools.partial(ResNet18, widths=(16, 32, 64, 128)),
+    "resnet18_narrow_w2a2": functools.partial(ResNet18, widths=(16, 32, 64, 128),
+                                              weight_bits=2, activation_bits=2),
     # Small nets for the embedded 8×8 digits and MNIST.
     "cnn_tiny": functools.partial(SmallCNN, widths=(8, 16)),
     "cnn_small": functools.partial(SmallCNN, widths=(32, 64)),

@@ -71,7 +71,8 @@ def make_text_train_step(student: bert.BertClassifier, optimizer, method: object
 
   ``batch``: input_ids, token_type_ids, attention_mask (int32 ``[B, L]``) and label.
   ``state``: step, params, batch_stats ({}), opt_state, rng (dropout keys are
-  ``fold_in(rng, step)``).
+  ``fold_in(rng, step)``). ``teacher_params`` may carry ``"_gram"``, the teacher's
+  embedding Gram matrix, precomputed for token-level backward KD.
   """
   if method.needs_teacher and teacher is None:
     raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
@@ -86,8 +87,10 @@ def make_text_train_step(student: bert.BertClassifier, optimizer, method: object
     key = jax.random.fold_in(state["rng"], state["step"])
     inputs = {k: batch[k] for k in TEXT_FIELDS}
     labels = batch["label"]
-    teacher_out = None
+    teacher_out = teacher_gram = None
     if teacher is not None:
+      teacher_params = dict(teacher_params)
+      teacher_gram = teacher_params.pop("_gram", None)  # see train_text
       teacher_out = teacher.apply({"params": teacher_params}, **inputs, train=False)
 
     view = None
@@ -106,7 +109,8 @@ def make_text_train_step(student: bert.BertClassifier, optimizer, method: object
           bert.word_embedding_matrix(state["params"]), inputs["input_ids"], perturb,
           steps=view_options.steps, step_size=view_options.step_size,
           normalize=view_options.normalize, divergence=view_options.divergence,
-          temperature=view_options.divergence_temperature)
+          temperature=view_options.divergence_temperature,
+          teacher_gram=teacher_gram)
       view = (student_e, teacher_fn(teacher_e))
 
     def loss_fn(params):
@@ -227,6 +231,9 @@ def train_text(config, workdir: str) -> dict:
            "opt_state": optimizer.init(params),
            "rng": jax.random.PRNGKey(config.seed + 1_000_003)}
   state = sharding.replicate(state, mesh)
+  if method.view == "backward":  # frozen teacher: its embedding Gram matrix once, not per step
+    table = bert.word_embedding_matrix(teacher_params)
+    teacher_params = {**teacher_params, "_gram": jax.jit(lambda e: e.T @ e)(table)}
   step_fn = make_text_train_step(model, optimizer, method, mesh, teacher, config.view,
                                  text_data.special_token_ids(tokenizer), regression)
   predict = make_text_predict(model, mesh)

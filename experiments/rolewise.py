@@ -1,0 +1,236 @@
+"""Role-wise augmentation (Fu et al. 2020) in three stages, plus the comparison.
+
+  python -m experiments.rolewise --config=experiments/configs/rolewise.py:digits \
+      --workdir=runs/rolewise --stage=teacher
+  python -m experiments.rolewise ... --stage=student_search
+  python -m experiments.rolewise ... --stage=student
+  python -m experiments.rolewise ... --stage=compare --out=results/rolewise_digits.md
+
+Each stage reads what the previous ones left in --workdir: ``teacher_search.json`` (every
+trial's schedule and the chosen one), ``teacher/`` (Orbax checkpoint of the teacher),
+``student_search.json``, ``student.json``. Searches checkpoint every exploit round and
+resume when rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import launch, reporting
+from kd_jax import models, pba, policies
+from kd_jax.data import load_dataset
+from kd_jax.models import resnet18
+from kd_jax.train import checkpoint, optim
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/rolewise.py:<scale>",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory shared by the stages.")
+_STAGE = flags.DEFINE_enum("stage", None, ["teacher", "student_search", "student", "compare"],
+                           "Which stage to run.")
+_OUT = flags.DEFINE_string("out", None, "compare: write the Markdown report here.")
+flags.mark_flags_as_required(["config", "workdir", "stage"])
+logger = logging.getLogger("kd_jax.rolewise")
+
+
+def _data(config):
+  train = load_dataset(config.dataset, "train", config.data_dir or None)
+  test = load_dataset(config.dataset, "test", config.data_dir or None)
+  order = np.random.default_rng(0).permutation(len(train))  # fixed search split
+  search_train = order[:config.search.train_examples]
+  search_val = order[config.search.train_examples:]
+  return train, test, search_train, search_val
+
+
+def _setup(config, data, model_name, learning_rate, steps_per_epoch, teacher_model=None):
+  model = models.create_model(model_name, data.num_classes)
+  optimizer_config = config.optimizer.copy_and_resolve_references()
+  optimizer_config.learning_rate = learning_rate
+  optimizer, _ = optim.make_optimizer(optimizer_config, steps_per_epoch)
+  fill = tuple(int(round(255 * m)) for m in data.mean)
+  return pba.MemberSetup(model, optimizer, data.mean, data.std, fill, config.augment.pad,
+                         config.augment.flip, config.augment.cutout_size, teacher_model)
+
+
+def _kd_hparams(config):
+  return {"temperature": config.kd.temperature, "ce_weight": config.kd.ce_weight,
+          "kd_weight": config.kd.kd_weight}
+
+
+def _run_search(config, workdir, name, model_name, learning_rate, teacher=None,
+                init_variables=None):
+  train, _, search_train, search_val = _data(config)
+  steps = config.search.train_examples // config.search.batch_size
+  setup = _setup(config, train, model_name, learning_rate, steps,
+                 teacher[0] if teacher else None)
+  result = pba.search(
+      setup, train.images[search_train], train.labels[search_train], train.images[search_val],
+      train.labels[search_val], population=config.search.population,
+      epochs=config.search.epochs, batch_size=config.search.batch_size,
+      exploit_every=config.search.exploit_every, seed=config.seeds[0],
+      workdir=os.path.join(workdir, f"{name}_population"),
+      teacher_variables=teacher[1] if teacher else None, hparams=_kd_hparams(config),
+      init_variables=init_variables, eval_batch_size=config.eval_batch_size,
+      mode=config.population_mode)
+  pba.save_result(os.path.join(workdir, f"{name}.json"), result)
+  logger.info("%s: best trial %d, validation %.2f", name, result.best_trial,
+              result.final_scores[result.best_trial])
+  return result
+
+
+def _load_schedule(workdir, name):
+  path = os.path.join(workdir, f"{name}.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: run the stage that writes it first "
+                            f"(--stage={'teacher' if name.startswith('teacher') else 'student_search'}).")
+  with open(path) as f:
+    return policies.schedule_from_json(json.dumps(json.load(f)["best_schedule"]))
+
+
+def _train(config, setup, schedules, seeds, epochs, teacher=None, init_variables=None):
+  train, test, _, _ = _data(config)
+  return pba.train_with_schedules(
+      setup, schedules, seeds, train.images, train.labels, test.images, test.labels,
+      epochs=epochs, batch_size=config.train.batch_size,
+      teacher_variables=teacher[1] if teacher else None, hparams=_kd_hparams(config),
+      init_variables=init_variables, eval_batch_size=config.eval_batch_size,
+      mode=config.population_mode)
+
+
+def _teacher(config, workdir):
+  """(model, variables) of the teacher trained by stage 1."""
+  if not os.path.isdir(os.path.join(workdir, "teacher", "checkpoints")):
+    raise FileNotFoundError(f"no teacher in {workdir}/teacher: run --stage=teacher first.")
+  train, _, _, _ = _data(config)
+  model = models.create_model(config.teacher_model, train.num_classes)
+  template = models.init_variables(model, jax.random.PRNGKey(0), train.images.shape[1:])
+  store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
+  variables, _ = store.restore_model(template)
+  store.close()
+  return model, variables
+
+
+def stage_teacher(config, workdir):
+  train, _, _, _ = _data(config)
+  _run_search(config, workdir, "teacher_search", config.teacher_model,
+              config.optimizer.learning_rate)
+  schedule = _load_schedule(workdir, "teacher_search")
+  setup = _setup(config, train, config.teacher_model, config.optimizer.learning_rate,
+                 len(train) // config.train.batch_size)
+  out = _train(config, setup, [schedule], [config.seeds[0]], config.train.epochs)
+  member = jax.tree.map(lambda x: x[0], out["state"])
+  store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"))
+  store.save(member, {"step": int(member["step"]), "test_accuracy": out["final"][0],
+                      "history": [h[0] for h in out["history"]], "finished": True})
+  store.wait()
+  store.close()
+  logger.info("teacher: test accuracy %.2f", out["final"][0])
+  return out["final"][0]
+
+
+def _student_init(config, teacher):
+  train, _, _, _ = _data(config)
+  student = models.create_model(config.student_model, train.num_classes)
+  template = models.init_variables(student, jax.random.PRNGKey(0), train.images.shape[1:])
+  return resnet18.init_from(teacher[1], template)
+
+
+def stage_student_search(config, workdir):
+  teacher = _teacher(config, workdir)
+  return _run_search(config, workdir, "student_search", config.student_model,
+                     config.student_learning_rate, teacher, _student_init(config, teacher))
+
+
+def _student_setup(config, teacher):
+  train, _, _, _ = _data(config)
+  return _setup(config, train, config.student_model, config.student_learning_rate,
+                len(train) // config.train.batch_size, teacher[0])
+
+
+def stage_student(config, workdir):
+  teacher = _teacher(config, workdir)
+  schedule = _load_schedule(workdir, "student_search")
+  out = _train(config, _student_setup(config, teacher), [schedule], [config.seeds[0]],
+               config.train.epochs, teacher, _student_init(config, teacher))
+  with open(os.path.join(workdir, "student.json"), "w") as f:
+    json.dump({"test_accuracy": out["final"][0], "history": out["history"]}, f)
+  logger.info("student: test accuracy %.2f", out["final"][0])
+  return out["final"][0]
+
+
+ROWS = (("none", "KD, no learned policy (pad/crop/flip/cutout only)"),
+        ("teacher", "KD, the teacher's schedule shared"),
+        ("student", "KD, the student's own schedule (role-wise)"))
+
+
+def stage_compare(config, workdir, out_path):
+  teacher = _teacher(config, workdir)
+  schedules = {"none": [(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))],
+               "teacher": _load_schedule(workdir, "teacher_search"),
+               "student": _load_schedule(workdir, "student_search")}
+  members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
+  out = _train(config, _student_setup(config, teacher), [schedules[r] for r, _ in members],
+               [s for _, s in members], config.train.epochs, teacher,
+               _student_init(config, teacher))
+  final = dict(zip(members, out["final"]))
+  store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
+  teacher_accuracy = store.read_meta()["test_accuracy"]
+  store.close()
+  lines = [f"Role-wise augmentation on {config.dataset}: teacher {config.teacher_model} "
+           f"(full precision, test accuracy {teacher_accuracy:.2f} %), student "
+           f"{config.student_model} (DoReFa 2-bit weights and activations, initialised from "
+           f"the teacher), Hinton KD (τ {config.kd.temperature}, weights "
+           f"{config.kd.ce_weight}/{config.kd.kd_weight}); PBA: {config.search.population} "
+           f"trials, {config.search.train_examples} search-training images, "
+           f"{config.search.epochs} epochs, exploit/explore every "
+           f"{config.search.exploit_every}; students trained {config.train.epochs} epochs on "
+           f"all training images, as one population of {len(members)} models; seeds "
+           f"{', '.join(map(str, config.seeds))}; CPU, {os.cpu_count()} cores. Test accuracy "
+           "(%) after the last epoch, mean ± std over seeds.", "",
+           "| student | accuracy |", "|---|---|"]
+  for row, label in ROWS:
+    lines.append(f"| {label} | "
+                 f"{reporting.mean_std([final[row, s] for s in config.seeds])} |")
+  lines += ["", f"Training time of the {len(members)}-model population: "
+            f"{out['train_seconds']:.0f} s."]
+  for name in ("teacher_search", "student_search"):
+    schedule = _load_schedule(workdir, name)
+    final_policy = policies.describe(schedule[-1][1])
+    active = [f"{op} p={p:.1f} m={m}" for op, p, m in final_policy if p > 0]
+    lines.append(f"{name}: {len(schedule)} policy changes; final policy's active tuples: "
+                 f"{', '.join(active) or 'none'}.")
+  arguments = [f"--config={_CONFIG_ARG}", f"--workdir={workdir}", "--stage=compare"] + (
+      [f"--out={out_path}"] if out_path else [])
+  reporting.finish_report(lines, "rolewise", out_path, arguments)
+  return final
+
+
+_CONFIG_ARG = "experiments/configs/rolewise.py:digits"
+
+
+def main(argv):
+  del argv
+  global _CONFIG_ARG
+  launch.configure_logging()
+  logger.setLevel(logging.INFO)
+  _CONFIG_ARG = flags.FLAGS["config"].serialize().split("=", 1)[-1] or _CONFIG_ARG
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  os.makedirs(workdir, exist_ok=True)
+  if _STAGE.value == "teacher":
+    stage_teacher(config, workdir)
+  elif _STAGE.value == "student_search":
+    stage_student_search(config, workdir)
+  elif _STAGE.value == "student":
+    stage_student(config, workdir)
+  else:
+    stage_compare(config, workdir, _OUT.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,103 @@
+"""CIFAR ResNet-18 (widths 64-128-256-512) in full precision or DoReFa-quantised.
+
+The CIFAR variant used by role-wise KD (Fu et al. 2020): a 3×3 stem convolution (stride 1,
+no max-pool), four stages of two basic blocks (strides 1, 2, 2, 2) with 1×1 projection
+shortcuts, global average pooling, a linear classifier. With ``weight_bits`` /
+``activation_bits`` below 32, every convolution inside the blocks (shortcuts included) sees
+DoReFa-quantised weights and inputs (``kd_jax.quant``); the stem convolution and the
+classifier stay in full precision, as in the paper. Full-precision and quantised models
+have the same parameter tree, so a low-bit student is initialised from its full-precision
+teacher by copying the variables (``init_from``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from kd_jax import quant
+from kd_jax.models import layers
+
+
+class QuantConv(nn.Module):
+  """A convolution on DoReFa-quantised input and weights (plain conv at 32 bits)."""
+  features: int
+  kernel: int
+  stride: int = 1
+  weight_bits: int = 32
+  activation_bits: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    pad = self.kernel // 2
+    kernel = self.param("kernel", layers.conv_kernel_init,
+                        (self.kernel, self.kernel, x.shape[-1], self.features), jnp.float32)
+    if self.activation_bits < 32:
+      x = quant.dorefa_activations(x, self.activation_bits)
+    kernel = quant.dorefa_weights(kernel, self.weight_bits)
+    return nn.Conv(self.features, (self.kernel,) * 2, strides=(self.stride,) * 2,
+                   padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype
+                   ).apply({"params": {"kernel": kernel}}, x.astype(self.dtype))
+
+
+class QuantBasicBlock(nn.Module):
+  features: int
+  stride: int
+  weight_bits: int
+  activation_bits: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    def qconv(features, kernel, stride, name):
+      return QuantConv(features, kernel, stride, self.weight_bits, self.activation_bits,
+                       self.dtype, name=name)
+
+    y = qconv(self.features, 3, self.stride, "conv1")(x)
+    y = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn1")(y, train))
+    y = qconv(self.features, 3, 1, "conv2")(y)
+    y = layers.BatchNorm(dtype=self.dtype, name="bn2")(y, train)
+    residual = x
+    if self.stride != 1 or x.shape[-1] != self.features:
+      residual = qconv(self.features, 1, self.stride, "downsample_conv")(x)
+      residual = layers.BatchNorm(dtype=self.dtype, name="downsample_bn")(residual, train)
+    return nn.relu(y + residual)
+
+
+class ResNet18(nn.Module):
+  widths: Sequence[int] = (64, 128, 256, 512)
+  weight_bits: int = 32
+  activation_bits: int = 32
+  num_classes: int = 100
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = layers.conv(self.widths[0], 3, dtype=self.dtype, name="conv1")(x.astype(self.dtype))
+    x = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+    for stage, width in enumerate(self.widths):
+      for block in range(2):
+        stride = 2 if stage > 0 and block == 0 else 1
+        x = QuantBasicBlock(width, stride, self.weight_bits, self.activation_bits, self.dtype,
+                            name=f"layer{stage + 1}_{block}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
+                    kernel_init=layers.torch_linear_kernel_init,
+                    bias_init=layers.torch_linear_bias_init(x.shape[-1]))(x)
+
+
+
+def init_from(teacher_variables: dict, student_template: dict) -> dict:
+  """A quantised student's variables copied from its full-precision twin's (checked to have
+  the same tree and shapes: the same widths)."""
+  import jax
+  same = jax.tree.structure(teacher_variables) == jax.tree.structure(student_template) and all(
+      a.shape == b.shape for a, b in zip(jax.tree.leaves(teacher_variables),
+                                         jax.tree.leaves(student_template)))
+  if not same:
+    raise ValueError("the teacher's variables do not fit the student: initialising a "
+                     "quantised ResNet-18 from its teacher needs the same widths and classes.")
+  return jax.tree.map(jnp.array, teacher_variables)

@@ -1,0 +1,48 @@
+"""DoReFa-Net quantisation (Zhou et al. 2016) with straight-through gradients.
+
+  weights:      w_q = 2·Q_k(tanh(w) / (2·max|tanh w|) + 1/2) − 1
+  activations:  a_q = Q_k(clip(a, 0, 1))
+  Q_k(v) = round(v·(2^k − 1)) / (2^k − 1)
+
+The rounding passes the gradient straight through (identity); everything around it (tanh,
+the max normalisation, the clip) is differentiated normally. ``bits >= 32`` returns the input
+unchanged (full precision).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def quantize_unit(v, bits: int):
+  """Q_k on [0, 1] with a straight-through gradient."""
+  levels = 2 ** bits - 1
+  rounded = jnp.round(v * levels) / levels
+  return v + jax.lax.stop_gradient(rounded - v)
+
+
+def _check_bits(bits) -> None:
+  if not isinstance(bits, int) or bits < 1:
+    raise ValueError(f"bits must be a positive int; got {bits!r}.")
+
+
+def dorefa_weights(w, bits: int):
+  """DoReFa weight quantisation to ``bits`` (1 bit: sign(w)·E|w|, as the paper)."""
+  _check_bits(bits)
+  if bits >= 32:
+    return w
+  if bits == 1:
+    scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
+    return w + jax.lax.stop_gradient(jnp.sign(w) * scale - w)
+  t = jnp.tanh(w)
+  unit = t / (2 * jnp.max(jnp.abs(t))) + 0.5
+  return 2 * quantize_unit(unit, bits) - 1
+
+
+def dorefa_activations(a, bits: int):
+  """DoReFa activation quantisation: Q_k(clip(a, 0, 1))."""
+  _check_bits(bits)
+  if bits >= 32:
+    return a
+  return quantize_unit(jnp.clip(a, 0.0, 1.0), bits)

@@ -1,0 +1,126 @@
+"""PBA over a vmapped population: the population step is P separate steps, exploit/explore,
+and a reproducible, resumable search (also over a 4-device "pop" mesh)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from kd_jax import models, pba
+from tests.conftest import ROOT
+
+
+def _setup(teacher=None):
+  return pba.MemberSetup(model=models.create_model("cnn_tiny", 10),
+                         optimizer=optax.sgd(0.1, momentum=0.9), mean=(0.3,), std=(0.3,),
+                         fill=(77,), pad=1, flip=False, cutout_size=2, teacher_model=teacher)
+
+
+def _data(n=48, seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
+          rng.integers(0, 10, n).astype(np.int32))
+
+
+def test_population_step_equals_separate_steps():
+  teacher = models.create_model("cnn_small", 10)
+  teacher_vars = models.init_variables(teacher, jax.random.PRNGKey(9), (8, 8, 1))
+  setup = _setup(teacher)
+  state = pba.init_population(setup.model, setup.optimizer, (8, 8, 1), [0, 1, 2])
+  pop_policies = jax.random.randint(jax.random.PRNGKey(3), (3, 30, 2), 0, 10)
+  images, labels = _data(3 * 8)
+  images, labels = images.reshape(3, 8, 8, 8, 1), labels.reshape(3, 8)
+  hparams = {"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
+             "kd_weight": jnp.float32(0.9)}
+  member_step = jax.jit(pba.make_member_step(setup))
+  expected = [member_step(jax.tree.map(lambda x: x[i], state), pop_policies[i], images[i],
+                          labels[i], teacher_vars, hparams)[0] for i in range(3)]
+  step = pba.make_population_step(setup, pba.make_population_mesh(3))
+  together, _ = step(state, pop_policies, images, labels, teacher_vars, hparams)
+  for i in range(3):
+    for ours, theirs in zip(jax.tree.leaves(jax.tree.map(lambda x: x[i], together)),
+                            jax.tree.leaves(expected[i])):
+      np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_exploit_copies_the_top_quarter_and_explores_the_copies():
+  setup = _setup()
+  state = pba.init_population(setup.model, setup.optimizer, (8, 8, 1), range(8))
+  pop_policies = jnp.tile(jnp.arange(8)[:, None, None], (1, 30, 2)).astype(jnp.int32)
+  scores = np.array([50, 90, 10, 60, 95, 20, 70, 30.0])  # top: 4, 1; bottom: 2, 5
+  new_state, new_policies, copies = pba.exploit_and_explore(
+      np.random.default_rng(0), jax.random.PRNGKey(0), scores, state, pop_policies)
+  assert sorted(loser for loser, _ in copies) == [2, 5]
+  for loser, winner in copies:
+    assert winner in (1, 4)
+    for ours, theirs in zip(jax.tree.leaves(new_state["params"]),
+                            jax.tree.leaves(state["params"])):
+      np.testing.assert_array_equal(ours[loser], theirs[winner])
+    assert np.abs(np.asarray(new_policies[loser]) - winner).max() <= 10
+    assert not np.array_equal(new_policies[loser], pop_policies[winner])
+  np.testing.assert_array_equal(new_state["rng"], state["rng"])  # own random streams
+  for kept in (0, 1, 3, 4, 6, 7):
+    np.testing.assert_array_equal(new_policies[kept], pop_policies[kept])
+
+
+def _search(workdir=None):
+  train_images, train_labels = _data(32, 1)
+  val_images, val_labels = _data(24, 2)
+  return pba.search(_setup(), train_images, train_labels, val_images, val_labels,
+                    population=4, epochs=4, batch_size=16, exploit_every=2, seed=3,
+                    workdir=workdir, eval_batch_size=16)
+
+
+def test_search_is_reproducible_and_resumes_to_the_same_result(tmp_path):
+  first = _search(str(tmp_path / "run"))
+  assert len(first.schedules) == 4 and len(first.history) == 2
+  assert first.history[0]["copies"] and first.history[-1]["copies"] == []
+  for schedule in first.schedules:
+    assert schedule[0][0] == 0 and not np.any(schedule[0][1])  # PBA starts from zeros
+  assert any(len(s) > 1 for s in first.schedules)  # explored policies entered schedules
+  assert first.best_trial == int(np.argmax(first.final_scores))
+  # Resume: drop the final checkpoint, rerun, same result.
+  checkpoints = tmp_path / "run" / "checkpoints"
+  shutil.rmtree(checkpoints / max(os.listdir(checkpoints), key=int))
+  resumed = _search(str(tmp_path / "run"))
+  assert resumed.final_scores == first.final_scores and resumed.history == first.history
+  again = _search()
+  assert again.to_json() == first.to_json()
+
+
+def test_search_over_four_devices_equals_one_device():
+  code = ("import json, jax; from tests.test_pba import _search; "
+          "print('RESULT', json.dumps(_search().to_json()), len(jax.devices()))")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
+  import json
+  four = json.loads(line.split(" ", 1)[1].rsplit(" ", 1)[0])
+  assert line.rsplit(" ", 1)[1] == "4"
+  one = _search().to_json()
+  assert four["history"] == one["history"] and four["best_trial"] == one["best_trial"]
+
+
+def test_train_with_schedules_runs_each_member_with_its_schedule():
+  train_images, train_labels = _data(32, 4)
+  test_images, test_labels = _data(16, 5)
+  busy = np.full((30, 2), 9, np.int32)
+  schedules = [[(0, np.zeros((30, 2), np.int32))], [(0, np.zeros((30, 2), np.int32)),
+                                                      (1, busy)]]
+  out = pba.train_with_schedules(_setup(), schedules, [0, 1], train_images, train_labels,
+                                 test_images, test_labels, epochs=2, batch_size=16,
+                                 eval_batch_size=16)
+  assert np.asarray(out["history"]).shape == (2, 2)
+  with pytest.raises(ValueError, match="one seed per member"):
+    pba.train_with_schedules(_setup(), schedules, [0], train_images, train_labels, test_images,
+                             test_labels, epochs=1, batch_size=16)
+

@@ -1,0 +1,59 @@
+"""DoReFa quantisation: values against the formulas, straight-through gradients, and the
+quantised ResNet-18 initialised from its full-precision teacher."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import models, quant
+
+
+def test_dorefa_weights_follow_the_formula():
+  w = np.array([-1.5, -0.2, 0.0, 0.05, 0.7, 2.0], np.float32)
+  t = np.tanh(w)
+  unit = t / (2 * np.abs(t).max()) + 0.5
+  for bits in (1, 2, 4):
+    levels = 2 ** bits - 1
+    expected = (2 * np.round(unit * levels) / levels - 1 if bits > 1
+                else np.sign(w) * np.abs(w).mean())
+    np.testing.assert_allclose(quant.dorefa_weights(jnp.asarray(w), bits), expected, atol=1e-6)
+  q = np.asarray(quant.dorefa_weights(jnp.asarray(w), 2))
+  assert np.all(np.min(np.abs(q[:, None] - np.array([-1, -1 / 3, 1 / 3, 1])), axis=1) < 1e-6)
+  np.testing.assert_array_equal(quant.dorefa_weights(jnp.asarray(w), 32), w)
+
+
+def test_dorefa_activations_and_straight_through_gradients():
+  a = jnp.array([-0.5, 0.1, 0.4, 0.6, 0.99, 1.7])
+  np.testing.assert_allclose(quant.dorefa_activations(a, 2), [0, 0, 1 / 3, 2 / 3, 1, 1],
+                             atol=1e-6)
+  grad = jax.grad(lambda x: jnp.sum(quant.dorefa_activations(x, 2)))(a)
+  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 1, 0])  # identity inside the clip
+  w = jnp.array([-1.5, -0.2, 0.3, 0.7])
+  unrounded = lambda v: jnp.sum(jnp.arange(4.0) * (2 * (jnp.tanh(v) / (
+      2 * jnp.max(jnp.abs(jnp.tanh(v)))) + 0.5) - 1))
+  np.testing.assert_allclose(
+      jax.grad(lambda v: jnp.sum(jnp.arange(4.0) * quant.dorefa_weights(v, 2)))(w),
+      jax.grad(unrounded)(w), rtol=1e-6)
+  with pytest.raises(ValueError, match="bits must be a positive int"):
+    quant.dorefa_weights(w, 0)
+
+
+def test_quantised_resnet18_initialises_from_its_teacher():
+  from kd_jax.models import resnet18
+  teacher = models.create_model("resnet18_narrow", 10)
+  student = models.create_model("resnet18_narrow_w2a2", 10)
+  teacher_vars = models.init_variables(teacher, jax.random.PRNGKey(0), (16, 16, 3))
+  student_vars = resnet18.init_from(
+      teacher_vars, models.init_variables(student, jax.random.PRNGKey(1), (16, 16, 3)))
+  x = jax.random.normal(jax.random.PRNGKey(2), (4, 16, 16, 3))
+  full = teacher.apply(teacher_vars, x, train=False)
+  low = student.apply(student_vars, x, train=False)
+  assert low.shape == full.shape and not np.allclose(low, full)  # quantisation is active
+  grads = jax.grad(lambda p: jnp.sum(student.apply({"params": p, "batch_stats":
+                                                     student_vars["batch_stats"]}, x)))(
+      student_vars["params"])
+  assert all(np.any(g != 0) for g in jax.tree.leaves(grads))  # STE lets every layer learn
+  with pytest.raises(ValueError, match="same widths"):
+    resnet18.init_from(teacher_vars, models.init_variables(
+        models.create_model("resnet18_narrow_w2a2", 5), jax.random.PRNGKey(1), (16, 16, 3)))
