@@ -43,10 +43,10 @@ def test_quantised_resnet18_initialises_from_its_teacher():
   from kd_jax.models import resnet18
   teacher = models.create_model("resnet18_narrow", 10)
   student = models.create_model("resnet18_narrow_w2a2", 10)
-  teacher_vars = models.init_variables(teacher, jax.random.PRNGKey(0), (16, 16, 3))
+  teacher_vars = models.init_variables(teacher, jax.random.PRNGKey(0), (8, 8, 3))
   student_vars = resnet18.init_from(
-      teacher_vars, models.init_variables(student, jax.random.PRNGKey(1), (16, 16, 3)))
-  x = jax.random.normal(jax.random.PRNGKey(2), (4, 16, 16, 3))
+      teacher_vars, models.init_variables(student, jax.random.PRNGKey(1), (8, 8, 3)))
+  x = jax.random.normal(jax.random.PRNGKey(2), (4, 8, 8, 3))
   full = teacher.apply(teacher_vars, x, train=False)
   low = student.apply(student_vars, x, train=False)
   assert low.shape == full.shape and not np.allclose(low, full)  # quantisation is active
@@ -56,4 +56,4 @@ def test_quantised_resnet18_initialises_from_its_teacher():
   assert all(np.any(g != 0) for g in jax.tree.leaves(grads))  # STE lets every layer learn
   with pytest.raises(ValueError, match="same widths"):
     resnet18.init_from(teacher_vars, models.init_variables(
-        models.create_model("resnet18_narrow_w2a2", 5), jax.random.PRNGKey(1), (16, 16, 3)))
+        models.create_model("resnet18_narrow_w2a2", 5), jax.random.PRNGKey(1), (8, 8, 3)))

@@ -219,8 +219,14 @@ def test_text_teacher_then_students_train_and_resume_exactly(tiny_checkpoint, tm
   for method in ("kd", "backward_kd", "continuation_kd"):
     workdir = str(tmp_path / method)
     config = _text_config(tiny_checkpoint, method, teacher_workdir=teacher_dir)
+    if method == "backward_kd":  # a narrower random student: embedding widths 16 and 8
+      config.student.init = "random"
+      config.student.update(dict(hidden_size=8, num_layers=1, num_heads=2,
+                                 intermediate_size=16))
     summary = text.train_text(config, workdir)
     assert np.isfinite(summary["final"]) and summary["student_parameters"] > 0
+    if method == "backward_kd":
+      assert summary["student_parameters"] < 30522 * 9
   # Resume: drop the last checkpoint, rerun, and get the same history.
   with open(os.path.join(workdir, "summary.json")) as f:
     finished = json.load(f)

@@ -34,6 +34,7 @@ def _pair(name, num_classes, image_shape, seed=0):
     ("resnet8", (32, 32, 3), 100), ("resnet8x4", (32, 32, 3), 100),
     ("wrn_16_2", (32, 32, 3), 100), ("vgg8", (32, 32, 3), 100),
     ("mobilenetv2", (32, 32, 3), 100), ("shufflenetv2", (32, 32, 3), 100),
+    ("resnet18_narrow", (16, 16, 3), 10), ("resnet18_narrow_w2a2", (16, 16, 3), 10),
     ("cnn_tiny", (8, 8, 1), 10), ("mlp_tiny", (8, 8, 1), 10),
 ])
 def test_same_weights_give_same_logits_and_batchnorm_updates(name, image_shape, num_classes):

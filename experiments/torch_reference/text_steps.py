@@ -1,0 +1,84 @@
+"""PyTorch twins of the text side: Hugging Face's BertForSequenceClassification built from
+kd_jax.models.bert parameters, and the text KD / token-level backward-pass KD step computed
+the explicit way, with a relaxed one-hot ``X`` (batch × length × vocabulary) that requires
+grad and ``inputs_embeds = X·E`` for each model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def hf_model_from_flax(params, config):
+  """A transformers BertForSequenceClassification with the same weights (dropout as config)."""
+  import dataclasses
+  from transformers import BertConfig, BertForSequenceClassification
+  from kd_jax.models import bert
+  fields = dataclasses.asdict(config)
+  hf = BertForSequenceClassification(BertConfig(**fields, hidden_act="gelu"))
+  state = {f"bert.{k}": torch.from_numpy(np.array(v)) for k, v in
+           bert.params_to_hf(params, config).items()}
+  state["classifier.weight"] = torch.from_numpy(np.array(params["classifier"]["kernel"]).T.copy())
+  state["classifier.bias"] = torch.from_numpy(np.array(params["classifier"]["bias"]))
+  missing, unexpected = hf.load_state_dict(state, strict=False)
+  missing = [k for k in missing if not k.endswith("position_ids")]
+  if missing or unexpected:
+    raise ValueError(f"weights do not match: missing {missing}, unexpected {unexpected}")
+  return hf
+
+
+def logits(model, ids, types, mask, embeds=None):
+  if embeds is None:
+    return model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+  return model(inputs_embeds=embeds, token_type_ids=types, attention_mask=mask).logits
+
+
+def token_auxiliary_embeddings(teacher, student, ids, types, mask, perturb, *, steps: int,
+                               step_size: float, normalize: str = "l2"):
+  """K ascent steps on the relaxed one-hot X; returns (X·E_T, X·E_S) of the result."""
+  table_t = teacher.bert.embeddings.word_embeddings.weight.detach()
+  table_s = student.bert.embeddings.word_embeddings.weight.detach()
+  x = F.one_hot(ids, table_t.shape[0]).float()
+  for _ in range(steps):
+    x = x.detach().requires_grad_(True)
+    log_p_s = F.log_softmax(logits(student, ids, types, mask, x @ table_s), -1)
+    p_t = F.softmax(logits(teacher, ids, types, mask, x @ table_t), -1)
+    F.kl_div(log_p_s, p_t, reduction="sum").backward()
+    g = x.grad * perturb[..., None]
+    if normalize == "l2":
+      g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    x = x + step_size * g
+  return (x @ table_t).detach(), (x @ table_s).detach()
+
+
+def text_kd_step(student, teacher, optimizer, scheduler, ids, types, mask, labels, perturb, *,
+                 temperature, ce_weight, kd_weight, view_weight, backward_options=None):
+  """One text KD step (+ token-level backward KD when ``backward_options`` is given)."""
+  teacher.eval()
+  with torch.no_grad():
+    teacher_logits = logits(teacher, ids, types, mask)
+  view = None
+  if backward_options:
+    student.eval()
+    e_t, e_s = token_auxiliary_embeddings(teacher, student, ids, types, mask, perturb,
+                                          **backward_options)
+    with torch.no_grad():
+      view = (e_s, logits(teacher, ids, types, mask, e_t))
+  student.train()
+
+  def kd(s, t):
+    return (F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1),
+                     reduction="sum") * temperature ** 2 / s.shape[0])
+
+  out = logits(student, ids, types, mask)
+  loss = ce_weight * F.cross_entropy(out, labels) + kd_weight * kd(out, teacher_logits)
+  if view is not None:
+    loss = loss + view_weight * kd_weight * kd(logits(student, ids, types, mask, view[0]),
+                                               view[1])
+  optimizer.zero_grad()
+  loss.backward()
+  optimizer.step()
+  scheduler.step()
+  return float(loss.detach())
