@@ -218,7 +218,8 @@ def main(argv):
     runners[label, "JAX"] = jax_runner(method, view, student, teacher_variables, teacher,
                                        image_shape, batch, mesh)
     for side in sides[1:]:
-      torch._dynamo.reset() if side == "torch.compile" else None
+      if side == "torch.compile":
+        torch._dynamo.reset()  # each method's compiled graphs start from a clean cache
       runners[label, side] = torch_runner(method, view, student_variables, teacher_variables,
                                           image_shape, batch, device, side == "torch.compile")
     print(f"{label}: built", flush=True)

@@ -40,6 +40,7 @@ logger = logging.getLogger("kd_jax.rolewise")
 
 
 def _data(config):
+  """(train, test, search-train indices, search-validation indices), loaded once per run."""
   train = load_dataset(config.dataset, "train", config.data_dir or None)
   test = load_dataset(config.dataset, "test", config.data_dir or None)
   order = np.random.default_rng(0).permutation(len(train))  # fixed search split
@@ -63,9 +64,9 @@ def _kd_hparams(config):
           "kd_weight": config.kd.kd_weight}
 
 
-def _run_search(config, workdir, name, model_name, learning_rate, teacher=None,
+def _run_search(config, data, workdir, name, model_name, learning_rate, teacher=None,
                 init_variables=None):
-  train, _, search_train, search_val = _data(config)
+  train, _, search_train, search_val = data
   steps = config.search.train_examples // config.search.batch_size
   setup = _setup(config, train, model_name, learning_rate, steps,
                  teacher[0] if teacher else None)
@@ -93,8 +94,8 @@ def _load_schedule(workdir, name):
     return policies.schedule_from_json(json.dumps(json.load(f)["best_schedule"]))
 
 
-def _train(config, setup, schedules, seeds, epochs, teacher=None, init_variables=None):
-  train, test, _, _ = _data(config)
+def _train(config, data, setup, schedules, seeds, epochs, teacher=None, init_variables=None):
+  train, test, _, _ = data
   return pba.train_with_schedules(
       setup, schedules, seeds, train.images, train.labels, test.images, test.labels,
       epochs=epochs, batch_size=config.train.batch_size,
@@ -103,11 +104,11 @@ def _train(config, setup, schedules, seeds, epochs, teacher=None, init_variables
       mode=config.population_mode)
 
 
-def _teacher(config, workdir):
+def _teacher(config, data, workdir):
   """(model, variables) of the teacher trained by stage 1."""
   if not os.path.isdir(os.path.join(workdir, "teacher", "checkpoints")):
     raise FileNotFoundError(f"no teacher in {workdir}/teacher: run --stage=teacher first.")
-  train, _, _, _ = _data(config)
+  train = data[0]
   model = models.create_model(config.teacher_model, train.num_classes)
   template = models.init_variables(model, jax.random.PRNGKey(0), train.images.shape[1:])
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
@@ -116,14 +117,14 @@ def _teacher(config, workdir):
   return model, variables
 
 
-def stage_teacher(config, workdir):
-  train, _, _, _ = _data(config)
-  _run_search(config, workdir, "teacher_search", config.teacher_model,
+def stage_teacher(config, data, workdir):
+  train = data[0]
+  _run_search(config, data, workdir, "teacher_search", config.teacher_model,
               config.optimizer.learning_rate)
   schedule = _load_schedule(workdir, "teacher_search")
   setup = _setup(config, train, config.teacher_model, config.optimizer.learning_rate,
                  len(train) // config.train.batch_size)
-  out = _train(config, setup, [schedule], [config.seeds[0]], config.train.epochs)
+  out = _train(config, data, setup, [schedule], [config.seeds[0]], config.train.epochs)
   member = jax.tree.map(lambda x: x[0], out["state"])
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"))
   store.save(member, {"step": int(member["step"]), "test_accuracy": out["final"][0],
@@ -134,30 +135,32 @@ def stage_teacher(config, workdir):
   return out["final"][0]
 
 
-def _student_init(config, teacher):
-  train, _, _, _ = _data(config)
+def _student_init(config, data, teacher):
+  train = data[0]
   student = models.create_model(config.student_model, train.num_classes)
   template = models.init_variables(student, jax.random.PRNGKey(0), train.images.shape[1:])
   return resnet18.init_from(teacher[1], template)
 
 
-def stage_student_search(config, workdir):
-  teacher = _teacher(config, workdir)
-  return _run_search(config, workdir, "student_search", config.student_model,
-                     config.student_learning_rate, teacher, _student_init(config, teacher))
+def stage_student_search(config, data, workdir):
+  teacher = _teacher(config, data, workdir)
+  return _run_search(config, data, workdir, "student_search", config.student_model,
+                     config.student_learning_rate, teacher,
+                     _student_init(config, data, teacher))
 
 
-def _student_setup(config, teacher):
-  train, _, _, _ = _data(config)
+def _student_setup(config, data, teacher):
+  train = data[0]
   return _setup(config, train, config.student_model, config.student_learning_rate,
                 len(train) // config.train.batch_size, teacher[0])
 
 
-def stage_student(config, workdir):
-  teacher = _teacher(config, workdir)
+def stage_student(config, data, workdir):
+  teacher = _teacher(config, data, workdir)
   schedule = _load_schedule(workdir, "student_search")
-  out = _train(config, _student_setup(config, teacher), [schedule], [config.seeds[0]],
-               config.train.epochs, teacher, _student_init(config, teacher))
+  out = _train(config, data, _student_setup(config, data, teacher), [schedule],
+               [config.seeds[0]], config.train.epochs, teacher,
+               _student_init(config, data, teacher))
   with open(os.path.join(workdir, "student.json"), "w") as f:
     json.dump({"test_accuracy": out["final"][0], "history": out["history"]}, f)
   logger.info("student: test accuracy %.2f", out["final"][0])
@@ -169,15 +172,15 @@ ROWS = (("none", "KD, no learned policy (pad/crop/flip/cutout only)"),
         ("student", "KD, the student's own schedule (role-wise)"))
 
 
-def stage_compare(config, workdir, out_path):
-  teacher = _teacher(config, workdir)
+def stage_compare(config, data, workdir, out_path):
+  teacher = _teacher(config, data, workdir)
   schedules = {"none": [(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))],
                "teacher": _load_schedule(workdir, "teacher_search"),
                "student": _load_schedule(workdir, "student_search")}
   members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
-  out = _train(config, _student_setup(config, teacher), [schedules[r] for r, _ in members],
-               [s for _, s in members], config.train.epochs, teacher,
-               _student_init(config, teacher))
+  out = _train(config, data, _student_setup(config, data, teacher),
+               [schedules[r] for r, _ in members], [s for _, s in members],
+               config.train.epochs, teacher, _student_init(config, data, teacher))
   final = dict(zip(members, out["final"]))
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
   teacher_accuracy = store.read_meta()["test_accuracy"]
@@ -205,31 +208,28 @@ def stage_compare(config, workdir, out_path):
     active = [f"{op} p={p:.1f} m={m}" for op, p, m in final_policy if p > 0]
     lines.append(f"{name}: {len(schedule)} policy changes; final policy's active tuples: "
                  f"{', '.join(active) or 'none'}.")
-  arguments = [f"--config={_CONFIG_ARG}", f"--workdir={workdir}", "--stage=compare"] + (
-      [f"--out={out_path}"] if out_path else [])
+  arguments = [f"--config={flags.FLAGS['config'].serialize().split('=', 1)[-1]}",
+               f"--workdir={workdir}", "--stage=compare"] + (
+                   [f"--out={out_path}"] if out_path else [])
   reporting.finish_report(lines, "rolewise", out_path, arguments)
   return final
 
 
-_CONFIG_ARG = "experiments/configs/rolewise.py:digits"
-
-
 def main(argv):
   del argv
-  global _CONFIG_ARG
   launch.configure_logging()
   logger.setLevel(logging.INFO)
-  _CONFIG_ARG = flags.FLAGS["config"].serialize().split("=", 1)[-1] or _CONFIG_ARG
   config, workdir = _CONFIG.value, _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
+  data = _data(config)
   if _STAGE.value == "teacher":
-    stage_teacher(config, workdir)
+    stage_teacher(config, data, workdir)
   elif _STAGE.value == "student_search":
-    stage_student_search(config, workdir)
+    stage_student_search(config, data, workdir)
   elif _STAGE.value == "student":
-    stage_student(config, workdir)
+    stage_student(config, data, workdir)
   else:
-    stage_compare(config, workdir, _OUT.value)
+    stage_compare(config, data, workdir, _OUT.value)
 
 
 if __name__ == "__main__":

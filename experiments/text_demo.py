@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 
-
 from absl import app, flags
 
 from experiments import launch, reporting
@@ -82,7 +81,6 @@ def main(argv):
   if _OUT.value:
     with open(os.path.splitext(_OUT.value)[0] + ".json", "w") as f:
       json.dump(results, f, indent=1)
-
 
 
 if __name__ == "__main__":

@@ -278,11 +278,12 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
   hparams = {k: jnp.float32(v) for k, v in (hparams or {"temperature": 4.0, "ce_weight": 0.1,
                                                         "kd_weight": 0.9}).items()}
   teacher_variables = teacher_variables if teacher_variables is not None else {}
+  step = epoch * steps_per_epoch  # trials step in lockstep: the host keeps the count
   while epoch < epochs:
     for _ in range(steps_per_epoch):
-      step = int(jax.device_get(state["step"][0]))
       images, labels = member_batches(samplers, step, train_images, train_labels)
       state, _ = step_fn(state, pop_policies, images, labels, teacher_variables, hparams)
+      step += 1
     epoch += 1
     if epoch % exploit_every and epoch != epochs:
       continue
@@ -306,8 +307,7 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
     logger.info("PBA epoch %d: best %.2f, median %.2f", epoch, scores.max(),
                 float(np.median(scores)))
     if store is not None:
-      store.save({**state, "step": state["step"][0]},
-                 {"step": int(jax.device_get(state["step"][0])), "epoch": epoch,
+      store.save({**state, "step": state["step"][0]}, {"step": step, "epoch": epoch,
                   "policies": np.asarray(pop_policies).tolist(),
                   "schedules": _schedules_to_meta(schedules), "history": history})
   if store is not None:
@@ -343,15 +343,15 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
   hparams = {k: jnp.float32(v) for k, v in (hparams or {"temperature": 4.0, "ce_weight": 0.1,
                                                         "kd_weight": 0.9}).items()}
   teacher_variables = teacher_variables if teacher_variables is not None else {}
-  history, seconds = [], 0.0
+  history, seconds, step = [], 0.0, 0
   for epoch in range(epochs):
     epoch_policies = jnp.asarray(np.stack([policies.policy_at(s, epoch) for s in schedules]))
     started = time.perf_counter()
     for _ in range(samplers[0].steps_per_epoch):
-      step = int(jax.device_get(state["step"][0]))
       images, labels = member_batches(samplers, step, train_images, train_labels)
       state, metrics = step_fn(state, epoch_policies, images, labels, teacher_variables,
                                hparams)
+      step += 1
     jax.block_until_ready(metrics)
     seconds += time.perf_counter() - started
     history.append(evaluate_population(eval_fn, state, test_images, test_labels,

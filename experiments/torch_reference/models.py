@@ -31,15 +31,17 @@ def _init_conv_bn(module: nn.Module) -> None:
 
 
 class BasicBlock(nn.Module):
-  def __init__(self, cin, cout, stride):
+  """``make_conv(cin, cout, kernel, stride)`` builds its convolutions (quantised ones too)."""
+
+  def __init__(self, cin, cout, stride, make_conv=_conv):
     super().__init__()
-    self.conv1 = _conv(cin, cout, 3, stride)
+    self.conv1 = make_conv(cin, cout, 3, stride)
     self.bn1 = nn.BatchNorm2d(cout)
-    self.conv2 = _conv(cout, cout, 3)
+    self.conv2 = make_conv(cout, cout, 3, 1)
     self.bn2 = nn.BatchNorm2d(cout)
     self.has_projection = stride != 1 or cin != cout
     if self.has_projection:
-      self.downsample_conv = _conv(cin, cout, 1, stride)
+      self.downsample_conv = make_conv(cin, cout, 1, stride)
       self.downsample_bn = nn.BatchNorm2d(cout)
 
   def forward(self, x):
@@ -381,25 +383,6 @@ class QuantConv2d(nn.Conv2d):
                     self.padding)
 
 
-class QuantBasicBlock(nn.Module):
-  def __init__(self, cin, cout, stride, wbits, abits):
-    super().__init__()
-    self.conv1 = QuantConv2d(cin, cout, 3, stride, wbits, abits)
-    self.bn1 = nn.BatchNorm2d(cout)
-    self.conv2 = QuantConv2d(cout, cout, 3, 1, wbits, abits)
-    self.bn2 = nn.BatchNorm2d(cout)
-    self.has_projection = stride != 1 or cin != cout
-    if self.has_projection:
-      self.downsample_conv = QuantConv2d(cin, cout, 1, stride, wbits, abits)
-      self.downsample_bn = nn.BatchNorm2d(cout)
-
-  def forward(self, x):
-    y = F.relu(self.bn1(self.conv1(x)))
-    y = self.bn2(self.conv2(y))
-    residual = self.downsample_bn(self.downsample_conv(x)) if self.has_projection else x
-    return F.relu(y + residual)
-
-
 class ResNet18(nn.Module):
   """CIFAR ResNet-18; DoReFa-quantised blocks below 32 bits (stem and fc full precision)."""
 
@@ -413,8 +396,9 @@ class ResNet18(nn.Module):
     for stage, width in enumerate(widths):
       for block in range(2):
         name = f"layer{stage + 1}_{block}"
-        self.add_module(name, QuantBasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1,
-                                              weight_bits, activation_bits))
+        self.add_module(name, BasicBlock(
+            cin, width, 2 if stage > 0 and block == 0 else 1,
+            lambda ci, co, k, s: QuantConv2d(ci, co, k, s, weight_bits, activation_bits)))
         self.block_names.append(name)
         cin = width
     self.fc = nn.Linear(cin, num_classes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from kd_jax import quant
@@ -93,7 +94,6 @@ class ResNet18(nn.Module):
 def init_from(teacher_variables: dict, student_template: dict) -> dict:
   """A quantised student's variables copied from its full-precision twin's (checked to have
   the same tree and shapes: the same widths)."""
-  import jax
   same = jax.tree.structure(teacher_variables) == jax.tree.structure(student_template) and all(
       a.shape == b.shape for a, b in zip(jax.tree.leaves(teacher_variables),
                                          jax.tree.leaves(student_template)))

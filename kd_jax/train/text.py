@@ -246,36 +246,38 @@ def train_text(config, workdir: str) -> dict:
     logger.info("resumed %s at step %d", workdir, int(state["step"]))
   writer = metrics.MetricWriter(workdir, resume_step=int(state["step"]))
   score_name = "pearson" if regression else "accuracy"
-  start_epoch = int(state["step"]) // sampler.steps_per_epoch
+  step = int(state["step"])  # the host keeps the count: no device read per step
+  start_epoch = step // sampler.steps_per_epoch
   for epoch in range(start_epoch + 1, config.num_epochs + 1):
     hparams = sharding.replicate({k: jnp.float32(v) for k, v in loop.epoch_hparams(
         config, method, epoch, config.num_epochs).items()}, mesh)
     started = time.perf_counter()
-    losses_sum = 0.0
+    step_losses = []  # device scalars, read once at the end of the epoch
     for _ in range(sampler.steps_per_epoch):
-      index = sampler.global_indices(int(state["step"]))
-      split = data.train.take(index)
+      split = data.train.take(sampler.global_indices(step))
       batch = {k: getattr(split, k) for k in TEXT_FIELDS}
       batch["label"] = split.labels
       state, step_metrics = step_fn(state, sharding.global_batch(batch, mesh), teacher_params,
                                     hparams)
-      losses_sum += float(step_metrics["loss"])
+      step_losses.append(step_metrics["loss"])
+      step += 1
+    losses_sum = float(jnp.sum(jnp.stack(step_losses)))
     if not np.isfinite(losses_sum):
-      raise FloatingPointError(f"training loss is not finite in epoch {epoch} (step "
-                               f"{int(state['step'])}); lower optimizer.learning_rate.")
+      raise FloatingPointError(f"training loss is not finite in epoch {epoch} (before step "
+                               f"{step}); lower optimizer.learning_rate.")
     train_seconds += time.perf_counter() - started
     scores = evaluate_text(predict, state["params"], data.test, config.eval_batch_size, mesh,
                            regression)
-    record = {"epoch": epoch, "step": int(state["step"]),
+    record = {"epoch": epoch, "step": step,
               "train_loss": losses_sum / sampler.steps_per_epoch,
-              "learning_rate": float(schedule(int(state["step"]))), **scores}
+              "learning_rate": float(schedule(step)), **scores}
     history.append(record)
-    writer.write(int(state["step"]), "test", record)
+    writer.write(step, "test", record)
     logger.info("epoch %d: %s", epoch, record)
     store.save(state, {"config": config.to_dict(), "history": history,
                        "train_seconds": train_seconds,
                        "model_config": dataclasses.asdict(model.config),
-                       "finished": epoch == config.num_epochs, "step": int(state["step"])})
+                       "finished": epoch == config.num_epochs, "step": step})
   store.wait()
   store.close()
   best = max(history, key=lambda r: r[score_name])
