@@ -169,6 +169,7 @@ def rotate(image, level, key, fill):
 
 
 def rotate_degrees(image, degrees, fill):
+  """PIL's ``Image.rotate(degrees)``: counter-clockwise about the centre, nearest, filled."""
   h, w = image.shape[:2]
   angle = -jnp.deg2rad(degrees)
   cos, sin = jnp.cos(angle), jnp.sin(angle)
@@ -291,12 +292,8 @@ def augment_batch(key, images, policy, *, fill, pad: int = 4, flip: bool = True,
   def one(key, image):
     policy_key, crop_key, flip_key, cut_key = jax.random.split(key, 4)
     image = apply_policy(policy_key, image.astype(jnp.float32), policy, fill)
-    if pad:
-      padded = jnp.concatenate([jnp.broadcast_to(fill, (pad, w, image.shape[-1])), image,
-                                jnp.broadcast_to(fill, (pad, w, image.shape[-1]))], 0)
-      padded = jnp.concatenate([jnp.broadcast_to(fill, (h + 2 * pad, pad, image.shape[-1])),
-                                padded,
-                                jnp.broadcast_to(fill, (h + 2 * pad, pad, image.shape[-1]))], 1)
+    if pad:  # pad with the fill colour: shift it to zero, zero-pad, shift back
+      padded = jnp.pad(image - fill, ((pad, pad), (pad, pad), (0, 0))) + fill
       offset = jax.random.randint(crop_key, (2,), 0, 2 * pad + 1)
       image = jax.lax.dynamic_slice(padded, (offset[0], offset[1], 0), image.shape)
     if flip:

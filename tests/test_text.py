@@ -243,3 +243,18 @@ def test_unprepared_glue_names_the_fix(tokenizer, tmp_path):
   from kd_jax.data.tfds_loaders import DatasetNotPreparedError
   with pytest.raises(DatasetNotPreparedError, match="download_and_prepare"):
     text_data.load_glue("rte", tokenizer, data_dir=str(tmp_path))
+
+
+def test_text_objective_regression_and_classes_by_hand():
+  from kd_jax.train import text
+  hp = {"temperature": 1.0, "ce_weight": 0.25, "kd_weight": 0.75, "phi": 0.5, "psi": 0.4,
+        "margin": 0.0}
+  student, teacher, score = jnp.array([[2.0]]), jnp.array([[1.0]]), jnp.array([3.0])
+  # KD for STS-B: 0.25·(2 − 3)² + 0.75·(2 − 1)² = 1.0
+  np.testing.assert_allclose(text.text_objective("kd", student, teacher, score, hp, True), [1.0])
+  # Continuation: 0.4·1 + 0.6·max(0, (2 − 0.5·1)²) = 0.4 + 1.35
+  np.testing.assert_allclose(
+      text.text_objective("continuation", student, teacher, score, hp, True), [1.75])
+  logits = jnp.array([[0.0, jnp.log(3.0)]])  # p = (1/4, 3/4)
+  np.testing.assert_allclose(text.text_objective("ce", logits, None, jnp.array([1]), hp, False),
+                             [-np.log(0.75)], rtol=1e-6)

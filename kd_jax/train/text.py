@@ -35,16 +35,16 @@ TEXT_FIELDS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 def text_objective(name: str, student_out, teacher_out, labels, hparams, regression: bool):
-  """Per-example objective on the original sentences (see the module docstring)."""
-  if regression:
-    hard = jnp.square(student_out[:, 0].astype(jnp.float32) - labels)
-  else:
-    hard = losses.cross_entropy(student_out, labels)
+  """Per-example objective on the original sentences: kd_jax.train.objectives' objective
+  for classes; for regression the squared error replaces cross-entropy (and, for KD, the
+  KL to the teacher), the Continuation hinge staying as it is."""
+  if not regression:
+    return objectives.get_objective(name)(student_out, teacher_out, labels, hparams)
+  hard = jnp.square(student_out[:, 0].astype(jnp.float32) - labels)
   if name == "ce":
     return hard
   if name == "kd":
-    soft = (jnp.mean(jnp.square(student_out - teacher_out), -1) if regression
-            else losses.kd_kl(student_out, teacher_out, hparams["temperature"]))
+    soft = jnp.mean(jnp.square(student_out - teacher_out), -1)
     return hparams["ce_weight"] * hard + hparams["kd_weight"] * soft
   if name in ("continuation", "annealing"):
     margin = 0.0 if name == "annealing" else hparams["margin"]
