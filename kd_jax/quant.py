@@ -45,4 +45,8 @@ def dorefa_activations(a, bits: int):
   _check_bits(bits)
   if bits >= 32:
     return a
-  return quantize_unit(jnp.clip(a, 0.0, 1.0), bits)
+  # Gradient 1 on the closed interval [0, 1], as TF's clip_by_value in the DoReFa reference
+  # code and torch.clamp: jnp.clip alone gives 1/2 at a bound, and post-ReLU activations
+  # sit exactly at 0 often enough to change the step.
+  clipped = jnp.where((a >= 0.0) & (a <= 1.0), a, jnp.clip(a, 0.0, 1.0))
+  return quantize_unit(clipped, bits)

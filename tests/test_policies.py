@@ -10,7 +10,9 @@ import pytest
 from kd_jax import policies
 
 PIL = pytest.importorskip("PIL")
-from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from experiments.torch_reference import pil_policy  # noqa: E402
 
 FILL = (128, 128, 128)
 
@@ -22,30 +24,6 @@ def _images():
   return [noisy, low_contrast]
 
 
-def _pil_reference(name, pil, level, sign):
-  """What PBA's PIL transforms compute for ``level`` (random signs fixed to ``sign``)."""
-  factor = level * 1.8 / 10 + 0.1
-  shift = (level * 10 * pil.size[0]) // 320
-  affine = {"ShearX": (1, sign * level * 0.3 / 10, 0, 0, 1, 0),
-            "ShearY": (1, 0, 0, sign * level * 0.3 / 10, 1, 0),
-            "TranslateX": (1, 0, sign * shift, 0, 1, 0),
-            "TranslateY": (1, 0, 0, 0, 1, sign * ((level * 10 * pil.size[1]) // 320))}
-  if name in affine:
-    return pil.transform(pil.size, Image.AFFINE, affine[name], fillcolor=FILL)
-  return {
-      "AutoContrast": lambda: ImageOps.autocontrast(pil),
-      "Equalize": lambda: ImageOps.equalize(pil),
-      "Invert": lambda: ImageOps.invert(pil),
-      "Rotate": lambda: pil.rotate(sign * int(level * 30 / 10), fillcolor=FILL),
-      "Posterize": lambda: ImageOps.posterize(pil, 4 - int(level * 4 / 10)),
-      "Solarize": lambda: ImageOps.solarize(pil, 256 - int(level * 256 / 10)),
-      "Color": lambda: ImageEnhance.Color(pil).enhance(factor),
-      "Contrast": lambda: ImageEnhance.Contrast(pil).enhance(factor),
-      "Brightness": lambda: ImageEnhance.Brightness(pil).enhance(factor),
-      "Sharpness": lambda: ImageEnhance.Sharpness(pil).enhance(factor),
-  }[name]()
-
-
 @pytest.mark.parametrize("name", [n for n in policies.OPERATIONS if n != "Cutout"])
 def test_operation_matches_pil(name):
   key = jax.random.PRNGKey(3)
@@ -53,7 +31,8 @@ def test_operation_matches_pil(name):
   for image in _images():
     for level in (0, 4, 9):
       ours = np.asarray(policies.apply_operation(name, image, level, key, fill=128.0), int)
-      theirs = np.asarray(_pil_reference(name, Image.fromarray(image), level, sign), int)
+      theirs = np.asarray(pil_policy.pil_operation(name, Image.fromarray(image), level, sign,
+                                                      FILL), int)
       difference = np.abs(ours - theirs)
       # PIL's blends compute in float and truncate: allow a 1-level difference on a few pixels.
       assert difference.max() <= 1 and np.mean(difference > 0) < 0.03, (name, level)
@@ -70,6 +49,9 @@ def test_cutout_matches_pba_numpy_rule():
   expected[max(0, cy - size // 2):min(10, cy + size // 2),
            max(0, cx - size // 2):min(10, cx + size // 2)] = 7
   np.testing.assert_array_equal(ours, expected)
+  theirs = pil_policy.pil_operation("Cutout", Image.fromarray(image), 9, 1.0, (7, 7, 7),
+                                    (cy, cx))
+  np.testing.assert_array_equal(np.asarray(theirs), expected)
 
 
 def test_probability_zero_is_the_identity():
@@ -90,6 +72,31 @@ def test_count_rule_applies_at_most_count_operations():
                                           pad=0, flip=False, cutout_size=0))
   changed = np.mean(np.any(out != images, axis=(1, 2, 3)))
   assert abs(changed - 0.3) < 0.03
+
+
+def test_host_pil_pipeline_follows_the_same_count_rule():
+  """The PIL reference pipeline (PBA's host-side augmentation) under the same Invert-only
+  policy: images change with probability 0.3, and a changed image is exactly inverted."""
+  images = np.random.default_rng(2).integers(0, 256, (2000, 2, 2, 1), dtype=np.uint8)
+  invert = policies.OPERATIONS.index("Invert")
+  policy = np.zeros((30, 2), int)
+  policy[[invert, invert + 15], 0] = 10
+  out = pil_policy.augment_batch(np.random.default_rng(0), images, policy, fill=(0,), pad=0,
+                                 flip=False, cutout_size=0)
+  changed = np.any(out != images, axis=(1, 2, 3))
+  assert abs(np.mean(changed) - 0.3) < 0.03
+  np.testing.assert_array_equal(out[changed], 255 - images[changed])
+
+
+def test_host_pil_pipeline_pads_with_the_fill_colour():
+  images = np.full((64, 4, 4, 3), 9, np.uint8)
+  out = pil_policy.augment_batch(np.random.default_rng(1), images, np.zeros((30, 2), int),
+                                 fill=(200, 100, 50), pad=2, cutout_size=0)
+  assert out.shape == images.shape and out.dtype == np.uint8
+  shifted = np.any(out != 9, axis=-1)
+  assert 0.3 < np.mean(np.any(shifted, axis=(1, 2))) < 1.0  # offset (2, 2) keeps the image
+  np.testing.assert_array_equal(out[shifted], np.broadcast_to([200, 100, 50],
+                                                              out[shifted].shape))
 
 
 def test_pad_crop_flip_cutout_keep_shape_and_dtype():

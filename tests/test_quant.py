@@ -24,11 +24,12 @@ def test_dorefa_weights_follow_the_formula():
 
 
 def test_dorefa_activations_and_straight_through_gradients():
-  a = jnp.array([-0.5, 0.1, 0.4, 0.6, 0.99, 1.7])
-  np.testing.assert_allclose(quant.dorefa_activations(a, 2), [0, 0, 1 / 3, 2 / 3, 1, 1],
+  a = jnp.array([-0.5, 0.0, 0.1, 0.4, 0.6, 0.99, 1.0, 1.7])
+  np.testing.assert_allclose(quant.dorefa_activations(a, 2), [0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1],
                              atol=1e-6)
   grad = jax.grad(lambda x: jnp.sum(quant.dorefa_activations(x, 2)))(a)
-  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 1, 0])  # identity inside the clip
+  # Identity on the closed clip interval (the bounds included, as TF's clip_by_value).
+  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 1, 1, 1, 0])
   w = jnp.array([-1.5, -0.2, 0.3, 0.7])
   unrounded = lambda v: jnp.sum(jnp.arange(4.0) * (2 * (jnp.tanh(v) / (
       2 * jnp.max(jnp.abs(jnp.tanh(v)))) + 0.5) - 1))

@@ -217,3 +217,73 @@ def test_auxiliary_samples_match_pytorch():
       teacher_t, student_t, torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
       clip=(torch.tensor(-1.0), torch.tensor(1.0)), **options).numpy().transpose(0, 2, 3, 1)
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_quantized_convolution_gradients_match_pytorch():
+  """DoReFa's straight-through gradients (input and weight) in the 2-bit convolution twins,
+  on post-ReLU inputs with exact zeros and values above the clip."""
+  from kd_jax.models import resnet18
+  rng = np.random.default_rng(0)
+  x = (np.maximum(rng.normal(size=(4, 6, 6, 8)), 0) * 0.8).astype(np.float32)
+  upstream = rng.normal(size=(4, 6, 6, 16)).astype(np.float32)
+  conv = resnet18.QuantConv(16, 3, 1, weight_bits=2, activation_bits=2)
+  variables = conv.init(jax.random.PRNGKey(0), x)
+  grad_x, grad_params = jax.grad(
+      lambda x, p: jax.numpy.sum(conv.apply({"params": p}, x) * upstream), argnums=(0, 1))(
+          x, variables["params"])
+  twin = torch_models.QuantConv2d(8, 16, 3, 1, weight_bits=2, activation_bits=2)
+  with torch.no_grad():
+    twin.weight.copy_(torch.from_numpy(
+        np.asarray(variables["params"]["kernel"]).transpose(3, 2, 0, 1).copy()))
+  x_torch = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+  (twin(x_torch) * torch.from_numpy(upstream.transpose(0, 3, 1, 2).copy())).sum().backward()
+  np.testing.assert_allclose(grad_x, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(grad_params["kernel"],
+                             twin.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_rolewise_student_step_matches_pytorch():
+  """Role-wise KD's stage-2 step (kd_jax.pba: policy augmentation, frozen teacher on the
+  augmented images, KD, SGD with momentum) against the PyTorch twin, for two steps. The zero
+  policy without crop/flip/cutout leaves the images as they are, so both sides see the same
+  inputs (the augmentation is checked against PIL in test_policies).
+
+  The student is the full-precision ResNet-18: a 2-bit network's convolutions output a few
+  discrete values, some equal to their batch mean, and whether BatchNorm then yields exactly
+  0 or ±1 ulp (the frameworks sum the mean in different orders) decides the ReLU's gradient
+  there; its logits and its convolutions' straight-through gradients are compared above."""
+  import optax
+  from kd_jax import pba, policies
+  teacher, teacher_vars, teacher_t = _pair("resnet18_narrow", 10, (8, 8, 3), seed=1)
+  student, student_vars, student_t = _pair("resnet18_narrow", 10, (8, 8, 3), seed=2)
+  mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+  setup = pba.MemberSetup(student, optax.sgd(0.05, momentum=0.9), mean, std, (0, 0, 0), pad=0,
+                          flip=False, cutout_size=0, teacher_model=teacher)
+  state = jax.tree.map(lambda x: x[0], pba.init_population(
+      student, setup.optimizer, (8, 8, 3), [0], init_variables=student_vars))
+  rng = np.random.default_rng(5)
+  images = rng.integers(0, 256, (8, 8, 8, 3)).astype(np.uint8)
+  labels = rng.integers(0, 10, 8).astype(np.int32)
+  hparams = dict(temperature=4.0, ce_weight=0.1, kd_weight=0.9)
+  step = jax.jit(pba.make_member_step(setup))
+  jax_losses = []
+  for _ in range(2):
+    state, metrics = step(state, policies.zero_policy(), images, labels, teacher_vars,
+                          {k: jax.numpy.float32(v) for k, v in hparams.items()})
+    jax_losses.append(float(metrics["loss"]))
+
+  torch_optimizer = torch.optim.SGD(student_t.parameters(), lr=0.05, momentum=0.9)
+  x = (images.astype(np.float32) / 255 - np.float32(mean)) / np.float32(std)
+  x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+  for jax_loss in jax_losses:
+    loss = torch_steps.distill_step(student_t, teacher_t, torch_optimizer, x,
+                                    torch.from_numpy(labels).long(), objective="kd",
+                                    hparams=hparams)
+    assert jax_loss == pytest.approx(loss, rel=1e-4)
+  back = convert.torch_to_flax(student_t, student_vars)
+  for ours, theirs in zip(jax.tree.leaves({"params": state["params"],
+                                           "batch_stats": state["batch_stats"]}),
+                          jax.tree.leaves(back)):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
