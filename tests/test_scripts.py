@@ -60,14 +60,22 @@ def test_bench_vs_torch_reports_both_sides_and_a_chart(tmp_path):
   import pytest
   pytest.importorskip("torch")
   out = tmp_path / "vs_torch.md"
-  _run("bench_vs_torch", "--teacher=cnn_small", "--student=cnn_tiny", "--batch=8",
-       "--image_size=8", "--classes=10", "--repeats=1", "--warmup=1",
-       "--methods=kd_cutmix,backward_kd", "--torch_compile=false", f"--out={out}")
+  _run("bench_vs_torch", "--teacher=cnn_small", "--student=cnn_tiny",
+       "--rolewise_teacher=cnn_small", "--rolewise_student=cnn_tiny", "--batch=8",
+       "--image_size=8", "--classes=10", "--text_size=tiny", "--text_batch=2",
+       "--text_length=8", "--repeats=1", "--warmup=1", "--methods=kd_cutmix,backward_kd",
+       "--torch_compile=false", f"--out={out}")
   report = out.read_text()
   for row in ("| kd | JAX |", "| kd | PyTorch eager |", "| kd_cutmix | PyTorch eager |",
-              "| backward_kd (K = 1) | JAX |"):
+              "| backward_kd (K = 1) | JAX |", "| kd, crop/flip | JAX |",
+              "| role-wise stage 2, PBA policy | PyTorch eager |", "| text kd | JAX |",
+              "| text backward_kd (K = 1) | PyTorch eager |",
+              "| text continuation_kd | JAX |"):
     assert row in report
-  assert "torch.compile" not in report.split("\n\n")[1]
+  # Each table's cost-over-KD summary has a FLOPs ratio from XLA's cost analysis.
+  summary = [line for line in report.splitlines() if line.startswith("| kd_cutmix | ")][-1]
+  assert 1.2 < float(summary.split("|")[2]) < 3.0  # the mixed view doubles both passes
+  assert "torch.compile" not in report
   assert (tmp_path / "vs_torch.png").stat().st_size > 0
 
 

@@ -64,19 +64,22 @@ def test_logits_and_token_samples_match_hugging_face_bert():
     np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_one_text_backward_kd_step_matches_pytorch_adamw():
+@pytest.mark.parametrize("method_name", ["backward_kd", "continuation_kd"])
+def test_text_steps_match_pytorch_adamw(method_name):
   (teacher, t_params, t_hf), (student, s_params, s_hf) = _models()
   ids, types, mask, perturb = _batch()
   labels = np.array([1, 2], np.int32)
-  hp = dict(temperature=2.0, ce_weight=0.5, kd_weight=0.5, view_weight=1.0)
+  hp = dict(temperature=2.0, ce_weight=0.5, kd_weight=0.5, view_weight=1.0, phi=0.6, psi=0.3,
+            margin=0.2)
+  method = objectives.get_method(method_name)
   opt_config = ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01,
                                               warmup_fraction=0.5))
   optimizer, _ = text.make_text_optimizer(opt_config, total_steps=4)
   view = ml_collections.ConfigDict(dict(steps=1, step_size=0.5, normalize="l2",
                                         divergence="kl", divergence_temperature=1.0))
   mesh = sharding.make_data_mesh(jax.devices()[:1])
-  step = text.make_text_train_step(student, optimizer, objectives.get_method("backward_kd"),
-                                   mesh, teacher, view, special_ids=(0, 2, 3))
+  step = text.make_text_train_step(student, optimizer, method, mesh, teacher, view,
+                                   special_ids=(0, 2, 3))
   state = {"step": jnp.zeros((), jnp.int32), "params": s_params, "batch_stats": {},
            "opt_state": optimizer.init(s_params), "rng": jax.random.PRNGKey(0)}
   batch = sharding.global_batch({"input_ids": ids, "token_type_ids": types,
@@ -97,7 +100,9 @@ def test_one_text_backward_kd_step_matches_pytorch_adamw():
   for expected in losses:
     loss = text_steps.text_kd_step(s_hf, t_hf, torch_opt, scheduler, _t(ids), _t(types),
                                    _t(mask), _t(labels), torch.from_numpy(perturb).float(),
-                                   backward_options=dict(steps=1, step_size=0.5), **hp)
+                                   hparams=hp, objective=method.objective,
+                                   backward_options=(dict(steps=1, step_size=0.5)
+                                                     if method.view == "backward" else None))
     assert loss == pytest.approx(expected, rel=1e-4)
   back = {k: v.detach().numpy() for k, v in s_hf.state_dict().items()}
   ours = bert.params_to_hf(state["params"], STUDENT)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments.torch_reference import steps
+
 
 def hf_model_from_flax(params, config):
   """A transformers BertForSequenceClassification with the same weights (dropout as config)."""
@@ -54,11 +56,16 @@ def token_auxiliary_embeddings(teacher, student, ids, types, mask, perturb, *, s
 
 
 def text_kd_step(student, teacher, optimizer, scheduler, ids, types, mask, labels, perturb, *,
-                 temperature, ce_weight, kd_weight, view_weight, backward_options=None):
-  """One text KD step (+ token-level backward KD when ``backward_options`` is given)."""
-  teacher.eval()
-  with torch.no_grad():
-    teacher_logits = logits(teacher, ids, types, mask)
+                 hparams: dict, objective: str = "kd", backward_options=None):
+  """One text distillation step: ``objective`` ("ce", "kd", "continuation", "annealing", as
+  ``steps.objective_loss``) on the batch, plus token-level backward KD when
+  ``backward_options`` is given. ``hparams``: temperature, ce_weight, kd_weight, view_weight,
+  phi, psi, margin (those the objective uses)."""
+  teacher_logits = None
+  if teacher is not None:
+    teacher.eval()
+    with torch.no_grad():
+      teacher_logits = logits(teacher, ids, types, mask)
   view = None
   if backward_options:
     student.eval()
@@ -67,16 +74,11 @@ def text_kd_step(student, teacher, optimizer, scheduler, ids, types, mask, label
     with torch.no_grad():
       view = (e_s, logits(teacher, ids, types, mask, e_t))
   student.train()
-
-  def kd(s, t):
-    return (F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1),
-                     reduction="sum") * temperature ** 2 / s.shape[0])
-
   out = logits(student, ids, types, mask)
-  loss = ce_weight * F.cross_entropy(out, labels) + kd_weight * kd(out, teacher_logits)
+  loss = steps.objective_loss(objective, out, teacher_logits, labels, hparams)
   if view is not None:
-    loss = loss + view_weight * kd_weight * kd(logits(student, ids, types, mask, view[0]),
-                                               view[1])
+    loss = loss + hparams["view_weight"] * hparams["kd_weight"] * steps.kd_loss(
+        logits(student, ids, types, mask, view[0]), view[1], hparams["temperature"])
   optimizer.zero_grad()
   loss.backward()
   optimizer.step()
