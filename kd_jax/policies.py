@@ -274,8 +274,16 @@ def apply_policy(key, image, policy, fill):
   return image
 
 
+LOOPS = ("map", "vmap")
+
+
+def default_loop() -> str:
+  """``"map"`` on CPU, ``"vmap"`` on accelerators (see ``augment_batch``)."""
+  return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
 def augment_batch(key, images, policy, *, fill, pad: int = 4, flip: bool = True,
-                  cutout_size: int = 16):
+                  cutout_size: int = 16, loop: str | None = None):
   """A policy, then pad-and-crop, flip and cutout, per image; uint8 in, uint8 out.
 
   Args:
@@ -284,8 +292,16 @@ def augment_batch(key, images, policy, *, fill, pad: int = 4, flip: bool = True,
     fill: per-channel fill of uncovered and cut-out pixels (PBA: the dataset mean).
     pad, flip, cutout_size: PBA's CIFAR pipeline (cutout 16 for CIFAR-10, 8 for CIFAR-100
       in role-wise KD); 0 / False disables a stage.
+    loop: how the images are traversed; the result is the same. ``"vmap"``: all at once —
+      a switch whose branch differs per image becomes a select, so every image goes through
+      all 15 operations in both slots (cheap in parallel on an accelerator). ``"map"``: one
+      image after another (``lax.map``), each running only its chosen operations — on
+      XLA:CPU about 30 times faster for a batch of 64 CIFAR images. None: ``default_loop()``.
   """
   check_policy(policy)
+  loop = default_loop() if loop is None else loop
+  if loop not in LOOPS:
+    raise ValueError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}.")
   fill = jnp.broadcast_to(jnp.asarray(fill, jnp.float32), images.shape[-1:])
   h, w = images.shape[1:3]
 
@@ -302,7 +318,10 @@ def augment_batch(key, images, policy, *, fill, pad: int = 4, flip: bool = True,
       image = cutout_square(image, cutout_size, cut_key, fill)
     return image.astype(jnp.uint8)
 
-  return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+  keys = jax.random.split(key, images.shape[0])
+  if loop == "map":
+    return jax.lax.map(lambda pair: one(*pair), (keys, images))
+  return jax.vmap(one)(keys, images)
 
 
 def explore(key, policy, resample_probability: float = 0.2):
