@@ -154,6 +154,15 @@ METHOD_CASES = [
 ]
 
 
+def _assert_same_state(state, torch_model, variables_template):
+  """Parameters and BatchNorm statistics of a JAX train state equal the PyTorch model's."""
+  back = convert.torch_to_flax(torch_model, variables_template)
+  for ours, theirs in zip(jax.tree.leaves({"params": state["params"],
+                                           "batch_stats": state["batch_stats"]}),
+                          jax.tree.leaves(back)):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("method_name, view_overrides", METHOD_CASES)
 def test_each_method_step_matches_pytorch(method_name, view_overrides):
   from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
@@ -196,11 +205,7 @@ def test_each_method_step_matches_pytorch(method_name, view_overrides):
                                     view=method.view, draws=draws, options=torch_options,
                                     hparams=hparams)
     assert jax_loss == pytest.approx(loss, rel=1e-4)
-  back = convert.torch_to_flax(student_t, student_vars)
-  for ours, theirs in zip(jax.tree.leaves({"params": state["params"],
-                                           "batch_stats": state["batch_stats"]}),
-                          jax.tree.leaves(back)):
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+  _assert_same_state(state, student_t, student_vars)
 
 
 def test_auxiliary_samples_match_pytorch():
@@ -282,8 +287,4 @@ def test_rolewise_student_step_matches_pytorch():
                                     torch.from_numpy(labels).long(), objective="kd",
                                     hparams=hparams)
     assert jax_loss == pytest.approx(loss, rel=1e-4)
-  back = convert.torch_to_flax(student_t, student_vars)
-  for ours, theirs in zip(jax.tree.leaves({"params": state["params"],
-                                           "batch_stats": state["batch_stats"]}),
-                          jax.tree.leaves(back)):
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+  _assert_same_state(state, student_t, student_vars)
