@@ -100,6 +100,7 @@ MEAN, STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 FILL = tuple(int(round(255 * m)) for m in MEAN)  # PBA fills with the dataset mean
 ROLEWISE_CUTOUT = 8  # role-wise KD's CIFAR-100 pipeline
 SPECIAL_IDS = (0, 101, 102)  # [PAD], [CLS], [SEP] in BERT's vocabulary
+TEXT_TOTAL_STEPS = 10_000  # the learning-rate schedule's length (both sides)
 
 
 @dataclasses.dataclass
@@ -238,13 +239,6 @@ def jax_image_runner(pair: ImagePair, method_name, view_options, mesh) -> Runner
   return Runner(run, seconds, memory, flops)
 
 
-def _torch_image_inputs(pair, device):
-  import torch
-  images = torch.from_numpy(pair.images).to(device)
-  labels = torch.from_numpy(pair.labels).long().to(device)
-  return images, labels
-
-
 def torch_image_runner(pair: ImagePair, method_name, view_options, device,
                        compile_models) -> Runner:
   """The same step in PyTorch (experiments/torch_reference), from the same initial weights."""
@@ -253,7 +247,8 @@ def torch_image_runner(pair: ImagePair, method_name, view_options, device,
   method = objectives.get_method(method_name)
   student, teacher = pair.torch_twins(device, compile_models)
   optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-  images, labels = _torch_image_inputs(pair, device)
+  images = torch.from_numpy(pair.images).to(device)
+  labels = torch.from_numpy(pair.labels).long().to(device)
   rng = np.random.default_rng(0)
   generator = torch.Generator().manual_seed(0)
   options = dict(view_options.to_dict())
@@ -411,7 +406,7 @@ class TextPair:
 
 def jax_text_runner(pair: TextPair, method_name, mesh) -> Runner:
   config = text_common.base_text_config()
-  optimizer, _ = text.make_text_optimizer(config.optimizer, total_steps=10_000)
+  optimizer, _ = text.make_text_optimizer(config.optimizer, total_steps=TEXT_TOTAL_STEPS)
   method = objectives.get_method(method_name)
   step = text.make_text_train_step(pair.student, optimizer, method, mesh, pair.teacher,
                                    config.view, SPECIAL_IDS)
@@ -451,25 +446,21 @@ def torch_text_runner(pair: TextPair, method_name, device, compile_models) -> Ru
 
   student = twin(pair.student_params, pair.student_config)
   teacher = twin(pair.teacher_params, pair.teacher_config)
-  decay = [p for p in student.parameters() if p.dim() > 1]
-  no_decay = [p for p in student.parameters() if p.dim() <= 1]
-  optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.optimizer.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=config.optimizer.learning_rate, betas=(0.9, 0.999), eps=1e-6)
-  warmup = int(config.optimizer.warmup_fraction * 10_000)
-  scheduler = torch.optim.lr_scheduler.LambdaLR(
-      optimizer, lambda s: min(s / warmup, 1.0) if s <= warmup else
-      max(0.0, 1 - (s - warmup) / (10_000 - warmup)))
+  optimizer, scheduler = text_steps.make_adamw(
+      student, learning_rate=config.optimizer.learning_rate,
+      weight_decay=config.optimizer.weight_decay,
+      warmup_fraction=config.optimizer.warmup_fraction, total_steps=TEXT_TOTAL_STEPS)
   tensors = [torch.from_numpy(a).long().to(device)
              for a in (pair.ids, pair.types, pair.mask, pair.labels)]
   perturb = torch.from_numpy(pair.perturb).float().to(device)
+  hparams = text_hparams()
   backward_options = (dict(steps=config.view.steps, step_size=config.view.step_size,
                            normalize=config.view.normalize)
                       if method.view == "backward" else None)
 
   def run():
     text_steps.text_kd_step(student, teacher, optimizer, scheduler, *tensors[:3], tensors[3],
-                            perturb, hparams=text_hparams(), objective=method.objective,
+                            perturb, hparams=hparams, objective=method.objective,
                             backward_options=backward_options)
     _synchronize(device)
 

@@ -79,6 +79,13 @@ def test_bench_vs_torch_reports_both_sides_and_a_chart(tmp_path):
   assert (tmp_path / "vs_torch.png").stat().st_size > 0
 
 
+def test_bench_policies_times_both_loops(tmp_path):
+  out = tmp_path / "policies.md"
+  _run("bench_policies", "--batch=2", "--image_size=8", "--repeats=1", f"--out={out}")
+  report = out.read_text()
+  assert "| map |" in report and "| vmap |" in report
+
+
 def test_bench_population_compares_three_ways(tmp_path):
   out = tmp_path / "population.md"
   _run("bench_population", "--population=2", "--model=mlp_tiny", "--teacher=", "--batch=4",

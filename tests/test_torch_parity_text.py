@@ -89,14 +89,8 @@ def test_text_steps_match_pytorch_adamw(method_name):
     state, metrics = step(state, batch, t_params, {k: jnp.float32(v) for k, v in hp.items()})
     losses.append(float(metrics["loss"]))
 
-  decay = [p for n, p in s_hf.named_parameters() if p.dim() > 1]
-  no_decay = [p for n, p in s_hf.named_parameters() if p.dim() <= 1]
-  torch_opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=1e-2,
-                                betas=(0.9, 0.999), eps=1e-6)
-  # optax's schedule: step 0 → 0, warm-up over 2 steps, then linear decay over 2.
-  schedule = lambda s: min(s / 2, 1.0) if s <= 2 else max(0.0, 1 - (s - 2) / 2)
-  scheduler = torch.optim.lr_scheduler.LambdaLR(torch_opt, schedule)
+  torch_opt, scheduler = text_steps.make_adamw(s_hf, learning_rate=1e-2, weight_decay=0.01,
+                                               warmup_fraction=0.5, total_steps=4)
   for expected in losses:
     loss = text_steps.text_kd_step(s_hf, t_hf, torch_opt, scheduler, _t(ids), _t(types),
                                    _t(mask), _t(labels), torch.from_numpy(perturb).float(),

@@ -51,18 +51,22 @@ class BasicBlock(nn.Module):
     return F.relu(y + residual)
 
 
-class CifarResNet(nn.Module):
-  def __init__(self, depth, widths=(16, 16, 32, 64), num_classes=100):
+class StagedResNet(nn.Module):
+  """Stem conv + BN + ReLU → stages of ``blocks_per_stage`` BasicBlocks (stride 2 from the
+  second stage on) → global mean pool → fc. ``widths``: the stem's, then each stage's
+  channels; ``make_conv`` builds the blocks' convolutions."""
+
+  def __init__(self, widths, blocks_per_stage, num_classes, make_conv=_conv):
     super().__init__()
-    n = (depth - 2) // 6
     self.conv1 = _conv(3, widths[0], 3)
     self.bn1 = nn.BatchNorm2d(widths[0])
     self.block_names = []
     cin = widths[0]
     for stage, width in enumerate(widths[1:]):
-      for block in range(n):
+      for block in range(blocks_per_stage):
         name = f"layer{stage + 1}_{block}"
-        self.add_module(name, BasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1))
+        self.add_module(name, BasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1,
+                                         make_conv))
         self.block_names.append(name)
         cin = width
     self.fc = nn.Linear(cin, num_classes)
@@ -73,6 +77,11 @@ class CifarResNet(nn.Module):
     for name in self.block_names:
       x = getattr(self, name)(x)
     return self.fc(x.mean((2, 3)))
+
+
+class CifarResNet(StagedResNet):
+  def __init__(self, depth, widths=(16, 16, 32, 64), num_classes=100):
+    super().__init__(widths, (depth - 2) // 6, num_classes)
 
 
 class WideBasicBlock(nn.Module):
@@ -383,32 +392,14 @@ class QuantConv2d(nn.Conv2d):
                     self.padding)
 
 
-class ResNet18(nn.Module):
+class ResNet18(StagedResNet):
   """CIFAR ResNet-18; DoReFa-quantised blocks below 32 bits (stem and fc full precision)."""
 
   def __init__(self, widths=(64, 128, 256, 512), num_classes=100, weight_bits=32,
                activation_bits=32):
-    super().__init__()
-    self.conv1 = _conv(3, widths[0], 3)
-    self.bn1 = nn.BatchNorm2d(widths[0])
-    self.block_names = []
-    cin = widths[0]
-    for stage, width in enumerate(widths):
-      for block in range(2):
-        name = f"layer{stage + 1}_{block}"
-        self.add_module(name, BasicBlock(
-            cin, width, 2 if stage > 0 and block == 0 else 1,
-            lambda ci, co, k, s: QuantConv2d(ci, co, k, s, weight_bits, activation_bits)))
-        self.block_names.append(name)
-        cin = width
-    self.fc = nn.Linear(cin, num_classes)
-    _init_conv_bn(self)
-
-  def forward(self, x):
-    x = F.relu(self.bn1(self.conv1(x)))
-    for name in self.block_names:
-      x = getattr(self, name)(x)
-    return self.fc(x.mean((2, 3)))
+    super().__init__((widths[0], *widths), 2, num_classes,
+                     lambda ci, co, k, s: QuantConv2d(ci, co, k, s, weight_bits,
+                                                      activation_bits))
 
 
 def create_torch_model(name: str, num_classes: int, in_channels: int = 3,

@@ -31,6 +31,24 @@ def hf_model_from_flax(params, config):
   return hf
 
 
+def make_adamw(model, *, learning_rate: float, weight_decay: float, warmup_fraction: float,
+               total_steps: int):
+  """kd_jax.train.text.make_text_optimizer in PyTorch: AdamW (β 0.9/0.999, ε 1e-6, weight
+  decay on matrices only) with the learning rate warmed up linearly from 0 over
+  ``int(warmup_fraction · total_steps)`` steps, then decayed linearly to 0 at
+  ``total_steps``. Returns (optimizer, scheduler); call ``scheduler.step()`` per step."""
+  decay = [p for p in model.parameters() if p.dim() > 1]
+  no_decay = [p for p in model.parameters() if p.dim() <= 1]
+  optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=learning_rate, betas=(0.9, 0.999), eps=1e-6)
+  warmup = max(int(warmup_fraction * total_steps), 1)
+  decay_steps = max(total_steps - warmup, 1)
+  scheduler = torch.optim.lr_scheduler.LambdaLR(
+      optimizer, lambda s: s / warmup if s < warmup else max(0.0, 1 - (s - warmup) / decay_steps))
+  return optimizer, scheduler
+
+
 def logits(model, ids, types, mask, embeds=None):
   if embeds is None:
     return model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
