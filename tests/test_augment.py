@@ -81,31 +81,59 @@ def test_partner_permutations_have_no_fixed_points(seed):
     assert np.all(np.asarray(perm) != np.arange(8))
 
 
-@pytest.mark.parametrize("seed", range(10))
+def _centre(box_key, height, width):
+  """The centre draw of cutmix_box: (row, column), uniform over the pixels."""
+  cy_key, cx_key = jax.random.split(box_key)
+  return (int(jax.random.randint(cy_key, (), 0, height)),
+          int(jax.random.randint(cx_key, (), 0, width)))
+
+
+def _formula_box(height, width, cut_h, cut_w, cy, cx):
+  """CutMix's box by hand: half-sides cut // 2 either side of the centre, clipped."""
+  box = np.zeros((height, width), bool)
+  box[max(cy - cut_h // 2, 0):min(cy + cut_h // 2, height),
+      max(cx - cut_w // 2, 0):min(cx + cut_w // 2, width)] = True
+  return box
+
+
+# (height, width, λ, int(H·sqrt(1−λ)), int(W·sqrt(1−λ))), worked out by hand:
+# sqrt(0.81) = 0.9, sqrt(0.5) = 0.7071, sqrt(0.25) = 0.5, sqrt(0.7) = 0.8367, sqrt(0.96) = 0.9798.
+BOX_SIDES = [(32, 32, 0.19, 28, 28), (32, 32, 0.5, 22, 22), (32, 32, 0.75, 16, 16),
+             (16, 40, 0.75, 8, 20), (10, 25, 0.3, 8, 20), (20, 12, 0.04, 19, 11),
+             (32, 32, 1.0, 0, 0), (8, 8, 0.0, 8, 8)]
+
+
+@pytest.mark.parametrize("height, width, lam, cut_h, cut_w", BOX_SIDES)
+def test_cutmix_box_side_ratio_is_sqrt_one_minus_lambda(height, width, lam, cut_h, cut_w):
+  """The box against the formula for fixed centre draws, clipped or not: side
+  int(H·sqrt(1−λ)) by int(W·sqrt(1−λ)) (rows by columns), half of it either side."""
+  box_fn = jax.jit(augment.cutmix_box, static_argnums=(1, 2))
+  for seed in range(12):
+    key = jax.random.PRNGKey(seed)
+    box = np.asarray(box_fn(key, height, width, jnp.float32(lam)))
+    cy, cx = _centre(key, height, width)
+    np.testing.assert_array_equal(box, _formula_box(height, width, cut_h, cut_w, cy, cx))
+
+
+@pytest.mark.parametrize("seed", range(6))
 def test_cutmix_kept_area_equals_lambda(seed):
-  images = _constant_images()
-  mixed, perm, lam = jax.jit(augment.cutmix)(jax.random.PRNGKey(seed), images)
+  """For fixed draws (λ ~ Beta(α, α), shift, centre): the pasted region is the formula's box
+  for the drawn λ, the same for every image, filled from the partner; the returned λ is
+  1 − box area / (H·W) of that box."""
+  images = _constant_images(size=16)
+  key = jax.random.PRNGKey(seed)
+  alpha = 1.0 if seed % 2 else 0.4
+  mixed, perm, lam = jax.jit(augment.cutmix, static_argnums=2)(key, images, alpha)
   mixed, perm = np.asarray(mixed), np.asarray(perm)
+  lam_key, _, box_key = jax.random.split(key, 3)
+  drawn = float(jax.random.beta(lam_key, alpha, alpha))
+  side = int(16 * np.sqrt(1.0 - drawn))
+  box = _formula_box(16, 16, side, side, *_centre(box_key, 16, 16))
   for i in range(8):
-    own = np.mean(mixed[i, :, :, 0] == i + 1)
-    partner = np.mean(mixed[i, :, :, 0] == perm[i] + 1)
-    assert own == pytest.approx(float(lam)) and own + partner == pytest.approx(1.0)
-  # The pasted region is one axis-aligned box, the same for every image.
-  box = mixed[0, :, :, 0] != 1
-  if box.any():
-    rows, cols = np.where(box)
-    assert box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
-  assert np.array_equal(mixed[:, :, :, 0] != np.arange(1, 9)[:, None, None],
-                        np.broadcast_to(box, (8, 16, 16)))
-
-
-def test_cutmix_box_side_ratio_is_sqrt_one_minus_lambda():
-  # An unclipped box (centre in the middle) has sides int(H·sqrt(1−λ)) rounded to even.
-  for lam in (0.19, 0.5, 0.75):
-    box = np.asarray(augment.cutmix_box(jax.random.PRNGKey(3), 32, 32, jnp.float32(lam)))
-    side = int(32 * np.sqrt(1 - lam))
-    rows, cols = np.where(box)
-    assert rows.max() - rows.min() + 1 <= side and cols.max() - cols.min() + 1 <= side
+    np.testing.assert_array_equal(mixed[i, :, :, 0], np.where(box, perm[i] + 1, i + 1))
+    assert np.all(mixed[i] == mixed[i, :, :, :1])  # every channel alike
+  assert float(lam) == pytest.approx(1.0 - box.sum() / 256.0, abs=1e-6)
+  assert mixed.dtype == np.float32
 
 
 def test_mixup_is_the_convex_combination():
