@@ -45,8 +45,20 @@ def test_quantised_resnet18_initialises_from_its_teacher():
   teacher = models.create_model("resnet18_narrow", 10)
   student = models.create_model("resnet18_narrow_w2a2", 10)
   teacher_vars = models.init_variables(teacher, jax.random.PRNGKey(0), (8, 8, 3))
-  student_vars = resnet18.init_from(
-      teacher_vars, models.init_variables(student, jax.random.PRNGKey(1), (8, 8, 3)))
+  template = models.init_variables(student, jax.random.PRNGKey(1), (8, 8, 3))
+  student_vars = resnet18.init_from(teacher_vars, template)
+  # Every variable (weights, biases, BatchNorm scales and statistics) is the teacher's, and
+  # a copy of it: the student's own random initialisation is gone.
+  teacher_leaves = jax.tree.leaves_with_path(teacher_vars)
+  student_leaves = jax.tree.leaves_with_path(student_vars)
+  assert [path for path, _ in student_leaves] == [path for path, _ in teacher_leaves]
+  for (path, ours), (_, theirs), mine in zip(student_leaves, teacher_leaves,
+                                             jax.tree.leaves(template)):
+    np.testing.assert_array_equal(ours, theirs, err_msg=jax.tree_util.keystr(path))
+    assert ours is not theirs
+  kernels = [(ours, mine) for (path, ours), mine in zip(student_leaves, jax.tree.leaves(template))
+             if "kernel" in jax.tree_util.keystr(path)]
+  assert kernels and all(not np.array_equal(ours, mine) for ours, mine in kernels)
   x = jax.random.normal(jax.random.PRNGKey(2), (4, 8, 8, 3))
   full = teacher.apply(teacher_vars, x, train=False)
   low = student.apply(student_vars, x, train=False)
