@@ -24,10 +24,23 @@ def _images():
   return [noisy, low_contrast]
 
 
-@pytest.mark.parametrize("name", [n for n in policies.OPERATIONS if n != "Cutout"])
-def test_operation_matches_pil(name):
-  key = jax.random.PRNGKey(3)
-  sign = float(policies._random_sign(key))
+def _key_with_sign(sign):
+  """A key whose random direction (policies._random_sign) is ``sign``."""
+  for seed in range(100):
+    key = jax.random.PRNGKey(seed)
+    if float(policies._random_sign(key)) == sign:
+      return key
+  raise AssertionError(f"no key with sign {sign}")
+
+
+DIRECTED = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+
+
+@pytest.mark.parametrize("name, sign", [(n, 1.0) for n in policies.OPERATIONS if n != "Cutout"]
+                         + [(n, -1.0) for n in DIRECTED])
+def test_operation_matches_pil(name, sign):
+  """Each operation against PIL at three levels; the geometric ones in both directions."""
+  key = _key_with_sign(sign)
   for image in _images():
     for level in (0, 4, 9):
       ours = np.asarray(policies.apply_operation(name, image, level, key, fill=128.0), int)
@@ -36,6 +49,16 @@ def test_operation_matches_pil(name):
       difference = np.abs(ours - theirs)
       # PIL's blends compute in float and truncate: allow a 1-level difference on a few pixels.
       assert difference.max() <= 1 and np.mean(difference > 0) < 0.03, (name, level)
+      if name in DIRECTED and level == 9:  # the two directions really differ
+        other = np.asarray(pil_policy.pil_operation(name, Image.fromarray(image), level, -sign,
+                                                     FILL), int)
+        assert np.mean(ours != other) > 0.2, (name, sign)
+
+
+def test_random_sign_is_fair():
+  signs = jax.vmap(policies._random_sign)(jax.random.split(jax.random.PRNGKey(0), 2000))
+  assert set(np.asarray(signs).tolist()) == {-1.0, 1.0}
+  assert abs(float(np.mean(np.asarray(signs) > 0)) - 0.5) < 0.05
 
 
 def test_cutout_matches_pba_numpy_rule():
