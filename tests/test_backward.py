@@ -65,6 +65,77 @@ def test_generated_samples_have_larger_divergence(normalize):
   assert np.all(np.asarray(after) > np.asarray(before))
 
 
+# Toy nets whose input gradient is written by hand: teacher z_T(x) = x (identity logits),
+# student z_S(x) = 0. With D = mse = mean_c (z_T − z_S)² = |x|² / C, ∇_x D = 2x / C; with
+# C = 2 classes that is x itself.
+_identity = lambda x: x
+_zero = lambda x: jnp.zeros_like(x)
+
+
+@pytest.mark.parametrize("normalize, steps, step_size, x, expected", [
+    # "none": x ← x + η·x, so K steps scale x by (1 + η)^K: 1.5³ = 3.375.
+    ("none", 3, 0.5, [[1.0, -2.0], [0.5, 4.0]], [[3.375, -6.75], [1.6875, 13.5]]),
+    ("none", 1, 0.5, [[1.0, -2.0], [0.5, 4.0]], [[1.5, -3.0], [0.75, 6.0]]),
+    # "sign": x ← x + η·sign(x): K·η = 0.3 away from 0 in every coordinate (0 stays).
+    ("sign", 3, 0.1, [[1.0, -2.0], [0.0, 4.0]], [[1.3, -2.3], [0.0, 4.3]]),
+    ("sign", 2, 0.25, [[1.0, -2.0], [0.0, 4.0]], [[1.5, -2.5], [0.0, 4.5]]),
+    # "l2" (per example): x grows by η along x/|x| per step: |x| = 5 and 1 here, so after
+    # K = 2 steps of η = 0.5 the examples are scaled by 6/5 and 2/1.
+    ("l2", 2, 0.5, [[3.0, 4.0], [0.6, -0.8]], [[3.6, 4.8], [1.2, -1.6]]),
+])
+def test_auxiliary_steps_and_step_size_by_hand(normalize, steps, step_size, x, expected):
+  aux = jax.jit(lambda v: backward.auxiliary_samples(
+      _identity, _zero, v, steps=steps, step_size=step_size, normalize=normalize,
+      divergence="mse"))(jnp.asarray(x))
+  np.testing.assert_allclose(aux, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_auxiliary_projection_and_clip_by_hand():
+  x = jnp.array([[1.0, -2.0], [0.0, 4.0]])
+  # L∞ ball: three sign steps of 0.1 would move 0.3; ε = 0.25 stops them at 0.25.
+  aux = backward.auxiliary_samples(_identity, _zero, x, steps=3, step_size=0.1,
+                                   normalize="sign", epsilon=0.25, divergence="mse")
+  np.testing.assert_allclose(aux, [[1.25, -2.25], [0.0, 4.25]], rtol=1e-6)
+  # Clip to [−2.1, 1.2] after every step: (1.3, −2.3) → (1.2, −2.1); (0, 4.3) → (0, 1.2).
+  aux = backward.auxiliary_samples(_identity, _zero, x, steps=3, step_size=0.1,
+                                   normalize="sign", clip=(-2.1, 1.2), divergence="mse")
+  np.testing.assert_allclose(aux, [[1.2, -2.1], [0.0, 1.2]], rtol=1e-6)
+  # L2 ball: x = (3, 4), two unit steps along x/5: (3.6, 4.8), then δ = (1.2, 1.6) of norm 2,
+  # projected to norm 1.5: δ = (0.9, 1.2).
+  aux = backward.auxiliary_samples(_identity, _zero, jnp.array([[3.0, 4.0]]), steps=2,
+                                   step_size=1.0, normalize="l2", epsilon=1.5, divergence="mse")
+  np.testing.assert_allclose(aux, [[3.9, 5.2]], rtol=1e-6)
+  # The L2 ball leaves a step shorter than ε alone: one unit step stays at (3.6, 4.8).
+  aux = backward.auxiliary_samples(_identity, _zero, jnp.array([[3.0, 4.0]]), steps=1,
+                                   step_size=1.0, normalize="l2", epsilon=1.5, divergence="mse")
+  np.testing.assert_allclose(aux, [[3.6, 4.8]], rtol=1e-6)
+
+
+def test_input_gradients_by_hand():
+  """KL at temperature τ, through the student only (the teacher's logits are constant 0,
+  p_T = (1/2, 1/2)): ∇_x KL(p_T || softmax(x/τ)) = (softmax(x/τ) − p_T) / τ. At
+  x = (τ·log 3, 0), softmax(x/τ) = (3/4, 1/4), so the gradient is (1/4, −1/4) / τ."""
+  for tau in (1.0, 2.0):
+    x = jnp.array([[tau * np.log(3.0), 0.0]])
+    grad = backward.divergence_input_grad(_zero, _identity, x, divergence="kl", temperature=tau)
+    np.testing.assert_allclose(grad, [[0.25 / tau, -0.25 / tau]], rtol=1e-5)
+  # Through the teacher: ∇_x KL(softmax(x) || p_S) with p_S = (1/2, 1/2) at x = (log 3, 0):
+  # KL = Σ p log p + log 2, whose gradient is p_c (log p_c − Σ_k p_k log p_k):
+  # p = (3/4, 1/4), H = −(3/4 log 3/4 + 1/4 log 1/4) → g = p·(log p + H).
+  p = np.array([0.75, 0.25])
+  neg_entropy = float(np.sum(p * np.log(p)))
+  grad = backward.divergence_input_grad(_identity, _zero, jnp.array([[np.log(3.0), 0.0]]))
+  np.testing.assert_allclose(grad, [p * (np.log(p) - neg_entropy)], rtol=1e-5)
+  # l1: mean_c |x_c − 0| has gradient sign(x) / C; mse: 2x / C.
+  x = jnp.array([[1.5, -0.5, 2.0, -3.0]])
+  np.testing.assert_allclose(backward.divergence_input_grad(_identity, _zero, x, divergence="l1"),
+                             [[0.25, -0.25, 0.25, -0.25]], rtol=1e-6)
+  np.testing.assert_allclose(backward.divergence_input_grad(_zero, _identity, x, divergence="mse"),
+                             [[0.75, -0.25, 1.0, -1.5]], rtol=1e-6)
+  with pytest.raises(ValueError, match="unknown divergence 'js'"):
+    backward.divergence_input_grad(_identity, _zero, x, divergence="js")
+
+
 def test_epsilon_ball_and_clip_bounds_hold():
   teacher_fn, student_fn = _tiny_nets()
   x = jax.random.uniform(jax.random.PRNGKey(7), (16, 6), minval=-0.5, maxval=0.5)
@@ -136,8 +207,10 @@ def test_backward_step_updates_batchnorm_once_from_x_and_x_aux():
   teacher_fn = lambda v: teacher.apply(teacher_variables, v, train=False)
   student_fn = lambda v: student.apply(variables, v, train=False)
   low, high = preprocess.valid_range()
-  aux = backward.auxiliary_samples(teacher_fn, student_fn, x, steps=2, step_size=0.1,
-                                   clip=(low, high))
+  aux = x  # the options' two sign steps of 0.1, clipped to the valid range, written out
+  for _ in range(2):
+    grad = backward.divergence_input_grad(teacher_fn, student_fn, aux)
+    aux = jnp.clip(aux + 0.1 * jnp.sign(grad), low, high)
   _, expected = student.apply(variables, jnp.concatenate([x, aux]), train=True,
                               mutable=["batch_stats"])
   loss_on_x = float(jnp.mean(losses.kd_objective(
