@@ -33,7 +33,8 @@ _STEP = flags.DEFINE_float("step_size", 0.1, "η of the gradient perturbation.")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 
 
-def measure(student_dir, teacher_dir, data, mesh):
+def measure(student_dir, teacher_dir, data, mesh, noise: float = 0.5, step_size: float = 0.1):
+  """Agreement (%) and KL of one student with its teacher on ``data``: clean, noisy, moved."""
   student, student_variables = loop.load_teacher(student_dir, data, mesh, jnp.float32)
   teacher, teacher_variables = loop.load_teacher(teacher_dir, data, mesh, jnp.float32)
   preprocess = steps.make_preprocess(data.mean, data.std, 0, False, jnp.float32)
@@ -44,9 +45,9 @@ def measure(student_dir, teacher_dir, data, mesh):
     x = preprocess(None, images, train=False)
     teacher_fn = lambda v: teacher.apply(teacher_variables, v, train=False)
     student_fn = lambda v: student.apply(student_variables, v, train=False)
-    noisy = x + _NOISE.value * jax.random.normal(key, x.shape)
+    noisy = x + noise * jax.random.normal(key, x.shape)
     moved = backward.auxiliary_samples(teacher_fn, student_fn, x, steps=1,
-                                       step_size=_STEP.value, clip=(low, high))
+                                       step_size=step_size, clip=(low, high))
     sums = {}
     for name, inputs in (("clean", x), ("noise", noisy), ("gradient", moved)):
       t, s = teacher_fn(inputs), student_fn(inputs)
@@ -64,22 +65,23 @@ def measure(student_dir, teacher_dir, data, mesh):
   return {k: (100.0 if k.startswith("agree") else 1.0) * v / count for k, v in totals.items()}
 
 
-def main(argv):
-  del argv
-  launch.configure_logging()
-  data = load_dataset(_DATASET.value, "test")
-  mesh = sharding.make_data_mesh()
-  seeds = [int(s) for s in _SEEDS.value]
+def agreement_table(runs: str, rows: list[str], seeds: list[int], data, mesh,
+                    noise: float = 0.5, step_size: float = 0.1) -> dict:
+  """{row: {measure: [value per seed]}} for ``<runs>/<row>_seed<s>`` against their teachers."""
   table = {}
-  for row in _ROWS.value:
-    results = [measure(os.path.join(_RUNS.value, f"{row}_seed{seed}"),
-                       os.path.join(_RUNS.value, f"teacher_seed{seed}"), data, mesh)
+  for row in rows:
+    results = [measure(os.path.join(runs, f"{row}_seed{seed}"),
+                       os.path.join(runs, f"teacher_seed{seed}"), data, mesh, noise, step_size)
                for seed in seeds]
     table[row] = {k: [r[k] for r in results] for k in results[0]}
+  return table
 
-  lines = [f"Teacher–student agreement on the {_DATASET.value} test set, runs in "
-           f"{_RUNS.value}, seeds {', '.join(map(str, seeds))} (mean ± std). Noise σ = "
-           f"{_NOISE.value}; gradient: one signed step of η = {_STEP.value} up the KL of each "
+
+def report_lines(table: dict, dataset: str, runs: str, seeds: list[int], noise: float,
+                 step_size: float) -> list[str]:
+  lines = [f"Teacher–student agreement on the {dataset} test set, runs in "
+           f"{runs}, seeds {', '.join(map(str, seeds))} (mean ± std). Noise σ = "
+           f"{noise}; gradient: one signed step of η = {step_size} up the KL of each "
            "student, clipped to valid pixels.", "",
            "| student | agreement clean (%) | KL clean | agreement noise (%) | "
            "agreement gradient-perturbed (%) | KL gradient-perturbed |",
@@ -88,7 +90,19 @@ def main(argv):
     lines.append(f"| {row} | {reporting.mean_std(values['agree_clean'])} | "
                  f"{reporting.mean_std(values['kl_clean'], 3)} | {reporting.mean_std(values['agree_noise'])} | "
                  f"{reporting.mean_std(values['agree_gradient'])} | {reporting.mean_std(values['kl_gradient'], 3)} |")
-  reporting.finish_report(lines, "agreement", _OUT.value, None)
+  return lines
+
+
+def main(argv):
+  del argv
+  launch.configure_logging()
+  data = load_dataset(_DATASET.value, "test")
+  mesh = sharding.make_data_mesh()
+  seeds = [int(s) for s in _SEEDS.value]
+  table = agreement_table(_RUNS.value, _ROWS.value, seeds, data, mesh, _NOISE.value,
+                          _STEP.value)
+  lines = report_lines(table, _DATASET.value, _RUNS.value, seeds, _NOISE.value, _STEP.value)
+  reporting.finish_report(lines, "agreement", _OUT.value)
 
 
 if __name__ == "__main__":

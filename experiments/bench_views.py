@@ -7,8 +7,8 @@ Views: mixup, CutMix, CutMix-pick (three scores) and backward-pass KD with K = 1
 
 In one process: time a teacher forward, a student forward and a student forward+backward on
 one batch (the pass costs), then every method's full compiled training step, alternating
-between methods round by round after a warm-up, and report the median step time divided by
-the plain KD step's. The predicted ratio adds up the passes each step runs:
+between methods round by round after a warm-up (experiments.benchmark), and report the
+median step time (with its min–max over the rounds) divided by the plain KD step's. The predicted ratio adds up the passes each step runs:
   kd                         T(B) + S_fb(B)
   kd_mixup, kd_cutmix        T(B) + T(B) [teacher on x'] + S_fb(2B) [x and x' together]
   kd_cutmix_pick, teacher    T(B) + T(R·B) [score the pool] + S_fb(2B)
@@ -23,8 +23,6 @@ input).
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +30,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from experiments import reporting
+from experiments import benchmark, reporting
 from experiments.configs import common
 from kd_jax import models
 from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
@@ -44,6 +42,7 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Square image side (3 chann
 _CLASSES = flags.DEFINE_integer("classes", 100, "Number of classes.")
 _POOL_ROUNDS = flags.DEFINE_integer("pool_rounds", 2, "R, CutMix draws in the pick pool.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed rounds (each runs every method once).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed rounds after the first (compiling) call.")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 
 # (label, method, pick score or backward steps K)
@@ -60,19 +59,9 @@ CASES = (
 )
 
 
-def _time(fn, repeats=10):
-  jax.block_until_ready(fn())  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def pass_costs(teacher, teacher_variables, student, student_variables, batch, image_shape,
-               pool_rounds):
-  """Median seconds of the passes a step is made of, at the batch sizes steps use."""
+               pool_rounds, warmup=3, repeats=10) -> dict[str, benchmark.Timing]:
+  """Times of the passes a step is made of, at the batch sizes steps use, taking turns."""
   rng = np.random.default_rng(0)
 
   def images(n):
@@ -92,18 +81,19 @@ def pass_costs(teacher, teacher_variables, student, student_variables, batch, im
   student_in = jax.jit(jax.grad(lambda x: jnp.sum(student.apply(student_variables, x,
                                                                 train=False))))
   x_b, x_2b, x_pool = images(batch), images(2 * batch), images(pool_rounds * batch)
-  return {
-      "T_in(B)": _time(lambda: teacher_in(x_b)),
-      "S_in(B)": _time(lambda: student_in(x_b)),
-      "T(B)": _time(lambda: teacher_forward(x_b)),
-      "T(RB)": _time(lambda: teacher_forward(x_pool)),
-      "S(RB)": _time(lambda: student_forward(x_pool)),
-      "S_fb(B)": _time(lambda: student_fb(student_variables["params"], x_b)),
-      "S_fb(2B)": _time(lambda: student_fb(student_variables["params"], x_2b)),
-  }
+  return benchmark.time_alternating({
+      "T_in(B)": lambda: teacher_in(x_b),
+      "S_in(B)": lambda: student_in(x_b),
+      "T(B)": lambda: teacher_forward(x_b),
+      "T(RB)": lambda: teacher_forward(x_pool),
+      "S(RB)": lambda: student_forward(x_pool),
+      "S_fb(B)": lambda: student_fb(student_variables["params"], x_b),
+      "S_fb(2B)": lambda: student_fb(student_variables["params"], x_2b),
+  }, warmup=warmup, repeats=repeats, first_call=True)
 
 
 def predicted_seconds(method: str, score, c: dict) -> float:
+  """The step's predicted seconds from the pass costs ``c`` (median seconds by pass)."""
   if method == "backward_kd":
     return 2 * c["T(B)"] + score * (c["T_in(B)"] + c["S_in(B)"]) + c["S_fb(2B)"]
   if method == "kd":
@@ -117,27 +107,37 @@ def predicted_seconds(method: str, score, c: dict) -> float:
   return c["T(B)"] + c["T(RB)"] + c["S(RB)"] + c["S_fb(2B)"]
 
 
-def main(argv):
-  del argv
-  image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3)
-  batch = _BATCH.value
+def view_steps(teacher_name: str, student_name: str, batch: int, image_size: int,
+               classes: int, pool_rounds: int):
+  """Every case's compiled step, ready to run: {label: (run, compile seconds)}, and the
+  networks with their variables (for the pass costs)."""
+  image_shape = (image_size, image_size, 3)
   mesh = sharding.make_data_mesh()
-  teacher = models.create_model(_TEACHER.value, _CLASSES.value)
-  student = models.create_model(_STUDENT.value, _CLASSES.value)
+  teacher = models.create_model(teacher_name, classes)
+  student = models.create_model(student_name, classes)
   teacher_variables = sharding.replicate(
       models.init_variables(teacher, jax.random.PRNGKey(0), image_shape), mesh)
   student_variables = models.init_variables(student, jax.random.PRNGKey(1), image_shape)
   config = common.base_config()
-  config.view.pool_rounds = _POOL_ROUNDS.value
+  config.view.pool_rounds = pool_rounds
   optimizer, _ = optim.make_optimizer(config.optimizer, steps_per_epoch=100)
   preprocess = steps.make_preprocess((0.5,) * 3, (0.25,) * 3, 4, True, jnp.float32)
   rng = np.random.default_rng(0)
   host_batch = {"image": rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8),
-                "label": rng.integers(0, _CLASSES.value, batch).astype(np.int32)}
+                "label": rng.integers(0, classes, batch).astype(np.int32)}
   device_batch = sharding.global_batch(host_batch, mesh)
   hparams = sharding.replicate({"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
                                 "kd_weight": jnp.float32(0.9), "view_weight": jnp.float32(1.0)},
                                mesh)
+
+  def runner(step, state):
+    holder = {"state": state}
+
+    def run():
+      holder["state"], metrics = step(holder["state"], device_batch, teacher_variables, hparams)
+      return metrics
+
+    return run
 
   runners = {}
   for label, method, score in CASES:
@@ -150,49 +150,50 @@ def main(argv):
                                  preprocess, teacher, view)
     state = sharding.replicate(state_lib.create_train_state(student, optimizer, image_shape, 0),
                                mesh)
-    start = time.perf_counter()
-    state, metrics = step(state, device_batch, teacher_variables, hparams)
-    jax.block_until_ready(metrics)
-    runners[label] = {"step": step, "state": state, "compile_s": time.perf_counter() - start,
-                      "times": []}
-  for _ in range(3):  # warm-up rounds
-    for runner in runners.values():
-      runner["state"], metrics = runner["step"](runner["state"], device_batch, teacher_variables,
-                                                hparams)
-      jax.block_until_ready(metrics)
-  for _ in range(_REPEATS.value):  # alternate methods round by round
-    for runner in runners.values():
-      start = time.perf_counter()
-      runner["state"], metrics = runner["step"](runner["state"], device_batch, teacher_variables,
-                                                hparams)
-      jax.block_until_ready(metrics)
-      runner["times"].append(time.perf_counter() - start)
+    run = runner(step, state)
+    runners[label] = (run, benchmark.timed_call(run))
+  networks = (teacher, teacher_variables, student, student_variables, image_shape)
+  return runners, networks
 
+
+def measure(teacher_name: str = "resnet20", student_name: str = "resnet8", batch: int = 64,
+            image_size: int = 32, classes: int = 100, pool_rounds: int = 2,
+            repeats: int = 20, warmup: int = 3) -> list[str]:
+  """The report: every case's step time against its prediction from the pass costs."""
+  runners, (teacher, teacher_variables, student, student_variables, image_shape) = view_steps(
+      teacher_name, student_name, batch, image_size, classes, pool_rounds)
+  times = benchmark.time_alternating({label: run for label, (run, _) in runners.items()},
+                                     warmup=warmup, repeats=repeats)
   costs = pass_costs(teacher, teacher_variables, student, student_variables, batch, image_shape,
-                     _POOL_ROUNDS.value)
-  kd_median = statistics.median(runners["kd"]["times"])
-  kd_predicted = predicted_seconds("kd", None, costs)
+                     pool_rounds, warmup, repeats)
+  medians = {k: v.median for k, v in costs.items()}
+  kd_median = times["kd"].median
+  kd_predicted = predicted_seconds("kd", None, medians)
   device = jax.devices()[0]
-  lines = [f"Teacher {_TEACHER.value} → student {_STUDENT.value}, batch {batch}, "
-           f"{image_shape[0]}×{image_shape[1]}×3, {_CLASSES.value} classes, float32, "
-           f"R = {_POOL_ROUNDS.value}; {jax.device_count()} {device.platform.upper()} device(s) "
+  lines = [f"Teacher {teacher_name} → student {student_name}, batch {batch}, "
+           f"{image_shape[0]}×{image_shape[1]}×3, {classes} classes, float32, "
+           f"R = {pool_rounds}; {jax.device_count()} {device.platform.upper()} device(s) "
            f"({device.device_kind}), {os.cpu_count()} CPU cores, JAX {jax.__version__}; "
-           f"median of {_REPEATS.value} alternating rounds after 3 warm-up rounds.", "",
+           f"{benchmark.protocol(warmup, repeats)}. Ratios are of medians.", "",
            "| method | step (ms) | images/s | measured ÷ KD | predicted ÷ KD | "
            "measured ÷ predicted | compile (s) |", "|---|---|---|---|---|---|---|"]
   for label, method, score in CASES:
-    median = statistics.median(runners[label]["times"])
+    median = times[label].median
     measured_ratio = median / kd_median
-    predicted_ratio = predicted_seconds(method, score, costs) / kd_predicted
-    lines.append(f"| {label} | {1000 * median:.1f} | {batch / median:.0f} | "
+    predicted_ratio = predicted_seconds(method, score, medians) / kd_predicted
+    lines.append(f"| {label} | {times[label].ms()} | {batch / median:.0f} | "
                  f"{measured_ratio:.2f} | {predicted_ratio:.2f} | "
-                 f"{measured_ratio / predicted_ratio:.2f} | {runners[label]['compile_s']:.1f} |")
-  lines += ["", "Pass costs (ms): " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in costs.items())]
-  arguments = [f"--{f}={v}" for f, v in (
-      ("teacher", _TEACHER.value), ("student", _STUDENT.value), ("batch", batch),
-      ("image_size", image_shape[0]), ("pool_rounds", _POOL_ROUNDS.value),
-      ("repeats", _REPEATS.value))]
-  reporting.finish_report(lines, "bench_views", _OUT.value, arguments)
+                 f"{measured_ratio / predicted_ratio:.2f} | {runners[label][1]:.1f} |")
+  lines += ["", "Pass costs (ms), median (min–max) over the same number of alternating "
+            "rounds: " + ", ".join(f"{k} {v.ms()}" for k, v in costs.items())]
+  return lines
+
+
+def main(argv):
+  del argv
+  lines = measure(_TEACHER.value, _STUDENT.value, _BATCH.value, _IMAGE_SIZE.value,
+                  _CLASSES.value, _POOL_ROUNDS.value, _REPEATS.value, _WARMUP.value)
+  reporting.finish_report(lines, "bench_views", _OUT.value)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ token ids): augmentation, the frozen teacher, the method's extra view, the stude
 forward/backward and the update (SGD with momentum 0.9 and weight decay 5e-4 for images,
 AdamW for text). PyTorch runs eagerly and, with ``--torch_compile``, with the networks
 wrapped in ``torch.compile``. After a warm-up, all implementations take turns step by step,
-round after round, so that drifts in machine load hit all of them alike. Reported: median
-step time, examples/s, JAX ÷ PyTorch speed, compile time (JAX: lowering + XLA compilation;
+round after round, so that drifts in machine load hit all of them alike
+(experiments.benchmark). Reported: median (min–max) step time, examples/s, JAX ÷ PyTorch speed, compile time (JAX: lowering + XLA compilation;
 PyTorch: the first call), peak memory, each step's time ÷ its side's plain KD step, and —
 what the method's extra passes predict — the compiled JAX step's FLOPs ÷ the KD step's
 (XLA's cost analysis).
@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -51,7 +50,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from experiments import reporting
+from experiments import benchmark, reporting
 from experiments.configs import common, text_common
 from kd_jax import models, pba
 from kd_jax.models import bert
@@ -101,6 +100,27 @@ FILL = tuple(int(round(255 * m)) for m in MEAN)  # PBA fills with the dataset me
 ROLEWISE_CUTOUT = 8  # role-wise KD's CIFAR-100 pipeline
 SPECIAL_IDS = (0, 101, 102)  # [PAD], [CLS], [SEP] in BERT's vocabulary
 TEXT_TOTAL_STEPS = 10_000  # the learning-rate schedule's length (both sides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What to time (the script's flags)."""
+  suites: tuple[str, ...] = SUITES
+  teacher: str = "resnet20"
+  student: str = "resnet8"
+  rolewise_teacher: str = "resnet18_narrow"
+  rolewise_student: str = "resnet18_narrow_w2a2"
+  batch: int = 64
+  image_size: int = 32
+  classes: int = 100
+  text_size: str = "minilm"
+  text_batch: int = 16
+  text_length: int = 64
+  repeats: int = 20
+  warmup: int = 3
+  methods: tuple[str, ...] | None = None
+  torch_compile: bool = True
+  threads: int = 0
 
 
 @dataclasses.dataclass
@@ -318,12 +338,12 @@ def torch_rolewise_runner(pair: ImagePair, device, compile_models) -> Runner:
   return _torch_timed(run, device)
 
 
-def image_suite(sides, device, mesh) -> Suite:
-  cases = [c for c in IMAGE_CASES if not _METHODS.value or c[1] in _METHODS.value]
+def image_suite(settings: Settings, sides, device, mesh) -> Suite:
+  cases = [c for c in IMAGE_CASES if not settings.methods or c[1] in settings.methods]
   if cases[0][1] != "kd":
     cases.insert(0, IMAGE_CASES[0])  # the per-method ratios need the plain KD step
-  shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3)
-  pair = ImagePair(_TEACHER.value, _STUDENT.value, _BATCH.value, shape, _CLASSES.value)
+  shape = (settings.image_size, settings.image_size, 3)
+  pair = ImagePair(settings.teacher, settings.student, settings.batch, shape, settings.classes)
   runners = {}
   for label, method, overrides in cases:
     view = common.base_config().view
@@ -340,10 +360,10 @@ def image_suite(sides, device, mesh) -> Suite:
   return Suite(title, "images", pair.batch, [c[0] for c in cases], runners)
 
 
-def rolewise_suite(sides, device, mesh) -> Suite:
-  shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3)
-  pair = ImagePair(_ROLEWISE_TEACHER.value, _ROLEWISE_STUDENT.value, _BATCH.value, shape,
-                   _CLASSES.value)
+def rolewise_suite(settings: Settings, sides, device, mesh) -> Suite:
+  shape = (settings.image_size, settings.image_size, 3)
+  pair = ImagePair(settings.rolewise_teacher, settings.rolewise_student, settings.batch, shape,
+                   settings.classes)
   kd_view = common.base_config().view
   runners = {(ROLEWISE_KD, "JAX"): jax_image_runner(pair, "kd", kd_view, mesh),
              (ROLEWISE, "JAX"): jax_rolewise_runner(pair)}
@@ -369,22 +389,23 @@ def _reset_torch_compile(side):
 
 # --- Text: BERT-style encoders. ---
 
-def text_configs() -> tuple[bert.BertConfig, tuple[int, ...]]:
+def text_configs(text_size: str, length: int) -> tuple[bert.BertConfig, tuple[int, ...]]:
   """The teacher's shape and the teacher layers the student keeps."""
-  if _TEXT_SIZE.value == "minilm":
+  if text_size == "minilm":
     return bert.BertConfig(), (0, 2, 4)
   return bert.BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=2,
                          num_attention_heads=2, intermediate_size=32,
-                         max_position_embeddings=_TEXT_LENGTH.value), (0,)
+                         max_position_embeddings=length), (0,)
 
 
 @dataclasses.dataclass
 class TextPair:
   batch: int
   length: int
+  size: str = "minilm"
 
   def __post_init__(self):
-    self.teacher_config, layers = text_configs()
+    self.teacher_config, layers = text_configs(self.size, self.length)
     self.teacher = bert.BertClassifier(self.teacher_config)
     self.teacher_params = jax.device_get(bert.init_params(self.teacher, jax.random.PRNGKey(0)))
     self.student, self.student_params = bert.student_from_teacher(
@@ -467,8 +488,8 @@ def torch_text_runner(pair: TextPair, method_name, device, compile_models) -> Ru
   return _torch_timed(run, device)
 
 
-def text_suite(sides, device, mesh) -> Suite:
-  pair = TextPair(_TEXT_BATCH.value, _TEXT_LENGTH.value)
+def text_suite(settings: Settings, sides, device, mesh) -> Suite:
+  pair = TextPair(settings.text_batch, settings.text_length, settings.text_size)
   runners = {}
   for label, method in TEXT_CASES:
     runners[label, "JAX"] = jax_text_runner(pair, method, mesh)
@@ -492,21 +513,9 @@ def text_suite(sides, device, mesh) -> Suite:
 
 # --- Timing and the report. ---
 
-def time_alternating(runners: dict, warmup: int, repeats: int) -> dict:
-  """Median seconds per step of every runner, all taking turns round after round."""
-  for _ in range(warmup):
-    for runner in runners.values():
-      runner.run()
-  times = {key: [] for key in runners}
-  for _ in range(repeats):
-    for key, runner in runners.items():
-      start = time.perf_counter()
-      runner.run()
-      times[key].append(time.perf_counter() - start)
-  return {key: statistics.median(values) for key, values in times.items()}
-
-
-def suite_lines(suite: Suite, sides, median) -> list[str]:
+def suite_lines(suite: Suite, sides, times: dict) -> list[str]:
+  """A suite's two tables from its runners' times ({(label, side): benchmark.Timing})."""
+  median = {key: timing.median for key, timing in times.items()}
   lines = [f"### {suite.title}", "",
            f"| method | implementation | step (ms) | {suite.unit}/s | JAX speed ÷ this | "
            "÷ own KD step | compile (s) | peak memory (MiB) |",
@@ -520,7 +529,8 @@ def suite_lines(suite: Suite, sides, median) -> list[str]:
       runner, seconds = suite.runners[label, side], median[label, side]
       own_kd = seconds / median[kd, side] if (kd, side) in median else float("nan")
       memory = _mebibytes(runner.memory)
-      lines.append(f"| {label} | {side} | {1000 * seconds:.1f} | {suite.batch / seconds:.0f} | "
+      lines.append(f"| {label} | {side} | {times[label, side].ms()} | "
+                   f"{suite.batch / seconds:.0f} | "
                    f"{seconds / median[label, 'JAX']:.2f} | {own_kd:.2f} | "
                    f"{runner.compile_seconds:.1f} | {memory} |")
   lines += ["", f"Cost over plain KD ({kd}) against what the extra passes predict (the "
@@ -570,60 +580,64 @@ def write_chart(path, suites, sides, median):
   plt.close(fig)
 
 
-def main(argv):
-  del argv
+def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict]:
+  """Builds the chosen suites and times all their steps in turns: the report's lines, the
+  suites, the implementations and the times ({(suite title, (label, side)): Timing})."""
   import torch
-  unknown = set(_SUITES.value) - set(SUITES)
+  unknown = set(settings.suites) - set(SUITES)
   if unknown:
-    raise app.UsageError(f"unknown --suites {sorted(unknown)}; valid: {', '.join(SUITES)}")
-  unknown = set(_METHODS.value or ()) - {c[1] for c in IMAGE_CASES}
+    raise ValueError(f"unknown suites {sorted(unknown)}; valid: {', '.join(SUITES)}")
+  unknown = set(settings.methods or ()) - {c[1] for c in IMAGE_CASES}
   if unknown:
-    raise app.UsageError(f"unknown --methods {sorted(unknown)}; valid: "
-                         f"{', '.join(c[1] for c in IMAGE_CASES)}")
-  threads = _THREADS.value or os.cpu_count()
+    raise ValueError(f"unknown methods {sorted(unknown)}; valid: "
+                     f"{', '.join(c[1] for c in IMAGE_CASES)}")
+  threads = settings.threads or os.cpu_count()
   torch.set_num_threads(threads)
   on_gpu = jax.default_backend() == "gpu"
   device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
   mesh = sharding.make_data_mesh(jax.devices()[:1])  # one device each side
-  sides = ["JAX", "PyTorch eager"] + (["torch.compile"] if _TORCH_COMPILE.value else [])
+  sides = ["JAX", "PyTorch eager"] + (["torch.compile"] if settings.torch_compile else [])
   builders = {"images": image_suite, "rolewise": rolewise_suite, "text": text_suite}
-  suites = [builders[name](sides, device, mesh) for name in SUITES if name in _SUITES.value]
-  median = time_alternating({(suite.title, key): runner for suite in suites
-                             for key, runner in suite.runners.items()},
-                            _WARMUP.value, _REPEATS.value)
+  suites = [builders[name](settings, sides, device, mesh) for name in SUITES
+            if name in settings.suites]
+  times = benchmark.time_alternating(
+      {(suite.title, key): runner.run for suite in suites for key, runner in suite.runners.items()},
+      warmup=settings.warmup, repeats=settings.repeats)
 
   if on_gpu:
     where = f"1 GPU ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU cores"
   else:
     where = f"CPU only, {os.cpu_count()} cores ({threads} PyTorch threads, XLA all cores)"
-  lines = [f"{where}; JAX {jax.__version__}, PyTorch {torch.__version__}; float32; median "
-           f"of {_REPEATS.value} rounds after {_WARMUP.value} warm-up rounds, every step of "
-           "every table taking turns in each round.", ""]
+  lines = [f"{where}; JAX {jax.__version__}, PyTorch {torch.__version__}; float32; step times "
+           f"are the {benchmark.protocol(settings.warmup, settings.repeats)}, every step of "
+           "every table taking turns in each round; rates and ratios are of medians.", ""]
   for suite in suites:
-    lines += suite_lines(suite, sides, {key: seconds for (title, key), seconds in median.items()
+    lines += suite_lines(suite, sides, {key: timing for (title, key), timing in times.items()
                                         if title == suite.title})
   lines += ["'JAX speed ÷ this' above 1 means JAX is faster than that implementation. Peak "
             "memory '—': PyTorch's CPU memory timeline (profiler data-flow analysis) failed on "
             "that step."]
+  return lines, suites, sides, times
+
+
+def main(argv):
+  del argv
+  settings = Settings(tuple(_SUITES.value), _TEACHER.value, _STUDENT.value,
+                      _ROLEWISE_TEACHER.value, _ROLEWISE_STUDENT.value, _BATCH.value,
+                      _IMAGE_SIZE.value, _CLASSES.value, _TEXT_SIZE.value, _TEXT_BATCH.value,
+                      _TEXT_LENGTH.value, _REPEATS.value, _WARMUP.value,
+                      tuple(_METHODS.value) if _METHODS.value else None, _TORCH_COMPILE.value,
+                      _THREADS.value)
+  try:
+    lines, suites, sides, times = measure(settings)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
   if _OUT.value:
     chart = os.path.splitext(_OUT.value)[0] + ".png"
     os.makedirs(os.path.dirname(chart) or ".", exist_ok=True)
-    write_chart(chart, suites, sides, {key: seconds for (_, key), seconds in median.items()})
+    write_chart(chart, suites, sides, {key: timing.median for (_, key), timing in times.items()})
     lines.append(f"Chart: {os.path.basename(chart)}.")
-  arguments = [f"--{f}={v}" for f, v in (
-      ("suites", ",".join(s for s in SUITES if s in _SUITES.value)),
-      ("teacher", _TEACHER.value), ("student", _STUDENT.value),
-      ("rolewise_teacher", _ROLEWISE_TEACHER.value),
-      ("rolewise_student", _ROLEWISE_STUDENT.value), ("batch", _BATCH.value),
-      ("image_size", _IMAGE_SIZE.value), ("classes", _CLASSES.value),
-      ("text_size", _TEXT_SIZE.value), ("text_batch", _TEXT_BATCH.value),
-      ("text_length", _TEXT_LENGTH.value), ("repeats", _REPEATS.value),
-      ("warmup", _WARMUP.value), ("torch_compile", _TORCH_COMPILE.value))]
-  if _METHODS.value:
-    arguments.append(f"--methods={','.join(_METHODS.value)}")
-  if _OUT.value:
-    arguments.append(f"--out={_OUT.value}")
-  reporting.finish_report(lines, "bench_vs_torch", _OUT.value, arguments)
+  reporting.finish_report(lines, "bench_vs_torch", _OUT.value)
 
 
 if __name__ == "__main__":

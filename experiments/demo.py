@@ -1,6 +1,7 @@
 """The main job: teacher, student from scratch and KD student on the embedded digits.
 
   python -m experiments.demo [--workdir=runs/demo] [--seeds=0,1,2] [--results_dir=results]
+      [--num_epochs=N]
 
 For each seed: trains the cnn_medium teacher, the cnn_tiny student with cross-entropy only,
 and cnn_tiny students distilled from that seed's teacher with each method: vanilla KD; KD
@@ -47,13 +48,14 @@ ROWS = (
 )
 
 
-def _config(role: str, method: str | None, seed: int, teacher_dir: str | None):
+def _config(role: str, method: str | None, seed: int, teacher_dir: str | None,
+            num_epochs: int | None = None):
   config = digits.get_config(role)
   config.method = method or config.method
   config.seed = seed
   config.progress_bar = False
-  if _NUM_EPOCHS.value:
-    config.num_epochs = _NUM_EPOCHS.value
+  if num_epochs:
+    config.num_epochs = num_epochs
   if teacher_dir:
     config.teacher_workdir = teacher_dir
   return config
@@ -72,13 +74,14 @@ def agreement_with(student_dir: str, teacher_dir: str, config) -> dict[str, floa
                        teacher_variables)
 
 
-def run_demo(workdir: str, seeds: list[int]) -> dict:
+def run_demo(workdir: str, seeds: list[int], num_epochs: int | None = None) -> dict:
+  """Trains (or reads back) every row for every seed under ``workdir``; their summaries."""
   results = {name: [] for name, _, _ in ROWS}
   for seed in seeds:
     for name, role, method in ROWS:
       run_dir = os.path.join(workdir, f"{method or role}_seed{seed}")
       teacher_dir = os.path.join(workdir, f"teacher_seed{seed}")
-      config = _config(role, method, seed, teacher_dir if role == "kd" else None)
+      config = _config(role, method, seed, teacher_dir if role == "kd" else None, num_epochs)
       summary = loop.train_and_evaluate(config, run_dir)
       summary["seconds"] = summary["train_seconds"]  # measured by the run, across resumes
       if "last_agreement" in summary:  # distilled: measured against its teacher already
@@ -136,24 +139,28 @@ def plot_results(results: dict, path: str) -> None:
   plt.close(fig)
 
 
+def write_results(folder: str, report: str, results: dict) -> None:
+  """demo_digits.{md,json,png} in ``folder``."""
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, "demo_digits.md"), "w") as f:
+    f.write(report)
+  with open(os.path.join(folder, "demo_digits.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  plot_results(results, os.path.join(folder, "demo_digits.png"))
+
+
 def main(argv):
   del argv
   launch.configure_logging()
   seeds = [int(s) for s in _SEEDS.value]
   start = time.time()
-  results = run_demo(_WORKDIR.value, seeds)
+  results = run_demo(_WORKDIR.value, seeds, _NUM_EPOCHS.value)
   table = results_table(results, seeds)
   report = (f"{table}\n\nMachine: {machine_description()}. Whole demo: "
-            f"{time.time() - start:.0f} s.\nCommand: python -m experiments.demo "
-            f"--seeds={','.join(map(str, seeds))}\n")
+            f"{time.time() - start:.0f} s.\nCommand: {reporting.command_line('demo')}\n")
   print("\n" + report)
   for folder in filter(None, (_WORKDIR.value, _RESULTS_DIR.value)):
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "demo_digits.md"), "w") as f:
-      f.write(report)
-    with open(os.path.join(folder, "demo_digits.json"), "w") as f:
-      json.dump(results, f, indent=1)
-    plot_results(results, os.path.join(folder, "demo_digits.png"))
+    write_results(folder, report, results)
 
 
 if __name__ == "__main__":

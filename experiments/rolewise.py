@@ -9,7 +9,9 @@
 Each stage reads what the previous ones left in --workdir: ``teacher_search.json`` (every
 trial's schedule and the chosen one), ``teacher/`` (Orbax checkpoint of the teacher),
 ``student_search.json``, ``student.json``. Searches checkpoint every exploit round and
-resume when rerun.
+resume when rerun. Each stage that finishes records its full command in
+``<workdir>/commands.json``; the compare report lists the commands of the stages it read,
+in order, so the whole result reruns from the report.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _STAGE = flags.DEFINE_enum("stage", None, ["teacher", "student_search", "student
 _OUT = flags.DEFINE_string("out", None, "compare: write the Markdown report here.")
 flags.mark_flags_as_required(["config", "workdir", "stage"])
 logger = logging.getLogger("kd_jax.rolewise")
+STAGES = ("teacher", "student_search", "student", "compare")
+COMMANDS_FILE = "commands.json"
 
 
 def _data(config):
@@ -172,11 +176,44 @@ ROWS = (("none", "KD, no learned policy (pad/crop/flip/cutout only)"),
         ("student", "KD, the student's own schedule (role-wise)"))
 
 
-def stage_compare(config, data, workdir, out_path):
+def record_command(workdir: str, stage: str, command: str) -> None:
+  """Stores the command that ran ``stage`` in ``<workdir>/commands.json``."""
+  commands = recorded_commands(workdir)
+  commands[stage] = command
+  with open(os.path.join(workdir, COMMANDS_FILE), "w") as f:
+    json.dump(commands, f, indent=1)
+
+
+def recorded_commands(workdir: str) -> dict:
+  path = os.path.join(workdir, COMMANDS_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def earlier_stage_commands(workdir: str) -> list[str]:
+  """The commands of the stages compare reads (teacher, student_search), and of the student
+  stage if it ran, in stage order."""
+  commands = recorded_commands(workdir)
+  missing = [s for s in ("teacher", "student_search") if s not in commands]
+  if missing:
+    raise FileNotFoundError(
+        f"{os.path.join(workdir, COMMANDS_FILE)} records no command for stage(s) "
+        f"{', '.join(missing)}: rerun them in {workdir} so that the report can be rerun.")
+  return [commands[s] for s in STAGES[:3] if s in commands]
+
+
+def stage_compare(config, data, workdir, out_path, arguments=None):
+  """Students without a policy, with the teacher's and with their own schedule; the report.
+
+  ``arguments``: this stage's command-line arguments for the report (default: the flags).
+  """
   teacher = _teacher(config, data, workdir)
   schedules = {"none": [(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))],
                "teacher": _load_schedule(workdir, "teacher_search"),
                "student": _load_schedule(workdir, "student_search")}
+  before = earlier_stage_commands(workdir)
   members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
   out = _train(config, data, _student_setup(config, data, teacher),
                [schedules[r] for r, _ in members], [s for _, s in members],
@@ -208,10 +245,7 @@ def stage_compare(config, data, workdir, out_path):
     active = [f"{op} p={p:.1f} m={m}" for op, p, m in final_policy if p > 0]
     lines.append(f"{name}: {len(schedule)} policy changes; final policy's active tuples: "
                  f"{', '.join(active) or 'none'}.")
-  arguments = [f"--config={flags.FLAGS['config'].serialize().split('=', 1)[-1]}",
-               f"--workdir={workdir}", "--stage=compare"] + (
-                   [f"--out={out_path}"] if out_path else [])
-  reporting.finish_report(lines, "rolewise", out_path, arguments)
+  reporting.finish_report(lines, "rolewise", out_path, arguments, before=before)
   return final
 
 
@@ -219,17 +253,19 @@ def main(argv):
   del argv
   launch.configure_logging()
   logger.setLevel(logging.INFO)
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir, stage = _CONFIG.value, _WORKDIR.value, _STAGE.value
+  arguments = reporting.script_arguments("rolewise")
   os.makedirs(workdir, exist_ok=True)
   data = _data(config)
-  if _STAGE.value == "teacher":
+  if stage == "teacher":
     stage_teacher(config, data, workdir)
-  elif _STAGE.value == "student_search":
+  elif stage == "student_search":
     stage_student_search(config, data, workdir)
-  elif _STAGE.value == "student":
+  elif stage == "student":
     stage_student(config, data, workdir)
   else:
-    stage_compare(config, data, workdir, _OUT.value)
+    stage_compare(config, data, workdir, _OUT.value, arguments)
+  record_command(workdir, stage, reporting.command_line("rolewise", arguments))
 
 
 if __name__ == "__main__":

@@ -37,10 +37,12 @@ _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 flags.mark_flag_as_required("teacher_workdir")
 
 
-def teacher_probabilities(view_name, teacher, teacher_variables, data, mesh, options):
-  """Teacher probabilities of x and x' over the walked batches, in training order."""
-  preprocess = steps.make_preprocess(data.mean, data.std, _CROP_PAD.value, _FLIP.value,
-                                     jnp.float32)
+def teacher_probabilities(view_name, teacher, teacher_variables, data, options, *,
+                          batch_size: int = 64, batches: int = 200, crop_pad: int = 1,
+                          flip: bool = False, seed: int = 0):
+  """Teacher probabilities of x and x' over the walked batches, in training order, and the
+  number of samples per batch."""
+  preprocess = steps.make_preprocess(data.mean, data.std, crop_pad, flip, jnp.float32)
   maker = views.make_view_maker(view_name, options)
   hparams = {"temperature": jnp.float32(4.0)}
 
@@ -55,32 +57,43 @@ def teacher_probabilities(view_name, teacher, teacher_variables, data, mesh, opt
       parts.append(jax.nn.softmax(view.teacher_logits))
     return jnp.concatenate(parts)
 
-  sampler = EpochSampler(len(data), _BATCH.value, _SEED.value)
-  base_key = jax.random.PRNGKey(_SEED.value)
+  sampler = EpochSampler(len(data), batch_size, seed)
+  base_key = jax.random.PRNGKey(seed)
   collected = []
-  for step in range(_BATCHES.value):
+  for step in range(batches):
     index = sampler.global_indices(step)
     collected.append(np.asarray(probabilities(jax.random.fold_in(base_key, step),
                                               data.images[index], data.labels[index])))
   return np.concatenate(collected), collected[0].shape[0]
 
 
+def stddev_lines(teacher_workdir: str, dataset: str, *, batch_size: int = 64,
+                 batches: int = 200, blocks_of: int = 4, crop_pad: int = 1, flip: bool = False,
+                 seed: int = 0) -> list[str]:
+  """The report's table: T. stddev of every view of STDDEV_VIEWS for one teacher run."""
+  data = load_dataset(dataset, "train")
+  mesh = sharding.make_data_mesh()
+  teacher, teacher_variables = loop.load_teacher(teacher_workdir, data, mesh, jnp.float32)
+  options = common.base_config().view
+  lines = [f"T. stddev of teacher {teacher_workdir} on {dataset}: {batches} "
+           f"batches of {batch_size}, blocks of {blocks_of} batches, seed "
+           f"{seed}.", "", "| view | samples per batch seen | T. stddev |", "|---|---|---|"]
+  for view_name in STDDEV_VIEWS:
+    probabilities, per_batch = teacher_probabilities(
+        view_name, teacher, teacher_variables, data, options, batch_size=batch_size,
+        batches=batches, crop_pad=crop_pad, flip=flip, seed=seed)
+    value = diagnostics.teacher_stddev(probabilities, per_batch * blocks_of)
+    lines.append(f"| {view_name} | {per_batch} | {float(value):.5f} |")
+  return lines
+
+
 def main(argv):
   del argv
   launch.configure_logging()
-  data = load_dataset(_DATASET.value, "train")
-  mesh = sharding.make_data_mesh()
-  teacher, teacher_variables = loop.load_teacher(_TEACHER.value, data, mesh, jnp.float32)
-  options = common.base_config().view
-  lines = [f"T. stddev of teacher {_TEACHER.value} on {_DATASET.value}: {_BATCHES.value} "
-           f"batches of {_BATCH.value}, blocks of {_BLOCKS_OF.value} batches, seed "
-           f"{_SEED.value}.", "", "| view | samples per batch seen | T. stddev |", "|---|---|---|"]
-  for view_name in STDDEV_VIEWS:
-    probabilities, per_batch = teacher_probabilities(view_name, teacher, teacher_variables, data,
-                                                     mesh, options)
-    value = diagnostics.teacher_stddev(probabilities, per_batch * _BLOCKS_OF.value)
-    lines.append(f"| {view_name} | {per_batch} | {float(value):.5f} |")
-  reporting.finish_report(lines, "teacher_stddev", _OUT.value, None)
+  lines = stddev_lines(_TEACHER.value, _DATASET.value, batch_size=_BATCH.value,
+                       batches=_BATCHES.value, blocks_of=_BLOCKS_OF.value,
+                       crop_pad=_CROP_PAD.value, flip=_FLIP.value, seed=_SEED.value)
+  reporting.finish_report(lines, "teacher_stddev", _OUT.value)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,12 @@ ROWS = (("teacher", "MiniLM teacher (6 layers, fine-tuned)"),
         ("continuation_kd", "Continuation-KD"))
 
 
-def _config(role: str, seed: int, teacher_workdir: str):
+def _config(role: str, seed: int, teacher_workdir: str, *, max_train: int = 1600,
+            max_test: int = 1000, num_epochs: int = 3, max_length: int = 40):
   config = rotten_tomatoes.get_config(role)
   config.seed = seed
-  config.max_train, config.max_test = _MAX_TRAIN.value, _MAX_TEST.value
-  config.num_epochs, config.max_length = _EPOCHS.value, _MAX_LENGTH.value
+  config.max_train, config.max_test = max_train, max_test
+  config.num_epochs, config.max_length = num_epochs, max_length
   if role != "teacher":
     config.teacher_workdir = teacher_workdir
   return config
@@ -53,7 +54,10 @@ def main(argv):
     teacher_workdir = os.path.join(_WORKDIR.value, f"seed{seed}", "teacher")
     for role, _ in ROWS:
       workdir = os.path.join(_WORKDIR.value, f"seed{seed}", role)
-      summary = text.train_text(_config(role, seed, teacher_workdir), workdir)
+      config = _config(role, seed, teacher_workdir, max_train=_MAX_TRAIN.value,
+                       max_test=_MAX_TEST.value, num_epochs=_EPOCHS.value,
+                       max_length=_MAX_LENGTH.value)
+      summary = text.train_text(config, workdir)
       results[role].append(summary)
       print(f"seed {seed} {role}: {summary['final']:.2f} (best {summary['best']:.2f}) "
             f"in {summary['train_seconds']:.0f} s", flush=True)
@@ -73,11 +77,7 @@ def main(argv):
                  f"{reporting.mean_std([r['final'] for r in runs])} | "
                  f"{reporting.mean_std([r['best'] for r in runs])} | "
                  f"{reporting.mean_std([r['train_seconds'] for r in runs], 0)} |")
-  arguments = [f"--seeds={','.join(_SEEDS.value)}", f"--max_train={_MAX_TRAIN.value}",
-               f"--max_test={_MAX_TEST.value}", f"--num_epochs={_EPOCHS.value}",
-               f"--max_length={_MAX_LENGTH.value}"] + ([f"--out={_OUT.value}"] if _OUT.value
-                                                       else [])
-  reporting.finish_report(lines, "text_demo", _OUT.value, arguments)
+  reporting.finish_report(lines, "text_demo", _OUT.value)
   if _OUT.value:
     with open(os.path.splitext(_OUT.value)[0] + ".json", "w") as f:
       json.dump(results, f, indent=1)

@@ -45,8 +45,9 @@ def smooth_part(x):
   return jnp.sin(x)
 
 
-def teacher(x):
-  return smooth_part(x) + _NOISE_AMPLITUDE.value * jnp.sin(_NOISE_FREQUENCY.value * x)
+def teacher(x, amplitude: float = 0.2, frequency: float = 15.0):
+  """The smooth part plus the sinusoidal "noise" ``amplitude·sin(frequency·x)``."""
+  return smooth_part(x) + amplitude * jnp.sin(frequency * x)
 
 
 def init_mlp(key):
@@ -68,8 +69,8 @@ def mlp(params, x):
   return h @ w + b
 
 
-def loss_fn(method, params, x, phi, margin):
-  s, t = mlp(params, x), teacher(x)
+def loss_fn(method, params, x, phi, margin, amplitude=0.2, frequency=15.0):
+  s, t = mlp(params, x), teacher(x, amplitude, frequency)
   if method == "kd":
     return jnp.mean((s - t) ** 2)
   if method == "annealing_kd":
@@ -77,7 +78,8 @@ def loss_fn(method, params, x, phi, margin):
   return jnp.mean(losses.continuation_hinge(s, t, phi, margin))
 
 
-def fit(method: str, seed: int):
+def fit(method: str, seed: int, *, epochs: int = 200, t_max: int = 10, margin: float = 0.05,
+        amplitude: float = 0.2, frequency: float = 15.0):
   """Trains one student; returns its parameters."""
   data_key, init_key, order_key = jax.random.split(jax.random.PRNGKey(seed), 3)
   x_train = jax.random.uniform(data_key, (NUM_SAMPLES, 1), minval=-np.pi, maxval=np.pi)
@@ -91,67 +93,89 @@ def fit(method: str, seed: int):
 
     def step(carry, index):
       params, opt_state = carry
-      grads = jax.grad(lambda p: loss_fn(method, p, x_train[index], phi, _MARGIN.value))(params)
+      grads = jax.grad(lambda p: loss_fn(method, p, x_train[index], phi, margin, amplitude,
+                                         frequency))(params)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
 
     (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), order)
     return params, opt_state
 
-  for e in range(1, _EPOCHS.value + 1):
-    temperature = continuation.temperature_at(e, _EPOCHS.value, _T_MAX.value)
-    phi = jnp.float32(continuation.phi(temperature, _T_MAX.value))
+  for e in range(1, epochs + 1):
+    temperature = continuation.temperature_at(e, epochs, t_max)
+    phi = jnp.float32(continuation.phi(temperature, t_max))
     params, opt_state = epoch(params, opt_state, jax.random.fold_in(order_key, e), phi)
   return params
 
 
-def main(argv):
-  del argv
-  seeds = [int(s) for s in _SEEDS.value]
+def run(seeds: list[int], *, epochs: int = 200, t_max: int = 10, margin: float = 0.05,
+        amplitude: float = 0.2, frequency: float = 15.0):
+  """Every method over the seeds: ({method: {"smooth": [...], "teacher": [...]}}, the first
+  seed's prediction curve per method, the grid)."""
   grid = jnp.linspace(-np.pi, np.pi, 2001)[:, None]
   errors = {m: {"smooth": [], "teacher": []} for m in METHODS}
   curves = {}
   for method in METHODS:
     for seed in seeds:
-      params = fit(method, seed)
+      params = fit(method, seed, epochs=epochs, t_max=t_max, margin=margin,
+                   amplitude=amplitude, frequency=frequency)
       prediction = mlp(params, grid)
       errors[method]["smooth"].append(float(jnp.mean((prediction - smooth_part(grid)) ** 2)))
-      errors[method]["teacher"].append(float(jnp.mean((prediction - teacher(grid)) ** 2)))
+      errors[method]["teacher"].append(
+          float(jnp.mean((prediction - teacher(grid, amplitude, frequency)) ** 2)))
       if seed == seeds[0]:
         curves[method] = np.asarray(prediction[:, 0])
       print(f"{method} seed {seed}: MSE to smooth part {errors[method]['smooth'][-1]:.5f}",
             flush=True)
+  return errors, curves, grid
 
-  noise_power = _NOISE_AMPLITUDE.value ** 2 / 2
-  lines = [f"Teacher sin(x) + {_NOISE_AMPLITUDE.value}·sin({_NOISE_FREQUENCY.value:g}x), "
-           f"{NUM_SAMPLES} samples, MLP 1→128→128→1, Adam 1e-3, {_EPOCHS.value} epochs, "
-           f"T_max {_T_MAX.value}, margin {_MARGIN.value}; seeds {', '.join(map(str, seeds))} "
+
+def report_lines(errors, seeds, *, epochs, t_max, margin, amplitude, frequency) -> list[str]:
+  noise_power = amplitude ** 2 / 2
+  lines = [f"Teacher sin(x) + {amplitude}·sin({frequency:g}x), "
+           f"{NUM_SAMPLES} samples, MLP 1→128→128→1, Adam 1e-3, {epochs} epochs, "
+           f"T_max {t_max}, margin {margin}; seeds {', '.join(map(str, seeds))} "
            f"(mean ± std). The noise itself has mean square {noise_power:.5f}: a student equal "
            f"to the teacher scores that against the smooth part.", "",
            "| student | MSE to smooth part sin(x) | MSE to teacher |", "|---|---|---|"]
   for method in METHODS:
     lines.append(f"| {method} | {reporting.mean_std(errors[method]['smooth'], 5)} | "
                  f"{reporting.mean_std(errors[method]['teacher'], 5)} |")
-  out_path = os.path.join(_OUT_DIR.value, "toy_continuation.md") if _OUT_DIR.value else None
-  reporting.finish_report(lines, "toy_continuation", out_path)
-  if _OUT_DIR.value:
-    with open(os.path.join(_OUT_DIR.value, "toy_continuation.json"), "w") as f:
+  return lines
+
+
+def plot(path, curves, grid, seed, amplitude, frequency) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  x = np.asarray(grid[:, 0])
+  fig, ax = plt.subplots(figsize=(8, 4))
+  ax.plot(x, np.asarray(teacher(grid, amplitude, frequency)[:, 0]), color="0.75", lw=1,
+          label="teacher")
+  ax.plot(x, np.asarray(smooth_part(grid)[:, 0]), "k--", lw=1.5, label="smooth part sin(x)")
+  for method, color in zip(METHODS, ("tab:red", "tab:orange", "tab:blue")):
+    ax.plot(x, curves[method], color=color, lw=1.5, label=f"{method} student")
+  ax.set(xlabel="x", ylabel="output", title=f"Students fitted to a noisy teacher (seed {seed})")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  seeds = [int(s) for s in _SEEDS.value]
+  settings = dict(epochs=_EPOCHS.value, t_max=_T_MAX.value, margin=_MARGIN.value,
+                  amplitude=_NOISE_AMPLITUDE.value, frequency=_NOISE_FREQUENCY.value)
+  errors, curves, grid = run(seeds, **settings)
+  out_dir = _OUT_DIR.value
+  out_path = os.path.join(out_dir, "toy_continuation.md") if out_dir else None
+  reporting.finish_report(report_lines(errors, seeds, **settings), "toy_continuation", out_path)
+  if out_dir:
+    with open(os.path.join(out_dir, "toy_continuation.json"), "w") as f:
       json.dump(errors, f, indent=1)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    x = np.asarray(grid[:, 0])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(x, np.asarray(teacher(grid)[:, 0]), color="0.75", lw=1, label="teacher")
-    ax.plot(x, np.asarray(smooth_part(grid)[:, 0]), "k--", lw=1.5, label="smooth part sin(x)")
-    for method, color in zip(METHODS, ("tab:red", "tab:orange", "tab:blue")):
-      ax.plot(x, curves[method], color=color, lw=1.5, label=f"{method} student")
-    ax.set(xlabel="x", ylabel="output", title=f"Students fitted to a noisy teacher (seed "
-           f"{seeds[0]})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(_OUT_DIR.value, "toy_continuation.png"), dpi=110)
-    plt.close(fig)
+    plot(os.path.join(out_dir, "toy_continuation.png"), curves, grid, seeds[0],
+         settings["amplitude"], settings["frequency"])
 
 
 if __name__ == "__main__":

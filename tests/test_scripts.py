@@ -79,6 +79,18 @@ def test_bench_vs_torch_reports_both_sides_and_a_chart(tmp_path):
   assert (tmp_path / "vs_torch.png").stat().st_size > 0
 
 
+def test_bench_xla_flags_runs_each_setting_in_its_own_process(tmp_path):
+  import pytest
+  pytest.importorskip("torch")
+  out = tmp_path / "flags.md"
+  _run("bench_xla_flags", "--xla_flags=,--xla_cpu_enable_fast_math=true", "--runs=1",
+       "--teacher=cnn_small", "--student=cnn_tiny", "--batch=8", "--image_size=8",
+       "--classes=10", "--repeats=1", "--warmup=1", f"--out={out}")
+  report = out.read_text()
+  assert "| (none) |" in report and "| --xla_cpu_enable_fast_math=true |" in report
+  assert "Command: python -m experiments.bench_xla_flags --xla_flags=" in report
+
+
 def test_bench_policies_times_both_loops(tmp_path):
   out = tmp_path / "policies.md"
   _run("bench_policies", "--batch=2", "--image_size=8", "--repeats=1", f"--out={out}")
@@ -93,6 +105,23 @@ def test_bench_population_compares_three_ways(tmp_path):
   report = out.read_text()
   for row in ("one vmapped step", "one after another", "P processes"):
     assert row in report
+
+
+def test_rolewise_compare_report_lists_every_stage_command(tmp_path):
+  config = f"--config={os.path.join(ROOT, 'experiments', 'configs', 'rolewise.py')}:digits"
+  tiny = ["--config.search.population=2", "--config.search.epochs=1",
+          "--config.search.exploit_every=1", "--config.search.train_examples=100",
+          "--config.train.epochs=1", "--config.seeds=(0,)"]
+  workdir = tmp_path / "rolewise"
+  for stage in ("teacher", "student_search"):
+    _run("rolewise", config, f"--workdir={workdir}", f"--stage={stage}", *tiny)
+  out = tmp_path / "rolewise.md"
+  _run("rolewise", config, f"--workdir={workdir}", "--stage=compare", *tiny, f"--out={out}")
+  commands = [line for line in out.read_text().splitlines() if line.startswith("Command: ")]
+  assert len(commands) == 3
+  for command, stage in zip(commands, ("teacher", "student_search", "compare")):
+    assert f"--stage={stage}" in command and f"--workdir={workdir}" in command
+    assert "'--config.seeds=(0,)'" in command  # overrides kept, quoted for the shell
 
 
 def test_rolewise_stages_name_the_missing_stage(tmp_path):
