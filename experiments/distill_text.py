@@ -5,16 +5,14 @@
   python -m experiments.distill_text --config=experiments/configs/rotten_tomatoes.py:kd \
       --workdir=runs/rt/kd --config.teacher_workdir=runs/rt/teacher
 
-Rerunning the same command resumes from the newest checkpoint in --workdir.
+The same loop as the image runs (kd_jax.train.loop): rerunning the same command resumes from
+the newest checkpoint in --workdir; SIGTERM saves a checkpoint and exits with 143.
 """
-
-import json
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import launch
-from kd_jax.train import text
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (file.py:arg).",
                                           lock_config=True)
@@ -24,8 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  launch.configure_logging()
-  print(json.dumps(text.train_text(_CONFIG.value, _WORKDIR.value), indent=2))
+  launch.run(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,39 @@ def tiny_config(role="scratch", **overrides):
   return config
 
 
+def image_step(student, optimizer, method, preprocess, teacher=None, view_options=None,
+               mesh=None, **step_options):
+  """The core step for Linen image modules, compiled for ``mesh`` (default: all devices):
+  ``step(state, batch, teacher_variables, hparams)``. ``view_options``: a ``config.view``
+  block (clip=True clips to the preprocess's valid range)."""
+  from kd_jax import methods
+  from kd_jax.models import adapters
+  from kd_jax.train import setup, sharding, step as step_lib
+  mesh = mesh or sharding.make_data_mesh()
+  view = None
+  if method.view is not None:
+    view = methods.make_view(method.view, "image",
+                             **setup.view_keywords(view_options, preprocess.valid_range()))
+  compiled = step_lib.jit_data_parallel(step_lib.make_train_step(
+      adapters.LinenImageModel(student), optimizer, method, preprocess,
+      teacher=adapters.LinenImageModel(teacher) if teacher is not None else None, view=view,
+      **step_options), mesh)
+
+  def step(state, batch, teacher_variables, hparams):
+    return compiled(state, batch, teacher_variables, hparams, {})
+  step.compiled = compiled
+  return step
+
+
+def sgd(**overrides):
+  """SGD (kd_jax.train.optim.make_optimizer) without schedule or weight decay by default."""
+  from kd_jax.train import optim
+  options = dict(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.0,
+                 lr_milestones=(), steps_per_epoch=10)
+  options.update(overrides)
+  return optim.make_optimizer(**options)[0]
+
+
 @pytest.fixture
 def make_config():
   return tiny_config

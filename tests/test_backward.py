@@ -6,9 +6,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from kd_jax import backward, losses, models
+from kd_jax import backward, losses, methods, models
 from kd_jax.data import load_dataset
-from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
+from kd_jax.train import preprocess as preprocess_lib, sharding, state as state_lib
+from tests.conftest import image_step, sgd
 
 
 def _tiny_nets():
@@ -193,16 +194,13 @@ def test_backward_step_updates_batchnorm_once_from_x_and_x_aux():
   options = ml_collections.ConfigDict(dict(steps=2, step_size=0.1, normalize="sign", epsilon=0.0,
                                            clip=True, divergence="kl", divergence_temperature=1.0,
                                            weight=1.0, label_mixing=False))
-  sgd = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9,
-                                       nesterov=False, weight_decay=0.0, lr_milestones=(),
-                                       lr_decay=0.1))
-  optimizer, _ = optim.make_optimizer(sgd, 10)
-  preprocess = steps.make_preprocess(data.mean, data.std, 0, False, jnp.float32)
-  step = steps.make_train_step(student, optimizer, objectives.get_method("backward_kd"), mesh,
-                               preprocess, teacher, options)
+  optimizer = sgd()
+  preprocess = preprocess_lib.image_preprocess(data.mean, data.std)
+  step = image_step(student, optimizer, methods.get_method("backward_kd"), preprocess, teacher,
+                    options)
   state = state_lib.create_train_state(student, optimizer, (8, 8, 1), seed=0)
   batch = {"image": data.images[:16], "label": data.labels[:16]}
-  x = preprocess(None, jnp.asarray(batch["image"]), train=False)
+  x = preprocess(None, batch, None, train=False)
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   teacher_fn = lambda v: teacher.apply(teacher_variables, v, train=False)
   student_fn = lambda v: student.apply(variables, v, train=False)

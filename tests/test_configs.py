@@ -6,7 +6,7 @@ import pytest
 
 from kd_jax import models
 from kd_jax.data import DATASET_NAMES
-from kd_jax.train import objectives
+from kd_jax import methods
 
 CONFIG_ARGUMENTS = {
     "digits": ["teacher", "scratch", "kd"],
@@ -67,7 +67,7 @@ def test_config_builds_with_valid_names(name, argument):
   config = module.get_config(argument)
   assert config.model in models.MODEL_NAMES
   assert config.dataset in DATASET_NAMES
-  assert objectives.get_method(config.method)
+  assert methods.get_method(config.method)
   assert f"experiments/configs/{name}.py" in module.__doc__  # its launch command
   # Against the papers' tables copied here by hand, not the module's own dictionary.
   assert config.get("expected_top1", -1.0) == PAPER_TOP1.get((name, argument), -1.0), (name, argument)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kd_jax import continuation, losses
-from kd_jax.train import objectives
+from kd_jax import methods
+from kd_jax.methods import continuation_kd
 
 
 def test_temperature_steps_down_and_never_below_one():
@@ -72,7 +73,7 @@ def test_margin_zero_with_step_psi_is_annealing_kd():
   rng = np.random.default_rng(1)
   s, t = rng.normal(size=(2, 8, 10)).astype(np.float32)
   labels = jnp.arange(8) % 10
-  anneal = objectives.get_objective("annealing")
+  anneal = methods.METHODS["annealing_kd"].objective
   # Phase 1 (psi = 0): Annealing-KD's loss, the batch- and class-mean squared error to phi·z_T.
   hparams = {"phi": 0.3, "psi": 0.0, "margin": 5.0}  # the margin is ignored
   got = jnp.mean(anneal(s, t, labels, hparams))
@@ -81,12 +82,15 @@ def test_margin_zero_with_step_psi_is_annealing_kd():
   got = anneal(s, t, labels, {"phi": 1.0, "psi": 1.0, "margin": 0.0})
   np.testing.assert_allclose(got, losses.cross_entropy(s, labels), rtol=1e-6)
   # And the continuation objective with m = 0 agrees with it.
-  cont = objectives.get_objective("continuation")
+  cont = methods.METHODS["continuation_kd"].objective
   np.testing.assert_allclose(cont(s, t, labels, {"phi": 0.3, "psi": 0.0, "margin": 0.0}),
                              anneal(s, t, labels, hparams), rtol=1e-6)
 
 
 def test_methods_compose_with_views():
-  method = objectives.get_method("continuation_kd", "cutmix_pick")
-  assert method.objective == "continuation" and method.view == "cutmix_pick"
-  assert objectives.get_method("annealing_kd").objective == "annealing"
+  method = methods.get_method("continuation_kd", "cutmix_pick")
+  assert method.view == "cutmix_pick" and method.name == "continuation_kd+cutmix_pick"
+  assert method.objective is continuation_kd.continuation_objective
+  assert method.schedule is continuation_kd.continuation_values
+  assert methods.get_method("annealing_kd").objective is continuation_kd.annealing_objective
+  assert methods.get_method("backward_kd", "none").view is None

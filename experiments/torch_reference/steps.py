@@ -39,6 +39,12 @@ def continuation_hinge(student_logits, teacher_logits, phi: float, margin: float
   return torch.clamp(gap - margin * phi, min=0.0)
 
 
+# The objective (as ``objective_loss`` names it) of each kd_jax method.
+OBJECTIVE_OF_METHOD = {"ce": "ce", "kd": "kd", "kd_mixup": "kd", "kd_cutmix": "kd",
+                       "kd_cutmix_pick": "kd", "backward_kd": "kd",
+                       "continuation_kd": "continuation", "annealing_kd": "annealing"}
+
+
 def objective_loss(objective: str, student_logits, teacher_logits, labels, hparams: dict):
   """Batch-mean objective on the original view: "ce", "kd", "continuation" or "annealing"."""
   ce = F.cross_entropy(student_logits, labels)

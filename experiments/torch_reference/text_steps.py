@@ -33,7 +33,7 @@ def hf_model_from_flax(params, config):
 
 def make_adamw(model, *, learning_rate: float, weight_decay: float, warmup_fraction: float,
                total_steps: int):
-  """kd_jax.train.text.make_text_optimizer in PyTorch: AdamW (β 0.9/0.999, ε 1e-6, weight
+  """kd_jax.train.optim.make_optimizer(name="adamw") in PyTorch: AdamW (β 0.9/0.999, ε 1e-6, weight
   decay on matrices only) with the learning rate warmed up linearly from 0 over
   ``int(warmup_fraction · total_steps)`` steps, then decayed linearly to 0 at
   ``total_steps``. Returns (optimizer, scheduler); call ``scheduler.step()`` per step."""

@@ -104,18 +104,22 @@ class EpochSampler:
     return self.global_indices(step)[start:start + per_process]
 
 
-def eval_batches(dataset: ImageDataset, batch_size: int, process_index: int = 0,
+def eval_batches(data, batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """Sequential batches over the whole dataset, the last one padded and masked.
+  """Sequential batches over a whole dataset, the last one padded and masked.
 
-  Yields dicts with ``image``, ``label`` and ``mask`` (1 for real examples, 0 for padding),
-  each this process's slice of a global batch of ``batch_size``.
+  ``data``: an ImageDataset, or a dict of host arrays with a ``label`` entry (token ids,
+  ...). Yields dicts with its arrays (``image`` and ``label`` for an ImageDataset) and
+  ``mask`` (1 for real examples, 0 for padding), each this process's slice of a global batch
+  of ``batch_size``.
   """
+  arrays = data if isinstance(data, dict) else {"image": data.images, "label": data.labels}
+  size = len(arrays["label"])
   per_process = batch_size // process_count
-  for start in range(0, len(dataset), batch_size):
+  for start in range(0, size, batch_size):
     index = np.arange(start, start + batch_size)
-    mask = index < len(dataset)
+    mask = index < size
     index = np.where(mask, index, 0)
     local = slice(process_index * per_process, (process_index + 1) * per_process)
-    yield {"image": dataset.images[index[local]], "label": dataset.labels[index[local]],
+    yield {**{name: values[index[local]] for name, values in arrays.items()},
            "mask": mask[local].astype(np.float32)}

@@ -1,5 +1,5 @@
-"""Training machinery: state, optimiser, sharding, objectives, steps, checkpoints, loop.
+"""Training machinery: state, optimiser, sharding, the one step, the one loop, checkpoints.
 
-Import the submodule you need (``kd_jax.train.steps``, ``kd_jax.train.loop``, ...); this
+Import the submodule you need (``kd_jax.train.step``, ``kd_jax.train.loop``, ...); this
 package deliberately re-exports nothing.
 """

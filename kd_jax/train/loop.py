@@ -1,10 +1,13 @@
-"""The training loop: one function that trains a teacher or distils a student.
+"""The one training loop: images and text, teachers and students, one process or many.
 
-``train_and_evaluate(config, workdir)`` reads everything from an ml_collections config (see
-``experiments/configs``), resumes from the newest readable checkpoint in ``workdir``, and
-writes metrics, checkpoints, a summary and a plot there. The loop body is deliberately
-plain: fetch the host batch, run the compiled step, and at a few sync points (log interval,
-epoch end, checkpoint) look at metrics on the host.
+``train_and_evaluate(config, workdir)`` builds the run from its config (kd_jax.train.setup:
+data, student, teacher, preprocess, method), resumes from the newest readable checkpoint in
+``workdir``, and writes metrics, checkpoints, a summary and a plot there. The loop body is
+deliberately plain: fetch this process's slice of the global batch, run the compiled step
+(kd_jax.train.step), and at a few sync points (log interval, epoch end, checkpoint) look at
+metrics on the host. Every guarantee lives here once, for every modality: SIGTERM saves and
+exits, a non-finite loss stops naming the step, an unreadable checkpoint falls back to the
+previous one, a resumed run reaches the same parameters, and the step compiles once.
 """
 
 from __future__ import annotations
@@ -22,19 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd_jax import continuation, models
-from kd_jax.data import EpochSampler, ImageDataset, eval_batches, load_dataset
-from kd_jax.train import checkpoint, metrics, objectives, optim, sharding, state as state_lib
-from kd_jax.train import steps
+from kd_jax import methods
+from kd_jax.data import EpochSampler, eval_batches
+from kd_jax.methods import backward_kd
+from kd_jax.train import checkpoint, metrics, optim, setup as setup_lib, sharding
+from kd_jax.train import state as state_lib
+from kd_jax.train import step as step_lib
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Config keys that may differ between a run and its resumption without changing its result.
 _RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir",
                         "coordinator_address", "num_processes", "process_id"}
-
-
 class PreemptedError(Exception):
   """SIGTERM arrived; a checkpoint was saved. Rerun the same command to resume."""
 
@@ -59,61 +61,15 @@ def _sigterm_flag():
     signal.signal(signal.SIGTERM, previous)
 
 
-def _dtype(name: str):
-  if name not in DTYPES:
-    raise ValueError(f"unknown dtype {name!r}; valid names: {', '.join(DTYPES)}.")
-  return DTYPES[name]
-
-
-def load_teacher(teacher_workdir: str, dataset: ImageDataset, mesh, dtype):
-  """Reads a frozen teacher (model and variables) from another run's checkpoints."""
-  if not teacher_workdir:
-    raise ValueError("this method needs a teacher: set --config.teacher_workdir to the "
-                     "--workdir of a finished `python -m experiments.train_teacher` run.")
-  if not os.path.isdir(os.path.join(teacher_workdir, "checkpoints")):
-    raise checkpoint.CheckpointError(
-        f"no teacher checkpoints in {teacher_workdir}/checkpoints: train the teacher first.")
-  teacher_checkpoints = checkpoint.RunCheckpoints(teacher_workdir, read_only=True)
-  meta = teacher_checkpoints.read_meta()
-  teacher_config = meta["config"]
-  if teacher_config["dataset"] != dataset.name:
-    raise ValueError(f"the teacher in {teacher_workdir} was trained on "
-                     f"{teacher_config['dataset']!r}, not on {dataset.name!r}.")
-  if not meta.get("finished", False):
-    logger.warning("the teacher run in %s has not finished (step %d); using it anyway.",
-                    teacher_workdir, meta["step"])
-  teacher_model = models.create_model(teacher_config["model"], dataset.num_classes, dtype)
-  template = sharding.replicate(
-      models.init_variables(teacher_model, jax.random.PRNGKey(0), dataset.image_shape), mesh)
-  variables, _ = teacher_checkpoints.restore_model(template)
-  teacher_checkpoints.close()
-  return teacher_model, variables
-
-
-def epoch_hparams(config, method, epoch: int, num_epochs: int) -> dict[str, float]:
-  """The values the objectives read during ``epoch`` (counted from 1).
-
-  Constant for KD; Continuation-KD's φ, ψ and Annealing-KD's step ψ change once per epoch.
-  """
-  values = {"temperature": config.kd.temperature, "ce_weight": config.kd.ce_weight,
-            "kd_weight": config.kd.kd_weight, "view_weight": config.view.weight,
-            "phi": 1.0, "psi": 1.0, "margin": config.continuation.margin}
-  if method.objective in ("continuation", "annealing"):
-    c = config.continuation
-    psi_schedule, switch_epoch = c.psi_schedule, c.psi_switch_epoch
-    if method.objective == "annealing":
-      psi_schedule = "step"
-      switch_epoch = c.psi_switch_epoch or continuation.annealing_switch_epoch(num_epochs,
-                                                                               c.t_max)
-    values.update(continuation.schedule_values(
-        epoch, num_epochs, c.t_max, psi_schedule, ramp_epochs=c.psi_ramp_epochs,
-        switch_epoch=switch_epoch))
-  return values
-
-
-def preprocess_for(data: ImageDataset, config, dtype) -> steps.Preprocess:
-  return steps.make_preprocess(data.mean, data.std, config.augment.crop_pad,
-                               config.augment.flip, dtype)
+def epoch_hparams(config, method: methods.Method, epoch: int, num_epochs: int
+                  ) -> dict[str, float]:
+  """The values the step reads during ``epoch`` (counted from 1), from the config's ``kd``,
+  ``view.weight`` and the method's own block (``continuation`` for Continuation-KD and
+  Annealing-KD): kd_jax.methods.hparams_at."""
+  block = method.schedule_block
+  return methods.hparams_at(method, epoch, num_epochs, kd=config.kd.to_dict(),
+                            view_weight=config.view.weight,
+                            schedule_options=config[block].to_dict() if block else None)
 
 
 def _device_hparams(values: dict[str, float], mesh) -> dict[str, jax.Array]:
@@ -129,66 +85,71 @@ def _warn_on_changed_config(saved: dict, current: dict, workdir: str) -> None:
                     workdir, ", ".join(changed))
 
 
-def evaluate(eval_step, variables, dataset: ImageDataset, batch_size: int, mesh,
-             teacher_variables) -> dict[str, float]:
-  """Top-1, loss and (with a teacher) agreement and KL over the whole dataset."""
+def evaluate(eval_step, variables, arrays, batch_size: int, mesh, teacher_variables,
+             regression: bool = False) -> dict[str, float]:
+  """Top-1, loss and (with a teacher) agreement and KL over a whole dataset (``arrays``: an
+  ImageDataset or a dict of host arrays); Pearson/Spearman ×100 and MSE for regression."""
   totals: dict[str, float] = {}
-  for batch in eval_batches(dataset, batch_size, jax.process_index(), jax.process_count()):
+  predictions = []
+  for batch in eval_batches(arrays, batch_size, jax.process_index(), jax.process_count()):
     sums = jax.device_get(eval_step(variables, sharding.global_batch(batch, mesh),
                                     teacher_variables))
+    if regression:
+      keep = np.asarray(sums.pop("predictions"))
+      predictions.append(keep[:int(round(float(sums["count"])))])
     for name, value in sums.items():
       totals[name] = totals.get(name, 0.0) + float(value)
+  if regression:
+    labels = arrays["label"] if isinstance(arrays, dict) else arrays.labels
+    return metrics.finalize_regression(totals, np.concatenate(predictions), labels)
   return metrics.finalize_eval(totals)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the run that ``config`` describes in ``workdir``.
 
-  Returns the summary: top-1 at the last and the best epoch, and, when distilling,
-  teacher–student agreement and KL on the test set. Raises PreemptedError after saving
-  when SIGTERM arrives, and FloatingPointError naming the step when the loss stops being
-  finite (the last checkpoint, all of whose steps had finite losses, is kept).
+  Returns the summary: the score (top-1, or Pearson for regression) at the last and the
+  best epoch, and, when distilling, teacher–student agreement and KL on the test set.
+  Raises PreemptedError after saving when SIGTERM arrives, and FloatingPointError naming
+  the step when the loss stops being finite (the last checkpoint, all of whose steps had
+  finite losses, is kept).
   """
-  method = objectives.get_method(config.method, config.view.name)
-  models.create_model(config.model, 1)  # fail early, listing the valid names
-  dtype = _dtype(config.dtype)
-  data_dir = config.data_dir or None
-  train_data = load_dataset(config.dataset, "train", data_dir, config.download)
-  test_data = load_dataset(config.dataset, "test", data_dir, config.download)
-
   mesh = sharding.make_data_mesh()
   sharding.check_batch_divisible(config.batch_size, mesh, "config.batch_size")
   sharding.check_batch_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
-  sampler = EpochSampler(len(train_data), config.batch_size, config.seed,
+  run = setup_lib.build_run(config, mesh)
+  method = run.method
+  score = "pearson" if run.regression else "top1"
+  sampler = EpochSampler(run.num_train, config.batch_size, config.seed,
                          jax.process_index(), jax.process_count())
   steps_per_epoch = sampler.steps_per_epoch
   # The "longer training" of Wang et al.: the epoch factor stretches epochs and lr milestones.
   num_epochs = config.num_epochs * config.epoch_factor
   total_steps = num_epochs * steps_per_epoch
+  optimizer, lr_schedule = optim.make_optimizer(
+      **config.optimizer.to_dict(), steps_per_epoch=steps_per_epoch, num_epochs=num_epochs,
+      epoch_factor=config.epoch_factor)
+  state = sharding.replicate(state_lib.new_train_state(run.variables, optimizer, run.rng), mesh)
+  teacher_variables = run.teacher_variables
+  teacher_constants = sharding.replicate(run.teacher_constants, mesh)
 
-  model = models.create_model(config.model, train_data.num_classes, dtype)
-  teacher_model, teacher_variables = None, {}
-  if method.needs_teacher:
-    teacher_model, teacher_variables = load_teacher(config.teacher_workdir, train_data, mesh,
-                                                    dtype)
-  optimizer, lr_schedule = optim.make_optimizer(config.optimizer, steps_per_epoch,
-                                                config.epoch_factor)
-  state = sharding.replicate(
-      state_lib.create_train_state(model, optimizer, train_data.image_shape, config.seed), mesh)
-
-  preprocess = preprocess_for(train_data, config, dtype)
   # Pooled backward KD: generated samples for the whole training set, refreshed every
   # pool_every epochs, live in the state (and its checkpoints) so a resumed run is exact.
-  pool_every = config.view.pool_every_epochs if method.view == "backward" else 0
+  pool_every = (config.view.pool_every_epochs
+                if run.modality == "image" and method.view == "backward" else 0)
   if pool_every:
-    chunk = min(config.eval_batch_size, len(train_data))
-    padded = -(-len(train_data) // chunk) * chunk
+    images = run.train["image"]
+    chunk = min(config.eval_batch_size, len(images))
+    padded = -(-len(images) // chunk) * chunk
     pool_images = sharding.replicate(
-        np.concatenate([train_data.images, train_data.images[:padded - len(train_data)]]), mesh)
+        np.concatenate([images, images[:padded - len(images)]]), mesh)
     state["aux_pool"] = sharding.replicate(
-        jnp.zeros((len(train_data), *train_data.image_shape), dtype), mesh)
-    generate_pool = steps.make_pool_generator(model, teacher_model, preprocess, config.view,
-                                              mesh, chunk, len(train_data))
+        jnp.zeros((len(images), *images.shape[1:]), run.preprocess.compute_dtype), mesh)
+    replicated = sharding.replicated(mesh)
+    generate_pool = jax.jit(
+        backward_kd.make_pool_generator(run.student, run.teacher, run.preprocess,
+                                        run.pool_options, chunk, len(images)),
+        in_shardings=(replicated, replicated, replicated), out_shardings=replicated)
 
   config_dict = config.to_dict()
   run_checkpoints = checkpoint.RunCheckpoints(workdir, config.max_checkpoints_to_keep)
@@ -208,17 +169,24 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   is_writer = jax.process_index() == 0
   writer = metrics.MetricWriter(workdir, is_writer, resume_step=int(state["step"]))
 
-  train_step = steps.make_train_step(model, optimizer, method, mesh, preprocess, teacher_model,
-                                     config.view, pooled_view=bool(pool_every))
-  eval_step = steps.make_eval_step(model, mesh, preprocess, teacher_model)
+  train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
+      run.student, optimizer, method, run.preprocess, teacher=run.teacher, view=run.view,
+      regression=run.regression, pooled_view=bool(pool_every)), mesh)
+  eval_step = step_lib.jit_eval(step_lib.make_eval_step(
+      run.student, run.preprocess, run.teacher, run.regression), mesh)
   hparams_epoch = None
+  # The values the method's schedule sets (T, φ, ψ, ...) are logged with the train rows.
+  schedule_keys = []
+  if method.schedule is not None:
+    schedule_keys = sorted(method.schedule(1, num_epochs,
+                                           **config[method.schedule_block].to_dict()))
 
   def save(step: int, finished: bool = False) -> None:
     # Copies: the save finishes in the background while the loop keeps appending.
     run_checkpoints.save(state, {"step": step, "sampler": sampler.position(step),
                                  "config": config_dict, "history": list(history),
                                  "epoch_sums": dict(epoch_sums), "finished": finished,
-                                 "train_seconds": train_seconds()})
+                                 "train_seconds": train_seconds(), **run.meta})
 
   loop_start = time.perf_counter()
 
@@ -244,13 +212,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             f"{(row_step - 1) // steps_per_epoch + 1}); {kept}. Lower the learning rate or "
             f"check the inputs.")
       epoch_sums["loss"] += float(row["loss"])
-      epoch_sums["accuracy"] += float(row["accuracy"])
+      epoch_sums["accuracy"] += float(row.get("accuracy", 0.0))
       epoch_sums["count"] += 1
     if pending:
       means = {name: float(np.mean([row[name] for row in host_rows])) for name in host_rows[0]}
       means["lr"] = float(lr_schedule(pending[-1][0] - 1))
-      if method.objective in ("continuation", "annealing"):
-        means.update({k: host_hparams[k] for k in ("phi", "psi", "continuation_temperature")})
+      means.update(schedule_values)
       writer.write(pending[-1][0], "train", means)
     pending.clear()
 
@@ -260,15 +227,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       if step // steps_per_epoch + 1 != hparams_epoch:
         hparams_epoch = step // steps_per_epoch + 1
         host_hparams = epoch_hparams(config, method, hparams_epoch, num_epochs)
+        schedule_values = {k: host_hparams[k] for k in schedule_keys}
         hparams = _device_hparams(host_hparams, mesh)
         if pool_every and (hparams_epoch - 1) % pool_every == 0 and step % steps_per_epoch == 0:
           state = {**state, "aux_pool": generate_pool(state, teacher_variables, pool_images)}
       local = sampler.local_indices(step)
-      host_batch = {"image": train_data.images[local], "label": train_data.labels[local]}
+      host_batch = {name: values[local] for name, values in run.train.items()}
       if pool_every:
         host_batch["index"] = local.astype(np.int32)
       batch = sharding.global_batch(host_batch, mesh)
-      state, step_metrics = train_step(state, batch, teacher_variables, hparams)
+      state, step_metrics = train_step(state, batch, teacher_variables, hparams,
+                                       teacher_constants)
       step += 1
       pending.append((step, step_metrics))
       progress.update(1)
@@ -284,15 +253,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       if epoch_done:
         epoch = step // steps_per_epoch
         row = {"epoch": epoch, "step": step,
-               "train_loss": epoch_sums["loss"] / max(epoch_sums["count"], 1),
-               "train_accuracy": 100.0 * epoch_sums["accuracy"] / max(epoch_sums["count"], 1)}
+               "train_loss": epoch_sums["loss"] / max(epoch_sums["count"], 1)}
+        if not run.regression:
+          row["train_accuracy"] = 100.0 * epoch_sums["accuracy"] / max(epoch_sums["count"], 1)
         epoch_sums.update(loss=0.0, accuracy=0.0, count=0)
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-        row.update(evaluate(eval_step, variables, test_data, config.eval_batch_size, mesh,
-                            teacher_variables))
+        row.update(evaluate(eval_step, variables, run.test, config.eval_batch_size, mesh,
+                            teacher_variables, run.regression))
         history.append(row)
         writer.write(step, "test", row)
-        progress.set_postfix(epoch=epoch, top1=f"{row['top1']:.2f}")
+        progress.set_postfix(epoch=epoch, **{score: f"{row[score]:.2f}"})
       if checkpoint_due:
         save(step, finished=step == total_steps)
         last_saved_step = step
@@ -308,9 +278,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   run_checkpoints.close()
   writer.close()
 
-  summary = metrics.summarize(history)
-  summary.update(model=config.model, method=config.method, dataset=config.dataset,
-                 seed=config.seed, steps=step,
+  summary = metrics.summarize(history, score)
+  summary.update(method=config.method, seed=config.seed, steps=step, **run.describe,
                  train_seconds=train_seconds(),
                  # 1 unless something (a shape, a dtype, a Python value) changed between steps.
                  train_step_compilations=train_step._cache_size())
@@ -319,10 +288,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       json.dump(summary, f, indent=2)
     with open(os.path.join(workdir, "summary.md"), "w") as f:
       f.write(metrics.summary_table(summary) + "\n")
-    metrics.plot_history(history, os.path.join(workdir, "curves.png"),
-                         title=f"{config.method}: {config.model} on {config.dataset}")
+    metrics.plot_history(history, os.path.join(workdir, "curves.png"), score,
+                         title=f"{config.method}: {run.describe['model']} on "
+                               f"{run.describe['dataset']}")
   return summary
-
 
 def _progress_bar(config, total: int, initial: int, is_writer: bool):
   from tqdm.auto import tqdm

@@ -26,6 +26,18 @@ def finalize_eval(sums: dict[str, float]) -> dict[str, float]:
   return result
 
 
+def finalize_regression(sums: dict[str, float], predictions, labels) -> dict[str, float]:
+  """Pearson and Spearman correlations (×100, GLUE's STS-B scores) and the mean squared
+  error, from the summed squared error and the gathered predictions."""
+  from scipy import stats
+  predictions, labels = np.asarray(predictions, np.float64), np.asarray(labels, np.float64)
+  if predictions.shape != labels.shape:
+    raise ValueError(f"{predictions.shape[0]} predictions for {labels.shape[0]} labels.")
+  return {"pearson": 100.0 * float(stats.pearsonr(predictions, labels)[0]),
+          "spearman": 100.0 * float(stats.spearmanr(predictions, labels)[0]),
+          "loss": sums["loss"] / max(sums["count"], 1.0)}
+
+
 class MetricWriter:
   """Appends metric rows to JSONL and TensorBoard. Only process 0 writes."""
 
@@ -70,15 +82,17 @@ def _plain(value):
   return value
 
 
-def summarize(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
-  """Last- and best-epoch numbers from the per-epoch evaluation history."""
+def summarize(history: Sequence[dict[str, Any]], score: str = "top1") -> dict[str, Any]:
+  """Last- and best-epoch numbers from the per-epoch evaluation history; the best epoch is
+  the one with the highest ``score`` ("top1", or "pearson" for regression)."""
   if not history:
     return {}
   last = history[-1]
-  best = max(history, key=lambda row: row["top1"])
-  summary = {"epochs": last["epoch"], "last_top1": last["top1"], "best_top1": best["top1"],
-             "best_epoch": best["epoch"], "last_loss": last["loss"]}
-  for key in ("agreement", "kl_teacher_student", "teacher_top1"):
+  best = max(history, key=lambda row: row[score])
+  summary = {"epochs": last["epoch"], f"last_{score}": last[score],
+             f"best_{score}": best[score], "best_epoch": best["epoch"],
+             "last_loss": last["loss"]}
+  for key in ("spearman", "agreement", "kl_teacher_student", "teacher_top1"):
     if key in last:
       summary[f"last_{key}"] = last[key]
   return summary
@@ -92,8 +106,10 @@ def summary_table(summary: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def plot_history(history: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
-  """PNG with train loss, test top-1 and (with a teacher) agreement against epochs."""
+def plot_history(history: Sequence[dict[str, Any]], path: str, score: str = "top1",
+                 title: str = "") -> None:
+  """PNG with train loss, the test score (top-1) and (with a teacher) agreement against
+  epochs."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -104,13 +120,13 @@ def plot_history(history: Sequence[dict[str, Any]], path: str, title: str = "") 
   epochs = [row["epoch"] for row in history]
   axes[0].plot(epochs, [row["train_loss"] for row in history])
   axes[0].set(xlabel="epoch", ylabel="train loss")
-  axes[1].plot(epochs, [row["top1"] for row in history], label="student")
+  axes[1].plot(epochs, [row[score] for row in history], label="student")
   if has_teacher:
     axes[1].plot(epochs, [row["teacher_top1"] for row in history], "--", label="teacher")
     axes[1].legend()
     axes[2].plot(epochs, [row["agreement"] for row in history])
     axes[2].set(xlabel="epoch", ylabel="teacher-student top-1 agreement (%)")
-  axes[1].set(xlabel="epoch", ylabel="test top-1 (%)")
+  axes[1].set(xlabel="epoch", ylabel="test top-1 (%)" if score == "top1" else f"test {score}")
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -1,0 +1,139 @@
+"""Backward-pass KD (Jafari et al. 2023): auxiliary samples from the divergence's input gradient.
+
+KD on x plus the KD term on x' = K steps from x along the normalised input gradient of the
+teacher–student divergence D(T(x'), S(x')), both networks in inference mode; the teacher
+labels x' (it has no known class). Three forms, all here:
+
+  * images, per step (``image_view``): x' grown from the augmented batch with the current
+    student, optionally projected into an ε-ball around x and clipped to valid pixels;
+  * images, pooled (``make_pool_generator``): the "augment the training set" reading,
+    samples for the whole training set regenerated every N epochs, read by index in the
+    step (the pool lives in the train state, so a resumed run is exact);
+  * text (``token_view``): auxiliary sentences in each model's embedding space through
+    kd_jax.backward.token_auxiliary_embeddings, with special and padding tokens frozen and
+    the teacher's embedding Gram matrix computed once (``teacher_constants``) and passed to
+    the step as an explicit argument.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from kd_jax import backward
+from kd_jax.methods.base import View, ViewMaker, teacher_labelled
+
+
+def backward_view(key, images, labels, teacher_fn, student_fn, hparams, **sample_options
+                  ) -> View:
+  """x' = ``backward.auxiliary_samples(teacher_fn, student_fn, x, ...)``, teacher-labelled."""
+  del key, hparams
+  aux = backward.auxiliary_samples(teacher_fn, student_fn, images, **sample_options)
+  return teacher_labelled(aux, teacher_fn, labels)
+
+
+def sample_options(*, steps: int = 1, step_size: float = 0.03, normalize: str = "sign",
+                   epsilon: float | None = None, clip=None, divergence: str = "kl",
+                   divergence_temperature: float = 1.0) -> dict:
+  """Checked ``backward.auxiliary_samples`` keywords. ``clip``: per-channel (low, high) of
+  valid normalised inputs, or None."""
+  if normalize not in backward.NORMALIZATIONS:
+    raise ValueError(f"unknown backward normalize {normalize!r}; valid names: "
+                     f"{', '.join(backward.NORMALIZATIONS)}.")
+  if divergence not in backward.DIVERGENCES:
+    raise ValueError(f"unknown backward divergence {divergence!r}; valid names: "
+                     f"{', '.join(backward.DIVERGENCES)}.")
+  if steps < 1:
+    raise ValueError(f"backward steps must be ≥ 1; got {steps}.")
+  return dict(steps=steps, step_size=step_size, normalize=normalize, epsilon=epsilon,
+              clip=clip, divergence=divergence, temperature=divergence_temperature)
+
+
+SAMPLE_OPTIONS = ("steps", "step_size", "normalize", "epsilon", "clip", "divergence",
+                  "divergence_temperature")
+
+
+def image_view(**options) -> ViewMaker:
+  """The per-step backward view maker; keywords as ``sample_options``."""
+  return ViewMaker(functools.partial(backward_view, **sample_options(**options)), "backward")
+
+
+def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, steps,
+                       step_size, normalize, divergence, temperature, special_ids) -> View:
+  """Auxiliary sentences: the student's embeddings of x' as its input, the teacher's logits
+  on its own embeddings of x'. ``teacher_fn`` / ``student_fn`` are
+  kd_jax.models.adapters.Bound (the embedding tables are read from their variables)."""
+  del key, hparams
+  special = jnp.asarray(special_ids or (-1,), jnp.int32)
+
+  def embedded(bound):
+    def forward(embeddings):
+      return bound({**_without_ids(inputs), "word_embeddings": embeddings})
+    return forward
+
+  perturb = (inputs["attention_mask"] > 0) & ~jnp.isin(inputs["input_ids"], special)
+  constants = teacher_fn.constants or {}
+  teacher_e, student_e = backward.token_auxiliary_embeddings(
+      embedded(teacher_fn), embedded(student_fn),
+      teacher_fn.model.embedding_matrix(teacher_fn.variables),
+      student_fn.model.embedding_matrix(student_fn.variables), inputs["input_ids"], perturb,
+      steps=steps, step_size=step_size, normalize=normalize, divergence=divergence,
+      temperature=temperature, teacher_gram=constants.get("teacher_gram"))
+  student_inputs = {**_without_ids(inputs), "word_embeddings": student_e}
+  teacher_logits = teacher_fn({**_without_ids(inputs), "word_embeddings": teacher_e})
+  return View(student_inputs, teacher_logits, labels, labels,
+              jnp.ones(labels.shape, jnp.float32))
+
+
+def _without_ids(inputs):
+  return {k: v for k, v in inputs.items() if k != "input_ids"}
+
+
+def token_view(*, steps: int = 1, step_size: float = 1.0, normalize: str = "l2",
+               divergence: str = "kl", divergence_temperature: float = 1.0,
+               special_ids: tuple[int, ...] = ()) -> ViewMaker:
+  """The token-level backward view maker. ``special_ids``: token ids that never move."""
+  if normalize == "sign":
+    raise ValueError("token-level backward KD takes normalize 'l2' or 'none' (the sign of "
+                     "a one-hot gradient leaves the simplex).")
+  options = sample_options(steps=steps, step_size=step_size, normalize=normalize,
+                           divergence=divergence)
+  return ViewMaker(functools.partial(
+      token_view_samples, steps=options["steps"], step_size=step_size, normalize=normalize,
+      divergence=divergence, temperature=divergence_temperature,
+      special_ids=tuple(int(i) for i in special_ids)), "backward")
+
+
+def teacher_constants(teacher_model, teacher_variables) -> dict:
+  """What token-level backward KD precomputes once from the frozen teacher: ``E_TᵀE_T``."""
+  table = teacher_model.embedding_matrix(teacher_variables)
+  return {"teacher_gram": jax.jit(lambda e: e.T @ e)(table)}
+
+
+def make_pool_generator(student, teacher, preprocess, options: dict, chunk_size: int,
+                        num_examples: int):
+  """``generate(state, teacher_variables, images) -> pool`` for pooled backward KD.
+
+  Auxiliary samples grown from every (un-augmented) training image with the current
+  student, in chunks of ``chunk_size`` under ``lax.map``. ``images``: uint8 ``[N, H, W, C]``
+  with N a multiple of ``chunk_size`` (padded); returns the normalised samples of the first
+  ``num_examples``. ``options``: ``sample_options`` keywords. Not jitted: the caller places it.
+  """
+  options = sample_options(**options)
+
+  def generate(state, teacher_variables, images):
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    teacher_fn = lambda x: teacher.predict(teacher_variables, x)
+    student_fn = lambda x: student.predict(variables, x)
+
+    def one_chunk(chunk):
+      x = preprocess(None, {"image": chunk}, None, train=False)
+      return backward.auxiliary_samples(teacher_fn, student_fn, x, **options)
+
+    chunks = images.reshape(-1, chunk_size, *images.shape[1:])
+    pool = jax.lax.map(one_chunk, chunks).reshape(images.shape[0], *images.shape[1:])
+    return pool[:num_examples]
+
+  return generate

@@ -1,0 +1,90 @@
+"""What every method is made of: an objective on x, an optional extra view x', per-epoch values.
+
+A method (DESIGN.md) is a recipe of independent parts, so they compose:
+
+  * an objective on the original view, ``(student_logits, teacher_logits, labels, hparams, *,
+    regression) -> [batch]`` (kd_jax.methods.vanilla, kd_jax.methods.continuation_kd);
+  * a view maker that adds an extra view x' of the batch, made on device inside the step
+    (kd_jax.methods.strong_aug, kd_jax.methods.backward_kd); the student gets the KD term
+    on x' (``ViewMaker.loss``);
+  * per-epoch values (temperature, weights, φ, ψ) that enter the compiled step as arrays.
+
+``hparams`` is a dict of scalar arrays, so changing a value never recompiles the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from kd_jax import losses
+
+
+class View(NamedTuple):
+  """An extra view of ``n`` samples and what its loss needs."""
+  inputs: Any                # what the student takes: images [n, H, W, C] or a token dict
+  teacher_logits: jax.Array  # [n, classes]
+  labels: jax.Array          # [n] label of the example each sample is mostly made of
+  partner_labels: jax.Array  # [n] label of the example mixed in
+  lam: jax.Array             # [n] weight of ``labels`` (kept-area fraction for CutMix)
+
+
+def teacher_labelled(inputs, teacher_fn, labels) -> View:
+  """A view of generated samples, labelled by the teacher only (their class is unknown)."""
+  return View(inputs, teacher_fn(inputs), labels, labels, jnp.ones(labels.shape, jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewMaker:
+  """``make(key, inputs, labels, teacher_fn, student_fn, hparams) -> View`` and its loss.
+
+  ``inputs`` is the preprocessed batch x (normalised, crop/flipped images, or a token dict);
+  ``teacher_fn`` and ``student_fn`` map inputs to logits in inference mode with no
+  parameter gradient (kd_jax.models.adapters.Bound, or any function).
+  """
+  make: Callable[..., View]
+  name: str
+  label_mixing: bool = False
+
+  def __call__(self, key, inputs, labels, teacher_fn, student_fn, hparams) -> View:
+    return self.make(key, inputs, labels, teacher_fn, student_fn, hparams)
+
+  def loss(self, student_logits, view: View, hparams) -> jax.Array:
+    """Batch-mean loss on x': ``view_weight·kd_weight·τ²·KL(p_T^τ(x') ‖ p_S^τ(x'))``.
+
+    The teacher-labelled mixing of Wang et al. (2022): x' gets only the KD term, never the
+    mixed labels. ``label_mixing`` adds the mixed-label cross-entropy
+    ``ce_weight·[λ·CE(S(x'), y) + (1 − λ)·CE(S(x'), y[perm])]`` (the paper's comparison
+    row, which it found to hurt).
+    """
+    kd = losses.kd_kl(student_logits, view.teacher_logits, hparams["temperature"])
+    loss = hparams["view_weight"] * hparams["kd_weight"] * jnp.mean(kd)
+    if self.label_mixing:
+      ce = (view.lam * losses.cross_entropy(student_logits, view.labels)
+            + (1 - view.lam) * losses.cross_entropy(student_logits, view.partner_labels))
+      loss = loss + hparams["ce_weight"] * jnp.mean(ce)
+    return loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A named recipe: an objective on x, the default extra view, per-epoch values.
+
+  ``objective(student_logits, teacher_logits, labels, hparams, *, regression=False)``;
+  ``view``: the name of the default view (kd_jax.methods.VIEW_NAMES) or None;
+  ``schedule(epoch, num_epochs, **options) -> dict``: the values this method adds to the
+  KD values for ``epoch`` (counted from 1); ``options`` are its config block's keys.
+  """
+  name: str
+  objective: Callable[..., jax.Array]
+  view: str | None = None
+  uses_teacher_on_x: bool = True
+  schedule: Callable[..., dict] | None = None
+  schedule_block: str | None = None  # the config block ``schedule`` reads
+
+  @property
+  def needs_teacher(self) -> bool:
+    return self.uses_teacher_on_x or self.view is not None

@@ -1,0 +1,52 @@
+"""Cross-entropy and Hinton KD: the objectives every other method builds on.
+
+``ce``: teachers and students from scratch. ``kd`` (Hinton et al. 2015):
+``ce_weight·CE(z_S, y) + kd_weight·τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ))``, explicit weights
+(no "alpha"). On a regression task (GLUE STS-B, one output) the squared error replaces
+cross-entropy, and KD matches the teacher's score by squared error instead of the KL.
+
+The values these objectives read from ``hparams`` (temperature, ce_weight, kd_weight and
+the view weight) are constant over training; ``kd_values`` builds them.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from kd_jax import losses
+
+
+def hard_label_loss(student_logits, labels, regression: bool = False):
+  """Cross-entropy on classes; ``(z_S[:, 0] − y)²`` on a regression task. ``[batch]``."""
+  if regression:
+    return jnp.square(student_logits[:, 0].astype(jnp.float32) - labels)
+  return losses.cross_entropy(student_logits, labels)
+
+
+def ce_objective(student_logits, teacher_logits, labels, hparams, *, regression=False):
+  """Plain cross-entropy (squared error for regression); the teacher is not used."""
+  del teacher_logits, hparams
+  return hard_label_loss(student_logits, labels, regression)
+
+
+def kd_objective(student_logits, teacher_logits, labels, hparams, *, regression=False):
+  """Hinton KD: ``ce_weight·CE + kd_weight·τ²·KL(p_T^τ ‖ p_S^τ)`` per example.
+
+  Regression: ``ce_weight·(z_S − y)² + kd_weight·mean_j (z_S,j − z_T,j)²``.
+  """
+  if regression:
+    soft = jnp.mean(jnp.square(student_logits - teacher_logits), -1)
+    return (hparams["ce_weight"] * hard_label_loss(student_logits, labels, True)
+            + hparams["kd_weight"] * soft)
+  return losses.kd_objective(student_logits, teacher_logits, labels,
+                             temperature=hparams["temperature"],
+                             ce_weight=hparams["ce_weight"], kd_weight=hparams["kd_weight"])
+
+
+def kd_values(*, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9,
+              view_weight: float = 1.0) -> dict[str, float]:
+  """The constant values of KD: τ, the two loss weights and the weight of the view term."""
+  if temperature <= 0:
+    raise ValueError(f"the KD temperature must be > 0; got {temperature}.")
+  return {"temperature": float(temperature), "ce_weight": float(ce_weight),
+          "kd_weight": float(kd_weight), "view_weight": float(view_weight)}

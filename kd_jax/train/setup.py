@@ -1,0 +1,223 @@
+"""What a run is made of, from its config: data, student, teacher, preprocess, method, optimiser.
+
+``build_run(config, mesh)`` turns an image or a text config (one schema,
+experiments/configs/common.py) into a ``RunSetup``; the one loop (kd_jax.train.loop) then
+trains it without knowing which modality it is. Datasets are held on the host as dicts of
+arrays (uint8 images, or token ids) indexed by the sampler; each process reads only its
+slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kd_jax import methods, models
+from kd_jax.models import adapters
+from kd_jax.train import checkpoint, preprocess as preprocess_lib, sharding
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass
+class RunSetup:
+  """Everything the loop needs besides the schedule (see ``build_run``)."""
+  modality: str                  # "image" | "text"
+  method: methods.Method
+  view: methods.ViewMaker | None
+  student: Any                   # model adapter
+  variables: dict                # the student's initial {"params", "batch_stats"}
+  rng: jax.Array                 # the run's random stream (folded with the step)
+  preprocess: Any
+  train: dict[str, np.ndarray]   # host arrays: "label" and what the preprocess reads
+  test: dict[str, np.ndarray]
+  teacher: Any = None
+  teacher_variables: dict = dataclasses.field(default_factory=dict)
+  teacher_constants: dict = dataclasses.field(default_factory=dict)
+  regression: bool = False
+  pool_options: dict | None = None  # pooled backward KD: auxiliary_samples keywords
+  meta: dict = dataclasses.field(default_factory=dict)  # saved with every checkpoint
+  describe: dict = dataclasses.field(default_factory=dict)  # for the summary
+
+  @property
+  def num_train(self) -> int:
+    return len(self.train["label"])
+
+
+def dtype_of(name: str):
+  if name not in DTYPES:
+    raise ValueError(f"unknown dtype {name!r}; valid names: {', '.join(DTYPES)}.")
+  return DTYPES[name]
+
+
+def is_text_dataset(name: str) -> bool:
+  from kd_jax.data.text import TEXT_DATASET_NAMES
+  return name in TEXT_DATASET_NAMES
+
+
+def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
+                 num_classes: int | None = None, image_shape=None):
+  """A frozen teacher from another run's checkpoints: ``(adapter, variables, meta)``.
+
+  Image teachers are rebuilt from the run's ``model`` name; text teachers from the BERT
+  config saved in its metadata. Raises with the fix when the run is missing or was trained
+  on another dataset.
+  """
+  if not teacher_workdir:
+    raise ValueError("this method needs a teacher: set --config.teacher_workdir to the "
+                     "--workdir of a finished teacher run (python -m experiments.train_teacher "
+                     "for images, experiments.distill_text with the teacher role for text).")
+  if not os.path.isdir(os.path.join(teacher_workdir, "checkpoints")):
+    raise checkpoint.CheckpointError(
+        f"no teacher checkpoints in {teacher_workdir}/checkpoints: train the teacher first.")
+  store = checkpoint.RunCheckpoints(teacher_workdir, read_only=True)
+  meta = store.read_meta()
+  teacher_config = meta["config"]
+  if teacher_config["dataset"] != dataset:
+    raise ValueError(f"the teacher in {teacher_workdir} was trained on "
+                     f"{teacher_config['dataset']!r}, not on {dataset!r}.")
+  if not meta.get("finished", False):
+    logger.warning("the teacher run in %s has not finished (step %d); using it anyway.",
+                   teacher_workdir, meta["step"])
+  if "model_config" in meta:  # a BERT run
+    from kd_jax.models import bert
+    module = bert.BertClassifier(bert.BertConfig(**meta["model_config"]))
+    teacher = adapters.BertModel(module)
+    template = {"params": bert.init_params(module, jax.random.PRNGKey(0)), "batch_stats": {}}
+  else:
+    teacher = adapters.LinenImageModel(models.create_model(teacher_config["model"],
+                                                           num_classes, dtype))
+    template = models.init_variables(teacher.module, jax.random.PRNGKey(0), image_shape)
+  variables, _ = store.restore_model(sharding.replicate(template, mesh))
+  store.close()
+  return teacher, variables, meta
+
+
+def view_keywords(view_block, input_range=None) -> dict:
+  """A ``config.view`` block as keywords for kd_jax.methods.make_view: the placeholders 0
+  of ``epsilon`` and ``n_pick`` become None, ``clip=True`` becomes ``input_range``."""
+  options = dict(view_block.to_dict() if hasattr(view_block, "to_dict") else view_block)
+  options.pop("name", None)
+  for key in ("epsilon", "n_pick"):
+    if not options.get(key):
+      options[key] = None
+  if "clip" in options:
+    options["clip"] = input_range if options["clip"] else None
+  return options
+
+
+def build_image_run(config, mesh) -> RunSetup:
+  from kd_jax.data import load_dataset
+  from kd_jax.methods import backward_kd
+  method = methods.get_method(config.method, config.view.name)
+  models.create_model(config.model, 1)  # fail early, listing the valid names
+  dtype = dtype_of(config.dtype)
+  data_dir = config.data_dir or None
+  train = load_dataset(config.dataset, "train", data_dir, config.download)
+  test = load_dataset(config.dataset, "test", data_dir, config.download)
+  student = adapters.LinenImageModel(models.create_model(config.model, train.num_classes,
+                                                         dtype))
+  init_key, rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  variables = models.init_variables(student.module, init_key, train.image_shape)
+  preprocess = preprocess_lib.image_preprocess(train.mean, train.std, config.augment.crop_pad,
+                                               config.augment.flip, dtype)
+  view = pool_options = None
+  if method.view is not None:
+    options = view_keywords(config.view, preprocess.valid_range())
+    view = methods.make_view(method.view, "image", **options)
+    if method.view == "backward" and config.view.pool_every_epochs:
+      pool_options = {k: v for k, v in options.items() if k in backward_kd.SAMPLE_OPTIONS}
+  setup = RunSetup("image", method, view, student, variables, rng, preprocess,
+                   {"image": train.images, "label": train.labels},
+                   {"image": test.images, "label": test.labels},
+                   pool_options=pool_options,
+                   describe={"model": config.model, "dataset": config.dataset})
+  if method.needs_teacher:
+    setup.teacher, setup.teacher_variables, _ = load_teacher(
+        config.teacher_workdir, train.name, mesh, dtype, train.num_classes, train.image_shape)
+  return setup
+
+
+def _build_text_student(config, pretrained, num_labels, teacher_params, teacher_config, key):
+  """The student described by ``config.student`` (see experiments/configs/text_common.py)."""
+  from kd_jax.models import bert
+  s = config.student
+  if s.init == "pretrained":  # the pretrained checkpoint itself (teacher role, or alone)
+    return bert.load_pretrained(pretrained, num_labels=num_labels, key=key)
+  if s.init == "teacher_layers":
+    if teacher_params is None:
+      raise ValueError("student.init='teacher_layers' needs a teacher (teacher_workdir) or "
+                       "student.init='pretrained_layers'.")
+    return bert.student_from_teacher(teacher_params, teacher_config, s.layers, key)
+  if s.init == "pretrained_layers":
+    model, params = bert.load_pretrained(pretrained, num_labels=num_labels, key=key)
+    return bert.student_from_teacher(params, model.config, s.layers, key)
+  if s.init == "random":
+    base = bert.BertConfig.from_json(os.path.join(pretrained, "config.json"))
+    student_config = dataclasses.replace(
+        base, hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
+        num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
+        num_labels=num_labels)
+    model = bert.BertClassifier(student_config)
+    return model, bert.init_params(model, key)
+  raise ValueError(f"unknown student.init {s.init!r}; valid names: pretrained, "
+                   "pretrained_layers, teacher_layers, random.")
+
+
+def _text_arrays(split) -> dict[str, np.ndarray]:
+  return {**{k: getattr(split, k) for k in adapters.TEXT_FIELDS}, "label": split.labels}
+
+
+def build_text_run(config, mesh) -> RunSetup:
+  from kd_jax.data import text as text_data
+  from kd_jax.methods import backward_kd
+  from kd_jax.models import bert
+  method = methods.get_method(config.method, config.view.name)
+  pretrained = config.pretrained or bert.minilm_folder()
+  tokenizer = text_data.load_tokenizer(pretrained)
+  data = text_data.load_text_dataset(config.dataset, tokenizer, config.max_length,
+                                     config.data_dir or None, config.max_train, config.max_test)
+  regression = data.is_regression
+  if method.view is not None and regression:
+    raise ValueError("token-level backward KD needs class probabilities; "
+                     f"{config.dataset} is a regression task.")
+  teacher = teacher_variables = None
+  if method.needs_teacher or config.student.init == "teacher_layers":
+    teacher, teacher_variables, _ = load_teacher(config.teacher_workdir, data.name, mesh)
+  module, params = _build_text_student(
+      config, pretrained, data.num_labels,
+      teacher_variables["params"] if teacher else None,
+      teacher.module.config if teacher else None, jax.random.PRNGKey(config.seed))
+  view = None
+  if method.view is not None:
+    view = methods.make_view(method.view, "text", **view_keywords(config.view),
+                             special_ids=text_data.special_token_ids(tokenizer))
+  setup = RunSetup("text", method, view, adapters.BertModel(module),
+                   {"params": params, "batch_stats": {}},
+                   jax.random.PRNGKey(config.seed + 1_000_003), preprocess_lib.TextPreprocess(),
+                   _text_arrays(data.train), _text_arrays(data.test), regression=regression,
+                   meta={"model_config": dataclasses.asdict(module.config)},
+                   describe={"model": f"bert-{module.config.num_hidden_layers}x"
+                                      f"{module.config.hidden_size}",
+                             "dataset": data.name,
+                             "student_parameters": bert.count_parameters(params)})
+  if method.needs_teacher:
+    setup.teacher, setup.teacher_variables = teacher, teacher_variables
+    if method.view == "backward":  # frozen teacher: its embedding Gram matrix once
+      setup.teacher_constants = backward_kd.teacher_constants(teacher, teacher_variables)
+  return setup
+
+
+def build_run(config, mesh) -> RunSetup:
+  """The image or text run that ``config`` describes (by its dataset's name)."""
+  if is_text_dataset(config.dataset):
+    return build_text_run(config, mesh)
+  return build_image_run(config, mesh)
