@@ -94,3 +94,75 @@ def test_methods_compose_with_views():
   assert method.schedule is continuation_kd.continuation_values
   assert methods.get_method("annealing_kd").objective is continuation_kd.annealing_objective
   assert methods.get_method("backward_kd", "none").view is None
+
+
+# --- The schedules against values worked out by hand, defaults and boundaries included. ---
+
+@pytest.mark.parametrize("epoch, num_epochs, t_max, expected", [
+    (1, 200, 20, 20), (9, 200, 20, 20), (10, 200, 20, 19), (189, 200, 20, 2),
+    (190, 200, 20, 1), (200, 200, 20, 1),
+    # k = floor(10 / 3) = 3: T = 3 − floor(epoch / 3), at least 1.
+    (2, 10, 3, 3), (3, 10, 3, 2), (5, 10, 3, 2), (6, 10, 3, 1), (10, 10, 3, 1),
+    # fewer epochs than t_max: k = 1.
+    (1, 3, 10, 9), (3, 3, 10, 7),
+    # t_max = 1 and num_epochs = 1 are valid.
+    (1, 1, 1, 1), (5, 10, 1, 1), (1, 1, 2, 1),
+])
+def test_temperature_at_by_hand(epoch, num_epochs, t_max, expected):
+  assert continuation.temperature_at(epoch, num_epochs, t_max) == expected
+
+
+def test_schedule_errors_name_the_problem():
+  with pytest.raises(ValueError, match=r"^epochs count from 1; got 0\.$"):
+    continuation.temperature_at(0, 10, 2)
+  with pytest.raises(ValueError, match=r"^t_max and num_epochs must be ≥ 1; got 0 and 10\.$"):
+    continuation.temperature_at(1, 10, 0)
+  with pytest.raises(ValueError, match=r"^t_max and num_epochs must be ≥ 1; got 2 and 0\.$"):
+    continuation.temperature_at(1, 0, 2)
+  with pytest.raises(ValueError, match=r"^temperature must lie in \[1, t_max=20\]; got 21\.$"):
+    continuation.phi(21, 20)
+  with pytest.raises(ValueError, match=r"^temperature must lie in \[1, t_max=20\]; got 0\.5\.$"):
+    continuation.phi(0.5, 20)
+  for psi in (lambda: continuation.psi_linear(0, 10), lambda: continuation.psi_piecewise(0),
+              lambda: continuation.psi_step(0, 3)):
+    with pytest.raises(ValueError, match=r"^epochs count from 1; got 0\.$"):
+      psi()
+  with pytest.raises(ValueError, match=r"^unknown psi schedule 'cosine'; valid names: "
+                                       r"linear, piecewise, step\.$"):
+    continuation.psi_at("cosine", 1, ramp_epochs=1, switch_epoch=1)
+
+
+def test_phi_and_psi_by_hand():
+  assert continuation.phi(1, 1) == 1.0
+  assert continuation.phi(10, 20) == pytest.approx(0.55)  # 1 − 9/20
+  assert continuation.phi(3, 4) == pytest.approx(0.5)  # 1 − 2/4
+  assert continuation.psi_linear(75, 150) == pytest.approx(0.5)
+  assert continuation.psi_linear(1, 1) == 1.0
+  assert continuation.psi_piecewise(10) == pytest.approx(0.25)  # default ramp 40
+  assert continuation.psi_piecewise(1) == pytest.approx(1 / 40)
+  assert continuation.psi_piecewise(5, 10, 8) == pytest.approx(0.5)
+  assert continuation.psi_piecewise(8, 10, 8) == pytest.approx(0.8)  # switch epoch itself
+  assert continuation.psi_piecewise(9, 10, 8) == 1.0
+  assert continuation.psi_step(1, 0) == 1.0 and continuation.psi_step(1, 1) == 0.0
+  assert continuation.psi_at("linear", 30, ramp_epochs=60, switch_epoch=5) == pytest.approx(0.5)
+  assert continuation.psi_at("piecewise", 30, ramp_epochs=60, switch_epoch=40) == \
+      pytest.approx(0.5)
+  assert continuation.psi_at("piecewise", 41, ramp_epochs=60, switch_epoch=40) == 1.0
+  assert continuation.psi_at("step", 5, ramp_epochs=60, switch_epoch=5) == 0.0
+  assert continuation.psi_at("step", 6, ramp_epochs=60, switch_epoch=5) == 1.0
+
+
+def test_schedule_values_and_annealing_switch_by_hand():
+  # Epoch 10 of 200, t_max 20: T = 19, phi = 1 − 18/20 = 0.1; linear psi over 150: 1/15.
+  values = continuation.schedule_values(10, 200, 20, "linear", ramp_epochs=150, switch_epoch=0)
+  assert set(values) == {"continuation_temperature", "phi", "psi"}
+  assert values["continuation_temperature"] == 19.0
+  assert values["phi"] == pytest.approx(0.1) and values["psi"] == pytest.approx(1 / 15)
+  values = continuation.schedule_values(4, 10, 3, "step", ramp_epochs=1, switch_epoch=3)
+  assert values == pytest.approx({"continuation_temperature": 2.0, "phi": 2 / 3, "psi": 1.0})
+  values = continuation.schedule_values(4, 10, 3, "piecewise", ramp_epochs=8, switch_epoch=5)
+  assert values["psi"] == pytest.approx(0.5)
+  assert continuation.annealing_switch_epoch(200, 20) == 190  # ceil(19 · 10)
+  assert continuation.annealing_switch_epoch(10, 3) == 6      # k = 3: ceil(2 · 3)
+  assert continuation.annealing_switch_epoch(3, 10) == 3      # k = 1: ceil(9), capped at 3
+  assert continuation.annealing_switch_epoch(5, 1) == 0       # t_max 1: T is 1 from the start
