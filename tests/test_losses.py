@@ -147,3 +147,107 @@ def test_vmap_over_a_population_axis():
   hinge = jax.vmap(losses.continuation_hinge, in_axes=(0, 0, 0, None))(s, t, jnp.array(
       [0.1, 0.5, 1.0]), 0.2)
   assert hinge.shape == (3, 4)
+
+
+# --- Defaults, error messages, dtypes and extra axes, pinned one by one. ---
+
+def test_default_temperatures():
+  # entropy: τ = 1 by default; (0, log 3) -> p = (1/4, 3/4).
+  expected = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+  np.testing.assert_allclose(losses.entropy(jnp.array([[0.0, math.log(3.0)]])), [expected],
+                             rtol=1e-6)
+  # kd_kl: τ = 4 by default; teacher (0, 4 log 3) / 4 = (0, log 3), student uniform.
+  expected = 16.0 * (0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+  np.testing.assert_allclose(losses.kd_kl(jnp.zeros((1, 2)), jnp.array([[0.0, 4 * math.log(3.0)]])),
+                             [expected], rtol=1e-6)
+
+
+def test_kd_objective_passes_its_temperature_on():
+  # τ = 2: teacher (0, 2 log 3) -> (1/4, 3/4), student uniform; label 1: CE = log 2.
+  kd = 4.0 * (0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+  value = losses.kd_objective(jnp.zeros((1, 2)), jnp.array([[0.0, 2 * math.log(3.0)]]),
+                              jnp.array([1]), temperature=2.0, ce_weight=0.3, kd_weight=0.5)
+  np.testing.assert_allclose(value, [0.3 * math.log(2.0) + 0.5 * kd], rtol=1e-6)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: losses.kd_kl(jnp.zeros((2, 3)), jnp.zeros((2, 3), jnp.int32)), TypeError,
+     r"^teacher_logits must have a floating dtype"),
+    (lambda: losses.kd_kl(jnp.zeros((2, 3), jnp.int32), jnp.zeros((2, 3))), TypeError,
+     r"^student_logits must have a floating dtype"),
+    (lambda: losses.kd_kl(jnp.zeros((2, 3)), jnp.zeros((2, 4))), ValueError,
+     r"^student_logits and teacher_logits must have the same shape"),
+    (lambda: losses.kd_kl(jnp.zeros((2, 3)), jnp.zeros((2, 3)), -1.0), ValueError,
+     r"^temperature must be > 0"),
+    (lambda: losses.cross_entropy(jnp.zeros((2, 3), jnp.int32), jnp.zeros(2, jnp.int32)),
+     TypeError, r"^logits must have a floating dtype"),
+    (lambda: losses.cross_entropy(jnp.zeros((2, 3)), jnp.zeros(3, jnp.int32)), ValueError,
+     r"^integer labels must have shape \(2,\) \(the shape of logits \(2, 3\)"),
+    (lambda: losses.cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2, 4))), ValueError,
+     r"^probability labels must have the shape of logits \(2, 3\)"),
+    (lambda: losses.cross_entropy(jnp.zeros((2, 3)), jnp.zeros(2, bool)), TypeError,
+     r"^labels must be integer class ids"),
+    (lambda: losses.entropy(jnp.zeros((2, 3), jnp.int32)), TypeError,
+     r"^logits must have a floating dtype"),
+    (lambda: losses.entropy(jnp.zeros((2, 3)), 0.0), ValueError, r"^temperature must be > 0"),
+    (lambda: losses.continuation_hinge(jnp.zeros((2, 3), jnp.int32), jnp.zeros((2, 3)), 0.5, 0.0),
+     TypeError, r"^student_logits must have a floating dtype"),
+    (lambda: losses.continuation_hinge(jnp.zeros((2, 3)), jnp.zeros((2, 3), jnp.int32), 0.5, 0.0),
+     TypeError, r"^teacher_logits must have a floating dtype"),
+    (lambda: losses.continuation_hinge(jnp.zeros(()), jnp.zeros(()), 0.5, 0.0), ValueError,
+     r"^student_logits must have shape \[batch, num_classes\]"),
+    (lambda: losses.continuation_hinge(jnp.zeros((2, 3)), jnp.zeros((3, 3)), 0.5, 0.0),
+     ValueError, r"^student_logits and teacher_logits must have the same shape"),
+    (lambda: losses.continuation_hinge(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.5, -0.1),
+     ValueError, r"^margin must be ≥ 0"),
+])
+def test_error_messages_name_the_argument(call, error, message):
+  with pytest.raises(error, match=message):
+    call()
+
+
+def test_float64_stays_float64_and_bfloat16_becomes_float32():
+  """The compute dtype is at least float32 and follows the logits (both of them): float64
+  logits (x64 mode) give float64 losses; host-side float64 schedule values (phi, margin, τ
+  as NumPy scalars) do not promote float32 logits."""
+  with jax.enable_x64(True):
+    f64, f32 = jnp.ones((2, 3), jnp.float64), jnp.ones((2, 3), jnp.float32)
+    bf16 = jnp.ones((2, 3), jnp.bfloat16)
+    labels = jnp.array([0, 2])
+    for s, t, dtype in ((f64, f32, jnp.float64), (f32, f64, jnp.float64),
+                        (f32, f32, jnp.float32), (bf16, bf16, jnp.float32)):
+      assert losses.kd_kl(s, t, 2.0).dtype == dtype
+      assert losses.continuation_hinge(s, t, 0.5, 0.1).dtype == dtype
+      own = jnp.promote_types(s.dtype, jnp.float32)  # cross-entropy, entropy: the logits'
+      assert losses.cross_entropy(s, labels).dtype == own
+      assert losses.cross_entropy(s, t.astype(s.dtype)).dtype == own
+      assert losses.entropy(s).dtype == own
+    assert losses.continuation_hinge(f32, f32, np.float64(0.3), np.float64(0.2)).dtype == \
+        jnp.float32
+    # bfloat16 values are computed in float32, not rounded to bfloat16 on the way.
+    s = jnp.asarray([[0.0, 1.0, 2.5]], jnp.bfloat16)
+    t = jnp.asarray([[1.0, -1.0, 0.5]], jnp.bfloat16)
+    s32, t32 = np.asarray(s, np.float32), np.asarray(t, np.float32)
+    np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.3, 0.01),
+                               np.mean((s32 - 0.3 * t32) ** 2, -1) - 0.003, rtol=1e-6)
+    p = np.exp(np_log_softmax(s32 / 1.5))
+    np.testing.assert_allclose(losses.entropy(s, 1.5), -(p * np.log(p)).sum(-1), rtol=1e-6)
+
+
+def test_extra_leading_axes():
+  """Everything reduces over the last (class) axis only: [population, batch, classes]."""
+  rng = np.random.default_rng(7)
+  s, t = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+  labels = rng.integers(0, 5, (3, 4))
+  np.testing.assert_allclose(losses.kd_kl(s, t, 2.0), np_kd_kl(s, t, 2.0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      losses.cross_entropy(s, jnp.asarray(labels)),
+      -np.take_along_axis(np_log_softmax(s), labels[..., None], -1)[..., 0], rtol=1e-5)
+  soft = np.exp(np_log_softmax(t))
+  np.testing.assert_allclose(losses.cross_entropy(s, jnp.asarray(soft, jnp.float32)),
+                             -(soft * np_log_softmax(s)).sum(-1), rtol=1e-5)
+  p = np.exp(np_log_softmax(s / 2.0))
+  np.testing.assert_allclose(losses.entropy(s, 2.0), -(p * np.log(p)).sum(-1), rtol=1e-5)
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.4, 0.3),
+                             np.maximum(0, ((s - 0.4 * t) ** 2).mean(-1) - 0.12), rtol=1e-5,
+                             atol=1e-6)
