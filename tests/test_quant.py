@@ -70,3 +70,36 @@ def test_quantised_resnet18_initialises_from_its_teacher():
   with pytest.raises(ValueError, match="same widths"):
     resnet18.init_from(teacher_vars, models.init_variables(
         models.create_model("resnet18_narrow_w2a2", 5), jax.random.PRNGKey(1), (8, 8, 3)))
+
+
+def test_bit_widths_by_hand():
+  # 1 bit: levels {0, 1} for activations (round), sign(w)·mean|w| for weights.
+  a = jnp.array([-0.2, 0.3, 0.5001, 0.8, 1.4])
+  np.testing.assert_allclose(quant.dorefa_activations(a, 1), [0, 0, 1, 1, 1], atol=1e-6)
+  # 3 bits: 7 levels, round(a·7)/7: 0.3 -> 2/7, 0.5001 -> 4/7, 0.8 -> 6/7.
+  np.testing.assert_allclose(quant.dorefa_activations(a, 3), [0, 2 / 7, 4 / 7, 6 / 7, 1],
+                             atol=1e-6)
+  # 32 bits and more: the input itself, outside [0, 1] too.
+  np.testing.assert_array_equal(quant.dorefa_activations(a, 32), a)
+  np.testing.assert_array_equal(quant.dorefa_activations(a, 33), a)
+  np.testing.assert_array_equal(quant.dorefa_weights(a, 40), a)
+  # 31 bits still quantises weights (through tanh), so it is not the identity.
+  assert not np.array_equal(np.asarray(quant.dorefa_weights(a, 31)), np.asarray(a))
+  np.testing.assert_allclose(quant.quantize_unit(jnp.array([0.1, 0.26, 0.9]), 2),
+                             [0.0, 1 / 3, 1.0], atol=1e-6)
+
+
+def test_one_bit_weights_pass_the_gradient_straight_through():
+  w = jnp.array([-1.5, -0.2, 0.3, 0.7])
+  grad = jax.grad(lambda v: jnp.sum(jnp.arange(1.0, 5.0) * quant.dorefa_weights(v, 1)))(w)
+  np.testing.assert_allclose(grad, [1.0, 2.0, 3.0, 4.0], rtol=1e-6)  # identity
+  grad = jax.grad(lambda v: jnp.sum(jnp.arange(1.0, 5.0) * quant.quantize_unit(v, 3)))(
+      jnp.array([0.1, 0.4, 0.6, 0.95]))
+  np.testing.assert_allclose(grad, [1.0, 2.0, 3.0, 4.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [0, -3, 2.0, "4", None])
+def test_bad_bit_widths(bits):
+  for fn in (quant.dorefa_weights, quant.dorefa_activations):
+    with pytest.raises(ValueError, match=rf"^bits must be a positive int; got {bits!r}\.$"):
+      fn(jnp.ones(3), bits)
