@@ -162,3 +162,96 @@ def test_mixing_bad_input():
     augment.cutmix(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1)))
   with pytest.raises(ValueError, match="alpha"):
     augment.mixup(jax.random.PRNGKey(0), jnp.zeros((2, 4, 4, 1)), alpha=0.0)
+
+
+# --- Distributions, defaults, dtypes and errors, pinned one by one. ---
+
+def test_crop_offsets_are_uniform_over_all_positions():
+  """pad = 2: row and column offsets uniform over {0, ..., 4}: every one of the 25 crops
+  occurs, each offset about 1/5 of the time."""
+  images = jnp.broadcast_to(jnp.arange(1, 7, dtype=jnp.int32)[None, :, None, None] * 10
+                            + jnp.arange(1, 7, dtype=jnp.int32)[None, None, :, None],
+                            (500, 6, 6, 1))
+  out = np.asarray(augment.random_crop_flip(jax.random.PRNGKey(4), images, 2, flip=False))
+  # Crop pixel (2, 2) is image pixel (dy, dx) (never padding), whose value encodes it.
+  value = out[:, 2, 2, 0]
+  dy, dx = value // 10 - 1, value % 10 - 1
+  offsets = set(zip(dy.tolist(), dx.tolist()))
+  assert offsets == {(a, b) for a in range(5) for b in range(5)}
+  for d in (dy, dx):
+    frequencies = np.bincount(d, minlength=5) / len(d)
+    assert np.all(np.abs(frequencies - 0.2) < 0.06), frequencies
+
+
+def test_shift_permutation_draws_every_shift():
+  shifts = {int(augment.shift_permutation(jax.random.PRNGKey(seed), 4)[0])
+            for seed in range(40)}
+  assert shifts == {1, 2, 3}  # perm[0] = shift
+  perm = np.asarray(augment.shift_permutation(jax.random.PRNGKey(0), 5))
+  assert np.array_equal(perm, (np.arange(5) + perm[0]) % 5)  # a cyclic shift
+
+
+def test_default_alpha_is_one_and_float_images_keep_their_dtype():
+  images = _constant_images()
+  key = jax.random.PRNGKey(11)
+  for mix in (augment.mixup, augment.cutmix):
+    default, explicit = mix(key, images), mix(key, images, 1.0)
+    for a, b in zip(default, explicit):
+      np.testing.assert_array_equal(a, b)
+    lams = [(float(mix(k, images)[2]), float(mix(k, images, 0.2)[2]))
+            for k in jax.random.split(key, 5)]
+    assert any(a != b for a, b in lams)  # α is used
+  mixed, _, _ = augment.mixup(key, images.astype(jnp.bfloat16))
+  assert mixed.dtype == jnp.bfloat16
+  mixed, _, _ = augment.cutmix(key, images.astype(jnp.uint8))
+  assert mixed.dtype == jnp.uint8
+  assert augment.normalize(jnp.zeros((1, 2, 2, 1), jnp.uint8), (0.5,), (0.5,),
+                           jnp.bfloat16).dtype == jnp.bfloat16
+  np.testing.assert_allclose(augment.normalize(jnp.full((1, 1, 1, 2), 51, jnp.uint8),
+                                               (0.1, 0.2), (0.5, 0.25)), [[[[0.2, 0.0]]]],
+                             atol=1e-6)
+  flipped = augment.random_crop_flip(key, images[:, :, :3] * jnp.arange(1.0, 4.0)[:, None],
+                                     pad=0)  # default flip=True
+  assert flipped.shape == (8, 16, 3, 3)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: augment.random_crop_flip(jax.random.PRNGKey(0), jnp.zeros((8, 8, 3))), ValueError,
+     r"^images must have shape \[batch, height, width, channels\]; got shape \(8, 8, 3\)\.$"),
+    (lambda: augment.random_crop_flip(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), pad=2.0),
+     ValueError, r"^pad must be a non-negative Python int; got 2\.0\.$"),
+    (lambda: augment.mixup(jax.random.PRNGKey(0), jnp.zeros((2, 4, 4)), 1.0), ValueError,
+     r"^images must have shape"),
+    (lambda: augment.cutmix(jax.random.PRNGKey(0), jnp.zeros((2, 4, 4)), 1.0), ValueError,
+     r"^images must have shape"),
+    (lambda: augment.normalize(jnp.zeros((4, 4, 3)), (0.0,), (1.0,)), ValueError,
+     r"^images must have shape"),
+    (lambda: augment.cutmix(jax.random.PRNGKey(0), jnp.zeros((2, 4, 4, 1)), alpha=0.0),
+     ValueError, r"^alpha must be > 0; got 0\.0\.$"),
+    (lambda: augment.mixup(jax.random.PRNGKey(0), jnp.zeros((2, 4, 4, 1)), alpha=-1),
+     ValueError, r"^alpha must be > 0; got -1\.$"),
+    (lambda: augment.mixup(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1))), ValueError,
+     r"^mixing needs a batch of at least 2 images; got 1\.$"),
+    (lambda: augment.pick_top(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 1), ValueError,
+     r"^scores must have shape \[pool\]; got \(2, 3\)\.$"),
+    (lambda: augment.pick_top(jnp.zeros(4), jnp.zeros((3, 2)), 1), ValueError,
+     r"^scores has 4 entries but images has 3\.$"),
+    (lambda: augment.pick_top(jnp.zeros(4), jnp.zeros((4, 2)), 0), ValueError,
+     r"^n_pick must be a Python int in \[1, 4\]; got 0\.$"),
+    (lambda: augment.pick_top(jnp.zeros(4), jnp.zeros((4, 2)), 2.0), ValueError,
+     r"^n_pick must be a Python int in \[1, 4\]; got 2\.0\.$"),
+])
+def test_augment_errors(call, error, message):
+  with pytest.raises(error, match=message):
+    call()
+
+
+def test_pick_top_whole_pool_and_indices():
+  scores = jnp.array([0.5, -2.0, 3.0, 1.0])
+  np.testing.assert_array_equal(augment.pick_top_indices(scores, 4), [2, 3, 0, 1])
+  np.testing.assert_array_equal(augment.pick_top_indices(scores, 1, 4), [2])
+  np.testing.assert_array_equal(augment.pick_top(scores, jnp.arange(4) * 10, 2), [20, 30])
+  # Traced alpha (a schedule value) is accepted.
+  mixed, _, lam = jax.jit(augment.mixup)(jax.random.PRNGKey(0), _constant_images(),
+                                         jnp.float32(0.7))
+  assert 0.0 <= float(lam) <= 1.0 and mixed.shape == (8, 16, 16, 3)
