@@ -224,3 +224,133 @@ def test_backward_step_updates_batchnorm_once_from_x_and_x_aux():
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
   assert float(metrics["loss"]) > loss_on_x  # plus the KD term on x_aux
   assert np.all(np.asarray(aux) >= np.asarray(low) - 1e-6)
+
+
+# --- Edge cases and the token path, pinned one by one. ---
+
+def test_tiny_gradients_are_divided_by_at_least_1e_12():
+  """l2 steps and the L2 projection divide by max(norm, 1e-12): a zero gradient stays zero
+  (no NaN), and a gradient of norm 5e-13 moves by η·g / 1e-12."""
+  x = jnp.array([[3e-13, 4e-13], [0.0, 0.0]])
+  aux = backward.auxiliary_samples(_identity, _zero, x, step_size=1.0, normalize="l2",
+                                   divergence="mse")
+  np.testing.assert_allclose(aux, [[0.3, 0.4], [0.0, 0.0]], rtol=1e-5, atol=1e-18)
+  aux = backward.auxiliary_samples(_identity, _zero, x, step_size=1.0, normalize="l2",
+                                   epsilon=0.0, divergence="mse")
+  np.testing.assert_allclose(aux, x, atol=1e-18)  # ε = 0 projects every move back to x
+
+
+def test_images_are_normalised_per_example_and_keep_their_dtype():
+  """Per example over all non-batch axes ([B, H, W, C]); the dtype of x is kept."""
+  x = jnp.zeros((2, 2, 2, 1)).at[0, 0, 0, 0].set(3.0).at[0, 1, 1, 0].set(4.0).at[1, 0, 1, 0].set(
+      -2.0)
+  flat = lambda v: v.reshape(v.shape[0], -1)
+  teacher_fn = lambda v: flat(v)  # mse over the 4 "classes": gradient x / 2
+  aux = backward.auxiliary_samples(teacher_fn, lambda v: flat(jnp.zeros_like(v)), x,
+                                   step_size=1.0, normalize="l2", divergence="mse")
+  expected = np.asarray(x).copy()
+  expected[0, 0, 0, 0], expected[0, 1, 1, 0], expected[1, 0, 1, 0] = 3.6, 4.8, -3.0
+  np.testing.assert_allclose(aux, expected, rtol=1e-6)
+  aux16 = backward.auxiliary_samples(teacher_fn, lambda v: flat(jnp.zeros_like(v)),
+                                     x.astype(jnp.bfloat16), step_size=0.5, divergence="mse")
+  assert aux16.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: backward.per_example_divergence(jnp.zeros((1, 2)), jnp.zeros((1, 2)), "js"),
+     ValueError, r"^unknown divergence 'js'; valid names: kl, l1, mse\.$"),
+    (lambda: backward.divergence_input_grad(_identity, _zero, jnp.zeros((1, 2)), divergence="js"),
+     ValueError, r"^unknown divergence 'js'; valid names: kl, l1, mse\.$"),
+    (lambda: backward.divergence_input_grad(_identity, _zero, jnp.zeros((1, 2), jnp.int32)),
+     TypeError, r"^x must be floating \(normalised inputs\); got int32\.$"),
+    (lambda: backward.auxiliary_samples(_identity, _zero, jnp.zeros((1, 2)), step_size=0.1,
+                                        normalize="linf"),
+     ValueError, r"^unknown normalize 'linf'; valid names: sign, l2, none\.$"),
+    (lambda: backward.auxiliary_samples(_identity, _zero, jnp.zeros((1, 2)), step_size=0.1,
+                                        steps=2.0),
+     ValueError, r"^steps must be a positive Python int; got 2\.0\.$"),
+    (lambda: backward.auxiliary_samples(_identity, _zero, jnp.zeros((1, 2)), step_size=0.1,
+                                        steps=0),
+     ValueError, r"^steps must be a positive Python int; got 0\.$"),
+])
+def test_backward_errors(call, error, message):
+  with pytest.raises(error, match=message):
+    call()
+
+
+def _token_models(vocab=7, d_teacher=3, d_student=2, classes=3):
+  keys = jax.random.split(jax.random.PRNGKey(1), 4)
+  table_t = jax.random.normal(keys[0], (vocab, d_teacher))
+  table_s = jax.random.normal(keys[1], (vocab, d_student))
+  w_t = jax.random.normal(keys[2], (d_teacher, classes))
+  w_s = jax.random.normal(keys[3], (d_student, classes))
+  teacher_fn = lambda e: jnp.tanh(e).sum(1) @ w_t  # [B, L, d] -> [B, classes]
+  student_fn = lambda e: jnp.tanh(e).sum(1) @ w_s
+  return teacher_fn, student_fn, table_t, table_s
+
+
+def _explicit_token_ascent(teacher_fn, student_fn, table_t, table_s, ids, mask, *, steps,
+                           step_size, normalize, divergence, temperature):
+  """The relaxed one-hot X [B, L, V] itself: X ← X + η·g/|g| (or η·g), g = ∇_X D masked."""
+  def total(x):
+    return jnp.sum(backward.per_example_divergence(teacher_fn(x @ table_t),
+                                                   student_fn(x @ table_s), divergence,
+                                                   temperature))
+  x = jax.nn.one_hot(ids, table_t.shape[0])
+  for _ in range(steps):
+    g = jax.grad(total)(x) * mask[..., None]
+    if normalize == "l2":
+      g = g / jnp.sqrt(jnp.sum(g ** 2, axis=(1, 2), keepdims=True))
+    x = x + step_size * g
+  return x
+
+
+@pytest.mark.parametrize("steps, step_size, normalize, divergence, temperature", [
+    (1, 0.5, "l2", "kl", 2.0), (3, 0.3, "none", "mse", 1.0), (2, 1.5, "l2", "l1", 1.0)])
+def test_token_samples_against_the_explicit_ascent(steps, step_size, normalize, divergence,
+                                                   temperature):
+  teacher_fn, student_fn, table_t, table_s = _token_models()
+  ids = jnp.array([[0, 3, 5, 1], [0, 6, 2, 1], [0, 4, 1, 1]])
+  mask = jnp.array([[0, 1, 1, 0], [0, 1, 1, 0], [0, 1, 0, 0]], bool)
+  x = _explicit_token_ascent(teacher_fn, student_fn, table_t, table_s, ids, mask, steps=steps,
+                             step_size=step_size, normalize=normalize, divergence=divergence,
+                             temperature=temperature)
+  kwargs = dict(steps=steps, step_size=step_size, normalize=normalize, divergence=divergence,
+                temperature=temperature)
+  e_t, e_s = backward.token_auxiliary_embeddings(teacher_fn, student_fn, table_t, table_s, ids,
+                                                 mask, **kwargs)
+  np.testing.assert_allclose(e_t, x @ table_t, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(e_s, x @ table_s, rtol=1e-4, atol=1e-5)
+  # A precomputed teacher Gram matrix gives the same samples; projection adds the tokens.
+  *again, projected = backward.token_auxiliary_embeddings(
+      teacher_fn, student_fn, table_t, table_s, ids, mask, teacher_gram=table_t.T @ table_t,
+      project_to_tokens=True, **kwargs)
+  np.testing.assert_allclose(again[0], e_t, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(again[1], e_s, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(projected, jnp.where(mask, jnp.argmax(x, -1), ids))
+  assert projected.dtype == ids.dtype
+
+
+def test_token_defaults_and_errors():
+  teacher_fn, student_fn, table_t, table_s = _token_models()
+  ids = jnp.array([[0, 3, 5, 1]])
+  mask = jnp.array([[0, 1, 1, 0]], bool)
+  x = _explicit_token_ascent(teacher_fn, student_fn, table_t, table_s, ids, mask, steps=1,
+                             step_size=0.4, normalize="l2", divergence="kl", temperature=1.0)
+  e_t, _ = backward.token_auxiliary_embeddings(teacher_fn, student_fn, table_t, table_s, ids,
+                                               mask, step_size=0.4)  # 1 step, l2, kl, τ = 1
+  np.testing.assert_allclose(e_t, x @ table_t, rtol=1e-4, atol=1e-5)
+  call = lambda **kw: backward.token_auxiliary_embeddings(
+      teacher_fn, student_fn, table_t, table_s, ids, kw.pop("mask", mask), step_size=0.1, **kw)
+  with pytest.raises(ValueError, match=r"^unknown token normalize 'sign'; valid names: l2, "
+                                       r"none \(sign needs the vocabulary-wide gradient"):
+    call(normalize="sign")
+  with pytest.raises(ValueError, match=r"^unknown divergence 'js'; valid names: kl, l1, mse\.$"):
+    call(divergence="js")
+  with pytest.raises(ValueError, match=r"^steps must be a positive Python int; got 0\.$"):
+    call(steps=0)
+  with pytest.raises(ValueError, match=r"^steps must be a positive Python int; got 1\.0\.$"):
+    call(steps=1.0)
+  with pytest.raises(ValueError, match=r"^perturb_mask has shape \(1, 3\); input_ids has "
+                                       r"\(1, 4\)\.$"):
+    call(mask=mask[:, :3])
