@@ -189,3 +189,98 @@ def test_released_files_use_python2_operation_order(tmp_path):
   path.write_text("not a record\n")
   with pytest.raises(ValueError, match="not a PBA policy record"):
     policies.read_pba_schedule(str(path), epochs=10)
+
+
+# --- Policy bookkeeping and schedule files: exact values and messages. ---
+
+def test_operation_names_defaults_and_policy_shapes():
+  image = np.full((4, 4, 3), 100, np.uint8)
+  with pytest.raises(ValueError, match=r"^unknown operation 'Blur'; valid names: AutoContrast, "
+                                       r"Equalize, Invert, Rotate, "):
+    policies.apply_operation("Blur", image, 3)
+  # Default key and fill: a full-size cutout at level 9 of a 4-pixel image fills with 128.
+  out = np.asarray(policies.apply_operation("TranslateX", image, 9))
+  assert out.dtype == np.uint8 and set(np.unique(out)) <= {100, 128} and np.any(out == 128)
+  assert policies.zero_policy().shape == (30, 2) and policies.zero_policy(3).shape == (3, 30, 2)
+  assert policies.zero_policy().dtype == jnp.int32 and not np.any(policies.zero_policy(2))
+  for shape in ((15, 2), (30, 3), (30,)):
+    with pytest.raises(ValueError, match=r"^a policy has shape \[30, 2\] \(probability, "
+                                         r"magnitude\) per tuple, or \[P, 30, 2\] for a "
+                                         rf"population; got \({shape[0]},"):
+      policies.check_policy(np.zeros(shape))
+  policy = np.zeros((30, 2), int)
+  policy[16] = (7, 4)  # tuple 16 is operation 16 % 15 = 1, Equalize
+  described = policies.describe(policy)
+  assert len(described) == 30 and described[16] == ("Equalize", 0.7, 4)
+  assert described[0] == ("AutoContrast", 0.0, 0) and described[29] == ("Cutout", 0.0, 0)
+
+
+def test_explore_shifts_by_at_most_three_and_resamples_the_full_range():
+  policy = jnp.full((200, 30, 2), 5, jnp.int32)
+  keys = jax.random.split(jax.random.PRNGKey(2), 200)
+  shifted = np.asarray(jax.vmap(lambda k, p: policies.explore(k, p, 0.0))(keys, policy))
+  assert set(np.unique(shifted - 5)) == {-3, -2, -1, 0, 1, 2, 3}
+  assert abs(np.mean(shifted == 5) - 0.25) < 0.03  # a shift of 0 is 1 of the 4 amounts
+  resampled = np.asarray(jax.vmap(lambda k, p: policies.explore(k, p, 1.0))(keys, policy))
+  assert set(np.unique(resampled[..., 0])) == set(range(11))  # probabilities 0..10
+  assert set(np.unique(resampled[..., 1])) == set(range(10))  # magnitudes 0..9
+  edge = jnp.asarray(np.tile([[10, 9]], (30, 1)))
+  explored = np.asarray(jax.vmap(lambda k: policies.explore(k, edge, 0.0))(keys))
+  assert explored[..., 0].max() == 10 and explored[..., 1].max() == 9  # clipped, not wrapped
+  assert explored[..., 0].min() == 7 and explored[..., 1].min() == 6
+  default = np.asarray(jax.vmap(lambda k: policies.explore(k, policy[0]))(keys))
+  # By default 1 in 5 integers is resampled; only resampling leaves 5 ± 3: probabilities
+  # land on {0, 1, 9, 10} with 4/11, magnitudes on {0, 1, 9} with 3/10.
+  far = np.abs(default - 5) > 3
+  assert abs(np.mean(far[..., 0]) - 0.2 * 4 / 11) < 0.015
+  assert abs(np.mean(far[..., 1]) - 0.2 * 3 / 10) < 0.015
+  with pytest.raises(ValueError, match="a policy has shape"):
+    policies.explore(keys[0], jnp.zeros((30,), jnp.int32))
+
+
+def test_schedule_helpers_and_their_errors(tmp_path):
+  a, b = np.full((30, 2), 1), np.full((30, 2), 2)
+  schedule = [(0, a), (5, b)]
+  assert policies.policy_at(schedule, 0)[0, 0] == 1 and policies.policy_at(schedule, 4)[0, 0] == 1
+  assert policies.policy_at(schedule, 5)[0, 0] == 2 and policies.policy_at(schedule, 99)[0, 0] == 2
+  assert policies.policy_at([(3, b)], 1)[0, 0] == 2  # before the first start: the first policy
+  assert policies.policy_at(schedule, 5).dtype == np.int32
+  with pytest.raises(ValueError, match=r"^empty policy schedule\.$"):
+    policies.policy_at([], 1)
+  text = policies.schedule_to_json(schedule)
+  assert json.loads(text)["operations"] == list(policies.OPERATIONS)
+  assert json.loads(text)["schedule"][1] == [5, [2] * 60]
+  wrong = json.dumps({"operations": list(policies.PY2_FILE_ORDER), "schedule": []})
+  with pytest.raises(ValueError, match=r"^schedule file lists its operations in another order "
+                                       r"than kd_jax\.policies\.OPERATIONS\.$"):
+    policies.schedule_from_json(wrong)
+  assert policies.schedule_from_json(json.dumps({"schedule": [[2, [3] * 60]]}))[0][0] == 2
+  with pytest.raises(ValueError, match=r"^a policy encoding has 60 integers; got \(58,\)\.$"):
+    policies.from_file_encoding([0] * 58)
+  # An explicit order: the identity order maps tuple k to operation k.
+  flat = np.arange(60)
+  np.testing.assert_array_equal(policies.from_file_encoding(flat, policies.OPERATIONS),
+                                flat.reshape(30, 2))
+
+  def write(lines):
+    path = tmp_path / "log.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+  zeros, ones = [0] * 60, [1] * 60
+  with pytest.raises(ValueError, match=r":1: a PBA record has 6 fields; got 5\.$"):
+    policies.read_pba_schedule(write([json.dumps(["t1", "t0", 3, 3, zeros])]), epochs=10)
+  with pytest.raises(ValueError, match=r"holds no policy records\.$"):
+    policies.read_pba_schedule(write(["", "  "]), epochs=10)
+  with pytest.raises(ValueError, match=r": a clone epoch \(12\) exceeds epochs=10\.$"):
+    policies.read_pba_schedule(write([json.dumps(["t1", "t0", 12, 12, zeros, ones])]), epochs=10)
+  with pytest.raises(ValueError, match=r":2: not a PBA policy record"):
+    policies.read_pba_schedule(write([json.dumps(["t1", "t0", 3, 3, zeros, ones]), "[1, 2"]),
+                               epochs=10)
+  # Leading lines of another lineage are skipped; blank lines too; the clone epoch counts.
+  lines = [json.dumps(["x9", "x8", 1, 1, ones, ones]), "",
+           json.dumps(["t1", "t0", 2, 4, zeros, ones]),
+           json.dumps(["t2", "t1", 6, 7, ones, zeros])]
+  schedule = policies.read_pba_schedule(write(lines), epochs=7)
+  assert [start for start, _ in schedule] == [0, 4, 7]
+  assert [int(p[0, 0]) for _, p in schedule] == [0, 1, 0]
