@@ -1,17 +1,21 @@
-"""Population Based Augmentation (Ho et al. 2019) with the population in one compiled step.
+"""Population Based Augmentation (Ho et al. 2019): the population is the core step under vmap.
 
 PBA trains P models ("trials") side by side; every few epochs the worst quarter copies the
 weights and augmentation policy of the best quarter and perturbs the copied policy
 (explore); the output is each trial's policy schedule (which policy from which epoch) and
 that of the best trial. The official code ran one process per trial (Ray Tune); here the
-trials are a leading axis of one state pytree: ``jax.vmap`` runs the P training steps as one
-compiled program, and with several devices the population axis is split over a ``"pop"``
-mesh axis. Exploit/explore happen on the host between epochs.
+trials are a leading axis of one state pytree and the training step is kd_jax's one step
+(kd_jax.train.step) with the role-wise policy preprocess (kd_jax.methods.rolewise), run for
+all trials at once by ``jit_population`` (``vmap``, split over a ``"pop"`` mesh axis), inside
+kd_jax's one loop (kd_jax.train.loop.run_loop): populations get the same checkpoints,
+resume, SIGTERM save, non-finite stop and per-process input as every other run. This
+module keeps only what is PBA's own: exploit/explore and the schedules, on the host.
 
 Each trial has its own parameters, optimiser state, policy, data order and random stream, so
 the population step equals P separate steps (tested). Role-wise KD (Fu et al. 2020) runs it
 twice: with plain cross-entropy for the full-precision teacher, and under KD from the frozen
-teacher for the low-bit student, where the teacher sees the student's augmented image.
+teacher for the low-bit student, where the teacher sees the student's augmented image. Any
+method and view compose with the policy (``MemberSetup.method``, ``MemberSetup.view``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import dataclasses
 import json
 import logging
 import os
-import time
+import tempfile
 from typing import Any, Callable
 
 import jax
@@ -29,26 +33,24 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from kd_jax import augment, losses, policies
+from kd_jax import methods, policies
+from kd_jax.methods import rolewise
+from kd_jax.models import adapters
+from kd_jax.train import step as step_lib
+from kd_jax.train.step import POP_AXIS, make_population_mesh  # noqa: F401  (public here too)
 
 logger = logging.getLogger(__name__)
-POP_AXIS = "pop"
-
-
-def make_population_mesh(population: int, devices=None) -> Mesh:
-  """A 1-D ``"pop"`` mesh over as many devices as divide the population evenly."""
-  devices = list(jax.devices() if devices is None else devices)
-  count = max(d for d in range(1, len(devices) + 1) if population % d == 0)
-  return Mesh(np.asarray(devices[:count]), (POP_AXIS,))
-
-
-def _pop_sharding(mesh):
-  return NamedSharding(mesh, PartitionSpec(POP_AXIS))
+POPULATION_MODES = step_lib.POPULATION_MODES
 
 
 @dataclasses.dataclass(frozen=True)
 class MemberSetup:
-  """What one trial's step needs besides its state (static, shared by the population)."""
+  """What every trial's step shares: model, optimiser, the policy preprocess, the method.
+
+  ``model`` / ``teacher_model``: Flax Linen image modules (or kd_jax.models.adapters).
+  ``method``: a kd_jax.methods name; None means "kd" with a teacher and "ce" without.
+  ``view``: an extra view maker (kd_jax.methods.make_view) to compose with the policy.
+  """
   model: Any
   optimizer: optax.GradientTransformation
   mean: tuple
@@ -58,127 +60,122 @@ class MemberSetup:
   flip: bool = True
   cutout_size: int = 16
   teacher_model: Any = None  # KD from this frozen teacher when set (role-wise stage 2)
+  method: str | None = None
+  view: Any = None
+
+  @property
+  def preprocess(self) -> rolewise.PolicyPreprocess:
+    return rolewise.PolicyPreprocess(tuple(self.mean), tuple(self.std), tuple(self.fill),
+                                     self.pad, self.flip, self.cutout_size)
+
+
+def _adapter(model):
+  return model if model is None or hasattr(model, "apply_train") else \
+      adapters.LinenImageModel(model)
 
 
 def make_member_step(setup: MemberSetup) -> Callable:
-  """``step(state, policy, images, labels, teacher_variables, hparams) -> (state, metrics)``
-  for one trial: policy augmentation (+ pad/crop/flip/cutout) → normalise → (frozen teacher
-  on the same augmented image) → student in training mode → loss → optax update.
-
-  ``state``: params, batch_stats, opt_state, step, rng; ``hparams``: temperature, ce_weight,
-  kd_weight (used with a teacher).
-  """
-
-  def step(state, policy, images, labels, teacher_variables, hparams):
-    key = jax.random.fold_in(state["rng"], state["step"])
-    augmented = policies.augment_batch(key, images, policy, fill=jnp.asarray(setup.fill),
-                                       pad=setup.pad, flip=setup.flip,
-                                       cutout_size=setup.cutout_size)
-    x = augment.normalize(augmented, setup.mean, setup.std)
-    teacher_logits = None
-    if setup.teacher_model is not None:
-      teacher_logits = setup.teacher_model.apply(teacher_variables, x, train=False)
-
-    def loss_fn(params):
-      logits, updated = setup.model.apply({"params": params, "batch_stats": state["batch_stats"]},
-                                          x, train=True, mutable=["batch_stats"])
-      if teacher_logits is None:
-        per_example = losses.cross_entropy(logits, labels)
-      else:
-        per_example = losses.kd_objective(logits, teacher_logits, labels,
-                                          temperature=hparams["temperature"],
-                                          ce_weight=hparams["ce_weight"],
-                                          kd_weight=hparams["kd_weight"])
-      return jnp.mean(per_example), (logits, updated["batch_stats"])
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"])
-    updates, opt_state = setup.optimizer.update(grads, state["opt_state"], state["params"])
-    new_state = {**state, "step": state["step"] + 1, "batch_stats": batch_stats,
-                 "opt_state": opt_state, "params": optax.apply_updates(state["params"], updates)}
-    return new_state, {"loss": loss, "accuracy": jnp.mean(
-        (jnp.argmax(logits, -1) == labels).astype(jnp.float32))}
-
-  return step
-
-
-POPULATION_MODES = ("vmap", "unroll")
+  """One trial's step: kd_jax.train.step.make_train_step with the policy preprocess,
+  ``step(state, batch, teacher_variables, hparams, teacher_constants)`` with the policy in
+  ``hparams["policy"]`` (kd_jax.methods.rolewise.policy_values)."""
+  name = setup.method or ("kd" if setup.teacher_model is not None else "ce")
+  method = methods.get_method(name, setup.view.name if setup.view is not None else None)
+  return step_lib.make_train_step(_adapter(setup.model), setup.optimizer, method,
+                                  setup.preprocess, teacher=_adapter(setup.teacher_model),
+                                  view=setup.view)
 
 
 def make_population_step(setup: MemberSetup, mesh: Mesh, mode: str = "vmap") -> Callable:
-  """The member step over the population axis, compiled once.
-
-  Arguments as ``make_member_step`` with a leading population axis on ``state``, ``policy``,
-  ``images`` and ``labels`` (each trial its own batch); the teacher and hparams are shared.
-  The state is donated. ``mode="vmap"`` batches the trials (one program whose convolutions
-  carry a population axis: what accelerators want); ``"unroll"`` places P copies of the
-  single-trial step in the one program (XLA:CPU runs batched-weight convolutions slowly;
-  see results/bench_population_cpu.md).
-  """
-  if mode not in POPULATION_MODES:
-    raise ValueError(f"unknown population mode {mode!r}; valid: {', '.join(POPULATION_MODES)}.")
-  pop, replicated = _pop_sharding(mesh), NamedSharding(mesh, PartitionSpec())
-  member_step = make_member_step(setup)
-  if mode == "vmap":
-    population_step = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, None))
-  else:
-    def population_step(state, policy, images, labels, teacher_variables, hparams):
-      outputs = [member_step(jax.tree.map(lambda x, i=i: x[i], state), policy[i], images[i],
-                             labels[i], teacher_variables, hparams)
-                 for i in range(policy.shape[0])]
-      return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
-  return jax.jit(population_step, in_shardings=(pop, pop, pop, pop, replicated, replicated),
-                 out_shardings=(pop, pop), donate_argnums=(0,))
-
-
-def make_population_eval(model, mean, std, mesh: Mesh) -> Callable:
-  """``correct(params, batch_stats, images, labels, mask) -> [P]`` correct predictions per
-  trial on one shared (masked) evaluation batch."""
-  pop, replicated = _pop_sharding(mesh), NamedSharding(mesh, PartitionSpec())
-
-  def correct(params, batch_stats, images, labels, mask):
-    x = augment.normalize(images, mean, std)
-    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-    return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
-
-  return jax.jit(jax.vmap(correct, in_axes=(0, 0, None, None, None)),
-                 in_shardings=(pop, pop, replicated, replicated, replicated),
-                 out_shardings=replicated)
-
-
-def evaluate_population(eval_fn, state, images, labels, batch_size: int) -> np.ndarray:
-  """Accuracy (%) of every trial on ``images``, in fixed-size masked batches."""
-  n = len(labels)
-  total = np.zeros(jax.tree.leaves(state["params"])[0].shape[0])
-  for start in range(0, n, batch_size):
-    index = np.arange(start, start + batch_size)
-    mask = (index < n).astype(np.float32)
-    index = np.minimum(index, n - 1)
-    total += np.asarray(eval_fn(state["params"], state["batch_stats"], images[index],
-                                labels[index], mask))
-  return 100.0 * total / n
+  """The member step over the population axis, compiled once (kd_jax.train.step.
+  jit_population): ``state`` and ``batch`` carry a leading trial axis, ``hparams["policy"]``
+  is ``[P, 30, 2]``; the teacher and the other hparams are shared."""
+  return step_lib.jit_population(make_member_step(setup), mesh, mode=mode)
 
 
 def init_population(model, optimizer, image_shape, seeds, init_variables=None) -> dict:
   """Stacked trial states: each trial its own init key (or the given variables for all) and
   random stream."""
   from kd_jax import models
+  from kd_jax.train import state as state_lib
 
   def one(seed):
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     variables = init_variables or models.init_variables(model, init_key, image_shape)
-    return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
-            "batch_stats": variables["batch_stats"],
-            "opt_state": optimizer.init(variables["params"]), "rng": step_key}
+    return state_lib.new_train_state(variables, optimizer, step_key)
 
   members = [one(int(seed)) for seed in seeds]
   return jax.tree.map(lambda *xs: jnp.stack(xs), *members)
 
 
-def member_batches(samplers, step: int, images, labels):
-  """Each trial's own batch for global step ``step``: ``[P, B, ...]`` arrays."""
-  index = np.stack([s.global_indices(step) for s in samplers])
-  return images[index], labels[index]
+def _pop_sharding(mesh):
+  return NamedSharding(mesh, PartitionSpec(POP_AXIS))
+
+
+def _local_trials(mesh: Mesh, population: int) -> np.ndarray:
+  """The trials whose devices belong to this process (it loads only their batches)."""
+  index_map = _pop_sharding(mesh).addressable_devices_indices_map((population,))
+  return np.asarray(sorted({t for index in index_map.values()
+                            for t in range(population)[index[0]]}))
+
+
+class _PopulationRun:
+  """The pieces kd_jax.train.loop.run_loop needs for a population: batches of this process's
+  trials, per-trial evaluation on a shared set, the stacked state."""
+
+  def __init__(self, setup, seeds, train_images, train_labels, batch_size, mesh, mode,
+               init_variables, teacher_variables, eval_batch_size):
+    from kd_jax.data.in_memory import EpochSampler
+    self.population = len(seeds)
+    self.mesh = mesh
+    self.pop, self.replicated = _pop_sharding(mesh), NamedSharding(mesh, PartitionSpec())
+    self.local = _local_trials(mesh, self.population)
+    self.samplers = [EpochSampler(len(train_labels), batch_size, int(seed)) for seed in seeds]
+    self.steps_per_epoch = self.samplers[0].steps_per_epoch
+    self.images, self.labels = train_images, train_labels
+    self.state = jax.device_put(init_population(
+        setup.model, setup.optimizer, train_images.shape[1:], seeds, init_variables), self.pop)
+    self.step = make_population_step(setup, mesh, mode)
+    model = _adapter(setup.model)
+    self.eval_step = jax.jit(
+        jax.vmap(step_lib.make_eval_step(model, setup.preprocess), in_axes=(0, None, None)),
+        in_shardings=(self.pop, self.replicated, self.replicated), out_shardings=self.replicated)
+    self.teacher_variables = jax.device_put(teacher_variables or {}, self.replicated)
+    self.eval_batch_size = eval_batch_size
+
+  def put(self, host: dict, sharding, global_shape_of) -> dict:
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v),
+                                                      global_shape_of(v))
+            for k, v in host.items()}
+
+  def batch_at(self, step: int) -> dict:
+    """Each local trial's own batch for global step ``step``: ``[P_local, B, ...]``."""
+    index = np.stack([self.samplers[t].global_indices(step) for t in self.local])
+    return self.put({"image": self.images[index], "label": self.labels[index]}, self.pop,
+                    lambda v: (self.population, *v.shape[1:]))
+
+  def policies(self, per_trial) -> jax.Array:
+    local = np.asarray(per_trial, np.int32)[self.local]
+    return jax.make_array_from_process_local_data(self.pop, local,
+                                                  (self.population, *local.shape[1:]))
+
+  def accuracy(self, state, images, labels) -> np.ndarray:
+    """Accuracy (%) of every trial on ``images`` (the same set for all), masked batches."""
+    from kd_jax.data.in_memory import eval_batches
+    correct = np.zeros(self.population)
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    for batch in eval_batches({"image": images, "label": labels}, self.eval_batch_size):
+      sums = self.eval_step(variables, self.put(batch, self.replicated, lambda v: v.shape),
+                            self.teacher_variables)
+      correct += np.asarray(jax.device_get(sums["correct"]))
+    return 100.0 * correct / len(labels)
+
+
+def _shared_hparams(hparams: dict | None) -> dict[str, float]:
+  return {**methods.hparams_at(methods.METHODS["kd"], 1, 1, kd={}), **(hparams or {})}
+
+
+def _device(values: dict, sharding) -> dict:
+  return jax.device_put({k: jnp.float32(v) for k, v in values.items()}, sharding)
 
 
 def exploit_and_explore(rng: np.random.Generator, key, scores, state, population_policies,
@@ -239,125 +236,142 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
            population: int = 16, epochs: int, batch_size: int, exploit_every: int = 3,
            seed: int = 0, workdir: str | None = None, teacher_variables=None, hparams=None,
            init_variables=None, eval_batch_size: int = 500, mesh: Mesh | None = None,
-           mode: str = "vmap") -> SearchResult:
+           mode: str = "vmap", checkpoint_every_steps: int = 0,
+           progress_bar: bool = False) -> SearchResult:
   """Runs PBA and returns every trial's schedule and the best one.
 
   Every ``exploit_every`` epochs (and at the end) all trials are scored on the validation
-  images; between rounds the bottom quarter clones the top quarter and explores. With a
-  ``workdir`` the population is checkpointed after every round (Orbax) and a rerun resumes
-  from the newest round, reaching the same result.
+  images; between rounds the bottom quarter clones the top quarter and explores. The
+  population trains in kd_jax's one loop: checkpointed in ``workdir`` (Orbax; a temporary
+  directory when None) every round or ``checkpoint_every_steps``, and a rerun resumes from
+  the newest checkpoint, reaching the same result. ``hparams``: KD values (temperature,
+  ce_weight, kd_weight) shared by the trials.
   """
-  from kd_jax.data.in_memory import EpochSampler
-  from kd_jax.train import checkpoint
-
+  from kd_jax.train import loop
+  if workdir is None:
+    with tempfile.TemporaryDirectory() as scratch:
+      return search(setup, train_images, train_labels, val_images, val_labels,
+                    population=population, epochs=epochs, batch_size=batch_size,
+                    exploit_every=exploit_every, seed=seed, workdir=scratch,
+                    teacher_variables=teacher_variables, hparams=hparams,
+                    init_variables=init_variables, eval_batch_size=eval_batch_size, mesh=mesh,
+                    mode=mode, checkpoint_every_steps=checkpoint_every_steps)
   mesh = mesh or make_population_mesh(population)
-  image_shape = train_images.shape[1:]
-  state = init_population(setup.model, setup.optimizer, image_shape,
-                          [seed * 1000 + t for t in range(population)], init_variables)
-  pop_policies = policies.zero_policy(population)
-  schedules = [[(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))] for _ in range(population)]
-  history = []
-  samplers = [EpochSampler(len(train_labels), batch_size, seed * 1000 + t)
-              for t in range(population)]
-  steps_per_epoch = samplers[0].steps_per_epoch
-  store = checkpoint.RunCheckpoints(workdir, max_to_keep=2) if workdir else None
-  epoch = 0
-  if store is not None:
-    # Trials step in lockstep: checkpoints hold one scalar step (RunCheckpoints' layout).
-    restored = store.restore_latest({**state, "step": state["step"][0]})
-    if restored is not None:
-      state, meta = restored
-      state = {**state, "step": jnp.full((population,), state["step"], jnp.int32)}
-      pop_policies = jnp.asarray(meta["policies"], jnp.int32)
-      schedules, history, epoch = _schedules_from_meta(meta["schedules"]), meta["history"], \
-          meta["epoch"]
-      logger.info("PBA resumed at epoch %d from %s", epoch, workdir)
-  state = jax.device_put(state, _pop_sharding(mesh))
-  step_fn = make_population_step(setup, mesh, mode)
-  eval_fn = make_population_eval(setup.model, setup.mean, setup.std, mesh)
-  hparams = {k: jnp.float32(v) for k, v in (hparams or {"temperature": 4.0, "ce_weight": 0.1,
-                                                        "kd_weight": 0.9}).items()}
-  teacher_variables = teacher_variables if teacher_variables is not None else {}
-  step = epoch * steps_per_epoch  # trials step in lockstep: the host keeps the count
-  while epoch < epochs:
-    for _ in range(steps_per_epoch):
-      images, labels = member_batches(samplers, step, train_images, train_labels)
-      state, _ = step_fn(state, pop_policies, images, labels, teacher_variables, hparams)
-      step += 1
-    epoch += 1
+  seeds = [seed * 1000 + t for t in range(population)]
+  run = _PopulationRun(setup, seeds, train_images, train_labels, batch_size, mesh, mode,
+                       init_variables, teacher_variables, eval_batch_size)
+  shared = _device(_shared_hparams(hparams), run.replicated)
+  pba = {"policies": np.zeros((population, policies.NUM_TUPLES, 2), np.int32),
+         "schedules": [[(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))]
+                       for _ in range(population)]}
+
+  def hparams_at(epoch):
+    del epoch
+    return {**shared, "policy": run.policies(pba["policies"])}, {}
+
+  def evaluate(state, epoch):
     if epoch % exploit_every and epoch != epochs:
-      continue
-    scores = evaluate_population(eval_fn, state, val_images, val_labels, eval_batch_size)
-    record = {"epoch": epoch, "scores": [round(float(s), 3) for s in scores], "copies": []}
-    if epoch != epochs:
-      rng = np.random.default_rng([seed, epoch])
-      key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
-      state, pop_policies, copies = exploit_and_explore(rng, key, scores, state, pop_policies)
-      state = jax.device_put(state, _pop_sharding(mesh))
-      record["copies"] = copies
-      host_policies = np.asarray(pop_policies)
-      previous = [list(s) for s in schedules]
-      for loser, winner in copies:
-        schedules[loser] = [entry for entry in previous[winner] if entry[0] < epoch]
-      for trial in range(population):
-        if not np.array_equal(schedules[trial][-1][1], host_policies[trial]):
-          schedules[trial] = [e for e in schedules[trial] if e[0] < epoch] + [
-              (epoch, host_policies[trial])]
-    history.append(record)
-    logger.info("PBA epoch %d: best %.2f, median %.2f", epoch, scores.max(),
-                float(np.median(scores)))
-    if store is not None:
-      store.save({**state, "step": state["step"][0]}, {"step": step, "epoch": epoch,
-                  "policies": np.asarray(pop_policies).tolist(),
-                  "schedules": _schedules_to_meta(schedules), "history": history})
-  if store is not None:
-    store.wait()
-    store.close()
+      return None
+    scores = run.accuracy(state, val_images, val_labels)
+    return {"scores": [round(float(s), 3) for s in scores], "best": float(scores.max()),
+            "median": float(np.median(scores))}
+
+  def end_of_epoch(state, epoch, row):
+    if "scores" not in row:
+      return state
+    row["copies"] = []
+    logger.info("PBA epoch %d: best %.2f, median %.2f", epoch, row["best"], row["median"])
+    if epoch == epochs:
+      return state
+    rng = np.random.default_rng([seed, epoch])
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
+    state, new_policies, copies = exploit_and_explore(rng, key, np.asarray(row["scores"]),
+                                                      state, pba["policies"])
+    row["copies"] = copies
+    host_policies = np.asarray(new_policies)
+    previous = [list(s) for s in pba["schedules"]]
+    for loser, winner in copies:
+      pba["schedules"][loser] = [entry for entry in previous[winner] if entry[0] < epoch]
+    for trial in range(population):
+      if not np.array_equal(pba["schedules"][trial][-1][1], host_policies[trial]):
+        pba["schedules"][trial] = [e for e in pba["schedules"][trial] if e[0] < epoch] + [
+            (epoch, host_policies[trial])]
+    pba["policies"] = host_policies
+    return jax.device_put(state, run.pop)
+
+  def restore_extra(meta):
+    pba["policies"] = np.asarray(meta["policies"], np.int32)
+    pba["schedules"] = _schedules_from_meta(meta["schedules"])
+
+  config = {"kind": "pba_search", "population": population, "epochs": epochs,
+            "batch_size": batch_size, "exploit_every": exploit_every, "seed": seed,
+            "mode": mode, "hparams": {k: float(v) for k, v in _shared_hparams(hparams).items()}}
+  spec = loop.Loop(run.step, run.batch_at, hparams_at, evaluate, run.steps_per_epoch,
+                   epochs * run.steps_per_epoch, config, run.teacher_variables, {},
+                   end_of_epoch=end_of_epoch, restore_extra=restore_extra,
+                   extra_meta=lambda step: {"policies": pba["policies"].tolist(),
+                                            "schedules": _schedules_to_meta(pba["schedules"])},
+                   checkpoint_every_steps=checkpoint_every_steps,
+                   max_checkpoints_to_keep=2, log_every_steps=run.steps_per_epoch,
+                   progress_bar=progress_bar, score="best")
+  result = loop.run_loop(spec, run.state, workdir)
+  history = [{"epoch": row["epoch"], "scores": row["scores"], "copies": row["copies"]}
+             for row in result.history if "scores" in row]
   final = history[-1]["scores"]
-  return SearchResult(schedules, final, int(np.argmax(final)), history)
+  return SearchResult(pba["schedules"], final, int(np.argmax(final)), history)
 
 
 def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, train_labels,
                          test_images, test_labels, *, epochs: int, batch_size: int,
                          teacher_variables=None, hparams=None, init_variables=None,
                          eval_batch_size: int = 500, mesh: Mesh | None = None,
-                         mode: str = "vmap") -> dict:
+                         mode: str = "vmap", workdir: str | None = None,
+                         checkpoint_every_steps: int = 0, progress_bar: bool = False) -> dict:
   """Trains one model per (schedule, seed) pair as one population; returns per-member test
-  accuracy after every epoch (``history``, [epochs, members]) and the final one.
+  accuracy after every epoch (``history``, [epochs, members]), the final one, the training
+  time and the final stacked ``state``.
 
   ``schedules[i]`` is member i's ``[(start_epoch, policy), ...]`` (epochs counted from 0);
-  ``seeds[i]`` its seed (init, data order, augmentation randomness).
+  ``seeds[i]`` its seed (init, data order, augmentation randomness). Runs in kd_jax's one
+  loop: with a ``workdir`` it checkpoints and resumes (a temporary directory when None).
   """
-  from kd_jax.data.in_memory import EpochSampler
-
+  from kd_jax.train import loop
   members = len(schedules)
   if len(seeds) != members:
     raise ValueError(f"{members} schedules but {len(seeds)} seeds; give one seed per member.")
+  if workdir is None:
+    with tempfile.TemporaryDirectory() as scratch:
+      return train_with_schedules(
+          setup, schedules, seeds, train_images, train_labels, test_images, test_labels,
+          epochs=epochs, batch_size=batch_size, teacher_variables=teacher_variables,
+          hparams=hparams, init_variables=init_variables, eval_batch_size=eval_batch_size,
+          mesh=mesh, mode=mode, workdir=scratch, checkpoint_every_steps=checkpoint_every_steps)
   mesh = mesh or make_population_mesh(members)
-  state = init_population(setup.model, setup.optimizer, train_images.shape[1:], seeds,
-                          init_variables)
-  state = jax.device_put(state, _pop_sharding(mesh))
-  samplers = [EpochSampler(len(train_labels), batch_size, int(s)) for s in seeds]
-  step_fn = make_population_step(setup, mesh, mode)
-  eval_fn = make_population_eval(setup.model, setup.mean, setup.std, mesh)
-  hparams = {k: jnp.float32(v) for k, v in (hparams or {"temperature": 4.0, "ce_weight": 0.1,
-                                                        "kd_weight": 0.9}).items()}
-  teacher_variables = teacher_variables if teacher_variables is not None else {}
-  history, seconds, step = [], 0.0, 0
-  for epoch in range(epochs):
-    epoch_policies = jnp.asarray(np.stack([policies.policy_at(s, epoch) for s in schedules]))
-    started = time.perf_counter()
-    for _ in range(samplers[0].steps_per_epoch):
-      images, labels = member_batches(samplers, step, train_images, train_labels)
-      state, metrics = step_fn(state, epoch_policies, images, labels, teacher_variables,
-                               hparams)
-      step += 1
-    jax.block_until_ready(metrics)
-    seconds += time.perf_counter() - started
-    history.append(evaluate_population(eval_fn, state, test_images, test_labels,
-                                       eval_batch_size).tolist())
-  return {"history": history, "final": history[-1], "train_seconds": seconds,
-          "state": state}
+  run = _PopulationRun(setup, seeds, train_images, train_labels, batch_size, mesh, mode,
+                       init_variables, teacher_variables, eval_batch_size)
+  shared = _device(_shared_hparams(hparams), run.replicated)
+
+  def hparams_at(epoch):
+    per_trial = np.stack([policies.policy_at(s, epoch - 1) for s in schedules])
+    return {**shared, "policy": run.policies(per_trial)}, {}
+
+  def evaluate(state, epoch):
+    del epoch
+    accuracy = run.accuracy(state, test_images, test_labels)
+    return {"accuracy": accuracy.tolist(), "top1": float(np.mean(accuracy))}
+
+  config = {"kind": "pba_schedules", "members": members, "seeds": [int(s) for s in seeds],
+            "epochs": epochs, "batch_size": batch_size, "mode": mode,
+            "schedules": _schedules_to_meta(schedules),
+            "hparams": {k: float(v) for k, v in _shared_hparams(hparams).items()}}
+  spec = loop.Loop(run.step, run.batch_at, hparams_at, evaluate, run.steps_per_epoch,
+                   epochs * run.steps_per_epoch, config, run.teacher_variables, {},
+                   checkpoint_every_steps=checkpoint_every_steps, max_checkpoints_to_keep=2,
+                   log_every_steps=run.steps_per_epoch, progress_bar=progress_bar)
+  result = loop.run_loop(spec, run.state, workdir)
+  history = [row["accuracy"] for row in result.history]
+  return {"history": history, "final": history[-1], "train_seconds": result.train_seconds,
+          "state": result.state, "compilations": result.compilations}
 
 
 def save_result(path: str, result: SearchResult) -> None:

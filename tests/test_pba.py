@@ -29,6 +29,8 @@ def _data(n=48, seed=0):
 
 
 def test_population_step_equals_separate_steps():
+  """pba's population step is the core step under vmap: each trial with its own state,
+  batch and policy equals that trial's own step."""
   teacher = models.create_model("cnn_small", 10)
   teacher_vars = models.init_variables(teacher, jax.random.PRNGKey(9), (8, 8, 1))
   setup = _setup(teacher)
@@ -37,12 +39,14 @@ def test_population_step_equals_separate_steps():
   images, labels = _data(3 * 8)
   images, labels = images.reshape(3, 8, 8, 8, 1), labels.reshape(3, 8)
   hparams = {"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
-             "kd_weight": jnp.float32(0.9)}
+             "kd_weight": jnp.float32(0.9), "view_weight": jnp.float32(1.0)}
   member_step = jax.jit(pba.make_member_step(setup))
-  expected = [member_step(jax.tree.map(lambda x: x[i], state), pop_policies[i], images[i],
-                          labels[i], teacher_vars, hparams)[0] for i in range(3)]
+  expected = [member_step(jax.tree.map(lambda x: x[i], state),
+                          {"image": images[i], "label": labels[i]}, teacher_vars,
+                          {**hparams, "policy": pop_policies[i]}, {})[0] for i in range(3)]
   step = pba.make_population_step(setup, pba.make_population_mesh(3))
-  together, _ = step(state, pop_policies, images, labels, teacher_vars, hparams)
+  together, _ = step(state, {"image": images, "label": labels}, teacher_vars,
+                     {**hparams, "policy": pop_policies}, {})
   for i in range(3):
     for ours, theirs in zip(jax.tree.leaves(jax.tree.map(lambda x: x[i], together)),
                             jax.tree.leaves(expected[i])):
@@ -50,23 +54,31 @@ def test_population_step_equals_separate_steps():
 
 
 def test_exploit_copies_the_top_quarter_and_explores_the_copies():
+  from kd_jax import policies
   setup = _setup()
   state = pba.init_population(setup.model, setup.optimizer, (8, 8, 1), range(8))
   pop_policies = jnp.tile(jnp.arange(8)[:, None, None], (1, 30, 2)).astype(jnp.int32)
   scores = np.array([50, 90, 10, 60, 95, 20, 70, 30.0])  # top: 4, 1; bottom: 2, 5
+  key = jax.random.PRNGKey(0)
   new_state, new_policies, copies = pba.exploit_and_explore(
-      np.random.default_rng(0), jax.random.PRNGKey(0), scores, state, pop_policies)
+      np.random.default_rng(0), key, scores, state, pop_policies)
   assert sorted(loser for loser, _ in copies) == [2, 5]
+  keys = jax.random.split(key, 8)
   for loser, winner in copies:
     assert winner in (1, 4)
-    for ours, theirs in zip(jax.tree.leaves(new_state["params"]),
-                            jax.tree.leaves(state["params"])):
-      np.testing.assert_array_equal(ours[loser], theirs[winner])
-    assert np.abs(np.asarray(new_policies[loser]) - winner).max() <= 10
+    for name in ("params", "batch_stats", "opt_state"):
+      for ours, theirs in zip(jax.tree.leaves(new_state[name]), jax.tree.leaves(state[name])):
+        np.testing.assert_array_equal(ours[loser], theirs[winner])
+    # The copy explores the winner's policy (not its own) with its own key.
+    np.testing.assert_array_equal(new_policies[loser],
+                                  policies.explore(keys[loser], pop_policies[winner]))
     assert not np.array_equal(new_policies[loser], pop_policies[winner])
   np.testing.assert_array_equal(new_state["rng"], state["rng"])  # own random streams
   for kept in (0, 1, 3, 4, 6, 7):
     np.testing.assert_array_equal(new_policies[kept], pop_policies[kept])
+    for ours, theirs in zip(jax.tree.leaves(new_state["params"]),
+                            jax.tree.leaves(state["params"])):
+      np.testing.assert_array_equal(ours[kept], theirs[kept])
 
 
 def _search(workdir=None):
@@ -110,17 +122,29 @@ def test_search_over_four_devices_equals_one_device():
   assert four["history"] == one["history"] and four["best_trial"] == one["best_trial"]
 
 
-def test_train_with_schedules_runs_each_member_with_its_schedule():
+def test_train_with_schedules_runs_each_member_with_its_schedule(tmp_path):
+  """A population of two members equals each member trained alone with its own schedule
+  (and its own seed); a member with a busy policy from epoch 1 ends elsewhere than the
+  same seed without a policy."""
   train_images, train_labels = _data(32, 4)
   test_images, test_labels = _data(16, 5)
   busy = np.full((30, 2), 9, np.int32)
-  schedules = [[(0, np.zeros((30, 2), np.int32))], [(0, np.zeros((30, 2), np.int32)),
-                                                      (1, busy)]]
-  out = pba.train_with_schedules(_setup(), schedules, [0, 1], train_images, train_labels,
-                                 test_images, test_labels, epochs=2, batch_size=16,
-                                 eval_batch_size=16)
-  assert np.asarray(out["history"]).shape == (2, 2)
+  zero = [(0, np.zeros((30, 2), np.int32))]
+  schedules = [zero, zero + [(1, busy)]]
+  kwargs = dict(epochs=2, batch_size=16, eval_batch_size=16)
+  out = pba.train_with_schedules(_setup(), schedules, [0, 0], train_images, train_labels,
+                                 test_images, test_labels, **kwargs)
+  assert np.asarray(out["history"]).shape == (2, 2) and out["compilations"] == 1
+  for member, schedule in enumerate(schedules):
+    alone = pba.train_with_schedules(_setup(), [schedule], [0], train_images, train_labels,
+                                     test_images, test_labels, **kwargs)
+    assert [h[0] for h in alone["history"]] == [h[member] for h in out["history"]]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[member], b[0], rtol=1e-5,
+                                                         atol=1e-6),
+                 out["state"]["params"], alone["state"]["params"])
+  first_epoch = [leaf[0] for leaf in jax.tree.leaves(out["state"]["params"])]
+  assert any(not np.allclose(a, leaf[1]) for a, leaf in
+             zip(first_epoch, jax.tree.leaves(out["state"]["params"])))
   with pytest.raises(ValueError, match="one seed per member"):
     pba.train_with_schedules(_setup(), schedules, [0], train_images, train_labels, test_images,
                              test_labels, epochs=1, batch_size=16)
-

@@ -47,8 +47,9 @@ class RunCheckpoints:
     return sorted(self._manager.all_steps())
 
   def save(self, state: dict, meta: dict[str, Any]) -> None:
-    """Saves asynchronously; the next save or ``wait`` waits for it to finish."""
-    step = int(state["step"])
+    """Saves asynchronously under ``meta["step"]`` (the loop's step: a population's state
+    holds one step per trial); the next save or ``wait`` waits for it to finish."""
+    step = int(meta["step"])
     args = ocp.args.Composite(
         model=ocp.args.StandardSave({"params": state["params"],
                                      "batch_stats": state["batch_stats"]}),

@@ -13,6 +13,7 @@ previous one, a resumed run reaches the same parameters, and the step compiles o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -105,164 +106,160 @@ def evaluate(eval_step, variables, arrays, batch_size: int, mesh, teacher_variab
   return metrics.finalize_eval(totals)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) the run that ``config`` describes in ``workdir``.
+@dataclasses.dataclass
+class Loop:
+  """What ``run_loop`` trains: a compiled step, where its batches and values come from, how
+  it is evaluated, and the hooks a run adds. The same loop serves single runs (images,
+  text) and populations (kd_jax.pba), so every guarantee holds on every path.
 
-  Returns the summary: the score (top-1, or Pearson for regression) at the last and the
-  best epoch, and, when distilling, teacher–student agreement and KL on the test set.
-  Raises PreemptedError after saving when SIGTERM arrives, and FloatingPointError naming
-  the step when the loss stops being finite (the last checkpoint, all of whose steps had
-  finite losses, is kept).
+  ``batch_at(step)``: the global batch of ``step`` (each process loads only its slice).
+  ``hparams_at(epoch)``: ``(device hparams, values to log)`` for ``epoch`` (from 1).
+  ``evaluate(state, epoch)``: a dict of test values, or None to skip this epoch.
+  ``start_of_epoch(state, epoch)``, ``end_of_epoch(state, epoch, row)``: hooks that may
+  return a new state (a backward-KD pool; PBA's exploit/explore); ``end_of_epoch`` runs
+  before the epoch's checkpoint, so a resumed run continues from after it.
+  ``extra_meta(step)`` is saved with every checkpoint; ``restore_extra(meta)`` reads it back.
+  ``config``: the run's config as a dict (saved; a resumed run warns on changed keys).
   """
-  mesh = sharding.make_data_mesh()
-  sharding.check_batch_divisible(config.batch_size, mesh, "config.batch_size")
-  sharding.check_batch_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
-  run = setup_lib.build_run(config, mesh)
-  method = run.method
-  score = "pearson" if run.regression else "top1"
-  sampler = EpochSampler(run.num_train, config.batch_size, config.seed,
-                         jax.process_index(), jax.process_count())
-  steps_per_epoch = sampler.steps_per_epoch
-  # The "longer training" of Wang et al.: the epoch factor stretches epochs and lr milestones.
-  num_epochs = config.num_epochs * config.epoch_factor
-  total_steps = num_epochs * steps_per_epoch
-  optimizer, lr_schedule = optim.make_optimizer(
-      **config.optimizer.to_dict(), steps_per_epoch=steps_per_epoch, num_epochs=num_epochs,
-      epoch_factor=config.epoch_factor)
-  state = sharding.replicate(state_lib.new_train_state(run.variables, optimizer, run.rng), mesh)
-  teacher_variables = run.teacher_variables
-  teacher_constants = sharding.replicate(run.teacher_constants, mesh)
+  train_step: Any
+  batch_at: Any
+  hparams_at: Any
+  evaluate: Any
+  steps_per_epoch: int
+  total_steps: int
+  config: dict
+  teacher_variables: Any = dataclasses.field(default_factory=dict)
+  teacher_constants: Any = dataclasses.field(default_factory=dict)
+  lr_schedule: Any = None
+  start_of_epoch: Any = None
+  end_of_epoch: Any = None
+  extra_meta: Any = None
+  restore_extra: Any = None
+  checkpoint_every_steps: int = 0
+  max_checkpoints_to_keep: int = 3
+  log_every_steps: int = 100
+  progress_bar: bool = True
+  score: str = "top1"
 
-  # Pooled backward KD: generated samples for the whole training set, refreshed every
-  # pool_every epochs, live in the state (and its checkpoints) so a resumed run is exact.
-  pool_every = (config.view.pool_every_epochs
-                if run.modality == "image" and method.view == "backward" else 0)
-  if pool_every:
-    images = run.train["image"]
-    chunk = min(config.eval_batch_size, len(images))
-    padded = -(-len(images) // chunk) * chunk
-    pool_images = sharding.replicate(
-        np.concatenate([images, images[:padded - len(images)]]), mesh)
-    state["aux_pool"] = sharding.replicate(
-        jnp.zeros((len(images), *images.shape[1:]), run.preprocess.compute_dtype), mesh)
-    replicated = sharding.replicated(mesh)
-    generate_pool = jax.jit(
-        backward_kd.make_pool_generator(run.student, run.teacher, run.preprocess,
-                                        run.pool_options, chunk, len(images)),
-        in_shardings=(replicated, replicated, replicated), out_shardings=replicated)
 
-  config_dict = config.to_dict()
-  run_checkpoints = checkpoint.RunCheckpoints(workdir, config.max_checkpoints_to_keep)
+@dataclasses.dataclass
+class LoopResult:
+  state: dict
+  history: list
+  steps: int
+  train_seconds: float
+  compilations: int
+
+
+def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
+  """Trains ``state`` with ``spec`` in ``workdir``, resuming from its newest readable
+  checkpoint; checkpoints, logs metrics, stops on SIGTERM and on a non-finite loss."""
+  run_checkpoints = checkpoint.RunCheckpoints(workdir, spec.max_checkpoints_to_keep)
+  steps_per_epoch, total_steps = spec.steps_per_epoch, spec.total_steps
   history: list[dict[str, Any]] = []
   # Running sums of the current epoch's training metrics (checkpointed: a run resumed
   # mid-epoch reports the same epoch means as an uninterrupted one).
   epoch_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
   seconds_before = 0.0  # wall-clock time of the loop in earlier (interrupted) processes
   restored = run_checkpoints.restore_latest(state)
+  step = 0
   if restored is not None:
     state, meta = restored
+    step = int(meta["step"])
     history = meta["history"]
     epoch_sums = meta.get("epoch_sums", epoch_sums)
     seconds_before = meta.get("train_seconds", 0.0)
-    _warn_on_changed_config(meta["config"], config_dict, workdir)
-    logger.info("resumed %s from step %d", workdir, int(state["step"]))
+    _warn_on_changed_config(meta["config"], spec.config, workdir)
+    if spec.restore_extra is not None:
+      spec.restore_extra(meta)
+    logger.info("resumed %s from step %d", workdir, step)
   is_writer = jax.process_index() == 0
-  writer = metrics.MetricWriter(workdir, is_writer, resume_step=int(state["step"]))
-
-  train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
-      run.student, optimizer, method, run.preprocess, teacher=run.teacher, view=run.view,
-      regression=run.regression, pooled_view=bool(pool_every)), mesh)
-  eval_step = step_lib.jit_eval(step_lib.make_eval_step(
-      run.student, run.preprocess, run.teacher, run.regression), mesh)
+  writer = metrics.MetricWriter(workdir, is_writer, resume_step=step)
   hparams_epoch = None
-  # The values the method's schedule sets (T, φ, ψ, ...) are logged with the train rows.
-  schedule_keys = []
-  if method.schedule is not None:
-    schedule_keys = sorted(method.schedule(1, num_epochs,
-                                           **config[method.schedule_block].to_dict()))
-
-  def save(step: int, finished: bool = False) -> None:
-    # Copies: the save finishes in the background while the loop keeps appending.
-    run_checkpoints.save(state, {"step": step, "sampler": sampler.position(step),
-                                 "config": config_dict, "history": list(history),
-                                 "epoch_sums": dict(epoch_sums), "finished": finished,
-                                 "train_seconds": train_seconds(), **run.meta})
-
   loop_start = time.perf_counter()
 
   def train_seconds() -> float:
     """Wall-clock seconds of the training loop (compilation, steps, evaluation, saving)."""
     return seconds_before + time.perf_counter() - loop_start
 
-  step = int(state["step"])
+  def save(step: int, finished: bool = False) -> None:
+    # Copies: the save finishes in the background while the loop keeps appending.
+    extra = spec.extra_meta(step) if spec.extra_meta is not None else {}
+    run_checkpoints.save(state, {"step": step, "config": spec.config, "history": list(history),
+                                 "epoch_sums": dict(epoch_sums), "finished": finished,
+                                 "train_seconds": train_seconds(), **extra})
+
   last_saved_step = step if restored is not None else None
   pending: list[tuple[int, dict]] = []  # device metrics not yet looked at on the host
+  logged_values: dict[str, float] = {}
+  has_accuracy = []  # whether the step reports accuracy (classes, not regression)
 
   def flush() -> None:
     """Looks at the pending step metrics: stop on a non-finite loss, log the rest."""
     host_rows = jax.device_get([row for _, row in pending])
     for (row_step, _), row in zip(pending, host_rows):
-      if not math.isfinite(float(row["loss"])):
+      loss = np.asarray(row["loss"])
+      if not np.all(np.isfinite(loss)):
         run_checkpoints.wait()
         kept = (f"the last good checkpoint (step {last_saved_step}) is kept in "
                 f"{run_checkpoints.directory}" if last_saved_step is not None
                 else "no checkpoint had been written yet")
+        where = "" if loss.ndim == 0 else f" in trial(s) {np.flatnonzero(~np.isfinite(loss)).tolist()}"
         raise FloatingPointError(
-            f"the training loss became {float(row['loss'])} at step {row_step} (epoch "
-            f"{(row_step - 1) // steps_per_epoch + 1}); {kept}. Lower the learning rate or "
-            f"check the inputs.")
-      epoch_sums["loss"] += float(row["loss"])
-      epoch_sums["accuracy"] += float(row.get("accuracy", 0.0))
+            f"the training loss became {loss[~np.isfinite(loss)].ravel()[0]} at step "
+            f"{row_step} (epoch {(row_step - 1) // steps_per_epoch + 1}){where}; {kept}. "
+            f"Lower the learning rate or check the inputs.")
+      epoch_sums["loss"] += float(np.mean(loss))
+      if "accuracy" in row:
+        has_accuracy[:] = [True]
+        epoch_sums["accuracy"] += float(np.mean(row["accuracy"]))
       epoch_sums["count"] += 1
     if pending:
       means = {name: float(np.mean([row[name] for row in host_rows])) for name in host_rows[0]}
-      means["lr"] = float(lr_schedule(pending[-1][0] - 1))
-      means.update(schedule_values)
+      if spec.lr_schedule is not None:
+        means["lr"] = float(spec.lr_schedule(pending[-1][0] - 1))
+      means.update(logged_values)
       writer.write(pending[-1][0], "train", means)
     pending.clear()
 
-  progress = _progress_bar(config, total_steps, step, is_writer)
+  progress = _progress_bar(spec.progress_bar, total_steps, step, is_writer)
   with _sigterm_flag() as sigterm:
     while step < total_steps:
       if step // steps_per_epoch + 1 != hparams_epoch:
         hparams_epoch = step // steps_per_epoch + 1
-        host_hparams = epoch_hparams(config, method, hparams_epoch, num_epochs)
-        schedule_values = {k: host_hparams[k] for k in schedule_keys}
-        hparams = _device_hparams(host_hparams, mesh)
-        if pool_every and (hparams_epoch - 1) % pool_every == 0 and step % steps_per_epoch == 0:
-          state = {**state, "aux_pool": generate_pool(state, teacher_variables, pool_images)}
-      local = sampler.local_indices(step)
-      host_batch = {name: values[local] for name, values in run.train.items()}
-      if pool_every:
-        host_batch["index"] = local.astype(np.int32)
-      batch = sharding.global_batch(host_batch, mesh)
-      state, step_metrics = train_step(state, batch, teacher_variables, hparams,
-                                       teacher_constants)
+        hparams, logged_values = spec.hparams_at(hparams_epoch)
+        if spec.start_of_epoch is not None and step % steps_per_epoch == 0:
+          state = spec.start_of_epoch(state, hparams_epoch)
+      state, step_metrics = spec.train_step(state, spec.batch_at(step), spec.teacher_variables,
+                                            hparams, spec.teacher_constants)
       step += 1
       pending.append((step, step_metrics))
       progress.update(1)
 
       epoch_done = step % steps_per_epoch == 0
-      if config.checkpoint_every_steps > 0:
-        checkpoint_due = step % config.checkpoint_every_steps == 0
+      if spec.checkpoint_every_steps > 0:
+        checkpoint_due = step % spec.checkpoint_every_steps == 0
       else:
         checkpoint_due = epoch_done
       checkpoint_due = checkpoint_due or step == total_steps or sigterm["flag"]
-      if len(pending) >= config.log_every_steps or epoch_done or checkpoint_due:
+      if len(pending) >= spec.log_every_steps or epoch_done or checkpoint_due:
         flush()
       if epoch_done:
         epoch = step // steps_per_epoch
         row = {"epoch": epoch, "step": step,
                "train_loss": epoch_sums["loss"] / max(epoch_sums["count"], 1)}
-        if not run.regression:
+        if has_accuracy:
           row["train_accuracy"] = 100.0 * epoch_sums["accuracy"] / max(epoch_sums["count"], 1)
         epoch_sums.update(loss=0.0, accuracy=0.0, count=0)
-        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-        row.update(evaluate(eval_step, variables, run.test, config.eval_batch_size, mesh,
-                            teacher_variables, run.regression))
+        evaluated = spec.evaluate(state, epoch)
+        if evaluated is not None:
+          row.update(evaluated)
+        if spec.end_of_epoch is not None:
+          state = spec.end_of_epoch(state, epoch, row)
         history.append(row)
         writer.write(step, "test", row)
-        progress.set_postfix(epoch=epoch, **{score: f"{row[score]:.2f}"})
+        if spec.score in row:
+          progress.set_postfix(epoch=epoch, **{spec.score: f"{row[spec.score]:.2f}"})
       if checkpoint_due:
         save(step, finished=step == total_steps)
         last_saved_step = step
@@ -277,23 +274,115 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   run_checkpoints.wait()
   run_checkpoints.close()
   writer.close()
+  compiled = getattr(spec.train_step, "compiled", spec.train_step)
+  return LoopResult(state, history, step, train_seconds(), compiled._cache_size())
 
-  summary = metrics.summarize(history, score)
-  summary.update(method=config.method, seed=config.seed, steps=step, **run.describe,
-                 train_seconds=train_seconds(),
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the image or text run that ``config`` describes in ``workdir``.
+
+  Returns the summary: the score (top-1, or Pearson for regression) at the last and the
+  best epoch, and, when distilling, teacher–student agreement and KL on the test set.
+  Raises PreemptedError after saving when SIGTERM arrives, and FloatingPointError naming
+  the step when the loss stops being finite (the last checkpoint, all of whose steps had
+  finite losses, is kept).
+  """
+  mesh = sharding.make_data_mesh()
+  sharding.check_batch_divisible(config.batch_size, mesh, "config.batch_size")
+  sharding.check_batch_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
+  run = setup_lib.build_run(config, mesh)
+  method = run.method
+  sampler = EpochSampler(run.num_train, config.batch_size, config.seed,
+                         jax.process_index(), jax.process_count())
+  steps_per_epoch = sampler.steps_per_epoch
+  # The "longer training" of Wang et al.: the epoch factor stretches epochs and lr milestones.
+  num_epochs = config.num_epochs * config.epoch_factor
+  optimizer, lr_schedule = optim.make_optimizer(
+      **config.optimizer.to_dict(), steps_per_epoch=steps_per_epoch, num_epochs=num_epochs,
+      epoch_factor=config.epoch_factor)
+  state = sharding.replicate(state_lib.new_train_state(run.variables, optimizer, run.rng), mesh)
+
+  # Pooled backward KD: generated samples for the whole training set, refreshed every
+  # pool_every epochs, live in the state (and its checkpoints) so a resumed run is exact.
+  pool_every = (config.view.pool_every_epochs
+                if run.modality == "image" and method.view == "backward" else 0)
+  start_of_epoch = None
+  if pool_every:
+    images = run.train["image"]
+    chunk = min(config.eval_batch_size, len(images))
+    padded = -(-len(images) // chunk) * chunk
+    pool_images = sharding.replicate(
+        np.concatenate([images, images[:padded - len(images)]]), mesh)
+    state["aux_pool"] = sharding.replicate(
+        jnp.zeros((len(images), *images.shape[1:]), run.preprocess.compute_dtype), mesh)
+    replicated = sharding.replicated(mesh)
+    generate_pool = jax.jit(
+        backward_kd.make_pool_generator(run.student, run.teacher, run.preprocess,
+                                        run.pool_options, chunk, len(images)),
+        in_shardings=(replicated, replicated, replicated), out_shardings=replicated)
+
+    def start_of_epoch(state, epoch):
+      if (epoch - 1) % pool_every:
+        return state
+      return {**state, "aux_pool": generate_pool(state, run.teacher_variables, pool_images)}
+
+  train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
+      run.student, optimizer, method, run.preprocess, teacher=run.teacher, view=run.view,
+      regression=run.regression, pooled_view=bool(pool_every)), mesh)
+  eval_step = step_lib.jit_eval(step_lib.make_eval_step(
+      run.student, run.preprocess, run.teacher, run.regression), mesh)
+  # The values the method's schedule sets (T, φ, ψ, ...) are logged with the train rows.
+  schedule_keys = []
+  if method.schedule is not None:
+    schedule_keys = sorted(method.schedule(1, num_epochs,
+                                           **config[method.schedule_block].to_dict()))
+
+  def hparams_at(epoch):
+    values = epoch_hparams(config, method, epoch, num_epochs)
+    return _device_hparams(values, mesh), {k: values[k] for k in schedule_keys}
+
+  def batch_at(step):
+    local = sampler.local_indices(step)
+    host_batch = {name: values[local] for name, values in run.train.items()}
+    if pool_every:
+      host_batch["index"] = local.astype(np.int32)
+    return sharding.global_batch(host_batch, mesh)
+
+  def evaluate_epoch(state, epoch):
+    del epoch
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return evaluate(eval_step, variables, run.test, config.eval_batch_size, mesh,
+                    run.teacher_variables, run.regression)
+
+  score = "pearson" if run.regression else "top1"
+  spec = Loop(train_step, batch_at, hparams_at, evaluate_epoch, steps_per_epoch,
+              num_epochs * steps_per_epoch, config.to_dict(), run.teacher_variables,
+              sharding.replicate(run.teacher_constants, mesh), lr_schedule,
+              start_of_epoch=start_of_epoch,
+              extra_meta=lambda step: {**run.meta, "sampler": sampler.position(step)},
+              checkpoint_every_steps=config.checkpoint_every_steps,
+              max_checkpoints_to_keep=config.max_checkpoints_to_keep,
+              log_every_steps=config.log_every_steps, progress_bar=config.progress_bar,
+              score=score)
+  result = run_loop(spec, state, workdir)
+
+  summary = metrics.summarize(result.history, score)
+  summary.update(method=config.method, seed=config.seed, steps=result.steps, **run.describe,
+                 train_seconds=result.train_seconds,
                  # 1 unless something (a shape, a dtype, a Python value) changed between steps.
-                 train_step_compilations=train_step._cache_size())
-  if is_writer:
+                 train_step_compilations=result.compilations)
+  if jax.process_index() == 0:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
     with open(os.path.join(workdir, "summary.md"), "w") as f:
       f.write(metrics.summary_table(summary) + "\n")
-    metrics.plot_history(history, os.path.join(workdir, "curves.png"), score,
+    metrics.plot_history(result.history, os.path.join(workdir, "curves.png"), score,
                          title=f"{config.method}: {run.describe['model']} on "
                                f"{run.describe['dataset']}")
   return summary
 
-def _progress_bar(config, total: int, initial: int, is_writer: bool):
+
+def _progress_bar(enabled: bool, total: int, initial: int, is_writer: bool):
   from tqdm.auto import tqdm
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-              disable=not (config.progress_bar and is_writer))
+              disable=not (enabled and is_writer))
