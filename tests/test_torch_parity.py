@@ -165,18 +165,17 @@ def _assert_same_state(state, torch_model, variables_template):
 
 @pytest.mark.parametrize("method_name, view_overrides", METHOD_CASES)
 def test_each_method_step_matches_pytorch(method_name, view_overrides):
-  from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
+  from kd_jax import methods
+  from kd_jax.train import preprocess as preprocess_lib, sharding, state as state_lib
+  from tests.conftest import image_step, sgd
   teacher, teacher_vars, teacher_t = _pair("cnn_small", 10, (8, 8, 1), seed=1)
   student, student_vars, student_t = _pair("cnn_tiny", 10, (8, 8, 1), seed=2)
-  method = objectives.get_method(method_name)
+  method = methods.get_method(method_name)
   options = _view_options(**view_overrides)
-  sgd = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.05, momentum=0.9,
-                                       nesterov=False, weight_decay=5e-4, lr_milestones=(),
-                                       lr_decay=0.1))
-  optimizer, _ = optim.make_optimizer(sgd, 10)
+  optimizer = sgd(learning_rate=0.05, weight_decay=5e-4)
   mesh = sharding.make_data_mesh()
   # Identity normalisation and no crop/flip: both sides see the same float inputs.
-  preprocess = steps.make_preprocess((0.0,), (1.0 / 255.0,), 0, False, jax.numpy.float32)
+  preprocess = preprocess_lib.image_preprocess((0.0,), (1.0 / 255.0,))
   rng = np.random.default_rng(4)
   images = rng.integers(0, 17, (16, 8, 8, 1)).astype(np.uint8)
   labels = rng.integers(0, 10, 16).astype(np.int32)
@@ -185,7 +184,7 @@ def test_each_method_step_matches_pytorch(method_name, view_overrides):
 
   state = state_lib.create_train_state(student, optimizer, (8, 8, 1), seed=0)
   state["params"], state["batch_stats"] = student_vars["params"], student_vars["batch_stats"]
-  step = steps.make_train_step(student, optimizer, method, mesh, preprocess, teacher, options)
+  step = image_step(student, optimizer, method, preprocess, teacher, options)
   jax_losses, all_draws = [], []
   for _ in range(2):
     view_key = jax.random.fold_in(jax.random.fold_in(state["rng"], state["step"]), 1)
@@ -201,8 +200,9 @@ def test_each_method_step_matches_pytorch(method_name, view_overrides):
   x = torch.from_numpy(images.astype(np.float32).transpose(0, 3, 1, 2).copy())
   for draws, jax_loss in zip(all_draws, jax_losses):
     loss = torch_steps.distill_step(student_t, teacher_t, torch_optimizer, x,
-                                    torch.from_numpy(labels).long(), objective=method.objective,
-                                    view=method.view, draws=draws, options=torch_options,
+                                    torch.from_numpy(labels).long(),
+                                    objective=torch_steps.OBJECTIVE_OF_METHOD[method_name],
+                                    view=method.view or "none", draws=draws, options=torch_options,
                                     hparams=hparams)
     assert jax_loss == pytest.approx(loss, rel=1e-4)
   _assert_same_state(state, student_t, student_vars)
@@ -250,7 +250,8 @@ def test_quantized_convolution_gradients_match_pytorch():
 
 
 def test_rolewise_student_step_matches_pytorch():
-  """Role-wise KD's stage-2 step (kd_jax.pba: policy augmentation, frozen teacher on the
+  """Role-wise KD's stage-2 step (the core step with the policy preprocess: policy
+  augmentation, frozen teacher on the
   augmented images, KD, SGD with momentum) against the PyTorch twin, for two steps. The zero
   policy without crop/flip/cutout leaves the images as they are, so both sides see the same
   inputs (the augmentation is checked against PIL in test_policies).
@@ -260,23 +261,30 @@ def test_rolewise_student_step_matches_pytorch():
   0 or ±1 ulp (the frameworks sum the mean in different orders) decides the ReLU's gradient
   there; its logits and its convolutions' straight-through gradients are compared above."""
   import optax
-  from kd_jax import pba, policies
+  from kd_jax import methods, policies
+  from kd_jax.methods import rolewise
+  from kd_jax.models import adapters
+  from kd_jax.train import state as state_lib, step as step_lib
   teacher, teacher_vars, teacher_t = _pair("resnet18_narrow", 10, (8, 8, 3), seed=1)
   student, student_vars, student_t = _pair("resnet18_narrow", 10, (8, 8, 3), seed=2)
   mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-  setup = pba.MemberSetup(student, optax.sgd(0.05, momentum=0.9), mean, std, (0, 0, 0), pad=0,
-                          flip=False, cutout_size=0, teacher_model=teacher)
-  state = jax.tree.map(lambda x: x[0], pba.init_population(
-      student, setup.optimizer, (8, 8, 3), [0], init_variables=student_vars))
+  optimizer = optax.sgd(0.05, momentum=0.9)
+  preprocess = rolewise.PolicyPreprocess(mean, std, (0, 0, 0), pad=0, flip=False,
+                                         cutout_size=0)
+  step = jax.jit(step_lib.make_train_step(
+      adapters.LinenImageModel(student), optimizer, methods.get_method("kd"), preprocess,
+      teacher=adapters.LinenImageModel(teacher)))
+  state = state_lib.new_train_state(student_vars, optimizer, jax.random.PRNGKey(0))
   rng = np.random.default_rng(5)
   images = rng.integers(0, 256, (8, 8, 8, 3)).astype(np.uint8)
   labels = rng.integers(0, 10, 8).astype(np.int32)
   hparams = dict(temperature=4.0, ce_weight=0.1, kd_weight=0.9)
-  step = jax.jit(pba.make_member_step(setup))
   jax_losses = []
   for _ in range(2):
-    state, metrics = step(state, policies.zero_policy(), images, labels, teacher_vars,
-                          {k: jax.numpy.float32(v) for k, v in hparams.items()})
+    state, metrics = step(state, {"image": images, "label": labels}, teacher_vars,
+                          {**{k: jax.numpy.float32(v) for k, v in hparams.items()},
+                           "view_weight": jax.numpy.float32(1.0),
+                           **rolewise.policy_values(policies.zero_policy())}, {})
     jax_losses.append(float(metrics["loss"]))
 
   torch_optimizer = torch.optim.SGD(student_t.parameters(), lr=0.05, momentum=0.9)
