@@ -22,10 +22,10 @@ forward/backward and the update (SGD with momentum 0.9 and weight decay 5e-4 for
 AdamW for text). PyTorch runs eagerly and, with ``--torch_compile``, with the networks
 wrapped in ``torch.compile``. After a warm-up, all implementations take turns step by step,
 round after round, so that drifts in machine load hit all of them alike
-(experiments.benchmark). Reported: median (min–max) step time, examples/s, JAX ÷ PyTorch speed, compile time (JAX: lowering + XLA compilation;
-PyTorch: the first call), peak memory, each step's time ÷ its side's plain KD step, and —
-what the method's extra passes predict — the compiled JAX step's FLOPs ÷ the KD step's
-(XLA's cost analysis).
+(experiments.benchmark). Reported: median (min–max) step time, examples/s, JAX ÷ PyTorch
+speed, compile time (JAX: lowering + XLA compilation; PyTorch: the first call), peak
+memory, each step's time ÷ its side's plain KD step, and — what the method's extra passes
+predict — the compiled JAX step's FLOPs ÷ the KD step's (XLA's cost analysis).
 
 Peak memory: JAX — XLA's buffer plan of the compiled step (arguments + outputs + temporaries
 − donated aliases, ``Compiled.memory_analysis``); PyTorch — on GPU the caching allocator's
