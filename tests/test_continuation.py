@@ -166,3 +166,5 @@ def test_schedule_values_and_annealing_switch_by_hand():
   assert continuation.annealing_switch_epoch(10, 3) == 6      # k = 3: ceil(2 · 3)
   assert continuation.annealing_switch_epoch(3, 10) == 3      # k = 1: ceil(9), capped at 3
   assert continuation.annealing_switch_epoch(5, 1) == 0       # t_max 1: T is 1 from the start
+  assert continuation.annealing_switch_epoch(10, 10) == 9     # k = 1: ceil(9), under the cap
+  assert continuation.annealing_switch_epoch(15, 10) == 9     # k = floor(15 / 10) = 1
