@@ -166,21 +166,35 @@ def test_mixing_bad_input():
 
 # --- Distributions, defaults, dtypes and errors, pinned one by one. ---
 
-def test_crop_offsets_are_uniform_over_all_positions():
-  """pad = 2: row and column offsets uniform over {0, ..., 4}: every one of the 25 crops
-  occurs, each offset about 1/5 of the time."""
-  images = jnp.broadcast_to(jnp.arange(1, 7, dtype=jnp.int32)[None, :, None, None] * 10
-                            + jnp.arange(1, 7, dtype=jnp.int32)[None, None, :, None],
-                            (500, 6, 6, 1))
-  out = np.asarray(augment.random_crop_flip(jax.random.PRNGKey(4), images, 2, flip=False))
-  # Crop pixel (2, 2) is image pixel (dy, dx) (never padding), whose value encodes it.
-  value = out[:, 2, 2, 0]
+@pytest.mark.parametrize("pad", [1, 2, None])
+def test_crop_offsets_are_uniform_over_all_positions(pad):
+  """Row and column offsets uniform over {0, ..., 2·pad} (pad 4 by default): every one of the
+  (2·pad + 1)² crops occurs, each offset about 1/(2·pad + 1) of the time."""
+  size = 9
+  grid = jnp.arange(1, size + 1, dtype=jnp.int32)
+  images = jnp.broadcast_to(grid[None, :, None, None] * 10 + grid[None, None, :, None],
+                            (600, size, size, 1))
+  key = jax.random.PRNGKey(4)
+  if pad is None:
+    out, pad = augment.random_crop_flip(key, images, flip=False), 4
+  else:
+    out = augment.random_crop_flip(key, images, pad, flip=False)
+  # Crop pixel (pad, pad) is image pixel (dy, dx) (never padding), whose value encodes it.
+  value = np.asarray(out)[:, pad, pad, 0]
   dy, dx = value // 10 - 1, value % 10 - 1
   offsets = set(zip(dy.tolist(), dx.tolist()))
-  assert offsets == {(a, b) for a in range(5) for b in range(5)}
+  positions = 2 * pad + 1
+  assert offsets == {(a, b) for a in range(positions) for b in range(positions)}
   for d in (dy, dx):
-    frequencies = np.bincount(d, minlength=5) / len(d)
-    assert np.all(np.abs(frequencies - 0.2) < 0.06), frequencies
+    frequencies = np.bincount(d, minlength=positions) / len(d)
+    assert np.all(np.abs(frequencies - 1 / positions) < 0.3 / positions), frequencies
+
+
+def test_flip_is_on_by_default():
+  images = _images(batch=32)
+  out = augment.random_crop_flip(jax.random.PRNGKey(2), images, 0)
+  flipped = sum(bool(jnp.array_equal(out[i], images[i, :, ::-1])) for i in range(32))
+  assert 4 < flipped < 28
 
 
 def test_shift_permutation_draws_every_shift():
