@@ -1,5 +1,6 @@
 """What the command-line entry points share: start JAX, run the loop, report."""
 
+import contextlib
 import logging
 import sys
 
@@ -15,19 +16,32 @@ def configure_logging() -> None:
   logging.getLogger("kd_jax").setLevel(logging.INFO)
 
 
-def run(config, workdir: str) -> dict:
-  """Runs ``config`` in ``workdir``; exits 143 after saving if SIGTERM arrives."""
+def start(config) -> None:
+  """Logging, then ``jax.distributed.initialize`` when ``config.multihost`` (its arguments
+  from the config, or from the cluster's environment where they are ""/-1)."""
   configure_logging()
-  if config.multihost:
+  if config.get("multihost", False):
     sharding.initialize_multihost(config.coordinator_address or None,
                                   config.num_processes if config.num_processes > 0 else None,
                                   config.process_id if config.process_id >= 0 else None)
-  logging.getLogger("kd_jax").info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
-               jax.process_count())
+  logging.getLogger("kd_jax").info("JAX devices: %s (process %d of %d)", jax.devices(),
+                                   jax.process_index(), jax.process_count())
+
+
+@contextlib.contextmanager
+def exit_143_on_sigterm():
+  """SIGTERM made the loop save a checkpoint and stop: say so and exit with 128 + 15."""
   try:
-    summary = loop.train_and_evaluate(config, workdir)
+    yield
   except loop.PreemptedError as preempted:
     print(preempted, file=sys.stderr)
     sys.exit(143)
+
+
+def run(config, workdir: str) -> dict:
+  """Runs ``config`` in ``workdir``; exits 143 after saving if SIGTERM arrives."""
+  start(config)
+  with exit_143_on_sigterm():
+    summary = loop.train_and_evaluate(config, workdir)
   print(metrics.summary_table(summary))
   return summary

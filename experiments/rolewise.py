@@ -8,8 +8,10 @@
 
 Each stage reads what the previous ones left in --workdir: ``teacher_search.json`` (every
 trial's schedule and the chosen one), ``teacher/`` (Orbax checkpoint of the teacher),
-``student_search.json``, ``student.json``. Searches checkpoint every exploit round and
-resume when rerun. Each stage that finishes records its full command in
+``student_search.json``, ``student.json``. Every population (searches and the trainings
+after them) runs in kd_jax's one loop and checkpoints in ``--workdir`` (``*_population``,
+``*_train``): a killed stage rerun with the same command resumes where it stopped; SIGTERM
+saves and exits with 143. Each stage that finishes records its full command in
 ``<workdir>/commands.json``; the compare report lists the commands of the stages it read,
 in order, so the whole result reruns from the report.
 """
@@ -55,9 +57,9 @@ def _data(config):
 
 def _setup(config, data, model_name, learning_rate, steps_per_epoch, teacher_model=None):
   model = models.create_model(model_name, data.num_classes)
-  optimizer_config = config.optimizer.copy_and_resolve_references()
-  optimizer_config.learning_rate = learning_rate
-  optimizer, _ = optim.make_optimizer(optimizer_config, steps_per_epoch)
+  optimizer, _ = optim.make_optimizer(**{**config.optimizer.to_dict(),
+                                         "learning_rate": learning_rate},
+                                      steps_per_epoch=steps_per_epoch)
   fill = tuple(int(round(255 * m)) for m in data.mean)
   return pba.MemberSetup(model, optimizer, data.mean, data.std, fill, config.augment.pad,
                          config.augment.flip, config.augment.cutout_size, teacher_model)
@@ -82,7 +84,7 @@ def _run_search(config, data, workdir, name, model_name, learning_rate, teacher=
       workdir=os.path.join(workdir, f"{name}_population"),
       teacher_variables=teacher[1] if teacher else None, hparams=_kd_hparams(config),
       init_variables=init_variables, eval_batch_size=config.eval_batch_size,
-      mode=config.population_mode)
+      mode=config.population_mode, checkpoint_every_steps=config.checkpoint_every_steps)
   pba.save_result(os.path.join(workdir, f"{name}.json"), result)
   logger.info("%s: best trial %d, validation %.2f", name, result.best_trial,
               result.final_scores[result.best_trial])
@@ -98,14 +100,18 @@ def _load_schedule(workdir, name):
     return policies.schedule_from_json(json.dumps(json.load(f)["best_schedule"]))
 
 
-def _train(config, data, setup, schedules, seeds, epochs, teacher=None, init_variables=None):
+def _train(config, data, setup, schedules, seeds, epochs, workdir, teacher=None,
+           init_variables=None):
+  """The population trained in kd_jax's one loop, checkpointed in ``workdir`` (a rerun of a
+  killed stage resumes there)."""
   train, test, _, _ = data
   return pba.train_with_schedules(
       setup, schedules, seeds, train.images, train.labels, test.images, test.labels,
       epochs=epochs, batch_size=config.train.batch_size,
       teacher_variables=teacher[1] if teacher else None, hparams=_kd_hparams(config),
       init_variables=init_variables, eval_batch_size=config.eval_batch_size,
-      mode=config.population_mode)
+      mode=config.population_mode, workdir=workdir,
+      checkpoint_every_steps=config.checkpoint_every_steps)
 
 
 def _teacher(config, data, workdir):
@@ -123,15 +129,17 @@ def _teacher(config, data, workdir):
 
 def stage_teacher(config, data, workdir):
   train = data[0]
-  _run_search(config, data, workdir, "teacher_search", config.teacher_model,
-              config.optimizer.learning_rate)
-  schedule = _load_schedule(workdir, "teacher_search")
+  # The schedule from memory, not from the file: only process 0 writes files.
+  schedule = _run_search(config, data, workdir, "teacher_search", config.teacher_model,
+                         config.optimizer.learning_rate).best_schedule
   setup = _setup(config, train, config.teacher_model, config.optimizer.learning_rate,
                  len(train) // config.train.batch_size)
-  out = _train(config, data, setup, [schedule], [config.seeds[0]], config.train.epochs)
+  out = _train(config, data, setup, [schedule], [config.seeds[0]], config.train.epochs,
+               os.path.join(workdir, "teacher_train"))
   member = jax.tree.map(lambda x: x[0], out["state"])
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"))
   store.save(member, {"step": int(member["step"]), "test_accuracy": out["final"][0],
+                      "train_step_compilations": out["compilations"],
                       "history": [h[0] for h in out["history"]], "finished": True})
   store.wait()
   store.close()
@@ -163,10 +171,12 @@ def stage_student(config, data, workdir):
   teacher = _teacher(config, data, workdir)
   schedule = _load_schedule(workdir, "student_search")
   out = _train(config, data, _student_setup(config, data, teacher), [schedule],
-               [config.seeds[0]], config.train.epochs, teacher,
-               _student_init(config, data, teacher))
-  with open(os.path.join(workdir, "student.json"), "w") as f:
-    json.dump({"test_accuracy": out["final"][0], "history": out["history"]}, f)
+               [config.seeds[0]], config.train.epochs, os.path.join(workdir, "student_train"),
+               teacher, _student_init(config, data, teacher))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "student.json"), "w") as f:
+      json.dump({"test_accuracy": out["final"][0], "history": out["history"],
+                 "train_step_compilations": out["compilations"]}, f)
   logger.info("student: test accuracy %.2f", out["final"][0])
   return out["final"][0]
 
@@ -217,7 +227,8 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
   members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
   out = _train(config, data, _student_setup(config, data, teacher),
                [schedules[r] for r, _ in members], [s for _, s in members],
-               config.train.epochs, teacher, _student_init(config, data, teacher))
+               config.train.epochs, os.path.join(workdir, "compare_train"), teacher,
+               _student_init(config, data, teacher))
   final = dict(zip(members, out["final"]))
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
   teacher_accuracy = store.read_meta()["test_accuracy"]
@@ -251,21 +262,23 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
 
 def main(argv):
   del argv
-  launch.configure_logging()
-  logger.setLevel(logging.INFO)
   config, workdir, stage = _CONFIG.value, _WORKDIR.value, _STAGE.value
+  launch.start(config)
+  logger.setLevel(logging.INFO)
   arguments = reporting.script_arguments("rolewise")
   os.makedirs(workdir, exist_ok=True)
   data = _data(config)
-  if stage == "teacher":
-    stage_teacher(config, data, workdir)
-  elif stage == "student_search":
-    stage_student_search(config, data, workdir)
-  elif stage == "student":
-    stage_student(config, data, workdir)
-  else:
-    stage_compare(config, data, workdir, _OUT.value, arguments)
-  record_command(workdir, stage, reporting.command_line("rolewise", arguments))
+  with launch.exit_143_on_sigterm():  # SIGTERM: the population's checkpoint is saved
+    if stage == "teacher":
+      stage_teacher(config, data, workdir)
+    elif stage == "student_search":
+      stage_student_search(config, data, workdir)
+    elif stage == "student":
+      stage_student(config, data, workdir)
+    else:
+      stage_compare(config, data, workdir, _OUT.value, arguments)
+  if jax.process_index() == 0:
+    record_command(workdir, stage, reporting.command_line("rolewise", arguments))
 
 
 if __name__ == "__main__":

@@ -108,14 +108,18 @@ def init_population(model, optimizer, image_shape, seeds, init_variables=None) -
 
 
 def _pop_sharding(mesh):
-  return NamedSharding(mesh, PartitionSpec(POP_AXIS))
+  return step_lib.population_sharding(mesh)
 
 
-def _local_trials(mesh: Mesh, population: int) -> np.ndarray:
-  """The trials whose devices belong to this process (it loads only their batches)."""
-  index_map = _pop_sharding(mesh).addressable_devices_indices_map((population,))
-  return np.asarray(sorted({t for index in index_map.values()
-                            for t in range(population)[index[0]]}))
+def _local_block(sharding, global_shape) -> tuple[slice, ...]:
+  """The block of a global array that this process's devices hold (it loads only that)."""
+  index_map = sharding.addressable_devices_indices_map(global_shape)
+  block = []
+  for axis, size in enumerate(global_shape):
+    ranges = [index[axis].indices(size) if axis < len(index) else (0, size, 1)
+              for index in index_map.values()]
+    block.append(slice(min(r[0] for r in ranges), max(r[1] for r in ranges)))
+  return tuple(block)
 
 
 class _PopulationRun:
@@ -128,7 +132,9 @@ class _PopulationRun:
     self.population = len(seeds)
     self.mesh = mesh
     self.pop, self.replicated = _pop_sharding(mesh), NamedSharding(mesh, PartitionSpec())
-    self.local = _local_trials(mesh, self.population)
+    self.batch_sharding = step_lib.population_batch_sharding(mesh)
+    self.trials, self.examples = _local_block(self.batch_sharding, (self.population, batch_size))
+    self.batch_size = batch_size
     self.samplers = [EpochSampler(len(train_labels), batch_size, int(seed)) for seed in seeds]
     self.steps_per_epoch = self.samplers[0].steps_per_epoch
     self.images, self.labels = train_images, train_labels
@@ -148,13 +154,16 @@ class _PopulationRun:
             for k, v in host.items()}
 
   def batch_at(self, step: int) -> dict:
-    """Each local trial's own batch for global step ``step``: ``[P_local, B, ...]``."""
-    index = np.stack([self.samplers[t].global_indices(step) for t in self.local])
-    return self.put({"image": self.images[index], "label": self.labels[index]}, self.pop,
-                    lambda v: (self.population, *v.shape[1:]))
+    """This process's block of the trials' batches for global step ``step``: its trials,
+    and of each trial's batch the examples its devices hold."""
+    index = np.stack([self.samplers[t].global_indices(step)[self.examples]
+                      for t in range(self.population)[self.trials]])
+    return self.put({"image": self.images[index], "label": self.labels[index]},
+                    self.batch_sharding,
+                    lambda v: (self.population, self.batch_size, *v.shape[2:]))
 
   def policies(self, per_trial) -> jax.Array:
-    local = np.asarray(per_trial, np.int32)[self.local]
+    local = np.asarray(per_trial, np.int32)[self.trials]
     return jax.make_array_from_process_local_data(self.pop, local,
                                                   (self.population, *local.shape[1:]))
 
@@ -375,6 +384,9 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
 
 
 def save_result(path: str, result: SearchResult) -> None:
+  """Writes the search's schedules as JSON (process 0 only: every process has the same)."""
+  if jax.process_index() != 0:
+    return
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "w") as f:
     json.dump(result.to_json(), f)

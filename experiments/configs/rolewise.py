@@ -33,7 +33,7 @@ def get_config(scale: str = "digits"):
   c.student_model = "resnet18_narrow_w2a2" if scale == "digits" else "resnet18_w2a2"
   c.seeds = (0, 1, 2)
   c.eval_batch_size = 500
-  c.population_mode = "vmap"  # or "unroll" (kd_jax.pba.make_population_step)
+  c.population_mode = "vmap"  # or "unroll" (kd_jax.train.step.jit_population)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.pad = 1 if scale == "digits" else 4
@@ -60,6 +60,14 @@ def get_config(scale: str = "digits"):
   c.optimizer.lr_milestones = (20, 25) if scale == "digits" else (60, 120, 160)
   c.optimizer.lr_decay = 0.1
   c.student_learning_rate = 0.01 if scale == "digits" else 0.02  # from the FP teacher
+
+  # Populations checkpoint every exploit round (searches) and every epoch (trainings), or
+  # every N steps; multi-host jobs as in experiments/configs/common.py.
+  c.checkpoint_every_steps = 0
+  c.multihost = False
+  c.coordinator_address = ""
+  c.num_processes = -1
+  c.process_id = -1
 
   c.kd = ml_collections.ConfigDict()
   c.kd.temperature = 4.0

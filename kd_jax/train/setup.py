@@ -207,7 +207,8 @@ def build_text_run(config, mesh) -> RunSetup:
                    meta={"model_config": dataclasses.asdict(module.config)},
                    describe={"model": f"bert-{module.config.num_hidden_layers}x"
                                       f"{module.config.hidden_size}",
-                             "dataset": data.name,
+                             "dataset": data.name, "num_train": len(data.train),
+                             "num_test": len(data.test),
                              "student_parameters": bert.count_parameters(params)})
   if method.needs_teacher:
     setup.teacher, setup.teacher_variables = teacher, teacher_variables

@@ -145,15 +145,24 @@ POPULATION_MODES = ("vmap", "unroll")
 
 
 def make_population_mesh(population: int, devices=None) -> Mesh:
-  """A 1-D ``"pop"`` mesh over as many devices as divide the population evenly."""
+  """A ``("pop", "data")`` mesh: the trials split over as many devices as divide both the
+  population and the device count, each trial's batch split over the rest. 16 trials on 8
+  devices: 8 × 1; 1 trial on 8 devices: 1 × 8 (plain data parallelism)."""
   import numpy as np
-  devices = list(jax.devices() if devices is None else devices)
-  count = max(d for d in range(1, len(devices) + 1) if population % d == 0)
-  return Mesh(np.asarray(devices[:count]), (POP_AXIS,))
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  pop = max(d for d in range(1, devices.size + 1)
+            if population % d == 0 and devices.size % d == 0)
+  return Mesh(devices.reshape(pop, devices.size // pop), (POP_AXIS, sharding.DATA_AXIS))
 
 
 def population_sharding(mesh: Mesh) -> NamedSharding:
+  """Per-trial arrays (states, policies): split over ``"pop"``."""
   return NamedSharding(mesh, PartitionSpec(POP_AXIS))
+
+
+def population_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches ``[P, B, ...]``: trials over ``"pop"``, each trial's examples over ``"data"``."""
+  return NamedSharding(mesh, PartitionSpec(POP_AXIS, sharding.DATA_AXIS))
 
 
 def jit_population(train_step: Callable, mesh: Mesh, per_trial_hparams=("policy",),
@@ -166,7 +175,8 @@ def jit_population(train_step: Callable, mesh: Mesh, per_trial_hparams=("policy"
   ``mode="vmap"`` batches the trials into one program whose convolutions carry a population
   axis (what accelerators want); ``"unroll"`` places P copies of the single-trial step in
   the program (XLA:CPU runs batched-weight convolutions slowly; results/
-  bench_population_cpu.md). The trial axis is split over the mesh's ``"pop"`` axis.
+  bench_population_cpu.md). The trial axis is split over the mesh's ``"pop"`` axis and each
+  trial's batch over its ``"data"`` axis (``make_population_mesh``).
   """
   if mode not in POPULATION_MODES:
     raise ValueError(f"unknown population mode {mode!r}; valid: {', '.join(POPULATION_MODES)}.")
@@ -189,8 +199,10 @@ def jit_population(train_step: Callable, mesh: Mesh, per_trial_hparams=("policy"
                      constants) for i in range(trials)]
       return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
 
-  compiled = jax.jit(batched, in_shardings=(pop, pop, replicated, pop, replicated, replicated),
-                     out_shardings=(pop, pop), donate_argnums=(0,))
+  compiled = jax.jit(batched, in_shardings=(pop, population_batch_sharding(mesh), replicated,
+                                            pop, replicated, replicated),
+                     # per-trial metrics replicated: every process reads all trials' losses
+                     out_shardings=(pop, replicated), donate_argnums=(0,))
 
   def population_step(state, batch, teacher_variables, hparams, teacher_constants):
     own, shared = split_hparams(hparams)

