@@ -284,3 +284,33 @@ def test_schedule_helpers_and_their_errors(tmp_path):
   schedule = policies.read_pba_schedule(write(lines), epochs=7)
   assert [start for start, _ in schedule] == [0, 4, 7]
   assert [int(p[0, 0]) for _, p in schedule] == [0, 1, 0]
+
+
+def test_pipeline_stages_pad_with_fill_flip_and_cut_out():
+  """With a zero policy: padding shows the per-channel fill, offsets cover all 5 × 5 shifts
+  of pad 2; flips mirror about half the images; cutout fills a clipped square."""
+  fill = (200, 100, 50)
+  images = np.full((200, 6, 6, 3), 9, np.uint8)
+  out = np.asarray(policies.augment_batch(jax.random.PRNGKey(0), images, policies.zero_policy(),
+                                          fill=fill, pad=2, flip=False, cutout_size=0))
+  shifted = np.any(out != 9, axis=-1)
+  np.testing.assert_array_equal(out[shifted], np.broadcast_to(fill, out[shifted].shape))
+  # The uncovered band shows the vertical and horizontal shift: rows of fill on top or bottom.
+  dy = [int(np.sum(np.all(s, axis=1)[:3]) - np.sum(np.all(s, axis=1)[3:])) for s in shifted]
+  dx = [int(np.sum(np.all(s, axis=0)[:3]) - np.sum(np.all(s, axis=0)[3:])) for s in shifted]
+  assert set(zip(dy, dx)) == {(a, b) for a in range(-2, 3) for b in range(-2, 3)}
+  columns = np.broadcast_to(np.arange(6, dtype=np.uint8)[None, None, :, None] * 40, (64, 6, 6, 3))
+  out = np.asarray(policies.augment_batch(jax.random.PRNGKey(1), columns, policies.zero_policy(),
+                                          fill=fill, pad=0, cutout_size=0))
+  mirrored = np.all(out == columns[:, :, ::-1], axis=(1, 2, 3))
+  assert np.all(mirrored | np.all(out == columns, axis=(1, 2, 3))) and 16 < mirrored.sum() < 48
+  out = np.asarray(policies.augment_batch(jax.random.PRNGKey(2), images[:64],
+                                          policies.zero_policy(), fill=fill, pad=0, flip=False,
+                                          cutout_size=4))
+  cut = np.all(out == fill, axis=-1)
+  assert np.all(cut | np.all(out == 9, axis=-1))
+  sizes = cut.sum(axis=(1, 2))
+  assert sizes.max() == 16 and sizes.min() >= 4  # a 4 × 4 square, clipped to at least 2 × 2
+  for c in cut:
+    rows, cols = np.where(c)
+    assert c[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
