@@ -1,8 +1,8 @@
 """PBA over a vmapped population: the population step is P separate steps, exploit/explore,
 and a reproducible, resumable search (also over a 4-device "pop" mesh)."""
 
+import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 
@@ -97,13 +97,30 @@ def test_search_is_reproducible_and_resumes_to_the_same_result(tmp_path):
     assert schedule[0][0] == 0 and not np.any(schedule[0][1])  # PBA starts from zeros
   assert any(len(s) > 1 for s in first.schedules)  # explored policies entered schedules
   assert first.best_trial == int(np.argmax(first.final_scores))
-  # Resume: drop the final checkpoint, rerun, same result.
+  # Resume: make the final checkpoint unreadable, rerun: it is moved aside and the search
+  # resumes from the one before, reaching the same result.
   checkpoints = tmp_path / "run" / "checkpoints"
-  shutil.rmtree(checkpoints / max(os.listdir(checkpoints), key=int))
+  last = max((name for name in os.listdir(checkpoints) if name.isdigit()), key=int)
+  for folder, _, files in os.walk(checkpoints / last / "train"):
+    for name in files:
+      (checkpoints / last / "train" / os.path.relpath(os.path.join(folder, name),
+                                                      checkpoints / last / "train")
+       ).write_bytes(b"not a checkpoint")
   resumed = _search(str(tmp_path / "run"))
+  assert (checkpoints / f"corrupt_{last}").is_dir()
   assert resumed.final_scores == first.final_scores and resumed.history == first.history
   again = _search()
   assert again.to_json() == first.to_json()
+
+
+def test_nonfinite_loss_stops_the_population_naming_step_and_trials(tmp_path):
+  train_images, train_labels = _data(32, 1)
+  setup = dataclasses.replace(_setup(), optimizer=optax.sgd(float("nan")))
+  with pytest.raises(FloatingPointError, match=r"at step 2 \(epoch 1\) in trial\(s\) "
+                                               r"\[0, 1\]; no checkpoint"):
+    pba.train_with_schedules(setup, [[(0, np.zeros((30, 2), np.int32))]] * 2, [0, 1],
+                             train_images, train_labels, train_images, train_labels,
+                             epochs=1, batch_size=16, workdir=str(tmp_path))
 
 
 def test_search_over_four_devices_equals_one_device():

@@ -123,6 +123,13 @@ def test_text_two_processes_match_one_process(tiny_bert, text_uninterrupted, tmp
                _params(workdir), text_uninterrupted)
 
 
+def test_text_on_eight_devices_equals_one_device(tiny_bert, text_uninterrupted, tmp_path):
+  result = _run(_text_command(tiny_bert, str(tmp_path)), devices=8)
+  assert "id=7" in result.stderr
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+               _params(str(tmp_path)), text_uninterrupted)
+
+
 # --- Populations: experiments.rolewise's teacher stage (a PBA search, then training). ---
 
 ROLEWISE = ("--config.search.population=4", "--config.search.epochs=4",

@@ -240,10 +240,16 @@ def test_text_teacher_then_students_train_and_resume_exactly(tiny_checkpoint, tm
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert {"phi", "psi", "continuation_temperature"} <= set(rows[0])  # Continuation's values
-  # Resume: drop the last checkpoint, rerun the same config: the same final parameters.
+  # Resume: make the last checkpoint unreadable, rerun the same config: it is moved aside,
+  # the run redoes epoch 2 from the previous one and ends with the same parameters.
   expected = _final_params(workdir)
-  shutil.rmtree(os.path.join(workdir, "checkpoints", str(2 * (64 // 16))))
+  last = os.path.join(workdir, "checkpoints", str(2 * (64 // 16)))
+  for folder, _, files in os.walk(os.path.join(last, "model")):
+    for name in files:
+      with open(os.path.join(folder, name), "wb") as f:
+        f.write(b"not a checkpoint")
   loop.train_and_evaluate(config, workdir)
+  assert os.path.isdir(last.replace(os.sep + "8", os.sep + "corrupt_8"))
   jax.tree.map(np.testing.assert_array_equal, _final_params(workdir), expected)
   with pytest.raises(Exception, match="train the teacher first"):
     loop.train_and_evaluate(_text_config(tiny_checkpoint, "kd",
