@@ -354,3 +354,16 @@ def test_token_defaults_and_errors():
   with pytest.raises(ValueError, match=r"^perturb_mask has shape \(1, 3\); input_ids has "
                                        r"\(1, 4\)\.$"):
     call(mask=mask[:, :3])
+
+
+def test_auxiliary_sample_defaults():
+  """One sign step on the KL at τ = 1, no ball, no clip: with a zero teacher (p_T uniform)
+  and student logits x = (log 3, 0), p_S = (3/4, 1/4), so the gradient is (1/4, −1/4)."""
+  x = jnp.array([[np.log(3.0), 0.0]])
+  aux = backward.auxiliary_samples(_zero, _identity, x, step_size=0.1)
+  np.testing.assert_allclose(aux, [[np.log(3.0) + 0.1, -0.1]], rtol=1e-6)
+  np.testing.assert_allclose(backward.divergence_input_grad(_zero, _identity, x),
+                             [[0.25, -0.25]], rtol=1e-5)
+  aux = backward.auxiliary_samples(_identity, _zero, jnp.array([[5.0, -7.0]]), step_size=3.0,
+                                   divergence="mse")
+  np.testing.assert_allclose(aux, [[8.0, -10.0]])  # unclipped, no ball, one step
