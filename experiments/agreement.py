@@ -22,7 +22,7 @@ from absl import app, flags
 from experiments import launch, reporting
 from kd_jax import backward, losses
 from kd_jax.data import eval_batches, load_dataset
-from kd_jax.train import loop, sharding, steps
+from kd_jax.train import preprocess as preprocess_lib, setup, sharding
 
 _RUNS = flags.DEFINE_string("runs", "runs/demo", "Directory with the demo's runs.")
 _ROWS = flags.DEFINE_list("rows", ["scratch", "kd", "backward_kd"], "Run name prefixes.")
@@ -35,16 +35,16 @@ _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 
 def measure(student_dir, teacher_dir, data, mesh, noise: float = 0.5, step_size: float = 0.1):
   """Agreement (%) and KL of one student with its teacher on ``data``: clean, noisy, moved."""
-  student, student_variables = loop.load_teacher(student_dir, data, mesh, jnp.float32)
-  teacher, teacher_variables = loop.load_teacher(teacher_dir, data, mesh, jnp.float32)
-  preprocess = steps.make_preprocess(data.mean, data.std, 0, False, jnp.float32)
+  student, student_variables = setup.load_trained(student_dir, data, mesh)
+  teacher, teacher_variables = setup.load_trained(teacher_dir, data, mesh)
+  preprocess = preprocess_lib.image_preprocess(data.mean, data.std)
   low, high = preprocess.valid_range()
 
   @jax.jit
   def batch_sums(images, mask, key):
-    x = preprocess(None, images, train=False)
-    teacher_fn = lambda v: teacher.apply(teacher_variables, v, train=False)
-    student_fn = lambda v: student.apply(student_variables, v, train=False)
+    x = preprocess(None, {"image": images}, None, train=False)
+    teacher_fn = lambda v: teacher.predict(teacher_variables, v)
+    student_fn = lambda v: student.predict(student_variables, v)
     noisy = x + noise * jax.random.normal(key, x.shape)
     moved = backward.auxiliary_samples(teacher_fn, student_fn, x, steps=1,
                                        step_size=step_size, clip=(low, high))

@@ -80,7 +80,7 @@ def _setup_and_inputs(settings: Settings, population: int):
   labels = rng.integers(0, CLASSES, (population, settings.batch)).astype(np.int32)
   pop_policies = jax.random.randint(jax.random.PRNGKey(1), (population, 30, 2), 0, 10)
   hparams = {"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
-             "kd_weight": jnp.float32(0.9)}
+             "kd_weight": jnp.float32(0.9), "view_weight": jnp.float32(1.0)}
   return setup, shape, teacher_vars, images, labels, pop_policies, hparams
 
 
@@ -94,8 +94,8 @@ def worker(settings: Settings, index: int, go_file: str) -> dict:
   step = jax.jit(pba.make_member_step(setup), donate_argnums=(0,))
 
   def run():
-    holder["state"], metrics = step(holder["state"], pop_policies[0], images[0], labels[0],
-                                    teacher_vars, hparams)
+    holder["state"], metrics = step(holder["state"], {"image": images[0], "label": labels[0]},
+                                    teacher_vars, {**hparams, "policy": pop_policies[0]}, {})
     return metrics
 
   for _ in range(1 + settings.warmup):
@@ -124,20 +124,22 @@ def in_process(settings: Settings) -> tuple[dict, dict]:
             "apart": [jax.tree.map(lambda x, i=i: x[i], together) for i in range(population)]}
 
   def run_population():
-    states["population"], metrics = population_step(states["population"], pop_policies, images,
-                                                    labels, teacher_vars, hparams)
+    states["population"], metrics = population_step(
+        states["population"], {"image": images, "label": labels}, teacher_vars,
+        {**hparams, "policy": pop_policies}, {})
     return metrics
 
   def run_unrolled():
-    states["unrolled"], metrics = unrolled_step(states["unrolled"], pop_policies, images, labels,
-                                                teacher_vars, hparams)
+    states["unrolled"], metrics = unrolled_step(
+        states["unrolled"], {"image": images, "label": labels}, teacher_vars,
+        {**hparams, "policy": pop_policies}, {})
     return metrics
 
   def run_sequential():
     apart = states["apart"]
     for i in range(population):
-      apart[i], metrics = member_step(apart[i], pop_policies[i], images[i], labels[i],
-                                      teacher_vars, hparams)
+      apart[i], metrics = member_step(apart[i], {"image": images[i], "label": labels[i]},
+                                      teacher_vars, {**hparams, "policy": pop_policies[i]}, {})
     return metrics
 
   runs = {"population": run_population, "unrolled": run_unrolled,

@@ -33,7 +33,9 @@ from absl import app, flags
 from experiments import benchmark, reporting
 from experiments.configs import common
 from kd_jax import models
-from kd_jax.train import objectives, optim, sharding, state as state_lib, steps
+from kd_jax import methods
+from kd_jax.train import optim, preprocess as preprocess_lib, setup, sharding
+from kd_jax.train import state as state_lib
 
 _TEACHER = flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 _STUDENT = flags.DEFINE_string("student", "resnet8", "Student model.")
@@ -120,8 +122,8 @@ def view_steps(teacher_name: str, student_name: str, batch: int, image_size: int
   student_variables = models.init_variables(student, jax.random.PRNGKey(1), image_shape)
   config = common.base_config()
   config.view.pool_rounds = pool_rounds
-  optimizer, _ = optim.make_optimizer(config.optimizer, steps_per_epoch=100)
-  preprocess = steps.make_preprocess((0.5,) * 3, (0.25,) * 3, 4, True, jnp.float32)
+  optimizer, _ = optim.make_optimizer(**config.optimizer.to_dict(), steps_per_epoch=100)
+  preprocess = preprocess_lib.image_preprocess((0.5,) * 3, (0.25,) * 3, 4, True)
   rng = np.random.default_rng(0)
   host_batch = {"image": rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8),
                 "label": rng.integers(0, classes, batch).astype(np.int32)}
@@ -134,7 +136,8 @@ def view_steps(teacher_name: str, student_name: str, batch: int, image_size: int
     holder = {"state": state}
 
     def run():
-      holder["state"], metrics = step(holder["state"], device_batch, teacher_variables, hparams)
+      holder["state"], metrics = step(holder["state"], device_batch, teacher_variables, hparams,
+                                      {})
       return metrics
 
     return run
@@ -146,8 +149,8 @@ def view_steps(teacher_name: str, student_name: str, batch: int, image_size: int
       view.steps = score
     elif score:
       view.score = score
-    step = steps.make_train_step(student, optimizer, objectives.get_method(method), mesh,
-                                 preprocess, teacher, view)
+    step = setup.compiled_image_step(student, optimizer, methods.get_method(method),
+                                     preprocess, mesh, teacher=teacher, view_options=view)
     state = sharding.replicate(state_lib.create_train_state(student, optimizer, image_shape, 0),
                                mesh)
     run = runner(step, state)

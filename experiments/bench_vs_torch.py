@@ -54,7 +54,11 @@ from experiments import benchmark, reporting
 from experiments.configs import common, text_common
 from kd_jax import models, pba
 from kd_jax.models import bert
-from kd_jax.train import objectives, optim, sharding, state as state_lib, steps, text
+from kd_jax import methods
+from kd_jax.methods import backward_kd
+from kd_jax.models import adapters
+from kd_jax.train import optim, preprocess as preprocess_lib, setup, sharding
+from kd_jax.train import state as state_lib, step as step_lib
 
 SUITES = ("images", "rolewise", "text")
 _SUITES = flags.DEFINE_list("suites", list(SUITES), f"Tables to time: {', '.join(SUITES)}.")
@@ -241,10 +245,11 @@ def _sgd_config():
 
 
 def jax_image_runner(pair: ImagePair, method_name, view_options, mesh) -> Runner:
-  optimizer, _ = optim.make_optimizer(_sgd_config(), steps_per_epoch=100)
-  preprocess = steps.make_preprocess(MEAN, STD, 4, True, jnp.float32)
-  step = steps.make_train_step(pair.student, optimizer, objectives.get_method(method_name),
-                               mesh, preprocess, pair.teacher, view_options)
+  optimizer, _ = optim.make_optimizer(**_sgd_config().to_dict(), steps_per_epoch=100)
+  preprocess = preprocess_lib.image_preprocess(MEAN, STD, 4, True)
+  step = setup.compiled_image_step(pair.student, optimizer, methods.get_method(method_name),
+                                   preprocess, mesh, teacher=pair.teacher,
+                                   view_options=view_options)
   batch = sharding.global_batch({"image": pair.images, "label": pair.labels}, mesh)
   hparams = sharding.replicate({k: jnp.float32(v) for k, v in HPARAMS.items()}, mesh)
   state = state_lib.create_train_state(pair.student, optimizer, pair.image_shape, 0)
@@ -253,8 +258,8 @@ def jax_image_runner(pair: ImagePair, method_name, view_options, mesh) -> Runner
   state = sharding.replicate(state, mesh)
   teacher_variables = sharding.replicate(pair.teacher_variables, mesh)
   compiled, seconds, memory, flops = _compile_jax(step, state, batch, teacher_variables,
-                                                  hparams)
-  run = _jax_step_runner(compiled, state, batch, teacher_variables, hparams)
+                                                  hparams, {})
+  run = _jax_step_runner(compiled, state, batch, teacher_variables, hparams, {})
   run()
   return Runner(run, seconds, memory, flops)
 
@@ -264,7 +269,9 @@ def torch_image_runner(pair: ImagePair, method_name, view_options, device,
   """The same step in PyTorch (experiments/torch_reference), from the same initial weights."""
   import torch
   from experiments.torch_reference import steps as torch_steps
-  method = objectives.get_method(method_name)
+  method = methods.get_method(method_name)
+  objective = torch_steps.OBJECTIVE_OF_METHOD[method_name]
+  view = method.view or "none"
   student, teacher = pair.torch_twins(device, compile_models)
   optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
   images = torch.from_numpy(pair.images).to(device)
@@ -278,9 +285,9 @@ def torch_image_runner(pair: ImagePair, method_name, view_options, device,
 
   def run():
     x = torch_steps.crop_flip_normalize(images, generator, pad=4, mean=MEAN, std=STD)
-    torch_steps.distill_step(student, teacher, optimizer, x, labels, objective=method.objective,
-                             view=method.view, options=options, hparams=HPARAMS,
-                             draws=torch_steps.draw_view(method.view, rng, x, options))
+    torch_steps.distill_step(student, teacher, optimizer, x, labels, objective=objective,
+                             view=view, options=options, hparams=HPARAMS,
+                             draws=torch_steps.draw_view(view, rng, x, options))
     _synchronize(device)
 
   return _torch_timed(run, device)
@@ -299,16 +306,19 @@ def rolewise_policy() -> np.ndarray:
 
 
 def jax_rolewise_runner(pair: ImagePair) -> Runner:
-  """kd_jax.pba's member step: policy, pad/crop/flip/cutout and KD in one compiled program."""
-  optimizer, _ = optim.make_optimizer(_sgd_config(), steps_per_epoch=100)
+  """kd_jax.pba's member step (the core step with the role-wise policy preprocess): policy,
+  pad/crop/flip/cutout and KD in one compiled program."""
+  optimizer, _ = optim.make_optimizer(**_sgd_config().to_dict(), steps_per_epoch=100)
   setup = pba.MemberSetup(pair.student, optimizer, MEAN, STD, FILL, pad=4, flip=True,
                           cutout_size=ROLEWISE_CUTOUT, teacher_model=pair.teacher)
   state = jax.tree.map(lambda x: x[0], pba.init_population(
       pair.student, optimizer, pair.image_shape, [0], init_variables=pair.student_variables))
   step = jax.jit(pba.make_member_step(setup), donate_argnums=(0,))
-  args = (jnp.asarray(rolewise_policy()), jnp.asarray(pair.images), jnp.asarray(pair.labels),
-          pair.teacher_variables, {k: jnp.float32(HPARAMS[k])
-                                   for k in ("temperature", "ce_weight", "kd_weight")})
+  args = ({"image": jnp.asarray(pair.images), "label": jnp.asarray(pair.labels)},
+          pair.teacher_variables,
+          {**{k: jnp.float32(HPARAMS[k])
+              for k in ("temperature", "ce_weight", "kd_weight", "view_weight")},
+           "policy": jnp.asarray(rolewise_policy())}, {})
   compiled, seconds, memory, flops = _compile_jax(step, state, *args)
   run = _jax_step_runner(compiled, state, *args)
   run()
@@ -427,23 +437,29 @@ class TextPair:
 
 def jax_text_runner(pair: TextPair, method_name, mesh) -> Runner:
   config = text_common.base_text_config()
-  optimizer, _ = text.make_text_optimizer(config.optimizer, total_steps=TEXT_TOTAL_STEPS)
-  method = objectives.get_method(method_name)
-  step = text.make_text_train_step(pair.student, optimizer, method, mesh, pair.teacher,
-                                   config.view, SPECIAL_IDS)
-  teacher_params = dict(pair.teacher_params)
-  if method.view == "backward":  # as train_text: the frozen teacher's Gram matrix once
-    table = bert.word_embedding_matrix(teacher_params)
-    teacher_params["_gram"] = jax.jit(lambda e: e.T @ e)(table)
+  optimizer, _ = optim.make_optimizer(**config.optimizer.to_dict(),
+                                      steps_per_epoch=TEXT_TOTAL_STEPS, num_epochs=1)
+  method = methods.get_method(method_name)
+  student, teacher = adapters.BertModel(pair.student), adapters.BertModel(pair.teacher)
+  view = (methods.make_view("backward", "text", **setup.view_keywords(config.view),
+                            special_ids=SPECIAL_IDS) if method.view else None)
+  step = step_lib.jit_data_parallel(step_lib.make_train_step(
+      student, optimizer, method, preprocess_lib.TextPreprocess(), teacher=teacher, view=view),
+      mesh)
+  teacher_variables = {"params": pair.teacher_params, "batch_stats": {}}
+  # As the loop does: the frozen teacher's Gram matrix once, outside the step.
+  constants = backward_kd.teacher_constants(teacher, teacher_variables) if view else {}
   state = sharding.replicate({"step": jnp.zeros((), jnp.int32), "params": pair.student_params,
                               "batch_stats": {}, "opt_state": optimizer.init(pair.student_params),
                               "rng": jax.random.PRNGKey(0)}, mesh)
   batch = sharding.global_batch({"input_ids": pair.ids, "token_type_ids": pair.types,
                                  "attention_mask": pair.mask, "label": pair.labels}, mesh)
-  teacher_params = sharding.replicate(teacher_params, mesh)
+  teacher_variables = sharding.replicate(teacher_variables, mesh)
+  constants = sharding.replicate(constants, mesh)
   hparams = sharding.replicate({k: jnp.float32(v) for k, v in text_hparams().items()}, mesh)
-  compiled, seconds, memory, flops = _compile_jax(step, state, batch, teacher_params, hparams)
-  run = _jax_step_runner(compiled, state, batch, teacher_params, hparams)
+  compiled, seconds, memory, flops = _compile_jax(step, state, batch, teacher_variables,
+                                                  hparams, constants)
+  run = _jax_step_runner(compiled, state, batch, teacher_variables, hparams, constants)
   run()
   return Runner(run, seconds, memory, flops)
 
@@ -458,7 +474,8 @@ def torch_text_runner(pair: TextPair, method_name, device, compile_models) -> Ru
   """Hugging Face BERT twins, the explicit one-hot token backward KD, AdamW + LambdaLR."""
   import torch
   from experiments.torch_reference import text_steps
-  method = objectives.get_method(method_name)
+  from experiments.torch_reference import steps as torch_steps
+  method = methods.get_method(method_name)
   config = text_common.base_text_config()
 
   def twin(params, bert_config):
@@ -481,7 +498,8 @@ def torch_text_runner(pair: TextPair, method_name, device, compile_models) -> Ru
 
   def run():
     text_steps.text_kd_step(student, teacher, optimizer, scheduler, *tensors[:3], tensors[3],
-                            perturb, hparams=hparams, objective=method.objective,
+                            perturb, hparams=hparams,
+                            objective=torch_steps.OBJECTIVE_OF_METHOD[method_name],
                             backward_options=backward_options)
     _synchronize(device)
 

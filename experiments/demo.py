@@ -26,7 +26,8 @@ from absl import app, flags
 from experiments import launch, reporting
 from experiments.configs import digits
 from kd_jax.data import load_dataset
-from kd_jax.train import loop, sharding, steps
+from kd_jax.train import loop, preprocess as preprocess_lib, setup, sharding
+from kd_jax.train import step as step_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the runs and results go.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each trains every row.")
@@ -65,11 +66,13 @@ def agreement_with(student_dir: str, teacher_dir: str, config) -> dict[str, floa
   """Test-set agreement and KL between any finished student run and a teacher run."""
   test_data = load_dataset(config.dataset, "test")
   mesh = sharding.make_data_mesh()
-  dtype = loop.DTYPES[config.dtype]
-  student_model, student_variables = loop.load_teacher(student_dir, test_data, mesh, dtype)
-  teacher_model, teacher_variables = loop.load_teacher(teacher_dir, test_data, mesh, dtype)
-  preprocess = steps.make_preprocess(test_data.mean, test_data.std, 0, False, dtype)
-  eval_step = steps.make_eval_step(student_model, mesh, preprocess, teacher_model)
+  dtype = setup.dtype_of(config.dtype)
+  student_model, student_variables = setup.load_trained(student_dir, test_data, mesh, dtype)
+  teacher_model, teacher_variables = setup.load_trained(teacher_dir, test_data, mesh, dtype)
+  preprocess = preprocess_lib.image_preprocess(test_data.mean, test_data.std,
+                                               compute_dtype=dtype)
+  eval_step = step_lib.jit_eval(step_lib.make_eval_step(student_model, preprocess,
+                                                        teacher_model), mesh)
   return loop.evaluate(eval_step, student_variables, test_data, config.eval_batch_size, mesh,
                        teacher_variables)
 

@@ -3,8 +3,8 @@
   python -m experiments.distill --config=experiments/configs/digits.py:kd \
       --workdir=runs/digits/kd --config.teacher_workdir=runs/digits/teacher
 
-Methods: see kd_jax.train.objectives.METHODS. Rerunning the same command resumes from the
-newest checkpoint in --workdir.
+Methods: kd_jax.methods.METHODS (the README's table). Rerunning the same command resumes
+from the newest checkpoint in --workdir; SIGTERM saves a checkpoint and exits with 143.
 """
 
 from absl import app, flags

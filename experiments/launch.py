@@ -18,12 +18,11 @@ def configure_logging() -> None:
 
 def start(config) -> None:
   """Logging, then ``jax.distributed.initialize`` when ``config.multihost`` (its arguments
-  from the config, or from the cluster's environment where they are ""/-1)."""
+  from the config, or from the cluster's environment where they are None)."""
   configure_logging()
   if config.get("multihost", False):
-    sharding.initialize_multihost(config.coordinator_address or None,
-                                  config.num_processes if config.num_processes > 0 else None,
-                                  config.process_id if config.process_id >= 0 else None)
+    sharding.initialize_multihost(config.coordinator_address, config.num_processes,
+                                  config.process_id)
   logging.getLogger("kd_jax").info("JAX devices: %s (process %d of %d)", jax.devices(),
                                    jax.process_index(), jax.process_count())
 

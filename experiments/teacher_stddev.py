@@ -20,7 +20,8 @@ from experiments import launch, reporting
 from experiments.configs import common
 from kd_jax import diagnostics
 from kd_jax.data import EpochSampler, load_dataset
-from kd_jax.train import loop, sharding, steps, views
+from kd_jax import methods
+from kd_jax.train import preprocess as preprocess_lib, setup, sharding
 
 # Views a teacher alone can make (backward samples and student-scored picks need a student).
 STDDEV_VIEWS = ("none", "mixup", "cutmix", "cutmix_pick")
@@ -42,14 +43,15 @@ def teacher_probabilities(view_name, teacher, teacher_variables, data, options, 
                           flip: bool = False, seed: int = 0):
   """Teacher probabilities of x and x' over the walked batches, in training order, and the
   number of samples per batch."""
-  preprocess = steps.make_preprocess(data.mean, data.std, crop_pad, flip, jnp.float32)
-  maker = views.make_view_maker(view_name, options)
+  preprocess = preprocess_lib.image_preprocess(data.mean, data.std, crop_pad, flip)
+  maker = methods.make_view(view_name, "image",
+                            **setup.view_keywords(options, preprocess.valid_range()))
   hparams = {"temperature": jnp.float32(4.0)}
 
   @jax.jit
   def probabilities(key, images, labels):
-    x = preprocess(key, images, train=True)
-    teacher_fn = lambda v: teacher.apply(teacher_variables, v, train=False)
+    x = preprocess(key, {"image": images}, None, train=True)
+    teacher_fn = lambda v: teacher.predict(teacher_variables, v)
     parts = [jax.nn.softmax(teacher_fn(x))]
     if maker is not None:
       # The student is not part of this diagnostic; scoring by student entropy is not offered.
@@ -73,7 +75,7 @@ def stddev_lines(teacher_workdir: str, dataset: str, *, batch_size: int = 64,
   """The report's table: T. stddev of every view of STDDEV_VIEWS for one teacher run."""
   data = load_dataset(dataset, "train")
   mesh = sharding.make_data_mesh()
-  teacher, teacher_variables = loop.load_teacher(teacher_workdir, data, mesh, jnp.float32)
+  teacher, teacher_variables = setup.load_trained(teacher_workdir, data, mesh)
   options = common.base_config().view
   lines = [f"T. stddev of teacher {teacher_workdir} on {dataset}: {batches} "
            f"batches of {batch_size}, blocks of {blocks_of} batches, seed "

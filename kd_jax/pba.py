@@ -179,12 +179,25 @@ class _PopulationRun:
     return 100.0 * correct / len(labels)
 
 
-def _shared_hparams(hparams: dict | None) -> dict[str, float]:
-  return {**methods.hparams_at(methods.METHODS["kd"], 1, 1, kd={}), **(hparams or {})}
+def _shared_hparams(hparams, epoch: int) -> dict[str, float]:
+  """The trials' shared values for ``epoch``: KD's defaults, overridden by ``hparams`` (a
+  dict, or ``epoch -> dict`` for methods with a schedule, e.g. kd_jax.methods.hparams_at)."""
+  values = hparams(epoch) if callable(hparams) else (hparams or {})
+  return {**methods.hparams_at(methods.METHODS["kd"], 1, 1, kd={}), **values}
 
 
-def _device(values: dict, sharding) -> dict:
-  return jax.device_put({k: jnp.float32(v) for k, v in values.items()}, sharding)
+def _shared_values(hparams, sharding):
+  """``epoch -> device arrays`` of the shared values."""
+  def at(epoch):
+    return jax.device_put({k: jnp.float32(v) for k, v in _shared_hparams(hparams, epoch).items()},
+                          sharding)
+  return at
+
+
+def _hparams_record(hparams, epochs: int) -> list:
+  """The shared values of every epoch, for the run's config (a resume checks them)."""
+  return [{k: float(v) for k, v in _shared_hparams(hparams, e).items()}
+          for e in range(1, epochs + 1)]
 
 
 def exploit_and_explore(rng: np.random.Generator, key, scores, state, population_policies,
@@ -253,8 +266,9 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
   images; between rounds the bottom quarter clones the top quarter and explores. The
   population trains in kd_jax's one loop: checkpointed in ``workdir`` (Orbax; a temporary
   directory when None) every round or ``checkpoint_every_steps``, and a rerun resumes from
-  the newest checkpoint, reaching the same result. ``hparams``: KD values (temperature,
-  ce_weight, kd_weight) shared by the trials.
+  the newest checkpoint, reaching the same result. ``hparams``: the values the trials share
+  (KD's temperature and weights by default), a dict or ``epoch -> dict`` (a method with a
+  schedule, e.g. ``lambda e: kd_jax.methods.hparams_at(method, e, epochs, kd=...)``).
   """
   from kd_jax.train import loop
   if workdir is None:
@@ -269,14 +283,13 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
   seeds = [seed * 1000 + t for t in range(population)]
   run = _PopulationRun(setup, seeds, train_images, train_labels, batch_size, mesh, mode,
                        init_variables, teacher_variables, eval_batch_size)
-  shared = _device(_shared_hparams(hparams), run.replicated)
+  shared = _shared_values(hparams, run.replicated)
   pba = {"policies": np.zeros((population, policies.NUM_TUPLES, 2), np.int32),
          "schedules": [[(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))]
                        for _ in range(population)]}
 
   def hparams_at(epoch):
-    del epoch
-    return {**shared, "policy": run.policies(pba["policies"])}, {}
+    return {**shared(epoch), "policy": run.policies(pba["policies"])}, {}
 
   def evaluate(state, epoch):
     if epoch % exploit_every and epoch != epochs:
@@ -314,7 +327,7 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
 
   config = {"kind": "pba_search", "population": population, "epochs": epochs,
             "batch_size": batch_size, "exploit_every": exploit_every, "seed": seed,
-            "mode": mode, "hparams": {k: float(v) for k, v in _shared_hparams(hparams).items()}}
+            "mode": mode, "hparams": _hparams_record(hparams, epochs)}
   spec = loop.Loop(run.step, run.batch_at, hparams_at, evaluate, run.steps_per_epoch,
                    epochs * run.steps_per_epoch, config, run.teacher_variables, {},
                    end_of_epoch=end_of_epoch, restore_extra=restore_extra,
@@ -358,11 +371,11 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
   mesh = mesh or make_population_mesh(members)
   run = _PopulationRun(setup, seeds, train_images, train_labels, batch_size, mesh, mode,
                        init_variables, teacher_variables, eval_batch_size)
-  shared = _device(_shared_hparams(hparams), run.replicated)
+  shared = _shared_values(hparams, run.replicated)
 
   def hparams_at(epoch):
     per_trial = np.stack([policies.policy_at(s, epoch - 1) for s in schedules])
-    return {**shared, "policy": run.policies(per_trial)}, {}
+    return {**shared(epoch), "policy": run.policies(per_trial)}, {}
 
   def evaluate(state, epoch):
     del epoch
@@ -372,7 +385,7 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
   config = {"kind": "pba_schedules", "members": members, "seeds": [int(s) for s in seeds],
             "epochs": epochs, "batch_size": batch_size, "mode": mode,
             "schedules": _schedules_to_meta(schedules),
-            "hparams": {k: float(v) for k, v in _shared_hparams(hparams).items()}}
+            "hparams": _hparams_record(hparams, epochs)}
   spec = loop.Loop(run.step, run.batch_at, hparams_at, evaluate, run.steps_per_epoch,
                    epochs * run.steps_per_epoch, config, run.teacher_variables, {},
                    checkpoint_every_steps=checkpoint_every_steps, max_checkpoints_to_keep=2,

@@ -32,20 +32,12 @@ def tiny_config(role="scratch", **overrides):
 def image_step(student, optimizer, method, preprocess, teacher=None, view_options=None,
                mesh=None, **step_options):
   """The core step for Linen image modules, compiled for ``mesh`` (default: all devices):
-  ``step(state, batch, teacher_variables, hparams)``. ``view_options``: a ``config.view``
-  block (clip=True clips to the preprocess's valid range)."""
-  from kd_jax import methods
-  from kd_jax.models import adapters
-  from kd_jax.train import setup, sharding, step as step_lib
-  mesh = mesh or sharding.make_data_mesh()
-  view = None
-  if method.view is not None:
-    view = methods.make_view(method.view, "image",
-                             **setup.view_keywords(view_options, preprocess.valid_range()))
-  compiled = step_lib.jit_data_parallel(step_lib.make_train_step(
-      adapters.LinenImageModel(student), optimizer, method, preprocess,
-      teacher=adapters.LinenImageModel(teacher) if teacher is not None else None, view=view,
-      **step_options), mesh)
+  ``step(state, batch, teacher_variables, hparams)`` (kd_jax.train.setup.compiled_image_step
+  without teacher constants)."""
+  from kd_jax.train import setup, sharding
+  compiled = setup.compiled_image_step(student, optimizer, method, preprocess,
+                                       mesh or sharding.make_data_mesh(), teacher=teacher,
+                                       view_options=view_options, **step_options)
 
   def step(state, batch, teacher_variables, hparams):
     return compiled(state, batch, teacher_variables, hparams, {})

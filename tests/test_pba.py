@@ -123,6 +123,36 @@ def test_nonfinite_loss_stops_the_population_naming_step_and_trials(tmp_path):
                              epochs=1, batch_size=16, workdir=str(tmp_path))
 
 
+@pytest.mark.parametrize("method, view", [("continuation_kd", None), ("kd", "cutmix_pick"),
+                                          ("kd", "backward")])
+def test_rolewise_policy_composes_with_other_methods(method, view):
+  """Role-wise + Continuation-KD (φ, ψ per epoch), + CutMix-pick, + backward KD: each trains
+  in a population, compiles once, and changes the training from plain KD's."""
+  from kd_jax import methods
+  teacher = models.create_model("cnn_small", 10)
+  teacher_vars = models.init_variables(teacher, jax.random.PRNGKey(9), (8, 8, 1))
+  train_images, train_labels = _data(32, 4)
+  busy = [(0, np.full((30, 2), 5, np.int32))]
+  schedule_options = {"t_max": 2, "psi_schedule": "linear", "psi_ramp_epochs": 2}
+
+  def run(method, view):
+    maker = methods.make_view(view, "image", steps=1, step_size=0.1) if view else None
+    setup = dataclasses.replace(_setup(teacher), method=method, view=maker)
+    hparams = lambda epoch: methods.hparams_at(
+        methods.get_method(method), epoch, 2, kd={},
+        schedule_options=schedule_options if method == "continuation_kd" else None)
+    return pba.train_with_schedules(setup, [busy], [0], train_images, train_labels,
+                                    train_images, train_labels, epochs=2, batch_size=16,
+                                    teacher_variables=teacher_vars, hparams=hparams,
+                                    eval_batch_size=16)
+
+  out, plain = run(method, view), run("kd", None)
+  assert out["compilations"] == 1
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(out["state"]["params"]))
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(out["state"]["params"]),
+                                                    jax.tree.leaves(plain["state"]["params"])))
+
+
 def test_search_over_four_devices_equals_one_device():
   code = ("import json, jax; from tests.test_pba import _search; "
           "print('RESULT', json.dumps(_search().to_json()), len(jax.devices()))")

@@ -1,7 +1,7 @@
 """The default config every run starts from; each config file overrides what it needs.
 
 Keys (all overridable on the command line as ``--config.key=value``):
-  dataset, data_dir, download   which data (see kd_jax.data.DATASET_NAMES); data_dir ""
+  dataset, data_dir, download   which data (see kd_jax.data.DATASET_NAMES); data_dir None
                                 means TFDS's default; download lets TFDS fetch it.
   model                         student (or teacher) architecture, kd_jax.models.MODEL_NAMES.
   method                        "ce" (teacher / scratch) or a distillation method.
@@ -17,10 +17,10 @@ Keys (all overridable on the command line as ``--config.key=value``):
   view.*                        the extra view x' of methods kd_mixup / kd_cutmix /
                                 kd_cutmix_pick: alpha (Beta parameter), pool_rounds R and
                                 score ("teacher_entropy" | "student_entropy" | "kl") and n_pick
-                                (0 = batch size) of CutMix-pick, weight of the KD term on x',
+                                (None = batch size) of CutMix-pick, weight of the KD term on x',
                                 label_mixing (add the mixed-label CE on x'); for backward_kd:
                                 steps K, step_size eta, normalize ("sign" | "l2" | "none"),
-                                epsilon (ball radius, 0 = none), clip (to valid pixels),
+                                epsilon (ball radius, None = none), clip (to valid pixels),
                                 divergence ("kl" | "l1" | "mse"), divergence_temperature,
                                 pool_every_epochs (0 = new samples every step; N = samples
                                 for the whole training set, regenerated every N epochs).
@@ -30,21 +30,22 @@ Keys (all overridable on the command line as ``--config.key=value``):
   continuation.*                Continuation-KD / Annealing-KD: t_max, margin m, psi_schedule
                                 ("linear" | "piecewise" | "step"), psi_ramp_epochs and
                                 psi_switch_epoch (piecewise: end of the ramp; annealing: the
-                                switch to labels, 0 = when T reaches 1).
+                                switch to labels, None = when T reaches 1).
   checkpoint_every_steps        0 = at the end of every epoch.
   max_checkpoints_to_keep, log_every_steps, progress_bar
   multihost                     call jax.distributed.initialize() first (multi-host jobs);
   coordinator_address, num_processes, process_id   its arguments when the cluster's
-                                environment does not provide them ("" / -1: auto-detect).
+                                environment does not provide them (None: auto-detect).
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.dataset = "cifar100"
-  config.data_dir = ""
+  config.data_dir = placeholder(str)  # None: TFDS's default directory
   config.download = False
   config.model = "resnet20"
   config.method = "ce"
@@ -79,14 +80,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.view.alpha = 1.0
   config.view.pool_rounds = 2
   config.view.score = "teacher_entropy"
-  config.view.n_pick = 0
+  config.view.n_pick = placeholder(int)  # None: the batch size
   config.view.weight = 1.0
   config.view.label_mixing = False
   # Backward-pass KD (view "backward"): K steps of size eta along the normalised gradient.
   config.view.steps = 1
   config.view.step_size = 0.03  # chosen by results/sweep_backward_step_digits.md
   config.view.normalize = "sign"
-  config.view.epsilon = 0.0
+  config.view.epsilon = placeholder(float)  # None: no ε-ball
   config.view.clip = True
   config.view.divergence = "kl"
   config.view.divergence_temperature = 1.0
@@ -98,14 +99,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.continuation.margin = 0.1
   config.continuation.psi_schedule = "linear"
   config.continuation.psi_ramp_epochs = 150
-  config.continuation.psi_switch_epoch = 0
+  config.continuation.psi_switch_epoch = placeholder(int)
 
   config.checkpoint_every_steps = 0
   config.max_checkpoints_to_keep = 3
   config.log_every_steps = 100
   config.progress_bar = True
   config.multihost = False
-  config.coordinator_address = ""
-  config.num_processes = -1
-  config.process_id = -1
+  config.coordinator_address = placeholder(str)  # None: from the cluster's environment
+  config.num_processes = placeholder(int)
+  config.process_id = placeholder(int)
   return config

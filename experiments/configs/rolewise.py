@@ -21,6 +21,7 @@ Stages (python -m experiments.rolewise --stage=...):
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config(scale: str = "digits"):
@@ -28,7 +29,7 @@ def get_config(scale: str = "digits"):
     raise ValueError(f"unknown scale {scale!r}; valid: digits, cifar100.")
   c = ml_collections.ConfigDict()
   c.dataset = scale
-  c.data_dir = ""
+  c.data_dir = placeholder(str)
   c.teacher_model = "resnet18_narrow" if scale == "digits" else "resnet18"
   c.student_model = "resnet18_narrow_w2a2" if scale == "digits" else "resnet18_w2a2"
   c.seeds = (0, 1, 2)
@@ -65,9 +66,9 @@ def get_config(scale: str = "digits"):
   # every N steps; multi-host jobs as in experiments/configs/common.py.
   c.checkpoint_every_steps = 0
   c.multihost = False
-  c.coordinator_address = ""
-  c.num_processes = -1
-  c.process_id = -1
+  c.coordinator_address = placeholder(str)
+  c.num_processes = placeholder(int)
+  c.process_id = placeholder(int)
 
   c.kd = ml_collections.ConfigDict()
   c.kd.temperature = 4.0

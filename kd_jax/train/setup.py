@@ -101,9 +101,18 @@ def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
   return teacher, variables, meta
 
 
+def load_trained(workdir: str, data, mesh, dtype=jnp.float32):
+  """The model and variables of a finished image run on ``data`` (an ImageDataset), read
+  as a frozen model: for evaluating any run against any other (experiments.demo,
+  experiments.agreement)."""
+  model, variables, _ = load_teacher(workdir, data.name, mesh, dtype, data.num_classes,
+                                     data.image_shape)
+  return model, variables
+
+
 def view_keywords(view_block, input_range=None) -> dict:
-  """A ``config.view`` block as keywords for kd_jax.methods.make_view: the placeholders 0
-  of ``epsilon`` and ``n_pick`` become None, ``clip=True`` becomes ``input_range``."""
+  """A ``config.view`` block as keywords for kd_jax.methods.make_view: ``clip=True``
+  becomes ``input_range`` (and a 0 ``epsilon`` or ``n_pick`` means None, as unset does)."""
   options = dict(view_block.to_dict() if hasattr(view_block, "to_dict") else view_block)
   options.pop("name", None)
   for key in ("epsilon", "n_pick"):
@@ -114,13 +123,30 @@ def view_keywords(view_block, input_range=None) -> dict:
   return options
 
 
+def compiled_image_step(student, optimizer, method, preprocess, mesh, *, teacher=None,
+                        view_options=None, **step_options):
+  """The core step, compiled for ``mesh``, for Flax Linen image modules (wrapped in
+  LinenImageModel adapters) with the method's view built from a ``config.view``-style block
+  (``clip=True`` clips to the preprocess's valid range). For benchmarks and tests; runs
+  use ``build_run``. ``step(state, batch, teacher_variables, hparams, teacher_constants)``."""
+  from kd_jax.train import step as step_lib
+  view = None
+  if method.view is not None:
+    view = methods.make_view(method.view, "image",
+                             **view_keywords(view_options or {}, preprocess.valid_range()))
+  teacher = adapters.LinenImageModel(teacher) if teacher is not None else None
+  return step_lib.jit_data_parallel(step_lib.make_train_step(
+      adapters.LinenImageModel(student), optimizer, method, preprocess, teacher=teacher,
+      view=view, **step_options), mesh)
+
+
 def build_image_run(config, mesh) -> RunSetup:
   from kd_jax.data import load_dataset
   from kd_jax.methods import backward_kd
   method = methods.get_method(config.method, config.view.name)
   models.create_model(config.model, 1)  # fail early, listing the valid names
   dtype = dtype_of(config.dtype)
-  data_dir = config.data_dir or None
+  data_dir = config.data_dir
   train = load_dataset(config.dataset, "train", data_dir, config.download)
   test = load_dataset(config.dataset, "test", data_dir, config.download)
   student = adapters.LinenImageModel(models.create_model(config.model, train.num_classes,
@@ -184,7 +210,7 @@ def build_text_run(config, mesh) -> RunSetup:
   pretrained = config.pretrained or bert.minilm_folder()
   tokenizer = text_data.load_tokenizer(pretrained)
   data = text_data.load_text_dataset(config.dataset, tokenizer, config.max_length,
-                                     config.data_dir or None, config.max_train, config.max_test)
+                                     config.data_dir, config.max_train, config.max_test)
   regression = data.is_regression
   if method.view is not None and regression:
     raise ValueError("token-level backward KD needs class probabilities; "
