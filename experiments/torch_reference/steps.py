@@ -265,11 +265,3 @@ def distill_step(student, teacher, optimizer, images, labels, *, objective: str 
   loss.backward()
   optimizer.step()
   return float(loss.detach())
-
-
-def kd_train_step(student, teacher, optimizer, images, labels, *, temperature: float,
-                  ce_weight: float, kd_weight: float) -> float:
-  """One vanilla-KD step: teacher in eval mode under no_grad, student in train mode."""
-  return distill_step(student, teacher, optimizer, images, labels, objective="kd",
-                      hparams=dict(temperature=temperature, ce_weight=ce_weight,
-                                   kd_weight=kd_weight))
