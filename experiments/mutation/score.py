@@ -39,7 +39,7 @@ def main(argv):
     if show:
       for name, code in sorted(codes.items()):
         status = STATUS.get(code, "suspicious")
-        if status not in ("killed",):
+        if status not in ("killed", "not checked"):
           print(f"  {status:12s} {name}")
   print("| module | mutants | checked | killed | survived | no tests | timeout | score |")
   print("|---|---|---|---|---|---|---|---|")
