@@ -42,24 +42,48 @@ def _run(command, devices=1):
   return result
 
 
-def _checkpoint_steps(workdir):
-  folder = os.path.join(workdir, "checkpoints")
+def _checkpoint_steps(workdir, name="checkpoints"):
+  folder = os.path.join(workdir, name)
   if not os.path.isdir(folder):
     return []
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
-def _start_and_signal(command, workdir, sig, min_checkpoints):
+def _start_and_signal(command, workdir, sig, min_checkpoints, checkpoints=None):
+  """Starts ``command``, sends ``sig`` once ``min_checkpoints`` checkpoints exist in
+  ``checkpoints`` (default ``<workdir>/checkpoints``); returns (exit code, stderr)."""
+  checkpoints = checkpoints or os.path.join(workdir, "checkpoints")
   process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
-  while len(_checkpoint_steps(workdir)) < min_checkpoints:
-    assert process.poll() is None, "the run ended before it could be interrupted"
+  while len(_checkpoint_steps(os.path.dirname(checkpoints), os.path.basename(checkpoints))
+            ) < min_checkpoints:
+    assert process.poll() is None, ("the run ended before it could be interrupted: "
+                                     + process.communicate()[1][-2000:])
     assert time.time() < deadline
     time.sleep(0.02)
   process.send_signal(sig)
   _, stderr = process.communicate(timeout=300)
   return process.returncode, stderr
+
+
+def _run_two_processes(command_for_rank):
+  """``command_for_rank(rank, port)`` for ranks 0 and 1 at once (jax.distributed over a local
+  port); both must succeed. Returns process 1's stderr."""
+  port = _free_port()
+  processes = [subprocess.Popen(command_for_rank(rank, port), cwd=ROOT, env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for rank in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  assert "process 1 of 2" in stderr
+  return stderr
+
+
+def multihost_flags(rank, port):
+  return ("--config.multihost=True", f"--config.coordinator_address=127.0.0.1:{port}",
+          "--config.num_processes=2", f"--config.process_id={rank}")
 
 
 LONG_RUN = ("--config.num_epochs=30", "--config.checkpoint_every_steps=20")
@@ -151,17 +175,8 @@ def test_two_host_processes_match_one_process(tmp_path):
   single = str(tmp_path / "single")
   _run(_command("train_teacher", "teacher", single, *overrides))
   multi = str(tmp_path / "multi")
-  port = _free_port()
-  processes = [subprocess.Popen(
-      _command("train_teacher", "teacher", multi, *overrides, "--config.multihost=True",
-               f"--config.coordinator_address=127.0.0.1:{port}", "--config.num_processes=2",
-               f"--config.process_id={rank}"),
-      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for rank in range(2)]
-  for process in processes:
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
-  assert "process 1 of 2" in stderr
+  _run_two_processes(lambda rank, port: _command("train_teacher", "teacher", multi, *overrides,
+                                                 *multihost_flags(rank, port)))
   expected, step = _final_variables(single)
   actual, multi_step = _final_variables(multi)
   assert step == multi_step == 44

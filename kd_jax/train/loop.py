@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -308,23 +307,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 if run.modality == "image" and method.view == "backward" else 0)
   start_of_epoch = None
   if pool_every:
-    images = run.train["image"]
-    chunk = min(config.eval_batch_size, len(images))
-    padded = -(-len(images) // chunk) * chunk
-    pool_images = sharding.replicate(
-        np.concatenate([images, images[:padded - len(images)]]), mesh)
-    state["aux_pool"] = sharding.replicate(
-        jnp.zeros((len(images), *images.shape[1:]), run.preprocess.compute_dtype), mesh)
-    replicated = sharding.replicated(mesh)
-    generate_pool = jax.jit(
-        backward_kd.make_pool_generator(run.student, run.teacher, run.preprocess,
-                                        run.pool_options, chunk, len(images)),
-        in_shardings=(replicated, replicated, replicated), out_shardings=replicated)
-
-    def start_of_epoch(state, epoch):
-      if (epoch - 1) % pool_every:
-        return state
-      return {**state, "aux_pool": generate_pool(state, run.teacher_variables, pool_images)}
+    state["aux_pool"], start_of_epoch = backward_kd.pool_hook(
+        run.student, run.teacher, run.teacher_variables, run.preprocess, run.pool_options,
+        run.train["image"], pool_every, min(config.eval_batch_size, run.num_train), mesh)
 
   train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
       run.student, optimizer, method, run.preprocess, teacher=run.teacher, view=run.view,
