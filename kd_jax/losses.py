@@ -20,7 +20,9 @@ from kd_jax import validation
 
 
 def _log_softmax(logits, temperature, dtype):
-  return jax.nn.log_softmax(logits.astype(dtype) / temperature, axis=-1)
+  # τ in the logits' compute dtype: a float64 NumPy schedule value (x64 mode) must not
+  # promote float32 logits.
+  return jax.nn.log_softmax(logits.astype(dtype) / jnp.asarray(temperature, dtype), axis=-1)
 
 
 def kd_kl(student_logits: jax.Array, teacher_logits: jax.Array,

@@ -224,6 +224,11 @@ def test_float64_stays_float64_and_bfloat16_becomes_float32():
       assert losses.entropy(s).dtype == own
     assert losses.continuation_hinge(f32, f32, np.float64(0.3), np.float64(0.2)).dtype == \
         jnp.float32
+    assert losses.kd_kl(f32, f32, np.float64(2.0)).dtype == jnp.float32
+    assert losses.kd_kl(f32, f32, jnp.float64(2.0)).dtype == jnp.float32
+    assert losses.entropy(f32, np.float64(2.0)).dtype == jnp.float32
+    assert losses.kd_objective(f32, f32, labels, temperature=np.float64(2.0), ce_weight=0.1,
+                               kd_weight=0.9).dtype == jnp.float32
     # bfloat16 values are computed in float32, not rounded to bfloat16 on the way.
     s = jnp.asarray([[0.0, 1.0, 2.5]], jnp.bfloat16)
     t = jnp.asarray([[1.0, -1.0, 0.5]], jnp.bfloat16)
