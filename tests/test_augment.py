@@ -100,7 +100,10 @@ def _formula_box(height, width, cut_h, cut_w, cy, cx):
 # sqrt(0.81) = 0.9, sqrt(0.5) = 0.7071, sqrt(0.25) = 0.5, sqrt(0.7) = 0.8367, sqrt(0.96) = 0.9798.
 BOX_SIDES = [(32, 32, 0.19, 28, 28), (32, 32, 0.5, 22, 22), (32, 32, 0.75, 16, 16),
              (16, 40, 0.75, 8, 20), (10, 25, 0.3, 8, 20), (20, 12, 0.04, 19, 11),
-             (32, 32, 1.0, 0, 0), (8, 8, 0.0, 8, 8)]
+             (32, 32, 1.0, 0, 0), (8, 8, 0.0, 8, 8),
+             # sqrt(0.2) = 0.447: one side below 2 pixels, so the box is empty even at the
+             # image's first row or column.
+             (2, 20, 0.8, 0, 8), (20, 2, 0.8, 8, 0)]
 
 
 @pytest.mark.parametrize("height, width, lam, cut_h, cut_w", BOX_SIDES)
