@@ -367,3 +367,13 @@ def test_auxiliary_sample_defaults():
   aux = backward.auxiliary_samples(_identity, _zero, jnp.array([[5.0, -7.0]]), step_size=3.0,
                                    divergence="mse")
   np.testing.assert_allclose(aux, [[8.0, -10.0]])  # unclipped, no ball, one step
+
+
+def test_l2_ball_is_per_example():
+  """Two examples, each projected onto its own L2 ball: (3, 4) moves by two unit steps to
+  δ = (1.2, 1.6), projected to (0.9, 1.2); (0.6, −0.8) moves to δ = (1.2, −1.6), projected to
+  (0.9, −1.2). One norm over the batch would shrink both by 1.5 / sqrt(8) instead."""
+  x = jnp.array([[3.0, 4.0], [0.6, -0.8]])
+  aux = backward.auxiliary_samples(_identity, _zero, x, steps=2, step_size=1.0, normalize="l2",
+                                   epsilon=1.5, divergence="mse")
+  np.testing.assert_allclose(aux, [[3.9, 5.2], [1.5, -2.0]], rtol=1e-6)

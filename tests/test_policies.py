@@ -314,3 +314,26 @@ def test_pipeline_stages_pad_with_fill_flip_and_cut_out():
   for c in cut:
     rows, cols = np.where(c)
     assert c[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+
+
+def test_gray_is_pils_fixed_point_conversion():
+  """PIL's RGB → L rounds (299·R + 587·G + 114·B)/1000 in 16-bit fixed point; among them
+  pixels whose weighted sum sits exactly one below the rounding point."""
+  rng = np.random.default_rng(5)
+  pixels = np.concatenate([[[0, 62, 229], [0, 183, 27], [1, 63, 230], [2, 64, 231]],
+                           rng.integers(0, 256, (60, 3))]).astype(np.uint8)[None]
+  ours = np.asarray(policies._gray(jnp.asarray(pixels, jnp.float32)))
+  np.testing.assert_array_equal(ours, np.asarray(Image.fromarray(pixels).convert("L")))
+
+
+def test_default_key_and_per_entry_resampling():
+  image = np.random.default_rng(6).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  for name in ("Rotate", "Cutout"):  # the default key is PRNGKey(0)
+    np.testing.assert_array_equal(policies.apply_operation(name, image, 7),
+                                  policies.apply_operation(name, image, 7, jax.random.PRNGKey(0)))
+  # Each integer is resampled on its own coin: at probability 1/2 every one of 100 policies
+  # has some integers that only resampling reaches (a ±3 shift of 5 never leaves 2..8).
+  keys = jax.random.split(jax.random.PRNGKey(7), 100)
+  explored = np.asarray(jax.vmap(lambda k: policies.explore(k, jnp.full((30, 2), 5), 0.5))(keys))
+  assert np.all(np.any(np.abs(explored - 5) > 3, axis=(1, 2)))
+  assert np.all(np.any(np.abs(explored - 5) <= 3, axis=(1, 2)))
