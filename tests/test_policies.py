@@ -337,3 +337,26 @@ def test_default_key_and_per_entry_resampling():
   explored = np.asarray(jax.vmap(lambda k: policies.explore(k, jnp.full((30, 2), 5), 0.5))(keys))
   assert np.all(np.any(np.abs(explored - 5) > 3, axis=(1, 2)))
   assert np.all(np.any(np.abs(explored - 5) <= 3, axis=(1, 2)))
+
+
+def test_equalize_and_autocontrast_on_large_images_match_pil():
+  """PIL's equalize changes nothing below 256 pixels, so the 120-pixel images above never
+  exercise it: a 20 × 20 image whose channels differ in range, in their brightest value
+  and in having two values only (one of them once)."""
+  rng = np.random.default_rng(8)
+  image = np.stack([np.where(np.arange(400) == 7, 200, 10).reshape(20, 20),
+                    rng.integers(50, 151, (20, 20)), rng.integers(0, 231, (20, 20))],
+                   -1).astype(np.uint8)
+  # Brightest values that are frequent (PIL leaves their count out of the step), and not the
+  # same in every channel.
+  bright = np.stack([np.where(np.arange(400) < 150, 200, 10).reshape(20, 20),
+                     rng.integers(50, 151, (20, 20)),
+                     np.where(np.arange(400) % 8 < 3, 230, rng.integers(0, 230, 400)).reshape(
+                         20, 20)], -1).astype(np.uint8)
+  for name, image in (("Equalize", image), ("AutoContrast", image), ("Equalize", bright)):
+    ours = np.asarray(policies.apply_operation(name, image, 5), int)
+    theirs = np.asarray(pil_policy.pil_operation(name, Image.fromarray(image), 5, 1.0, FILL),
+                        int)
+    difference = np.abs(ours - theirs)  # AutoContrast's float32 scale: ±1 on a few pixels
+    assert difference.max() <= (0 if name == "Equalize" else 1)
+    assert np.mean(difference > 0) < 0.01 and np.any(ours != image)
