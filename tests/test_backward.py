@@ -329,6 +329,11 @@ def test_token_samples_against_the_explicit_ascent(steps, step_size, normalize, 
   np.testing.assert_allclose(again[1], e_s, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(projected, jnp.where(mask, jnp.argmax(x, -1), ids))
   assert projected.dtype == ids.dtype
+  # The supplied Gram matrix is the one used (not recomputed): a doubled one changes the step.
+  doubled, _ = backward.token_auxiliary_embeddings(
+      teacher_fn, student_fn, table_t, table_s, ids, mask, teacher_gram=2 * table_t.T @ table_t,
+      **kwargs)
+  assert not np.allclose(doubled, e_t, rtol=1e-3, atol=1e-4)
 
 
 def test_token_defaults_and_errors():
