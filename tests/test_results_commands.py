@@ -17,7 +17,11 @@ import pytest
 
 from tests.conftest import ROOT
 
-RESULTS = sorted(glob.glob(os.path.join(ROOT, "results", "*.md")))
+# Results written by a `python -m experiments.<script>` command; results/mutation.md is a
+# record of shell runs of experiments/mutation/ (checked by its own test below).
+SHELL_RECORDS = ("mutation.md",)
+RESULTS = sorted(path for path in glob.glob(os.path.join(ROOT, "results", "*.md"))
+                 if os.path.basename(path) not in SHELL_RECORDS)
 # Flags through which a script writes a results file: the file itself, or a folder it
 # writes <script's file name> into.
 OUTPUT_FILE_FLAGS = ("out",)
@@ -227,3 +231,13 @@ def test_a_printed_command_reruns_to_the_same_report(tmp_path):
   second = tmp_path / "second"
   _run(command.replace(str(first), str(second)), ROOT)
   assert (second / "toy_continuation.md").read_text() == report.replace(str(first), str(second))
+
+
+def test_mutation_record_names_scripts_that_exist():
+  """results/mutation.md's rerun block calls experiments/mutation's scripts, which exist."""
+  with open(os.path.join(ROOT, "results", "mutation.md")) as f:
+    text = f.read()
+  scripts = set(re.findall(r"experiments/mutation/[\w.]+", text))
+  assert {"experiments/mutation/run.sh", "experiments/mutation/score.py"} <= scripts
+  for script in scripts:
+    assert os.path.exists(os.path.join(ROOT, script)), f"{script} does not exist"
