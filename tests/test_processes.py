@@ -49,15 +49,24 @@ def _checkpoint_steps(workdir, name="checkpoints"):
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
-def _start_and_signal(command, workdir, sig, min_checkpoints, checkpoints=None):
+def _start_and_signal(command, workdir, sig, min_checkpoints, checkpoints=None,
+                      beyond_step=None):
   """Starts ``command``, sends ``sig`` once ``min_checkpoints`` checkpoints exist in
-  ``checkpoints`` (default ``<workdir>/checkpoints``); returns (exit code, stderr)."""
+  ``checkpoints`` (default ``<workdir>/checkpoints``), or, with ``beyond_step``, once a
+  checkpoint newer than that step exists (older ones are deleted as new ones land, so a
+  resumed run's count may never grow); returns (exit code, stderr)."""
   checkpoints = checkpoints or os.path.join(workdir, "checkpoints")
   process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
-  while len(_checkpoint_steps(os.path.dirname(checkpoints), os.path.basename(checkpoints))
-            ) < min_checkpoints:
+
+  def waiting():
+    steps = _checkpoint_steps(os.path.dirname(checkpoints), os.path.basename(checkpoints))
+    if beyond_step is not None:
+      return not steps or steps[-1] <= beyond_step
+    return len(steps) < min_checkpoints
+
+  while waiting():
     assert process.poll() is None, ("the run ended before it could be interrupted: "
                                      + process.communicate()[1][-2000:])
     assert time.time() < deadline
