@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Mutation testing of the pure layer with mutmut 3 (slow: not part of CI).
+# Mutation testing of the pure layer and the method layer with mutmut 3 (slow: not part of CI).
 #
 #   experiments/mutation/run.sh                          # every mutant without a result yet
 #   experiments/mutation/run.sh 'kd_jax.losses.*'        # (re)run one module
 #   experiments/mutation/run.sh $(python experiments/mutation/score.py --sample policies 250)
+#   experiments/mutation/run.sh 'kd_jax.methods.*'       # the method layer, kd_jax/methods/
+#   experiments/mutation/run.sh 'kd_jax.methods.base.*'  # one of its modules
+#   experiments/mutation/run.sh 'kd_jax.methods.x_*'     # kd_jax/methods/__init__.py
 #
 # Works on a snapshot of the committed tree (git archive HEAD) in $MUTATION_DIR (default
 # /tmp/kd_jax_mutation), so mutmut's mutants/ tree never lands in the checkout and
