@@ -108,19 +108,26 @@ def kd_objective(student_logits: jax.Array, teacher_logits: jax.Array, labels: j
   return ce_weight * ce + kd_weight * kd
 
 
+HINGE_REDUCTIONS = ("mean", "sum")
+
+
 def continuation_hinge(student_logits: jax.Array, teacher_logits: jax.Array,
-                       phi: float | jax.Array, margin: float | jax.Array) -> jax.Array:
+                       phi: float | jax.Array, margin: float | jax.Array,
+                       reduction: str = "mean") -> jax.Array:
   """Continuation-KD's hinge (Jafari et al. 2022), per example.
 
-  ``max(0, mean_c (z_S − φ·z_T)² − margin·φ)`` on logits, not probabilities. The paper
-  writes a squared norm; the mean over classes (our choice, also Annealing-KD's official
-  code) keeps the margin independent of the number of classes. With ``margin = 0`` this is
+  ``max(0, r_c (z_S − φ·z_T)² − margin·φ)`` on logits, not probabilities, where ``r_c`` is
+  the mean over classes (``reduction="mean"``, Annealing-KD's official code, which trains
+  with an MSE loss) or the sum (``"sum"``, the paper's squared L2 norm in Eq. 4). The sum is
+  C times the mean, so it gives the distillation term C times the weight next to the labels
+  and the learning rate, and the margin is on C times the scale. With ``margin = 0`` this is
   Annealing-KD's squared error to the scaled teacher ``φ·z_T``.
 
   Args:
     student_logits, teacher_logits: ``[..., num_classes]``, same shape.
     phi: teacher scale φ ∈ (0, 1] (a schedule value, may be traced).
-    margin: m ≥ 0; gaps with mean squared error below ``m·φ`` cost nothing.
+    margin: m ≥ 0; gaps whose reduced squared error is below ``m·φ`` cost nothing.
+    reduction: "mean" or "sum" over classes (see above).
 
   Returns:
     ``[...]`` in at least float32.
@@ -130,7 +137,11 @@ def continuation_hinge(student_logits: jax.Array, teacher_logits: jax.Array,
   validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
   if isinstance(margin, (int, float)) and margin < 0:
     raise ValueError(f"margin must be ≥ 0; got {margin}.")
+  if reduction not in HINGE_REDUCTIONS:
+    raise ValueError(f"unknown hinge reduction {reduction!r}; valid: "
+                     f"{', '.join(HINGE_REDUCTIONS)}.")
   dtype = validation.compute_dtype(student_logits, teacher_logits)
   phi = jnp.asarray(phi, dtype)
   gap = student_logits.astype(dtype) - phi * teacher_logits.astype(dtype)
-  return jnp.maximum(0.0, jnp.mean(jnp.square(gap), axis=-1) - jnp.asarray(margin, dtype) * phi)
+  reduce = jnp.sum if reduction == "sum" else jnp.mean
+  return jnp.maximum(0.0, reduce(jnp.square(gap), axis=-1) - jnp.asarray(margin, dtype) * phi)

@@ -256,3 +256,18 @@ def test_extra_leading_axes():
   np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.4, 0.3),
                              np.maximum(0, ((s - 0.4 * t) ** 2).mean(-1) - 0.12), rtol=1e-5,
                              atol=1e-6)
+
+
+def test_continuation_hinge_sum_or_mean_over_classes_by_hand():
+  # gap z_S − φ·z_T with φ = 0.5: (2, 0, 1) − 0.5·(2, 2, 0) = (1, −1, 1); squares (1, 1, 1).
+  s, t = jnp.array([[2.0, 0.0, 1.0]]), jnp.array([[2.0, 2.0, 0.0]])
+  # mean 1, sum 3; margin 0.4·φ = 0.2 is subtracted from either.
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 0.4), [0.8], rtol=1e-6)
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 0.4, reduction="sum"),
+                             [2.8], rtol=1e-6)
+  # A margin of 2·φ = 1 (mean scale) zeroes the mean hinge but not the sum (3 − 1 = 2).
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 2.0), [0.0])
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 2.0, "sum"), [2.0],
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="unknown hinge reduction 'l2'; valid: mean, sum"):
+    losses.continuation_hinge(s, t, 0.5, 0.0, reduction="l2")
