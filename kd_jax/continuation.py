@@ -3,13 +3,24 @@
 Continuation-KD optimises a smoothed objective first and sharpens it over training: the
 teacher's logits are scaled by φ, which grows from 1/T_max to 1 as the temperature T steps
 down from T_max to 1, and ψ moves the weight from the distillation hinge to cross-entropy.
-All schedules are functions of the epoch, counted from 1, and are evaluated on the host once
-per epoch; their values enter the compiled step as arrays (no recompilation).
+All schedules are functions of the epoch, counted from 1. The training loop evaluates them on
+the host once per epoch (Python numbers in, Python numbers out, arguments checked) and feeds
+the values to the compiled step as arrays (no recompilation). Given jax arrays (e.g. a traced
+epoch under ``jax.jit`` or ``jax.vmap``), they compute the same values with jax.numpy and
+skip the argument checks, which would need concrete values.
 """
 
 from __future__ import annotations
 
 import math
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def _on_host(*values) -> bool:
+  """Python or NumPy numbers (checked, computed in Python) rather than jax arrays."""
+  return all(isinstance(v, (int, float, np.integer, np.floating)) for v in values)
 
 
 def _check_epoch(epoch) -> None:
@@ -24,6 +35,9 @@ def temperature_at(epoch: int, num_epochs: int, t_max: int) -> int:
   0 (which would make φ > 1); it is clamped at 1. ``k ≥ 1`` also covers runs shorter than
   t_max epochs.
   """
+  if not _on_host(epoch, num_epochs, t_max):
+    step = jnp.maximum(1, num_epochs // t_max)
+    return jnp.maximum(1, t_max - epoch // step)
   _check_epoch(epoch)
   if t_max < 1 or num_epochs < 1:
     raise ValueError(f"t_max and num_epochs must be ≥ 1; got {t_max} and {num_epochs}.")
@@ -33,6 +47,8 @@ def temperature_at(epoch: int, num_epochs: int, t_max: int) -> int:
 
 def phi(temperature: float, t_max: float) -> float:
   """``φ = 1 − (T − 1) / t_max``: 1/t_max at T = t_max, 1 at T = 1."""
+  if not _on_host(temperature, t_max):
+    return 1.0 - (temperature - 1.0) / t_max
   if not 1 <= temperature <= t_max:
     raise ValueError(f"temperature must lie in [1, t_max={t_max}]; got {temperature}.")
   return 1.0 - (temperature - 1.0) / t_max
@@ -40,18 +56,24 @@ def phi(temperature: float, t_max: float) -> float:
 
 def psi_linear(epoch: int, ramp_epochs: int) -> float:
   """``ψ = min(epoch / ramp_epochs, 1)`` (CIFAR: ramp over 150 of 200 epochs)."""
+  if not _on_host(epoch, ramp_epochs):
+    return jnp.minimum(epoch / ramp_epochs, 1.0)
   _check_epoch(epoch)
   return min(epoch / ramp_epochs, 1.0)
 
 
 def psi_piecewise(epoch: int, ramp_epochs: int = 40, switch_epoch: int = 20) -> float:
   """GLUE schedule: ``ψ = epoch / ramp_epochs`` for ``epoch ≤ switch_epoch``, then 1."""
+  if not _on_host(epoch, ramp_epochs, switch_epoch):
+    return jnp.where(epoch <= switch_epoch, epoch / ramp_epochs, 1.0)
   _check_epoch(epoch)
   return epoch / ramp_epochs if epoch <= switch_epoch else 1.0
 
 
 def psi_step(epoch: int, switch_epoch: int) -> float:
   """Annealing-KD: ψ = 0 (distillation only) up to ``switch_epoch``, then 1 (labels only)."""
+  if not _on_host(epoch, switch_epoch):
+    return jnp.where(epoch <= switch_epoch, 0.0, 1.0)
   _check_epoch(epoch)
   return 0.0 if epoch <= switch_epoch else 1.0
 
@@ -74,12 +96,16 @@ def schedule_values(epoch: int, num_epochs: int, t_max: int, psi_schedule: str, 
                     ramp_epochs: int, switch_epoch: int) -> dict[str, float]:
   """T, φ and ψ for one epoch."""
   temperature = temperature_at(epoch, num_epochs, t_max)
-  return {"continuation_temperature": float(temperature), "phi": phi(temperature, t_max),
+  if _on_host(temperature):
+    temperature = float(temperature)
+  return {"continuation_temperature": temperature, "phi": phi(temperature, t_max),
           "psi": psi_at(psi_schedule, epoch, ramp_epochs=ramp_epochs,
                         switch_epoch=switch_epoch)}
 
 
 def annealing_switch_epoch(num_epochs: int, t_max: int) -> int:
   """The epoch at which T reaches 1, where Annealing-KD switches to labels."""
+  if not _on_host(num_epochs, t_max):
+    return jnp.minimum(num_epochs, (t_max - 1) * jnp.maximum(1, num_epochs // t_max))
   step = max(1, num_epochs // t_max)
   return min(num_epochs, math.ceil((t_max - 1) * step))

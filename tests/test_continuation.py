@@ -168,3 +168,34 @@ def test_schedule_values_and_annealing_switch_by_hand():
   assert continuation.annealing_switch_epoch(5, 1) == 0       # t_max 1: T is 1 from the start
   assert continuation.annealing_switch_epoch(10, 10) == 9     # k = 1: ceil(9), under the cap
   assert continuation.annealing_switch_epoch(15, 10) == 9     # k = floor(15 / 10) = 1
+
+
+def test_schedules_run_under_jit_and_vmap_with_the_host_values():
+  """A traced epoch (jit, vmap over epochs) gives the values the host computes."""
+  epochs = np.arange(1, 41)
+
+  @jax.jit
+  @jax.vmap
+  def traced(epoch):
+    t = continuation.temperature_at(epoch, 30, 10)
+    return {"temperature": t, "phi": continuation.phi(t, 10),
+            "linear": continuation.psi_linear(epoch, 22),
+            "piecewise": continuation.psi_piecewise(epoch, 40, 20),
+            "step": continuation.psi_step(epoch, 27),
+            "values": continuation.schedule_values(epoch, 30, 10, "piecewise", ramp_epochs=40,
+                                                   switch_epoch=20)["psi"]}
+
+  got = traced(jnp.asarray(epochs))
+  for i, epoch in enumerate(epochs):
+    epoch = int(epoch)
+    t = continuation.temperature_at(epoch, 30, 10)
+    assert int(got["temperature"][i]) == t, epoch
+    assert float(got["phi"][i]) == pytest.approx(continuation.phi(t, 10)), epoch
+    assert float(got["linear"][i]) == pytest.approx(continuation.psi_linear(epoch, 22)), epoch
+    assert float(got["piecewise"][i]) == pytest.approx(
+        continuation.psi_piecewise(epoch, 40, 20)), epoch
+    assert float(got["step"][i]) == continuation.psi_step(epoch, 27), epoch
+    assert float(got["values"][i]) == pytest.approx(continuation.psi_piecewise(epoch, 40, 20))
+  for num_epochs, t_max in ((200, 20), (10, 3), (3, 10), (5, 1), (15, 10)):
+    assert int(jax.jit(continuation.annealing_switch_epoch)(num_epochs, t_max)) == \
+        continuation.annealing_switch_epoch(num_epochs, t_max)
