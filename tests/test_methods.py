@@ -481,8 +481,8 @@ def test_token_view_uses_the_teachers_constants_and_defaults():
   maker = backward_kd.token_view()
   assert maker.make.keywords == dict(steps=1, step_size=1.0, normalize="l2", divergence="kl",
                                      temperature=1.0, special_ids=())
-  assert backward_kd.token_view(special_ids=np.array([3, 4]),
-                                steps=3).make.keywords["special_ids"] == (3, 4)
+  keywords = backward_kd.token_view(special_ids=np.array([3, 4]), steps=3).make.keywords
+  assert (keywords["special_ids"], keywords["steps"]) == ((3, 4), 3)
   teacher, student = _token_nets()
   gram = 2.0 * teacher.variables["table"].T @ teacher.variables["table"]
   teacher = dataclasses.replace(teacher, constants={"teacher_gram": gram})
@@ -555,24 +555,27 @@ def test_pool_generator_grows_every_image_in_chunks():
 
 
 def test_pool_hook_regenerates_every_n_epochs():
+  """5 images in chunks of 4 (padded to 8 with the first 3), regenerated at epochs 1, 4, 7."""
   from kd_jax.train import sharding
-  student, teacher, state, teacher_vars, preprocess, images = _pool_setup()
+  student, teacher, state, teacher_vars, preprocess, _ = _pool_setup()
+  preprocess.compute_dtype = jnp.bfloat16  # the dtype of the initial pool
+  images = np.arange(5 * 2 * 2, dtype=np.uint8).reshape(5, 2, 2, 1) * 12
   options = dict(step_size=0.05, normalize="sign")
   initial, start_of_epoch = backward_kd.pool_hook(
-      student, teacher, teacher_vars, preprocess, options, images[:3], every=2, chunk_size=2,
+      student, teacher, teacher_vars, preprocess, options, images, every=3, chunk_size=4,
       mesh=sharding.make_data_mesh())
-  assert initial.shape == (3, 2, 2, 1) and initial.dtype == jnp.float32
+  assert initial.shape == (5, 2, 2, 1) and initial.dtype == jnp.bfloat16
   np.testing.assert_array_equal(initial, 0)
-  expected = _expected_pool(student, teacher, state, teacher_vars, images[:3], options)
-  state = {**state, "aux_pool": initial}
-  for epoch, regenerated in ((1, True), (2, False), (3, True), (4, False)):
-    marker = {**state, "aux_pool": initial}
-    out = start_of_epoch(marker, epoch)
-    if regenerated:
-      np.testing.assert_allclose(out["aux_pool"], expected, rtol=1e-5, atol=1e-6)
-      assert out["params"] is marker["params"]
+  expected = _expected_pool(student, teacher, state, teacher_vars, images, options)
+  for epoch in range(1, 8):
+    before = {**state, "aux_pool": initial}
+    after = start_of_epoch(before, epoch)
+    if epoch in (1, 4, 7):
+      assert set(after) == {"params", "batch_stats", "aux_pool"}
+      np.testing.assert_allclose(after["aux_pool"], expected, rtol=1e-5, atol=1e-6)
+      assert after["params"] is before["params"]
     else:
-      assert out is marker
+      assert after is before
 
 
 # --- Role-wise policies as a preprocess. ---
@@ -601,5 +604,7 @@ def test_policy_valid_range_and_values():
   values = rolewise.policy_values(np.ones((30, 2), np.int64))
   assert set(values) == {"policy"} and values["policy"].dtype == jnp.int32
   np.testing.assert_array_equal(values["policy"], np.ones((30, 2)))
+  values = rolewise.policy_values(np.full((30, 2), 2.0))  # a float policy becomes int32
+  assert values["policy"].dtype == jnp.int32
   with pytest.raises(ValueError, match=r"a policy has shape \[30, 2\]"):
     rolewise.policy_values(np.ones((29, 2)))
