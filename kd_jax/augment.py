@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from kd_jax import validation
 
-def _check_images(name: str, images) -> None:
-  if jnp.ndim(images) != 4:
-    raise ValueError(f"{name} must have shape [batch, height, width, channels]; "
-                     f"got shape {jnp.shape(images)}.")
+_check_images = validation.check_image_layout
 
 
 def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
@@ -36,8 +35,7 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
     Array of the same shape and dtype as ``images``.
   """
   _check_images("images", images)
-  if not isinstance(pad, int) or pad < 0:
-    raise ValueError(f"pad must be a non-negative Python int; got {pad!r}.")
+  pad = validation.static_int("pad", pad, minimum=0)
   batch, height, width, channels = images.shape
   crop_key, flip_key = jax.random.split(key)
   if pad > 0:
@@ -54,12 +52,34 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
   return images
 
 
-def normalize(images: jax.Array, mean, std, dtype=jnp.float32) -> jax.Array:
-  """Maps raw pixels (0..255) to ``(x / 255 − mean) / std`` per channel, in ``dtype``."""
+def normalize(images: jax.Array, mean, std, dtype=jnp.float32, *,
+              max_value: float | None = None) -> jax.Array:
+  """Maps raw pixels to ``(x / max_value − mean) / std`` per channel, in ``dtype``.
+
+  Args:
+    images: ``[batch, height, width, channels]``.
+    mean, std: per-channel statistics of pixels scaled to [0, 1]: one value, or one per
+      channel.
+    dtype: output dtype.
+    max_value: the pixel value of white. None: 255 for integer images (uint8); float images
+      must say (255.0 for floats in 0..255, 1.0 for [0, 1]), since dividing [0, 1] images by
+      255 again would silently give near-constant inputs.
+  """
   _check_images("images", images)
+  channels = images.shape[-1]
+  for name, value in (("mean", mean), ("std", std)):
+    if np.size(value) not in (1, channels):
+      raise ValueError(f"{name} has {np.size(value)} values for images with {channels} "
+                       f"channel(s); give one value or one per channel.")
+  if max_value is None:
+    if not jnp.issubdtype(images.dtype, jnp.integer):
+      raise TypeError(f"normalize got {images.dtype} images: say their scale with "
+                      "max_value=255.0 (pixels in 0..255) or max_value=1.0 (pixels in "
+                      "[0, 1]); integer images default to 255.")
+    max_value = 255.0
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
-  return ((images.astype(jnp.float32) / 255.0 - mean) / std).astype(dtype)
+  return ((images.astype(jnp.float32) / max_value - mean) / std).astype(dtype)
 
 
 def _mixing_dtype(images):
@@ -168,6 +188,5 @@ def pick_top_indices(scores: jax.Array, n_pick: int, pool_size: int | None = Non
     raise ValueError(f"scores must have shape [pool]; got {jnp.shape(scores)}.")
   if pool_size is not None and pool_size != scores.shape[0]:
     raise ValueError(f"scores has {scores.shape[0]} entries but images has {pool_size}.")
-  if not isinstance(n_pick, int) or not 1 <= n_pick <= scores.shape[0]:
-    raise ValueError(f"n_pick must be a Python int in [1, {scores.shape[0]}]; got {n_pick!r}.")
+  n_pick = validation.static_int("n_pick", n_pick, minimum=1, maximum=scores.shape[0])
   return jax.lax.top_k(scores, n_pick)[1]

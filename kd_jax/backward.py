@@ -19,7 +19,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from kd_jax import losses
+from kd_jax import losses, validation
 
 DIVERGENCES = ("kl", "l1", "mse")
 NORMALIZATIONS = ("sign", "l2", "none")
@@ -110,8 +110,7 @@ def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, 
   """
   if normalize not in NORMALIZATIONS:
     raise ValueError(f"unknown normalize {normalize!r}; valid names: {', '.join(NORMALIZATIONS)}.")
-  if not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"steps must be a positive Python int; got {steps!r}.")
+  steps = validation.static_int("steps", steps, minimum=1)
 
   def body(x_aux):
     grad = divergence_input_grad(teacher_fn, student_fn, x_aux, divergence=divergence,
@@ -180,8 +179,7 @@ def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teach
                      "gradient, which this formulation never forms).")
   if divergence not in DIVERGENCES:
     raise ValueError(f"unknown divergence {divergence!r}; valid names: {', '.join(DIVERGENCES)}.")
-  if not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"steps must be a positive Python int; got {steps!r}.")
+  steps = validation.static_int("steps", steps, minimum=1)
   if input_ids.shape != perturb_mask.shape:
     raise ValueError(f"perturb_mask has shape {perturb_mask.shape}; input_ids has "
                      f"{input_ids.shape}.")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kd_jax import validation
+
 
 def quantize_unit(v, bits: int):
   """Q_k on [0, 1] with a straight-through gradient."""
@@ -23,8 +25,7 @@ def quantize_unit(v, bits: int):
 
 
 def _check_bits(bits) -> None:
-  if not isinstance(bits, int) or bits < 1:
-    raise ValueError(f"bits must be a positive int; got {bits!r}.")
+  validation.static_int("bits", bits, minimum=1)
 
 
 def dorefa_weights(w, bits: int):

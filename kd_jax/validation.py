@@ -7,8 +7,12 @@ and what it should have been.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import operator
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
 
 def check_floating(name: str, x) -> None:
   """Raises TypeError unless ``x`` has a floating dtype."""
@@ -39,6 +43,7 @@ def check_labels(logits_name: str, logits, labels_name: str, labels) -> None:
       raise ValueError(
           f"integer {labels_name} must have shape {logits_shape[:-1]} (the shape of "
           f"{logits_name} {logits_shape} without its class axis); got {labels_shape}.")
+    _check_label_range(labels_name, labels, logits_shape[-1])
   elif jnp.issubdtype(dtype, jnp.floating):
     if labels_shape != logits_shape:
       raise ValueError(
@@ -49,10 +54,89 @@ def check_labels(logits_name: str, logits, labels_name: str, labels) -> None:
                     f"got dtype {dtype}.")
 
 
+def _check_label_range(name: str, labels, num_classes: int) -> None:
+  """Class ids in [0, num_classes), checked at once when the labels are concrete (a traced
+  label ≥ num_classes gives NaN and −1 reads the last class: see ``checked_labels``)."""
+  if not isinstance(labels, jax.core.Tracer):
+    values = np.asarray(labels)
+    if values.size and not 0 <= values.min() <= values.max() < num_classes:
+      raise ValueError(f"{name} must be class ids in [0, {num_classes}); got values from "
+                       f"{values.min()} to {values.max()}.")
+
+
+def checked_labels(labels, num_classes: int, name: str = "labels"):
+  """``labels``, checked to be class ids in [0, num_classes), also inside ``jax.jit``.
+
+  The losses check concrete labels themselves, and the training loop checks every dataset
+  when it loads it. Inside a compiled function labels are data, not known at trace time, so
+  an out-of-range label gives NaN (≥ num_classes) or reads the last class (−1) without an
+  error. Pass them through this function and run under ``jax.experimental.checkify``::
+
+    def loss_fn(logits, labels):
+      labels = validation.checked_labels(labels, logits.shape[-1])
+      return losses.cross_entropy(logits, labels)
+
+    error, loss = checkify.checkify(jax.jit(loss_fn))(logits, labels)
+    error.throw()  # raises, naming the bad labels
+
+  Traced, it needs checkify (JAX refuses an unfunctionalised check under jit).
+  """
+  if isinstance(labels, jax.core.Tracer):
+    checkify.check(jnp.all((labels >= 0) & (labels < num_classes)),
+                   f"{name} must be class ids in [0, {num_classes}); got {{}}.", labels)
+  else:
+    _check_label_range(name, labels, num_classes)
+  return labels
+
+
+def concrete_number(value):
+  """``value`` as a Python number if it is a Python or NumPy number or a concrete 0-d array
+  (not traced), else None."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  if isinstance(value, (int, float, np.number)) or (
+      isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0):
+    return np.asarray(value).item()
+  return None
+
+
 def check_positive_if_concrete(name: str, value) -> None:
-  """Checks ``value > 0`` when it is a Python number; traced values are left alone."""
-  if isinstance(value, (int, float)) and not value > 0:
+  """Checks ``value > 0`` when it is known now (a Python or NumPy number, a concrete array);
+  traced values are left alone."""
+  number = concrete_number(value)
+  if number is not None and not number > 0:
     raise ValueError(f"{name} must be > 0; got {value}.")
+
+
+def static_int(name: str, value, minimum: int | None = None,
+               maximum: int | None = None) -> int:
+  """A shape-fixing argument as a Python int: Python and NumPy integers pass (``np.int64``
+  from an array's ``.shape`` arithmetic or a config), anything else is a clear error."""
+  try:
+    number = operator.index(value)
+  except TypeError:
+    number = None
+  if number is None or isinstance(value, bool) or (minimum is not None and number < minimum) \
+      or (maximum is not None and number > maximum):
+    bounds = f" in [{minimum}, {maximum}]" if maximum is not None else (
+        f" ≥ {minimum}" if minimum is not None else "")
+    raise ValueError(f"{name} must be an integer{bounds} (a Python or NumPy int: it fixes "
+                     f"shapes); got {value!r}.")
+  return number
+
+
+def check_image_layout(name: str, images) -> None:
+  """Images are ``[batch, height, width, channels]`` (NHWC). A batch that looks like NCHW
+  (1 or 3 on axis 1, more than 4 on the last axis) is refused: mixing and cropping would run
+  over the wrong axes without any error."""
+  shape = jnp.shape(images)
+  if len(shape) != 4:
+    raise ValueError(f"{name} must have shape [batch, height, width, channels]; "
+                     f"got shape {shape}.")
+  if shape[1] in (1, 3) and shape[3] > 4:
+    raise ValueError(f"{name} has shape {shape}, which looks like [batch, channels, height, "
+                     f"width] (NCHW); kd_jax takes [batch, height, width, channels] (NHWC): "
+                     f"use images.transpose(0, 2, 3, 1).")
 
 
 def compute_dtype(*arrays):

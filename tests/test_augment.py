@@ -236,7 +236,7 @@ def test_default_alpha_is_one_and_float_images_keep_their_dtype():
     (lambda: augment.random_crop_flip(jax.random.PRNGKey(0), jnp.zeros((8, 8, 3))), ValueError,
      r"^images must have shape \[batch, height, width, channels\]; got shape \(8, 8, 3\)\.$"),
     (lambda: augment.random_crop_flip(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), pad=2.0),
-     ValueError, r"^pad must be a non-negative Python int; got 2\.0\.$"),
+     ValueError, r"^pad must be an integer ≥ 0 \(a Python or NumPy int: it fixes shapes\); got 2\.0\.$"),
     (lambda: augment.mixup(jax.random.PRNGKey(0), jnp.zeros((2, 4, 4)), 1.0), ValueError,
      r"^images must have shape"),
     (lambda: augment.cutmix(jax.random.PRNGKey(0), jnp.zeros((2, 4, 4)), 1.0), ValueError,
@@ -254,9 +254,11 @@ def test_default_alpha_is_one_and_float_images_keep_their_dtype():
     (lambda: augment.pick_top(jnp.zeros(4), jnp.zeros((3, 2)), 1), ValueError,
      r"^scores has 4 entries but images has 3\.$"),
     (lambda: augment.pick_top(jnp.zeros(4), jnp.zeros((4, 2)), 0), ValueError,
-     r"^n_pick must be a Python int in \[1, 4\]; got 0\.$"),
+     r"^n_pick must be an integer in \[1, 4\] \(a Python or NumPy int: it fixes shapes\); "
+     r"got 0\.$"),
     (lambda: augment.pick_top(jnp.zeros(4), jnp.zeros((4, 2)), 2.0), ValueError,
-     r"^n_pick must be a Python int in \[1, 4\]; got 2\.0\.$"),
+     r"^n_pick must be an integer in \[1, 4\] \(a Python or NumPy int: it fixes shapes\); "
+     r"got 2\.0\.$"),
 ])
 def test_augment_errors(call, error, message):
   with pytest.raises(error, match=message):

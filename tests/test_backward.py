@@ -268,10 +268,10 @@ def test_images_are_normalised_per_example_and_keep_their_dtype():
      ValueError, r"^unknown normalize 'linf'; valid names: sign, l2, none\.$"),
     (lambda: backward.auxiliary_samples(_identity, _zero, jnp.zeros((1, 2)), step_size=0.1,
                                         steps=2.0),
-     ValueError, r"^steps must be a positive Python int; got 2\.0\.$"),
+     ValueError, r"^steps must be an integer ≥ 1 \(a Python or NumPy int: it fixes shapes\); got 2\.0\.$"),
     (lambda: backward.auxiliary_samples(_identity, _zero, jnp.zeros((1, 2)), step_size=0.1,
                                         steps=0),
-     ValueError, r"^steps must be a positive Python int; got 0\.$"),
+     ValueError, r"^steps must be an integer ≥ 1 \(a Python or NumPy int: it fixes shapes\); got 0\.$"),
 ])
 def test_backward_errors(call, error, message):
   with pytest.raises(error, match=message):
@@ -352,9 +352,9 @@ def test_token_defaults_and_errors():
     call(normalize="sign")
   with pytest.raises(ValueError, match=r"^unknown divergence 'js'; valid names: kl, l1, mse\.$"):
     call(divergence="js")
-  with pytest.raises(ValueError, match=r"^steps must be a positive Python int; got 0\.$"):
+  with pytest.raises(ValueError, match=r"^steps must be an integer ≥ 1 \(a Python or NumPy int: it fixes shapes\); got 0\.$"):
     call(steps=0)
-  with pytest.raises(ValueError, match=r"^steps must be a positive Python int; got 1\.0\.$"):
+  with pytest.raises(ValueError, match=r"^steps must be an integer ≥ 1 \(a Python or NumPy int: it fixes shapes\); got 1\.0\.$"):
     call(steps=1.0)
   with pytest.raises(ValueError, match=r"^perturb_mask has shape \(1, 3\); input_ids has "
                                        r"\(1, 4\)\.$"):

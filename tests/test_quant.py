@@ -36,7 +36,7 @@ def test_dorefa_activations_and_straight_through_gradients():
   np.testing.assert_allclose(
       jax.grad(lambda v: jnp.sum(jnp.arange(4.0) * quant.dorefa_weights(v, 2)))(w),
       jax.grad(unrounded)(w), rtol=1e-6)
-  with pytest.raises(ValueError, match="bits must be a positive int"):
+  with pytest.raises(ValueError, match="bits must be an integer ≥ 1"):
     quant.dorefa_weights(w, 0)
 
 
@@ -101,5 +101,6 @@ def test_one_bit_weights_pass_the_gradient_straight_through():
 @pytest.mark.parametrize("bits", [0, -3, 2.0, "4", None])
 def test_bad_bit_widths(bits):
   for fn in (quant.dorefa_weights, quant.dorefa_activations):
-    with pytest.raises(ValueError, match=rf"^bits must be a positive int; got {bits!r}\.$"):
+    with pytest.raises(ValueError, match=rf"^bits must be an integer ≥ 1 \(a Python or NumPy "
+                                         rf"int: it fixes shapes\); got {bits!r}\.$"):
       fn(jnp.ones(3), bits)

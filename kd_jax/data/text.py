@@ -51,6 +51,17 @@ class TextDataset:
   test: TextSplit
   num_labels: int  # 1: regression
 
+  def __post_init__(self):
+    if self.is_regression:
+      return
+    for split_name, split in (("train", self.train), ("test", self.test)):
+      labels = np.asarray(split.labels)
+      if len(labels) and not (np.issubdtype(labels.dtype, np.integer)
+                              and 0 <= labels.min() <= labels.max() < self.num_labels):
+        raise ValueError(f"{self.name} {split_name}: labels must be integer class ids in "
+                         f"[0, {self.num_labels}); got {labels.dtype} values from "
+                         f"{labels.min()} to {labels.max()}.")
+
   @property
   def is_regression(self) -> bool:
     return self.num_labels == 1

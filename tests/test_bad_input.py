@@ -1,0 +1,109 @@
+"""Bad input that used to pass silently: each is now a clear error naming what is wrong and
+what would be right, or is handled (issue: a user's first hour)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+from kd_jax import augment, backward, losses, quant, validation
+from kd_jax.data import text as text_data
+
+
+def test_nchw_images_are_refused_with_the_transpose_to_use():
+  key = jax.random.PRNGKey(0)
+  nchw = jnp.zeros((4, 3, 8, 8))
+  for call in (lambda: augment.cutmix(key, nchw), lambda: augment.mixup(key, nchw),
+               lambda: augment.random_crop_flip(key, nchw),
+               lambda: augment.normalize(nchw.astype(jnp.uint8), (0.5,), (0.2,))):
+    with pytest.raises(ValueError, match=r"looks like \[batch, channels, height, width\] "
+                                         r"\(NCHW\).*transpose\(0, 2, 3, 1\)"):
+      call()
+  # NHWC images of any size, and 1- or 3-channel NCHW-like shapes that are also valid NHWC
+  # ([B, 3, W, 3]: three rows of RGB pixels), still pass.
+  assert augment.cutmix(key, jnp.zeros((4, 8, 8, 3)))[0].shape == (4, 8, 8, 3)
+  assert augment.cutmix(key, jnp.zeros((4, 3, 8, 3)))[0].shape == (4, 3, 8, 3)
+
+
+def test_normalize_checks_channels_and_the_pixel_scale():
+  gray = jnp.full((1, 2, 2, 1), 255, jnp.uint8)
+  with pytest.raises(ValueError, match=r"^mean has 3 values for images with 1 channel\(s\)"):
+    augment.normalize(gray, (0.5, 0.5, 0.5), (0.2,))
+  with pytest.raises(ValueError, match=r"^std has 2 values for images with 1 channel\(s\)"):
+    augment.normalize(gray, (0.5,), (0.2, 0.2))
+  with pytest.raises(TypeError, match=r"float32 images: say their scale with max_value"):
+    augment.normalize(jnp.full((1, 2, 2, 1), 0.5), (0.5,), (0.25,))
+  # White is 255 for uint8 (default) and for max_value=255.0, 1.0 for images in [0, 1].
+  np.testing.assert_allclose(augment.normalize(gray, (0.5,), (0.25,)), 2.0)
+  np.testing.assert_allclose(augment.normalize(jnp.full((1, 2, 2, 1), 1.0), (0.5,), (0.25,),
+                                               max_value=1.0), 2.0)
+  np.testing.assert_allclose(augment.normalize(jnp.full((1, 2, 2, 1), 255.0), (0.5,),
+                                               (0.25,), max_value=255.0), 2.0)
+
+
+@pytest.mark.parametrize("label", [3, -1])
+def test_out_of_range_labels(label):
+  logits, labels = jnp.zeros((2, 3)), jnp.array([0, label])
+  message = rf"labels must be class ids in \[0, 3\); got values from {min(0, label)} to " \
+            rf"{max(0, label)}\."
+  # Concrete labels: checked at once (for the losses and for KD's objective).
+  with pytest.raises(ValueError, match=message):
+    losses.cross_entropy(logits, labels)
+  with pytest.raises(ValueError, match=message):
+    losses.kd_objective(logits, logits, np.asarray(labels), temperature=2.0, ce_weight=0.5,
+                        kd_weight=0.5)
+  # Traced labels: unchecked inside jit (documented); checked_labels under checkify.
+  def loss_fn(logits, labels):
+    return losses.cross_entropy(logits, validation.checked_labels(labels, logits.shape[-1]))
+
+  error, _ = checkify.checkify(jax.jit(loss_fn))(logits, labels)
+  with pytest.raises(checkify.JaxRuntimeError, match=r"labels must be class ids in \[0, 3\)"):
+    error.throw()
+  error, values = checkify.checkify(jax.jit(loss_fn))(logits, jnp.array([0, 2]))
+  error.throw()  # valid labels: no error
+  np.testing.assert_allclose(values, np.log(3.0), rtol=1e-6)
+  with pytest.raises(ValueError, match=message):  # concrete: checked without checkify
+    validation.checked_labels(np.asarray(labels), 3)
+
+
+def test_text_dataset_labels_are_checked_when_loaded():
+  def split(labels):
+    ids = np.zeros((len(labels), 4), np.int32)
+    return text_data.TextSplit(ids, ids, ids, np.asarray(labels))
+  with pytest.raises(ValueError, match=r"toy train: labels must be integer class ids in "
+                                       r"\[0, 2\); got int64 values from 0 to 2\."):
+    text_data.TextDataset("toy", split([0, 2]), split([0, 1]), 2)
+  with pytest.raises(ValueError, match=r"toy test: .* from -1 to 1\."):
+    text_data.TextDataset("toy", split([0, 1]), split([-1, 1]), 2)
+  text_data.TextDataset("toy", split([0, 1]), split([1, 1]), 2)
+  text_data.TextDataset("toy", split([0.3, 4.5]), split([1.0]), 1)  # regression: any score
+
+
+@pytest.mark.parametrize("temperature", [np.float32(0.0), np.float64(-1.0), np.int64(0),
+                                         np.array(-2.0), jnp.float32(0.0)])
+def test_non_positive_temperatures_of_any_number_type(temperature):
+  logits = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match=r"^temperature must be > 0; got "):
+    losses.kd_kl(logits, logits, temperature)
+  with pytest.raises(ValueError, match=r"^temperature must be > 0; got "):
+    losses.entropy(logits, temperature)
+  # Traced temperatures cannot be checked and are left alone.
+  assert jax.jit(losses.kd_kl)(logits, logits, jnp.float32(2.0)).shape == (2,)
+
+
+def test_static_integer_arguments_take_numpy_integers():
+  key, images = jax.random.PRNGKey(0), jnp.zeros((4, 8, 8, 1))
+  assert augment.random_crop_flip(key, images, np.int64(2)).shape == images.shape
+  assert augment.pick_top(jnp.arange(4.0), images, np.int32(2)).shape == (2, 8, 8, 1)
+  np.testing.assert_array_equal(quant.dorefa_weights(jnp.ones(3), np.int64(2)),
+                                quant.dorefa_weights(jnp.ones(3), 2))
+  logits = lambda x: x.reshape(x.shape[0], -1)[:, :3]
+  teacher = lambda x: logits(x) * 2.0
+  a = backward.auxiliary_samples(teacher, logits, images + 0.5, steps=np.int64(2),
+                                 step_size=0.1)
+  b = backward.auxiliary_samples(teacher, logits, images + 0.5, steps=2, step_size=0.1)
+  np.testing.assert_array_equal(a, b)
+  for bad in (True, 2.0, "2"):
+    with pytest.raises(ValueError, match=r"^pad must be an integer ≥ 0"):
+      augment.random_crop_flip(key, images, bad)
