@@ -259,41 +259,50 @@ def test_view_maker_passes_its_arguments_and_loss_by_hand():
   assert float(mixed.loss(S, view, hp)) == pytest.approx(kd_term + 0.3 * np.mean(ce), rel=1e-5)
 
 
-IMAGES = jnp.asarray(np.random.default_rng(0).normal(size=(4, 4, 4, 1)), jnp.float32)
-LABELS = jnp.array([3, 0, 2, 1])
-HP = {"temperature": jnp.float32(2.0)}
+# NumPy at import time: a test module that creates JAX arrays when it is imported starts
+# JAX's backend in mutmut's fork server, and the forked mutants then deadlock.
+IMAGES_NP = np.random.default_rng(0).normal(size=(4, 4, 4, 1)).astype(np.float32)
+LABELS_NP = np.array([3, 0, 2, 1])
+HP = {"temperature": np.float32(2.0)}
+
+
+def _images_labels():
+  return jnp.asarray(IMAGES_NP), jnp.asarray(LABELS_NP)
 
 
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
 def test_mixup_and_cutmix_views(name):
+  images, labels = _images_labels()
   key = jax.random.PRNGKey(3)
   factory, mix = {"mixup": (strong_aug.mixup, augment.mixup),
                   "cutmix": (strong_aug.cutmix, augment.cutmix)}[name]
   maker = factory()
   assert (maker.name, maker.label_mixing) == (name, False)
   assert factory(alpha=0.4, label_mixing=True).label_mixing
-  view = maker(key, IMAGES, LABELS, _teacher, None, HP)
-  mixed, perm, lam = mix(key, IMAGES, 1.0)  # default α = 1
+  view = maker(key, images, labels, _teacher, None, HP)
+  mixed, perm, lam = mix(key, images, 1.0)  # default α = 1
   np.testing.assert_array_equal(view.inputs, mixed)
   np.testing.assert_allclose(view.teacher_logits, _teacher(mixed), rtol=1e-6)
-  np.testing.assert_array_equal(view.labels, LABELS)
-  np.testing.assert_array_equal(view.partner_labels, np.asarray(LABELS)[np.asarray(perm)])
+  np.testing.assert_array_equal(view.labels, labels)
+  np.testing.assert_array_equal(view.partner_labels, np.asarray(labels)[np.asarray(perm)])
   np.testing.assert_array_equal(view.lam, np.full(4, float(lam), np.float32))
-  view = factory(alpha=0.4)(key, IMAGES, LABELS, _teacher, None, HP)
-  np.testing.assert_array_equal(view.inputs, mix(key, IMAGES, 0.4)[0])
+  view = factory(alpha=0.4)(key, images, labels, _teacher, None, HP)
+  np.testing.assert_array_equal(view.inputs, mix(key, images, 0.4)[0])
 
 
 def _pool(key, rounds, alpha=1.0):
-  draws = [augment.cutmix(k, IMAGES, alpha) for k in jax.random.split(key, rounds)]
+  images, labels = _images_labels()
+  draws = [augment.cutmix(k, images, alpha) for k in jax.random.split(key, rounds)]
   pool = jnp.concatenate([d[0] for d in draws])
-  partners = np.concatenate([np.asarray(LABELS)[np.asarray(d[1])] for d in draws])
+  partners = np.concatenate([np.asarray(labels)[np.asarray(d[1])] for d in draws])
   lams = np.repeat([float(d[2]) for d in draws], 4)
-  return pool, np.tile(np.asarray(LABELS), rounds), partners, lams
+  return pool, np.tile(np.asarray(labels), rounds), partners, lams
 
 
 @pytest.mark.parametrize("score, n_pick", [("teacher_entropy", None), ("student_entropy", 3),
                                            ("kl", 5)])
 def test_cutmix_pick_view_keeps_the_top_of_the_pool(score, n_pick):
+  images, labels = _images_labels()
   key = jax.random.PRNGKey(11)
   maker = strong_aug.cutmix_pick(alpha=0.7, pool_rounds=3, score=score, n_pick=n_pick)
   assert (maker.name, maker.label_mixing) == ("cutmix_pick", False)
@@ -303,15 +312,15 @@ def test_cutmix_pick_view_keeps_the_top_of_the_pool(score, n_pick):
     teacher_calls.append(x.shape[0])
     return _teacher(x)
 
-  view = maker(key, IMAGES, LABELS, teacher, _student, HP)
-  pool, labels, partners, lams = _pool(key, 3, 0.7)
+  view = maker(key, images, labels, teacher, _student, HP)
+  pool, pool_labels, partners, lams = _pool(key, 3, 0.7)
   scores = {"teacher_entropy": lambda: losses.entropy(_teacher(pool), 1.0),
             "student_entropy": lambda: losses.entropy(_student(pool), 1.0),
             "kl": lambda: losses.kd_kl(_student(pool), _teacher(pool), 2.0)}[score]()
   top = np.argsort(-np.asarray(scores), kind="stable")[:n_pick or 4]
   np.testing.assert_allclose(view.inputs, pool[top], rtol=1e-6)
   np.testing.assert_allclose(view.teacher_logits, _teacher(pool[top]), rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(view.labels, labels[top])
+  np.testing.assert_array_equal(view.labels, pool_labels[top])
   np.testing.assert_array_equal(view.partner_labels, partners[top])
   np.testing.assert_allclose(view.lam, lams[top], rtol=1e-6)
   # The teacher runs once: on the pool when it scores, else on the picked samples only.
@@ -320,6 +329,7 @@ def test_cutmix_pick_view_keeps_the_top_of_the_pool(score, n_pick):
 
 def test_cutmix_pick_entropy_is_at_temperature_one():
   """Two pools whose entropy order differs between τ = 1 and τ = 2: the pick follows τ = 1."""
+  images, labels = _images_labels()
   key = jax.random.PRNGKey(11)
   pool = _pool(key, 2)[0]
   # H at τ = 1: 0.69 > 0.67; at τ = 2: 0.71 < 0.98.
@@ -333,16 +343,17 @@ def test_cutmix_pick_entropy_is_at_temperature_one():
     which = jnp.array([index[float(jnp.sum(s))] >= 4 for s in x], jnp.int32)
     return rows[which]
 
-  view = strong_aug.cutmix_pick_view(key, IMAGES, LABELS, fn, fn, HP, alpha=1.0,
+  view = strong_aug.cutmix_pick_view(key, images, labels, fn, fn, HP, alpha=1.0,
                                      pool_rounds=2, score="teacher_entropy", n_pick=4)
   expected = 4 if float(h1[1]) > float(h1[0]) else 0
   np.testing.assert_array_equal(view.inputs, pool[expected:expected + 4])
-  view = strong_aug.cutmix_pick_view(key, IMAGES, LABELS, fn, fn, HP, alpha=1.0,
+  view = strong_aug.cutmix_pick_view(key, images, labels, fn, fn, HP, alpha=1.0,
                                      pool_rounds=2, score="student_entropy", n_pick=4)
   np.testing.assert_array_equal(view.inputs, pool[expected:expected + 4])
 
 
 def test_cutmix_pick_options_and_errors():
+  images, labels = _images_labels()
   keywords = strong_aug.cutmix_pick().make.keywords
   assert keywords == dict(alpha=1.0, pool_rounds=2, score="teacher_entropy", n_pick=None)
   assert strong_aug.mixup().make.keywords == {"alpha": 1.0}
@@ -353,7 +364,7 @@ def test_cutmix_pick_options_and_errors():
     strong_aug.cutmix_pick(score="margin")
   with pytest.raises(ValueError, match=re.escape(
       "unknown pick score 'margin'; valid names: teacher_entropy, student_entropy, kl.") + "$"):
-    strong_aug.cutmix_pick_view(jax.random.PRNGKey(0), IMAGES, LABELS, _teacher, _student, HP,
+    strong_aug.cutmix_pick_view(jax.random.PRNGKey(0), images, labels, _teacher, _student, HP,
                                 alpha=1.0, pool_rounds=1, score="margin", n_pick=None)
   with pytest.raises(ValueError, match=re.escape("pool_rounds must be ≥ 1; got 0.") + "$"):
     strong_aug.cutmix_pick(pool_rounds=0)
@@ -386,16 +397,17 @@ def test_sample_options_defaults_and_errors():
 
 
 def test_backward_image_view_is_teacher_labelled_ascent():
+  images, labels = _images_labels()
   maker = backward_kd.image_view(steps=2, step_size=0.1, epsilon=0.15)
   assert (maker.name, maker.label_mixing) == ("backward", False)
-  view = maker(jax.random.PRNGKey(0), IMAGES, LABELS, _teacher, _student, HP)
-  aux = backward.auxiliary_samples(_teacher, _student, IMAGES, steps=2, step_size=0.1,
+  view = maker(jax.random.PRNGKey(0), images, labels, _teacher, _student, HP)
+  aux = backward.auxiliary_samples(_teacher, _student, images, steps=2, step_size=0.1,
                                    normalize="sign", epsilon=0.15)
   np.testing.assert_allclose(view.inputs, aux, rtol=1e-6)
-  assert not np.allclose(view.inputs, IMAGES)
+  assert not np.allclose(view.inputs, images)
   np.testing.assert_allclose(view.teacher_logits, _teacher(aux), rtol=1e-5)
-  np.testing.assert_array_equal(view.labels, LABELS)
-  np.testing.assert_array_equal(view.partner_labels, LABELS)
+  np.testing.assert_array_equal(view.labels, labels)
+  np.testing.assert_array_equal(view.partner_labels, labels)
   np.testing.assert_array_equal(view.lam, np.ones(4))
 
 
@@ -430,38 +442,44 @@ def _token_nets(constants=None):
   return _Bound(_TokenModel(), t_vars, constants), _Bound(_TokenModel(), s_vars)
 
 
-TOKENS = {"input_ids": jnp.array([[0, 1, 5, 2, 7], [0, 3, 1, 4, 7]]),
-          "attention_mask": jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
-          "token_type_ids": jnp.zeros((2, 5), jnp.int32)}
+TOKENS_NP = {"input_ids": np.array([[0, 1, 5, 2, 7], [0, 3, 1, 4, 7]], np.int32),
+             "attention_mask": np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], np.int32),
+             "token_type_ids": np.zeros((2, 5), np.int32)}
+
+
+def _tokens():
+  return {k: jnp.asarray(v) for k, v in TOKENS_NP.items()}
 
 
 def _expected_token_view(teacher, student, mask, **kwargs):
+  tokens = _tokens()
   t_table = teacher.variables["table"]
   s_table = student.variables["table"]
-  rest = {k: v for k, v in TOKENS.items() if k != "input_ids"}
+  rest = {k: v for k, v in tokens.items() if k != "input_ids"}
   fwd = lambda bound: lambda e: bound({**rest, "word_embeddings": e})
   e_t, e_s = backward.token_auxiliary_embeddings(fwd(teacher), fwd(student), t_table, s_table,
-                                                 TOKENS["input_ids"], mask, **kwargs)
+                                                 tokens["input_ids"], mask, **kwargs)
   return e_t, e_s, teacher({**rest, "word_embeddings": e_t})
 
 
 @pytest.mark.parametrize("special_ids", [(), (0, 7)])
 def test_token_view_freezes_padding_and_special_tokens(special_ids):
+  tokens = _tokens()
   teacher, student = _token_nets()
   maker = backward_kd.token_view(steps=2, step_size=0.5, normalize="none", divergence="mse",
                                  divergence_temperature=2.0, special_ids=special_ids)
   assert (maker.name, maker.label_mixing) == ("backward", False)
   labels = jnp.array([1, 2])
-  view = maker(jax.random.PRNGKey(0), TOKENS, labels, teacher, student, {})
+  view = maker(jax.random.PRNGKey(0), tokens, labels, teacher, student, {})
   # Perturbed: attended tokens that are not special (token 1 is an ordinary token).
-  mask = np.asarray(TOKENS["attention_mask"]) > 0
-  mask &= ~np.isin(np.asarray(TOKENS["input_ids"]), special_ids)
+  mask = np.asarray(tokens["attention_mask"]) > 0
+  mask &= ~np.isin(np.asarray(tokens["input_ids"]), special_ids)
   e_t, e_s, logits = _expected_token_view(teacher, student, jnp.asarray(mask), steps=2,
                                           step_size=0.5, normalize="none", divergence="mse",
                                           temperature=2.0)
   assert set(view.inputs) == {"attention_mask", "token_type_ids", "word_embeddings"}
   np.testing.assert_allclose(view.inputs["word_embeddings"], e_s, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(view.inputs["attention_mask"], TOKENS["attention_mask"])
+  np.testing.assert_array_equal(view.inputs["attention_mask"], tokens["attention_mask"])
   np.testing.assert_allclose(view.teacher_logits, logits, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(view.labels, labels)
   np.testing.assert_array_equal(view.partner_labels, labels)
@@ -471,13 +489,14 @@ def test_token_view_freezes_padding_and_special_tokens(special_ids):
   frozen = ~mask
   s_table = student.variables["table"]
   np.testing.assert_allclose(np.asarray(view.inputs["word_embeddings"])[frozen],
-                             np.asarray(s_table)[np.asarray(TOKENS["input_ids"])][frozen],
+                             np.asarray(s_table)[np.asarray(tokens["input_ids"])][frozen],
                              rtol=1e-6)
   assert not np.allclose(np.asarray(view.inputs["word_embeddings"])[mask],
-                         np.asarray(s_table)[np.asarray(TOKENS["input_ids"])][mask])
+                         np.asarray(s_table)[np.asarray(tokens["input_ids"])][mask])
 
 
 def test_token_view_uses_the_teachers_constants_and_defaults():
+  tokens = _tokens()
   maker = backward_kd.token_view()
   assert maker.make.keywords == dict(steps=1, step_size=1.0, normalize="l2", divergence="kl",
                                      temperature=1.0, special_ids=())
@@ -486,8 +505,8 @@ def test_token_view_uses_the_teachers_constants_and_defaults():
   teacher, student = _token_nets()
   gram = 2.0 * teacher.variables["table"].T @ teacher.variables["table"]
   teacher = dataclasses.replace(teacher, constants={"teacher_gram": gram})
-  view = maker(None, TOKENS, jnp.array([0, 1]), teacher, student, {})
-  mask = jnp.asarray(TOKENS["attention_mask"]) > 0
+  view = maker(None, tokens, jnp.array([0, 1]), teacher, student, {})
+  mask = jnp.asarray(tokens["attention_mask"]) > 0
   e_t, e_s, logits = _expected_token_view(teacher, student, mask, teacher_gram=gram,
                                           step_size=1.0)
   np.testing.assert_allclose(view.inputs["word_embeddings"], e_s, rtol=1e-5, atol=1e-6)
