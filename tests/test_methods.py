@@ -286,8 +286,11 @@ def test_mixup_and_cutmix_views(name):
   np.testing.assert_array_equal(view.labels, labels)
   np.testing.assert_array_equal(view.partner_labels, np.asarray(labels)[np.asarray(perm)])
   np.testing.assert_array_equal(view.lam, np.full(4, float(lam), np.float32))
+  # α is passed on (with key 2 the CutMix boxes of α = 0.4 and α = 1 differ on 4×4 images).
+  key = jax.random.PRNGKey(2)
   view = factory(alpha=0.4)(key, images, labels, _teacher, None, HP)
   np.testing.assert_array_equal(view.inputs, mix(key, images, 0.4)[0])
+  assert not np.array_equal(view.inputs, mix(key, images, 1.0)[0])
 
 
 def _pool(key, rounds, alpha=1.0):
@@ -417,9 +420,10 @@ class _TokenModel:  # a stand-in for kd_jax.models.adapters: mean embedding, the
     return variables["table"]
 
   def predict(self, variables, inputs):
+    # Padding counts (half weight), so only the view's mask keeps it from moving.
     assert "input_ids" not in inputs
-    mask = inputs["attention_mask"][..., None].astype(jnp.float32)
-    pooled = jnp.sum(inputs["word_embeddings"] * mask, 1) / jnp.sum(mask, 1)
+    weight = 0.5 + inputs["attention_mask"][..., None].astype(jnp.float32)
+    pooled = jnp.mean(inputs["word_embeddings"] * weight, 1)
     return pooled @ variables["w"]
 
 
@@ -462,11 +466,11 @@ def _expected_token_view(teacher, student, mask, **kwargs):
   return e_t, e_s, teacher({**rest, "word_embeddings": e_t})
 
 
-@pytest.mark.parametrize("special_ids", [(), (0, 7)])
-def test_token_view_freezes_padding_and_special_tokens(special_ids):
+@pytest.mark.parametrize("special_ids, divergence", [((), "kl"), ((0, 7), "mse")])
+def test_token_view_freezes_padding_and_special_tokens(special_ids, divergence):
   tokens = _tokens()
   teacher, student = _token_nets()
-  maker = backward_kd.token_view(steps=2, step_size=0.5, normalize="none", divergence="mse",
+  maker = backward_kd.token_view(steps=2, step_size=0.5, normalize="none", divergence=divergence,
                                  divergence_temperature=2.0, special_ids=special_ids)
   assert (maker.name, maker.label_mixing) == ("backward", False)
   labels = jnp.array([1, 2])
@@ -475,8 +479,8 @@ def test_token_view_freezes_padding_and_special_tokens(special_ids):
   mask = np.asarray(tokens["attention_mask"]) > 0
   mask &= ~np.isin(np.asarray(tokens["input_ids"]), special_ids)
   e_t, e_s, logits = _expected_token_view(teacher, student, jnp.asarray(mask), steps=2,
-                                          step_size=0.5, normalize="none", divergence="mse",
-                                          temperature=2.0)
+                                          step_size=0.5, normalize="none",
+                                          divergence=divergence, temperature=2.0)
   assert set(view.inputs) == {"attention_mask", "token_type_ids", "word_embeddings"}
   np.testing.assert_allclose(view.inputs["word_embeddings"], e_s, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(view.inputs["attention_mask"], tokens["attention_mask"])
