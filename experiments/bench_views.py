@@ -121,7 +121,7 @@ def view_steps(teacher_name: str, student_name: str, batch: int, image_size: int
       models.init_variables(teacher, jax.random.PRNGKey(0), image_shape), mesh)
   student_variables = models.init_variables(student, jax.random.PRNGKey(1), image_shape)
   config = common.base_config()
-  config.view.pool_rounds = pool_rounds
+  config.cutmix_pick.pool_rounds = pool_rounds
   optimizer, _ = optim.make_optimizer(**config.optimizer.to_dict(), steps_per_epoch=100)
   preprocess = preprocess_lib.image_preprocess((0.5,) * 3, (0.25,) * 3, 4, True)
   rng = np.random.default_rng(0)
@@ -144,7 +144,8 @@ def view_steps(teacher_name: str, student_name: str, batch: int, image_size: int
 
   runners = {}
   for label, method, score in CASES:
-    view = ml_collections.ConfigDict(config.view.to_dict())
+    view_name = methods.get_method(method).view
+    view = ml_collections.ConfigDict(config[view_name].to_dict()) if view_name else {}
     if method == "backward_kd":
       view.steps = score
     elif score:

@@ -76,14 +76,14 @@ def stddev_lines(teacher_workdir: str, dataset: str, *, batch_size: int = 64,
   data = load_dataset(dataset, "train")
   mesh = sharding.make_data_mesh()
   teacher, teacher_variables = setup.load_trained(teacher_workdir, data, mesh)
-  options = common.base_config().view
+  config = common.base_config()
   lines = [f"T. stddev of teacher {teacher_workdir} on {dataset}: {batches} "
            f"batches of {batch_size}, blocks of {blocks_of} batches, seed "
            f"{seed}.", "", "| view | samples per batch seen | T. stddev |", "|---|---|---|"]
   for view_name in STDDEV_VIEWS:
     probabilities, per_batch = teacher_probabilities(
-        view_name, teacher, teacher_variables, data, options, batch_size=batch_size,
-        batches=batches, crop_pad=crop_pad, flip=flip, seed=seed)
+        view_name, teacher, teacher_variables, data, config.get(view_name, {}),
+        batch_size=batch_size, batches=batches, crop_pad=crop_pad, flip=flip, seed=seed)
     value = diagnostics.teacher_stddev(probabilities, per_batch * blocks_of)
     lines.append(f"| {view_name} | {per_batch} | {float(value):.5f} |")
   return lines

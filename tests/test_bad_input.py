@@ -107,3 +107,4 @@ def test_static_integer_arguments_take_numpy_integers():
   for bad in (True, 2.0, "2"):
     with pytest.raises(ValueError, match=r"^pad must be an integer ≥ 0"):
       augment.random_crop_flip(key, images, bad)
+

@@ -15,7 +15,8 @@ CONFIG_ARGUMENTS = {
     "cifar100_strong_aug": [f"{pair},{method}" for pair in (
         "wrn_40_2-wrn_16_2", "resnet56-resnet20", "resnet32x4-resnet8x4", "vgg13-vgg8",
         "vgg13-mobilenetv2", "resnet50-vgg8", "resnet32x4-shufflenetv2")
-        for method in ("kd", "kd_mixup", "kd_cutmix", "kd_cutmix_pick")],
+        for method in ("kd", "kd_mixup", "kd_cutmix", "kd_cutmix_pick",
+                       "kd_cutmix_pick,student_entropy", "kd_cutmix_pick,kl")],
     "cifar_continuation": [f"{dataset},{role}" for dataset in ("cifar10", "cifar100")
                            for role in ("teacher", "scratch", "kd", "annealing_kd",
                                         "continuation_kd")],
@@ -44,7 +45,13 @@ PAPER_TOP1 = {
            "vgg13-mobilenetv2": (67.37, 68.79, 69.49, -1.0),
            "resnet50-vgg8": (73.81, 74.85, 74.95, -1.0),
            "resnet32x4-shufflenetv2": (74.45, 76.61, 76.90, -1.0)}.items()
-       for method, top1 in zip(("kd", "kd_cutmix", "kd_cutmix_pick", "kd_mixup"), row)},
+       for method, top1 in zip(("kd", "kd_cutmix", "kd_cutmix_pick,kl", "kd_mixup"), row)},
+    # ICLR'22 Table 2: the entropy pick criteria, three pairs (Table 3's pick is KL).
+    **{("cifar100_strong_aug", f"{pair},kd_cutmix_pick{score}"): top1
+       for pair, (teacher_entropy, student_entropy) in {
+           "wrn_40_2-wrn_16_2": (75.46, 75.52), "resnet56-resnet20": (70.88, 70.84),
+           "vgg13-vgg8": (74.16, 74.16)}.items()
+       for score, top1 in (("", teacher_entropy), (",student_entropy", student_entropy))},
     **{("cifar_continuation", f"cifar10,{role}"): top1 for role, top1 in {
         "teacher": 93.8, "scratch": 88.44, "kd": 88.45, "annealing_kd": 89.44,
         "continuation_kd": 90.21}.items()},
@@ -79,15 +86,24 @@ def test_config_builds_with_valid_names(name, argument):
     assert teacher in models.MODEL_NAMES and teacher in config.teacher_workdir
 
 
-def test_strong_aug_targets_are_table_3():
+def test_strong_aug_targets_follow_the_pick_criterion():
   from experiments.configs import cifar100_strong_aug as wang
-  assert wang.get_config("resnet32x4-shufflenetv2,kd_cutmix_pick").expected_top1 == 76.90
-  assert wang.expected_top1("resnet32x4-shufflenetv2", "kd_cutmix_pick", 4) == 77.90
+  kl = wang.get_config("resnet32x4-shufflenetv2,kd_cutmix_pick,kl")
+  assert kl.cutmix_pick.score == "kl" and kl.expected_top1 == 76.90
+  default = wang.get_config("resnet32x4-shufflenetv2,kd_cutmix_pick")
+  assert default.cutmix_pick.score == "teacher_entropy" and default.expected_top1 == -1.0
+  assert wang.get_config("vgg13-vgg8,kd_cutmix_pick").expected_top1 == 74.16
+  assert wang.expected_top1("resnet32x4-shufflenetv2", "kd_cutmix_pick", 4, "kl") == 77.90
+  assert wang.expected_top1("resnet32x4-shufflenetv2", "kd_cutmix_pick", 4) == -1.0
   assert wang.get_config("vgg13-vgg8,kd_mixup").expected_top1 == 73.79
   assert wang.get_config("resnet50-vgg8,kd_mixup").expected_top1 == -1.0  # not in the table
   assert wang.get_config("vgg13-mobilenetv2,kd").optimizer.learning_rate == 0.01
   with pytest.raises(ValueError, match="teacher-student,method"):
     wang.get_config("vgg13-vgg8,kd_cutout")
+  with pytest.raises(ValueError, match="for kd_cutmix_pick only"):
+    wang.get_config("vgg13-vgg8,kd_cutmix,kl")
+  with pytest.raises(ValueError, match="score among"):
+    wang.get_config("vgg13-vgg8,kd_cutmix_pick,entropy")
 
 
 def test_bad_config_arguments():
@@ -96,3 +112,31 @@ def test_bad_config_arguments():
     cifar100_kd.get_config("resnet56")
   with pytest.raises(ValueError, match="valid roles"):
     digits.get_config("student")
+
+
+@pytest.mark.parametrize("role", ["teacher", "student", "kd", "annealing_kd",
+                                  "continuation_kd"])
+def test_glue_schedule_values_per_epoch(role):
+  """The paper's GLUE protocol, epoch by epoch: T_max 10 over 30 epochs steps T down every
+  3 epochs (T = 1 from epoch 27); Continuation-KD's ψ = i/40 up to epoch 20, then 1;
+  Annealing-KD distils (ψ = 0) until T reaches 1, then trains on labels."""
+  from experiments.configs import glue_continuation
+  from kd_jax.train import loop
+  config = glue_continuation.get_config(f"sst2,{role}")
+  method = methods.get_method(config.method)
+  for epoch in range(1, 31):
+    values = loop.epoch_hparams(config, method, epoch, config.num_epochs)
+    temperature = max(1, 10 - epoch // 3)
+    if role in ("teacher", "student", "kd"):
+      assert (values["phi"], values["psi"]) == (1.0, 1.0)
+      continue
+    assert values["continuation_temperature"] == temperature, epoch
+    assert values["phi"] == pytest.approx(1 - (temperature - 1) / 10), epoch
+    if role == "continuation_kd":
+      assert values["psi"] == pytest.approx(epoch / 40 if epoch <= 20 else 1.0), epoch
+      assert values["margin"] == config.continuation.margin
+    else:
+      assert values["psi"] == (0.0 if epoch <= 27 else 1.0), epoch
+      assert values["margin"] == 0.0
+      if epoch == 27:
+        assert values["phi"] == 1.0  # the unscaled teacher before the switch

@@ -118,7 +118,7 @@ def test_pooled_backward_kd_resumes_exactly(teacher_run, tmp_path):
   """The pool of generated samples (refreshed every 2 epochs) is restored with the state:
   resuming at epoch 2, inside a pool period, continues with the pool of epoch 1."""
   overrides = {"method": "backward_kd", "teacher_workdir": teacher_run[0],
-               "view.pool_every_epochs": 2}
+               "backward.pool_every_epochs": 2}
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   summary = loop.train_and_evaluate(tiny_config("kd", num_epochs=3, **overrides), straight)
   assert summary["train_step_compilations"] == 1
@@ -173,3 +173,38 @@ def test_missing_teacher_and_bad_names(tmp_path):
     loop.train_and_evaluate(tiny_config(dataset="cifar1000"), str(tmp_path / "e"))
   with pytest.raises(ValueError, match="unknown dtype 'float8'"):
     loop.train_and_evaluate(tiny_config(dtype="float8"), str(tmp_path / "f"))
+
+
+def test_view_joint_pass_reaches_the_step(teacher_run, tmp_path, monkeypatch):
+  """config.view.joint_pass=False gives the official two student passes
+  (tests/test_train_steps.py checks both losses); None keeps the model's default."""
+  from kd_jax.train import step as step_lib
+  seen = []
+  make = step_lib.make_train_step
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs.get("joint_views"))
+    return make(*args, **kwargs)
+
+  monkeypatch.setattr(step_lib, "make_train_step", spy)
+  config = tiny_config("kd", num_epochs=1, method="kd_mixup", teacher_workdir=teacher_run[0],
+                       **{"view.joint_pass": False})
+  loop.train_and_evaluate(config, str(tmp_path))
+  assert seen == [False]
+
+
+def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, caplog):
+  workdir = str(tmp_path)
+  loop.train_and_evaluate(tiny_config(num_epochs=1), workdir)
+  with caplog.at_level(logging.WARNING):  # the identical command: no warning (tuples too)
+    loop.train_and_evaluate(tiny_config(num_epochs=1), workdir)
+  assert "differs" not in caplog.text
+  changed = tiny_config(num_epochs=1, seed=3, **{"optimizer.learning_rate": 0.1})
+  with pytest.raises(loop.ConfigChangedError,
+                     match=r"optimizer\.learning_rate: 0\.05 -> 0\.1; seed: 0 -> 3\. Use a new "
+                           r"--workdir, or set --config\.allow_config_change=True"):
+    loop.train_and_evaluate(changed, workdir)
+  changed.allow_config_change = True
+  with caplog.at_level(logging.WARNING):
+    loop.train_and_evaluate(changed, workdir)
+  assert "differs from its checkpoint in: optimizer.learning_rate: 0.05 -> 0.1" in caplog.text

@@ -148,7 +148,7 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path):
     # teacher and student passes, and a top-k over the pool, all on sharded arrays.
     student = str(tmp_path / f"kd{devices}")
     _run(_command("distill", "kd", student, "--config.num_epochs=2",
-                  "--config.method=kd_cutmix_pick", "--config.view.score=kl",
+                  "--config.method=kd_cutmix_pick", "--config.cutmix_pick.score=kl",
                   f"--config.teacher_workdir={tmp_path / 'teacher1'}"), devices)
     # Continuation-KD (phi, psi per epoch) with backward-pass samples (input gradients
     # through both networks) as the extra view.

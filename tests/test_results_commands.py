@@ -57,11 +57,20 @@ def parse(command):
   return module, {k: v if len(v) > 1 else v[0] for k, v in values.items()}, overrides
 
 
+def script_module(module):
+  """The module that defines a script's flags: experiments.<module>, or for a package its
+  __main__ (``python -m experiments.<package>``)."""
+  if os.path.isdir(os.path.join(ROOT, "experiments", module)):
+    return f"experiments.{module}.__main__"
+  return f"experiments.{module}"
+
+
 def defined_flags(module):
   """Names of the absl flags the script's source defines (DEFINE_* calls), and which of
   them are boolean or config files."""
-  path = os.path.join(ROOT, "experiments", f"{module}.py")
-  assert os.path.exists(path), f"experiments/{module}.py does not exist"
+  relative = script_module(module).replace(".", "/") + ".py"
+  path = os.path.join(ROOT, relative)
+  assert os.path.exists(path), f"{relative} does not exist"
   with open(path) as f:
     tree = ast.parse(f.read())
   names, booleans, configs = set(), set(), set()
@@ -200,7 +209,7 @@ def test_absl_parses_every_command(path):
   for command in commands_of(path):
     module = parse(command)[0]
     code = ("import sys; from absl import flags; "
-            f"import experiments.{module}; "
+            f"import {script_module(module)}; "
             "flags.FLAGS(sys.argv); print('parsed')")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", code, *shlex.split(command)[3:]], cwd=ROOT,

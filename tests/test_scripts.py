@@ -43,10 +43,10 @@ def test_sweep_then_agreement_and_teacher_stddev(tmp_path):
   os.rename(runs / "teacher_" / "optimizer.learning_rate-0.05" / "seed0", runs / "teacher_seed0")
   _run("sweep", f"--config={digits}:kd", "--config.num_epochs=1", "--seeds=0",
        f"--teacher_pattern={runs / 'teacher_seed{seed}'}", f"--workdir={runs / 'kd_'}",
-       "--sweep=view.step_size=0.03", "--config.method=backward_kd",
+       "--sweep=backward.step_size=0.03", "--config.method=backward_kd",
        f"--out={tmp_path / 'sweep2.md'}")
-  os.rename(runs / "kd_" / "view.step_size-0.03" / "seed0", runs / "backward_kd_seed0")
-  assert "| view.step_size=0.03 |" in (tmp_path / "sweep2.md").read_text()
+  os.rename(runs / "kd_" / "backward.step_size-0.03" / "seed0", runs / "backward_kd_seed0")
+  assert "| backward.step_size=0.03 |" in (tmp_path / "sweep2.md").read_text()
   _run("agreement", f"--runs={runs}", "--rows=backward_kd", "--seeds=0",
        f"--out={tmp_path / 'agreement.md'}")
   assert "| backward_kd |" in (tmp_path / "agreement.md").read_text()

@@ -14,24 +14,34 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 (lr_milestones, lr_decay); "adamw": weight_decay, linear
                                 warm-up over warmup_fraction of the steps, then linear decay.
   kd.temperature, kd.ce_weight, kd.kd_weight   Hinton KD (explicit weights, no "alpha").
-  view.*                        the extra view x' of methods kd_mixup / kd_cutmix /
-                                kd_cutmix_pick: alpha (Beta parameter), pool_rounds R and
-                                score ("teacher_entropy" | "student_entropy" | "kl") and n_pick
-                                (None = batch size) of CutMix-pick, weight of the KD term on x',
-                                label_mixing (add the mixed-label CE on x'); for backward_kd:
-                                steps K, step_size eta, normalize ("sign" | "l2" | "none"),
-                                epsilon (ball radius, None = none), clip (to valid pixels),
-                                divergence ("kl" | "l1" | "mse"), divergence_temperature,
-                                pool_every_epochs (0 = new samples every step; N = samples
-                                for the whole training set, regenerated every N epochs).
-  view.name                     "" = the method's own view; or a view to combine with the
-                                method's objective (e.g. continuation_kd with cutmix_pick).
+  view.name, view.weight         "" = the method's own view, or a view to combine with the
+                                method's objective (e.g. continuation_kd with cutmix_pick);
+                                weight of the KD term on the view x'.
+  view.joint_pass               x and x' through the student in one concatenated forward pass
+                                (True; BatchNorm normalises them together) or two (False, as
+                                Wang et al.'s official code); None = the model's default
+                                (image models one, text models two).
+  mixup.*, cutmix.*             the views of kd_mixup / kd_cutmix: alpha (Beta parameter),
+                                label_mixing (add the mixed-label CE on x').
+  cutmix_pick.*                 kd_cutmix_pick: alpha, pool_rounds R, score
+                                ("teacher_entropy" | "student_entropy" | "kl"), n_pick
+                                (None = batch size), label_mixing.
+  backward.*                    backward_kd: steps K, step_size eta, normalize ("sign" | "l2" |
+                                "none"), epsilon (ball radius, None = none), clip (to valid
+                                pixels), divergence ("kl" | "l1" | "mse"),
+                                divergence_temperature, pool_every_epochs (0 = new samples
+                                every step; N = samples for the whole training set,
+                                regenerated every N epochs; images only).
   epoch_factor                  multiplies num_epochs and the lr milestones (longer training).
   continuation.*                Continuation-KD / Annealing-KD: t_max, margin m, psi_schedule
                                 ("linear" | "piecewise" | "step"), psi_ramp_epochs and
                                 psi_switch_epoch (piecewise: end of the ramp; annealing: the
                                 switch to labels, None = when T reaches 1).
   checkpoint_every_steps        0 = at the end of every epoch.
+  allow_config_change           rerunning a command resumes its workdir; a config that would
+                                change the run's result (another method, lr, seed, ...) is
+                                refused with the keys named, unless this is True. num_epochs
+                                (a longer run) and teacher_workdir only warn.
   max_checkpoints_to_keep, log_every_steps, progress_bar
   multihost                     call jax.distributed.initialize() first (multi-host jobs);
   coordinator_address, num_processes, process_id   its arguments when the cluster's
@@ -75,23 +85,37 @@ def base_config() -> ml_collections.ConfigDict:
   config.kd.ce_weight = 0.1
   config.kd.kd_weight = 0.9
 
+  # Which extra view x' (read by kd_jax.methods.get_method) and the weight of its KD term.
   config.view = ml_collections.ConfigDict()
   config.view.name = ""
-  config.view.alpha = 1.0
-  config.view.pool_rounds = 2
-  config.view.score = "teacher_entropy"
-  config.view.n_pick = placeholder(int)  # None: the batch size
   config.view.weight = 1.0
-  config.view.label_mixing = False
-  # Backward-pass KD (view "backward"): K steps of size eta along the normalised gradient.
-  config.view.steps = 1
-  config.view.step_size = 0.03  # chosen by results/sweep_backward_step_digits.md
-  config.view.normalize = "sign"
-  config.view.epsilon = placeholder(float)  # None: no ε-ball
-  config.view.clip = True
-  config.view.divergence = "kl"
-  config.view.divergence_temperature = 1.0
-  config.view.pool_every_epochs = 0  # 0: regenerate every step; N: a pool every N epochs
+  # x and x' through the student in one concatenated pass (BatchNorm statistics over both)
+  # or two passes (Wang et al.'s official code); None: the model's default (images one, text
+  # two: kd_jax.models.adapters).
+  config.view.joint_pass = placeholder(bool)
+  # One block per view, named after it and read by its factory (kd_jax.methods.make_view).
+  config.mixup = ml_collections.ConfigDict()
+  config.mixup.alpha = 1.0
+  config.mixup.label_mixing = False
+  config.cutmix = ml_collections.ConfigDict()
+  config.cutmix.alpha = 1.0
+  config.cutmix.label_mixing = False
+  config.cutmix_pick = ml_collections.ConfigDict()
+  config.cutmix_pick.alpha = 1.0
+  config.cutmix_pick.pool_rounds = 2
+  config.cutmix_pick.score = "teacher_entropy"
+  config.cutmix_pick.n_pick = placeholder(int)  # None: the batch size
+  config.cutmix_pick.label_mixing = False
+  # Backward-pass KD: K steps of size eta along the normalised gradient.
+  config.backward = ml_collections.ConfigDict()
+  config.backward.steps = 1
+  config.backward.step_size = 0.03  # chosen by results/sweep_backward_step_digits.md
+  config.backward.normalize = "sign"
+  config.backward.epsilon = placeholder(float)  # None: no ε-ball
+  config.backward.clip = True
+  config.backward.divergence = "kl"
+  config.backward.divergence_temperature = 1.0
+  config.backward.pool_every_epochs = 0  # 0: regenerate every step; N: a pool every N epochs
   config.epoch_factor = 1
 
   config.continuation = ml_collections.ConfigDict()
@@ -102,6 +126,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.continuation.psi_switch_epoch = placeholder(int)
 
   config.checkpoint_every_steps = 0
+  config.allow_config_change = False  # resume a workdir whose checkpoint has another config
   config.max_checkpoints_to_keep = 3
   config.log_every_steps = 100
   config.progress_bar = True

@@ -54,6 +54,11 @@ def get_config(argument: str = "sst2,continuation_kd"):
     return config
   config.method = {"student": "ce", "kd": "kd", "annealing_kd": "annealing_kd",
                    "continuation_kd": "continuation_kd"}[role]
+  if role == "annealing_kd":
+    # psi_switch_epoch=20 ends Continuation-KD's piecewise ramp; Annealing-KD reads the same
+    # key as its switch to labels, and must switch only when T reaches 1 (epoch 27 of 30),
+    # after it has matched the unscaled teacher (φ = 1), as in its paper.
+    config.continuation.psi_switch_epoch = None
   config.student.init = "pretrained_layers"
   config.student.layers = (0, 1, 2, 3)
   return config

@@ -15,8 +15,9 @@
                         warm-up then linear decay to 0, as BERT fine-tuning)
   everything else       as the image configs (experiments/configs/common.py): kd.*,
                         continuation.*, checkpoint_every_steps, progress_bar, multihost, ...
-  view.*                token-level backward KD: steps, step_size, normalize (l2 | none),
-                        divergence, divergence_temperature, weight
+  backward.*            token-level backward KD: steps, step_size, normalize (l2 | none),
+                        divergence, divergence_temperature (the other keys are image-only);
+                        view.weight weighs its KD term
 """
 
 import ml_collections
@@ -55,6 +56,6 @@ def base_text_config():
   config.kd.ce_weight = 0.5
   config.kd.kd_weight = 0.5
   # Token-level backward KD: an l2-normalised step of size 1 on the relaxed one-hot sentence.
-  config.view.step_size = 1.0
-  config.view.normalize = "l2"
+  config.backward.step_size = 1.0
+  config.backward.normalize = "l2"
   return config

@@ -35,8 +35,16 @@ from kd_jax.train import step as step_lib
 logger = logging.getLogger(__name__)
 
 # Config keys that may differ between a run and its resumption without changing its result.
-_RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir",
-                        "coordinator_address", "num_processes", "process_id"}
+_RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir", "download",
+                        "coordinator_address", "num_processes", "process_id",
+                        "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_batch_size",
+                        "allow_config_change"}
+# Keys a resumption may change with a warning: a longer run (num_epochs), a moved teacher.
+_RESUME_WARNING_KEYS = {"num_epochs", "teacher_workdir"}
+
+
+class ConfigChangedError(ValueError):
+  """A run directory was resumed with a config that changes the run's result."""
 class PreemptedError(Exception):
   """SIGTERM arrived; a checkpoint was saved. Rerun the same command to resume."""
 
@@ -77,12 +85,36 @@ def _device_hparams(values: dict[str, float], mesh) -> dict[str, jax.Array]:
   return sharding.replicate({k: jnp.float32(v) for k, v in values.items()}, mesh)
 
 
-def _warn_on_changed_config(saved: dict, current: dict, workdir: str) -> None:
+def _flat_config(config: dict, prefix: str = "") -> dict:
+  """``{"optimizer.lr_milestones": [150, 180], ...}``, normalised as JSON stores it (tuples
+  become lists), so a config and its checkpointed copy compare equal."""
+  flat = {}
+  for key, value in json.loads(json.dumps(config)).items():
+    if isinstance(value, dict):
+      flat.update(_flat_config(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def check_resume_config(saved: dict, current: dict, workdir: str) -> None:
+  """Resuming ``workdir`` with ``current``: keys that cannot change the result pass, a longer
+  run or a moved teacher warns, and any other change is refused, naming the keys, unless
+  ``current["allow_config_change"]`` (the run would then mix two configs)."""
+  saved, current = _flat_config(saved), _flat_config(current)
   changed = sorted(key for key in set(saved) | set(current)
-                   if key not in _RESUME_NEUTRAL_KEYS and saved.get(key) != current.get(key))
+                   if key.split(".")[0] not in _RESUME_NEUTRAL_KEYS
+                   and saved.get(key) != current.get(key))
+  details = {key: f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in changed}
+  refused = [key for key in changed if key.split(".")[0] not in _RESUME_WARNING_KEYS]
+  if refused and not current.get("allow_config_change", False):
+    raise ConfigChangedError(
+        f"{workdir} holds a run with another config; resuming it would change its result: "
+        f"{'; '.join(details[key] for key in refused)}. Use a new --workdir, or set "
+        f"--config.allow_config_change=True to resume anyway.")
   if changed:
     logger.warning("resuming %s with a config that differs from its checkpoint in: %s",
-                    workdir, ", ".join(changed))
+                   workdir, "; ".join(details.values()))
 
 
 def evaluate(eval_step, variables, arrays, batch_size: int, mesh, teacher_variables,
@@ -168,7 +200,7 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
     history = meta["history"]
     epoch_sums = meta.get("epoch_sums", epoch_sums)
     seconds_before = meta.get("train_seconds", 0.0)
-    _warn_on_changed_config(meta["config"], spec.config, workdir)
+    check_resume_config(meta["config"], spec.config, workdir)
     if spec.restore_extra is not None:
       spec.restore_extra(meta)
     logger.info("resumed %s from step %d", workdir, step)
@@ -303,7 +335,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   # Pooled backward KD: generated samples for the whole training set, refreshed every
   # pool_every epochs, live in the state (and its checkpoints) so a resumed run is exact.
-  pool_every = (config.view.pool_every_epochs
+  pool_every = (config.backward.pool_every_epochs
                 if run.modality == "image" and method.view == "backward" else 0)
   start_of_epoch = None
   if pool_every:
@@ -313,7 +345,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
       run.student, optimizer, method, run.preprocess, teacher=run.teacher, view=run.view,
-      regression=run.regression, pooled_view=bool(pool_every)), mesh)
+      regression=run.regression, pooled_view=bool(pool_every),
+      joint_views=config.view.joint_pass), mesh)
   eval_step = step_lib.jit_eval(step_lib.make_eval_step(
       run.student, run.preprocess, run.teacher, run.regression), mesh)
   # The values the method's schedule sets (T, φ, ψ, ...) are logged with the train rows.

@@ -110,24 +110,35 @@ def load_trained(workdir: str, data, mesh, dtype=jnp.float32):
   return model, variables
 
 
-def view_keywords(view_block, input_range=None) -> dict:
-  """A ``config.view`` block as keywords for kd_jax.methods.make_view: ``clip=True``
-  becomes ``input_range`` (and a 0 ``epsilon`` or ``n_pick`` means None, as unset does)."""
-  options = dict(view_block.to_dict() if hasattr(view_block, "to_dict") else view_block)
-  options.pop("name", None)
+def view_keywords(block, input_range=None) -> dict:
+  """A view's config block (``config.mixup``, ``config.cutmix``, ``config.cutmix_pick``,
+  ``config.backward``) as keywords for kd_jax.methods.make_view: ``clip=True`` becomes
+  ``input_range``, and a 0 ``epsilon`` or ``n_pick`` means None, as unset does. Keys that
+  only the run reads (``pool_every_epochs``) are dropped."""
+  options = dict(block.to_dict() if hasattr(block, "to_dict") else block)
+  options.pop("pool_every_epochs", None)
   for key in ("epsilon", "n_pick"):
-    if not options.get(key):
+    if key in options and not options[key]:
       options[key] = None
   if "clip" in options:
     options["clip"] = input_range if options["clip"] else None
   return options
 
 
+def view_block(config, view: str):
+  """The config block that configures ``view``: the block named after it."""
+  if view not in config:
+    raise ValueError(f"the config has no {view!r} block for the view {view!r}; every view "
+                     "reads the block named after it (experiments/configs/common.py).")
+  return config[view]
+
+
 def compiled_image_step(student, optimizer, method, preprocess, mesh, *, teacher=None,
                         view_options=None, **step_options):
   """The core step, compiled for ``mesh``, for Flax Linen image modules (wrapped in
-  LinenImageModel adapters) with the method's view built from a ``config.view``-style block
-  (``clip=True`` clips to the preprocess's valid range). For benchmarks and tests; runs
+  LinenImageModel adapters) with the method's view built from that view's config block
+  (``config.backward``, ``config.cutmix_pick``, ...; ``clip=True`` clips to the
+  preprocess's valid range). For benchmarks and tests; runs
   use ``build_run``. ``step(state, batch, teacher_variables, hparams, teacher_constants)``."""
   from kd_jax.train import step as step_lib
   view = None
@@ -157,9 +168,9 @@ def build_image_run(config, mesh) -> RunSetup:
                                                config.augment.flip, dtype)
   view = pool_options = None
   if method.view is not None:
-    options = view_keywords(config.view, preprocess.valid_range())
+    options = view_keywords(view_block(config, method.view), preprocess.valid_range())
     view = methods.make_view(method.view, "image", **options)
-    if method.view == "backward" and config.view.pool_every_epochs:
+    if method.view == "backward" and config.backward.pool_every_epochs:
       pool_options = {k: v for k, v in options.items() if k in backward_kd.SAMPLE_OPTIONS}
   setup = RunSetup("image", method, view, student, variables, rng, preprocess,
                    {"image": train.images, "label": train.labels},
@@ -224,7 +235,8 @@ def build_text_run(config, mesh) -> RunSetup:
       teacher.module.config if teacher else None, jax.random.PRNGKey(config.seed))
   view = None
   if method.view is not None:
-    view = methods.make_view(method.view, "text", **view_keywords(config.view),
+    view = methods.make_view(method.view, "text",
+                             **view_keywords(view_block(config, method.view)),
                              special_ids=text_data.special_token_ids(tokenizer))
   setup = RunSetup("text", method, view, adapters.BertModel(module),
                    {"params": params, "batch_stats": {}},
