@@ -1,9 +1,58 @@
 """kd_jax: knowledge distillation with data augmentation in JAX/Flax.
 
-The pure functions live in small modules that import only JAX (``kd_jax.losses``,
-``kd_jax.augment``, ...); import them directly. Training machinery lives in
-``kd_jax.train``, models in ``kd_jax.models`` and data loading in ``kd_jax.data``.
-Nothing here imports torch or tensorflow; the TFDS loaders import them lazily.
+Map of the package (each submodule is importable as ``kd_jax.<name>`` and loads on first use,
+so ``import kd_jax`` stays cheap):
+
+  Pure functions (import only JAX; use them from your own training code)
+    losses         kd_kl, cross_entropy, entropy, kd_objective, continuation_hinge
+    augment        random_crop_flip, normalize, mixup, cutmix, cutmix_box, pick_top
+    backward       auxiliary_samples (input-gradient samples), token_auxiliary_embeddings
+    continuation   Continuation-KD / Annealing-KD schedules: temperature_at, phi, psi_*
+    quant          DoReFa low-bit weights and activations
+    policies       PBA's operations and policies, on device (role-wise augmentation)
+    diagnostics    teacher_stddev (Wang et al.'s "T. stddev")
+    validation     argument checks, checked_labels (labels inside jit, with checkify)
+
+  Training core
+    methods        every method as one unit: get_method, make_view, hparams_at, METHODS
+    models         Flax models (create_model, MODEL_NAMES) and adapters for your own models
+    train          step (make_train_step), loop (train_and_evaluate, run_loop), optim,
+                   sharding, checkpoint, metrics, preprocess, setup
+    pba            population-based augmentation search and schedule training (vmap)
+    data           in-memory datasets: load_dataset, DATASET_NAMES, text datasets
+
+Entry points: ``kd_jax.train_and_evaluate(config, workdir)`` trains one run from a config
+(experiments/configs/); ``kd_jax.get_method(name, view)`` gives a method to build a step with
+``kd_jax.train.step.make_train_step``. Nothing here imports torch or tensorflow; the TFDS
+loaders import them lazily.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+SUBMODULES = ("augment", "backward", "continuation", "data", "diagnostics", "losses",
+              "methods", "models", "pba", "policies", "quant", "train", "validation")
+# Entry points: name -> (module, attribute), loaded on first use.
+ENTRY_POINTS = {
+    "train_and_evaluate": ("kd_jax.train.loop", "train_and_evaluate"),
+    "get_method": ("kd_jax.methods", "get_method"),
+    "make_view": ("kd_jax.methods", "make_view"),
+    "make_train_step": ("kd_jax.train.step", "make_train_step"),
+}
+
+__all__ = [*SUBMODULES, *ENTRY_POINTS, "__version__"]
+
+
+def __getattr__(name):
+  if name in SUBMODULES:
+    return importlib.import_module(f"kd_jax.{name}")
+  if name in ENTRY_POINTS:
+    module, attribute = ENTRY_POINTS[name]
+    return getattr(importlib.import_module(module), attribute)
+  raise AttributeError(f"module 'kd_jax' has no attribute {name!r}; it has: "
+                       f"{', '.join(__all__)}.")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

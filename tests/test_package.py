@@ -1,0 +1,52 @@
+"""The package as a user meets it: what ``import kd_jax`` offers and what installing it needs."""
+
+import subprocess
+import sys
+
+import pytest
+
+import kd_jax
+from kd_jax import losses
+
+
+def test_the_package_lists_its_modules_and_entry_points():
+  assert {"losses", "augment", "methods", "train", "train_and_evaluate",
+          "get_method"} <= set(dir(kd_jax))
+  assert kd_jax.losses.kd_kl is losses.kd_kl
+  assert kd_jax.get_method("kd").name == "kd"
+  from kd_jax.train import loop
+  assert kd_jax.train_and_evaluate is loop.train_and_evaluate
+  with pytest.raises(AttributeError, match="has no attribute 'lossess'; it has: augment"):
+    kd_jax.lossess
+  # `import kd_jax` alone loads no submodule (no training machinery, no orbax).
+  code = ("import sys, kd_jax; print(sorted(m for m in sys.modules "
+          "if m.startswith(('kd_jax.', 'orbax', 'flax'))))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
+
+
+CORE_REQUIREMENTS = {"jax", "flax", "optax", "orbax-checkpoint", "chex", "numpy"}
+EXTRA_PACKAGES = ("sklearn", "matplotlib", "tqdm", "tensorboardX", "scipy", "ml_collections",
+                  "tokenizers", "safetensors", "tensorflow", "tensorflow_datasets", "torch")
+
+
+def test_the_core_installs_and_imports_without_the_extras():
+  """`pip install kd_jax` brings only the core; the pure functions, the methods, the step and
+  the loop import without any package of the extras (each is imported where it is used)."""
+  import configparser
+  import os
+  import re
+  from tests.conftest import ROOT
+  config = configparser.ConfigParser()
+  config.read(os.path.join(ROOT, "setup.cfg"))
+  required = {re.split(r"[<>=!~ ]", line.strip())[0]
+              for line in config["options"]["install_requires"].strip().splitlines()}
+  assert required == CORE_REQUIREMENTS
+  assert {"experiments", "text", "tfds", "torch", "test"} <= set(config["options.extras_require"])
+  code = ("import sys\n"
+          "from kd_jax import augment, backward, continuation, losses, methods, policies, quant\n"
+          "from kd_jax.models import adapters\n"
+          "from kd_jax.train import checkpoint, loop, optim, step\n"
+          f"print(sorted(m for m in {EXTRA_PACKAGES!r} if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
