@@ -199,3 +199,22 @@ def test_schedules_run_under_jit_and_vmap_with_the_host_values():
   for num_epochs, t_max in ((200, 20), (10, 3), (3, 10), (5, 1), (15, 10)):
     assert int(jax.jit(continuation.annealing_switch_epoch)(num_epochs, t_max)) == \
         continuation.annealing_switch_epoch(num_epochs, t_max)
+
+
+def test_hinge_reduction_reaches_the_objective_from_the_config_block():
+  """continuation.reduction="sum" gives the paper's squared norm in both objectives; other
+  methods ignore the option."""
+  from kd_jax.train import setup
+  from tests.conftest import tiny_config
+  s, t = jnp.array([[2.0, 0.0, 1.0]]), jnp.array([[2.0, 2.0, 0.0]])  # gap² (1, 1, 1) at φ ½
+  hp = {"phi": 0.5, "psi": 0.0, "margin": 0.4}
+  labels = jnp.array([0])
+  for name, margin in (("continuation_kd", 0.2), ("annealing_kd", 0.0)):
+    mean = methods.get_method(name).objective(s, t, labels, hp)
+    total = methods.get_method(name, reduction="sum").objective(s, t, labels, hp)
+    np.testing.assert_allclose(mean, [1.0 - margin], rtol=1e-6)
+    np.testing.assert_allclose(total, [3.0 - margin], rtol=1e-6)
+    config = tiny_config("kd", method=name, **{"continuation.reduction": "sum"})
+    np.testing.assert_allclose(setup.method_of(config).objective(s, t, labels, hp), total)
+  kd = methods.get_method("kd", reduction="sum")
+  assert kd.objective is methods.METHODS["kd"].objective

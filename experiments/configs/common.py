@@ -33,7 +33,8 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 every step; N = samples for the whole training set,
                                 regenerated every N epochs; images only).
   epoch_factor                  multiplies num_epochs and the lr milestones (longer training).
-  continuation.*                Continuation-KD / Annealing-KD: t_max, margin m, psi_schedule
+  continuation.*                Continuation-KD / Annealing-KD: t_max, reduction of the hinge
+                                over classes ("mean" | "sum"), margin m, psi_schedule
                                 ("linear" | "piecewise" | "step"), psi_ramp_epochs and
                                 psi_switch_epoch (piecewise: end of the ramp; annealing: the
                                 switch to labels, None = when T reaches 1).
@@ -120,6 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.continuation = ml_collections.ConfigDict()
   config.continuation.t_max = 20
+  # The hinge's reduction over classes: "mean" (Annealing-KD's official MSE) or "sum" (the
+  # Continuation-KD paper's squared norm, C times stronger next to CE and the lr).
+  config.continuation.reduction = "mean"
   config.continuation.margin = 0.1
   config.continuation.psi_schedule = "linear"
   config.continuation.psi_ramp_epochs = 150

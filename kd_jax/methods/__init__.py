@@ -22,6 +22,7 @@ third part). ``make_view(name, modality, **options)`` builds a view maker from k
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 
 from kd_jax.methods import backward_kd, continuation_kd, strong_aug, vanilla
@@ -51,11 +52,13 @@ VIEWS = {
 VIEW_NAMES = ("none", "mixup", "cutmix", "cutmix_pick", "backward")
 
 
-def get_method(name: str, view: str | None = None) -> Method:
+def get_method(name: str, view: str | None = None, **objective_options) -> Method:
   """The method called ``name``; a ``view`` replaces its view maker ("none" removes it).
 
   Objectives and views compose freely: ``get_method("continuation_kd", "cutmix_pick")``
-  is Continuation-KD on x plus the KD term on a CutMix-pick view.
+  is Continuation-KD on x plus the KD term on a CutMix-pick view. ``objective_options`` fix
+  static options of the objective (``reduction="sum"`` for Continuation-KD's hinge); options
+  the objective does not take are ignored, so a method's whole config block can be passed.
   """
   if name not in METHODS:
     raise ValueError(f"unknown method {name!r}; valid names: {', '.join(sorted(METHODS))}.")
@@ -65,6 +68,11 @@ def get_method(name: str, view: str | None = None) -> Method:
       raise ValueError(f"unknown view {view!r}; valid names: {', '.join(VIEW_NAMES)}.")
     method = dataclasses.replace(method, name=f"{name}+{view}",
                                  view=None if view == "none" else view)
+  accepted = inspect.signature(method.objective).parameters
+  options = {k: v for k, v in objective_options.items() if k in accepted}
+  if options:
+    method = dataclasses.replace(method, objective=functools.partial(method.objective,
+                                                                     **options))
   return method
 
 

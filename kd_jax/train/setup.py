@@ -110,6 +110,16 @@ def load_trained(workdir: str, data, mesh, dtype=jnp.float32):
   return model, variables
 
 
+def method_of(config) -> methods.Method:
+  """``config.method`` with ``config.view.name`` composed in and its objective's static
+  options read from the method's own block (``continuation.reduction``)."""
+  method = methods.get_method(config.method, config.view.name)
+  block = method.schedule_block
+  if block and block in config:
+    method = methods.get_method(config.method, config.view.name, **config[block].to_dict())
+  return method
+
+
 def view_keywords(block, input_range=None) -> dict:
   """A view's config block (``config.mixup``, ``config.cutmix``, ``config.cutmix_pick``,
   ``config.backward``) as keywords for kd_jax.methods.make_view: ``clip=True`` becomes
@@ -154,7 +164,7 @@ def compiled_image_step(student, optimizer, method, preprocess, mesh, *, teacher
 def build_image_run(config, mesh) -> RunSetup:
   from kd_jax.data import load_dataset
   from kd_jax.methods import backward_kd
-  method = methods.get_method(config.method, config.view.name)
+  method = method_of(config)
   models.create_model(config.model, 1)  # fail early, listing the valid names
   dtype = dtype_of(config.dtype)
   data_dir = config.data_dir
@@ -217,7 +227,7 @@ def build_text_run(config, mesh) -> RunSetup:
   from kd_jax.data import text as text_data
   from kd_jax.methods import backward_kd
   from kd_jax.models import bert
-  method = methods.get_method(config.method, config.view.name)
+  method = method_of(config)
   pretrained = config.pretrained or bert.minilm_folder()
   tokenizer = text_data.load_tokenizer(pretrained)
   data = text_data.load_text_dataset(config.dataset, tokenizer, config.max_length,
