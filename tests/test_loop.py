@@ -208,3 +208,26 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
   with caplog.at_level(logging.WARNING):
     loop.train_and_evaluate(changed, workdir)
   assert "differs from its checkpoint in: optimizer.learning_rate: 0.05 -> 0.1" in caplog.text
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"method": "kd_cutmix_pick", "cutmix_pick.score": "bogus"},
+     r"^config\.cutmix_pick: unknown pick score 'bogus'; valid names: teacher_entropy"),
+    ({"method": "backward_kd", "backward.normalize": "l3"},
+     r"^config\.backward: unknown backward normalize 'l3'"),
+    ({"method": "continuation_kd", "continuation.psi_schedule": "cosine"},
+     r"^config\.continuation: unknown psi schedule 'cosine'"),
+    ({"method": "continuation_kd", "continuation.reduction": "l2"},
+     r"^config\.continuation\.reduction: unknown reduction 'l2'; valid: mean, sum\.$"),
+    ({"optimizer.name": "adam"}, r"^config\.optimizer\.name: unknown optimizer 'adam'"),
+    ({"dataset": "mnist1"}, r"^config\.dataset: unknown dataset 'mnist1'; valid names: digits"),
+])
+def test_config_is_checked_before_anything_loads(tmp_path, monkeypatch, overrides, message):
+  """A bad option fails at once, naming its key, before the data or a teacher loads and
+  before the run directory is made."""
+  from kd_jax.train import setup
+  monkeypatch.setattr(setup, "build_run", lambda *a: pytest.fail("data loaded"))
+  config = tiny_config("kd", teacher_workdir=str(tmp_path), **overrides)
+  with pytest.raises(ValueError, match=message):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")

@@ -162,13 +162,27 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), one, eight)
 
 
-def test_cli_rejects_unknown_method_and_config_key(tmp_path):
-  result = subprocess.run(_command("distill", "scratch", str(tmp_path), "--config.method=kd_x"),
+def test_cli_errors_are_one_line_and_help_lists_methods_and_configs(tmp_path):
+  def run(*extra):
+    return subprocess.run(_command("distill", "scratch", str(tmp_path / "run"), *extra),
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-  assert result.returncode != 0 and "unknown method 'kd_x'" in result.stderr
-  result = subprocess.run(_command("distill", "scratch", str(tmp_path), "--config.nmu_epochs=1"),
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-  assert result.returncode != 0 and "nmu_epochs" in result.stderr
+  result = run("--config.method=kd_x")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: unknown method 'kd_x'; valid names: annealing_kd, backward_kd, ce, "
+      "continuation_kd, kd, kd_cutmix, kd_cutmix_pick, kd_mixup.")
+  assert not (tmp_path / "run").exists()  # checked before anything was made
+  verbose = run("--config.method=kd_x", "--verbose")
+  assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+  result = run("--config.kd.temp=3")  # a nested-key typo
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --config.kd.temp: the config has no key 'temp' (--help lists the common keys; "
+      "experiments/configs/common.py documents them all).")
+  help_text = run("--help").stdout
+  assert "Methods (--config.method): ce, kd, kd_mixup" in help_text
+  assert "experiments/configs/rotten_tomatoes.py" in help_text
+  assert "--config.teacher_workdir=''" in help_text
 
 
 def _free_port():

@@ -318,6 +318,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   the step when the loss stops being finite (the last checkpoint, all of whose steps had
   finite losses, is kept).
   """
+  setup_lib.check_config(config)  # before anything loads or is written
   mesh = sharding.make_data_mesh()
   sharding.check_batch_divisible(config.batch_size, mesh, "config.batch_size")
   sharding.check_batch_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")

@@ -265,6 +265,53 @@ def build_text_run(config, mesh) -> RunSetup:
   return setup
 
 
+def check_config(config) -> None:
+  """Every name and option of ``config`` checked before any data, model or teacher loads:
+  the method and view, the dataset, model, dtype and optimiser names, the view's block (its
+  maker is built), the method's schedule block (its first epoch is evaluated) and the
+  teacher's run directory. Raises ValueError (FileNotFoundError for a missing teacher)
+  naming the key, what it got and what would be right."""
+  from kd_jax import losses
+  from kd_jax.data import DATASET_NAMES
+  from kd_jax.data.text import TEXT_DATASET_NAMES
+  from kd_jax.train import optim
+  if config.dataset not in DATASET_NAMES + TEXT_DATASET_NAMES:
+    raise ValueError(f"config.dataset: unknown dataset {config.dataset!r}; valid names: "
+                     f"{', '.join(DATASET_NAMES + TEXT_DATASET_NAMES)}.")
+  text = is_text_dataset(config.dataset)
+  method = method_of(config)
+  if not text:
+    models.create_model(config.model, 1)  # raises, listing the valid names
+  dtype_of(config.dtype)
+  if config.optimizer.name not in optim.OPTIMIZER_NAMES:
+    raise ValueError(f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "
+                     f"valid names: {', '.join(optim.OPTIMIZER_NAMES)}.")
+  if method.view is not None:
+    try:
+      methods.make_view(method.view, "text" if text else "image",
+                        **view_keywords(view_block(config, method.view), (0.0, 1.0)))
+    except (ValueError, TypeError) as error:
+      raise ValueError(f"config.{method.view}: {error}") from None
+  block = method.schedule_block
+  if block:
+    options = config[block].to_dict()
+    if options.get("reduction", "mean") not in losses.HINGE_REDUCTIONS:
+      raise ValueError(f"config.{block}.reduction: unknown reduction "
+                       f"{options['reduction']!r}; valid: "
+                       f"{', '.join(losses.HINGE_REDUCTIONS)}.")
+    try:
+      method.schedule(1, config.num_epochs * config.get("epoch_factor", 1), **options)
+    except (ValueError, TypeError) as error:
+      raise ValueError(f"config.{block}: {error}") from None
+  if method.needs_teacher:
+    if not config.teacher_workdir:
+      raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
+    if not os.path.isdir(config.teacher_workdir):
+      raise checkpoint.CheckpointError(
+          f"config.teacher_workdir: {config.teacher_workdir} does not exist; train the "
+          "teacher first (experiments.train_teacher) or point at its run directory.")
+
+
 def build_run(config, mesh) -> RunSetup:
   """The image or text run that ``config`` describes (by its dataset's name)."""
   if is_text_dataset(config.dataset):
