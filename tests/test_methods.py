@@ -603,19 +603,34 @@ def test_pool_hook_regenerates_every_n_epochs():
 
 # --- Role-wise policies as a preprocess. ---
 
-def test_policy_preprocess_augments_only_in_training_with_hparams_policy():
-  images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (3, 4, 4, 3)), jnp.uint8)
-  policy = jnp.asarray(np.tile([[10, 6]], (30, 1)), jnp.int32)
+def test_policy_preprocess_augments_only_in_training_with_hparams_policy(monkeypatch):
+  """What the preprocess hands to policies.augment_batch (a recording stand-in: the real one
+  is tested in tests/test_policies.py and compiles for seconds), then normalises."""
+  calls = []
+  out = np.arange(3 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 2, 2, 3) * 7
+
+  def augment_batch(key, images, policy, *, fill, pad=4, flip=True, cutout_size=16,
+                    loop=None):
+    calls.append(dict(key=key, images=images, policy=policy, fill=fill, pad=pad, flip=flip,
+                      cutout_size=cutout_size, loop=loop))
+    return jnp.asarray(out)
+
+  monkeypatch.setattr(policies, "augment_batch", augment_batch)
+  images = np.full((3, 2, 2, 3), 9, np.uint8)
   mean, std, fill = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5), (10, 200, 30)
-  pre = rolewise.PolicyPreprocess(mean, std, fill, pad=1, flip=True, cutout_size=2,
+  # Not the defaults of augment_batch (pad 4, flip True, cutout 16), so none can go missing.
+  pre = rolewise.PolicyPreprocess(mean, std, fill, pad=1, flip=False, cutout_size=2,
                                   compute_dtype=jnp.bfloat16)
-  key = jax.random.PRNGKey(4)
-  got = pre(key, {"image": images}, rolewise.policy_values(policy), train=True)
-  augmented = policies.augment_batch(key, images, policy, fill=jnp.asarray(fill), pad=1,
-                                     flip=True, cutout_size=2)
+  hparams = rolewise.policy_values(np.ones((30, 2)))
+  got = pre("key", {"image": images}, hparams, train=True)
+  [call] = calls
+  assert call.pop("images") is images and call.pop("policy") is hparams["policy"]
+  np.testing.assert_array_equal(call.pop("fill"), fill)
+  assert call == dict(key="key", pad=1, flip=False, cutout_size=2, loop=None)
   assert got.dtype == jnp.bfloat16
-  np.testing.assert_array_equal(got, augment.normalize(augmented, mean, std, jnp.bfloat16))
-  got = pre(key, {"image": images}, None, train=False)
+  np.testing.assert_array_equal(got, augment.normalize(out, mean, std, jnp.bfloat16))
+  got = pre("key", {"image": images}, None, train=False)  # evaluation: normalise only
+  assert len(calls) == 1
   np.testing.assert_array_equal(got, augment.normalize(images, mean, std, jnp.bfloat16))
 
 
