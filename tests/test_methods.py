@@ -355,6 +355,21 @@ def test_cutmix_pick_entropy_is_at_temperature_one():
   np.testing.assert_array_equal(view.inputs, pool[expected:expected + 4])
 
 
+def test_view_weights_and_regression_loss_stay_float32_in_x64_mode():
+  """x64 mode: λ of teacher-labelled views and the regression loss of bfloat16 outputs are
+  float32, so they never promote the float32 step to float64."""
+  with jax.enable_x64(True):
+    x = jnp.ones((2, 3), jnp.float32)
+    assert base.teacher_labelled(x, lambda v: v, jnp.array([0, 1])).lam.dtype == jnp.float32
+    loss = vanilla.hard_label_loss(jnp.ones((2, 1), jnp.bfloat16),
+                                   jnp.array([0.5, 1.0], jnp.float32), True)
+    assert loss.dtype == jnp.float32
+    teacher, student = _token_nets()
+    view = backward_kd.token_view(step_size=0.1)(None, _tokens(), jnp.array([0, 1]), teacher,
+                                                 student, {})
+    assert view.lam.dtype == jnp.float32
+
+
 def test_cutmix_pick_options_and_errors():
   images, labels = _images_labels()
   keywords = strong_aug.cutmix_pick().make.keywords
