@@ -10,6 +10,7 @@ from kd_jax import methods
 
 CONFIG_ARGUMENTS = {
     "digits": ["teacher", "scratch", "kd"],
+    "mnist": ["teacher", "scratch", "kd"],
     "cifar100_teacher": None,  # filled from the module's table below
     "cifar100_kd": None,
     "cifar100_strong_aug": [f"{pair},{method}" for pair in (
@@ -107,11 +108,12 @@ def test_strong_aug_targets_follow_the_pick_criterion():
 
 
 def test_bad_config_arguments():
-  from experiments.configs import cifar100_kd, digits
+  from experiments.configs import cifar100_kd, digits, mnist
   with pytest.raises(ValueError, match="teacher-student"):
     cifar100_kd.get_config("resnet56")
-  with pytest.raises(ValueError, match="valid roles"):
-    digits.get_config("student")
+  for module in (digits, mnist):
+    with pytest.raises(ValueError, match="valid roles"):
+      module.get_config("student")
 
 
 @pytest.mark.parametrize("role", ["teacher", "student", "kd", "annealing_kd",

