@@ -335,7 +335,8 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
                                             "schedules": _schedules_to_meta(pba["schedules"])},
                    checkpoint_every_steps=checkpoint_every_steps,
                    max_checkpoints_to_keep=2, log_every_steps=run.steps_per_epoch,
-                   progress_bar=progress_bar, score="best")
+                   progress_bar=progress_bar, score="best",
+                   examples_per_step=population * batch_size, example_name="images")
   result = loop.run_loop(spec, run.state, workdir)
   history = [{"epoch": row["epoch"], "scores": row["scores"], "copies": row["copies"]}
              for row in result.history if "scores" in row]
@@ -380,7 +381,8 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
   def evaluate(state, epoch):
     del epoch
     accuracy = run.accuracy(state, test_images, test_labels)
-    return {"accuracy": accuracy.tolist(), "top1": float(np.mean(accuracy))}
+    # Each member's test top-1 (%), and their mean (metrics.jsonl's names).
+    return {"member_top1": accuracy.tolist(), "top1": float(np.mean(accuracy))}
 
   config = {"kind": "pba_schedules", "members": members, "seeds": [int(s) for s in seeds],
             "epochs": epochs, "batch_size": batch_size, "mode": mode,
@@ -389,9 +391,11 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
   spec = loop.Loop(run.step, run.batch_at, hparams_at, evaluate, run.steps_per_epoch,
                    epochs * run.steps_per_epoch, config, run.teacher_variables, {},
                    checkpoint_every_steps=checkpoint_every_steps, max_checkpoints_to_keep=2,
-                   log_every_steps=run.steps_per_epoch, progress_bar=progress_bar)
+                   log_every_steps=run.steps_per_epoch, progress_bar=progress_bar,
+                   examples_per_step=members * batch_size, example_name="images")
   result = loop.run_loop(spec, run.state, workdir)
-  history = [row["accuracy"] for row in result.history]
+  # "accuracy": the name in checkpoints written before metrics.jsonl's one naming.
+  history = [row.get("member_top1", row.get("accuracy")) for row in result.history]
   return {"history": history, "final": history[-1], "train_seconds": result.train_seconds,
           "state": result.state, "compilations": result.compilations}
 

@@ -38,7 +38,7 @@ def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2, 3]
-  assert {"loss", "accuracy", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
+  assert {"epoch", "loss", "top1", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
 
 
 @pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick", "backward_kd", "continuation_kd"])

@@ -151,6 +151,9 @@ class Loop:
   before the epoch's checkpoint, so a resumed run continues from after it.
   ``extra_meta(step)`` is saved with every checkpoint; ``restore_extra(meta)`` reads it back.
   ``config``: the run's config as a dict (saved; a resumed run warns on changed keys).
+  ``log_every_steps``: a train row in metrics.jsonl and a log line (logger INFO, process 0)
+  every that many steps (0: only at epoch ends, where a line with the test values follows);
+  ``examples_per_step`` (0: not shown) and ``example_name`` give the lines' examples/s.
   """
   train_step: Any
   batch_at: Any
@@ -171,6 +174,8 @@ class Loop:
   log_every_steps: int = 100
   progress_bar: bool = True
   score: str = "top1"
+  examples_per_step: int = 0
+  example_name: str = "examples"
 
 
 @dataclasses.dataclass
@@ -224,6 +229,20 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
   pending: list[tuple[int, dict]] = []  # device metrics not yet looked at on the host
   logged_values: dict[str, float] = {}
   has_accuracy = []  # whether the step reports accuracy (classes, not regression)
+  # Means of the steps since the last log line (the epoch's are in epoch_sums).
+  log_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
+  num_epochs = -(-total_steps // steps_per_epoch)
+  pace = metrics.Pace(step, total_steps, spec.examples_per_step)
+
+  def train_values(sums: dict) -> dict[str, float]:
+    """Mean loss, top-1 (%) and lr for a log line, from running sums of step metrics."""
+    count = max(sums["count"], 1)
+    values = {"loss": sums["loss"] / count}
+    if has_accuracy:
+      values["top1"] = 100.0 * sums["accuracy"] / count
+    if spec.lr_schedule is not None:
+      values["lr"] = float(spec.lr_schedule(step - 1))
+    return values
 
   def flush() -> None:
     """Looks at the pending step metrics: stop on a non-finite loss, log the rest."""
@@ -240,17 +259,23 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
             f"the training loss became {loss[~np.isfinite(loss)].ravel()[0]} at step "
             f"{row_step} (epoch {(row_step - 1) // steps_per_epoch + 1}){where}; {kept}. "
             f"Lower the learning rate or check the inputs.")
-      epoch_sums["loss"] += float(np.mean(loss))
-      if "accuracy" in row:
-        has_accuracy[:] = [True]
-        epoch_sums["accuracy"] += float(np.mean(row["accuracy"]))
-      epoch_sums["count"] += 1
+      for sums in (epoch_sums, log_sums):
+        sums["loss"] += float(np.mean(loss))
+        if "accuracy" in row:
+          has_accuracy[:] = [True]
+          sums["accuracy"] += float(np.mean(row["accuracy"]))
+        sums["count"] += 1
     if pending:
-      means = {name: float(np.mean([row[name] for row in host_rows])) for name in host_rows[0]}
+      last_step = pending[-1][0]
+      means = {"epoch": (last_step - 1) // steps_per_epoch + 1}
+      means.update({name: float(np.mean([row[name] for row in host_rows]))
+                    for name in host_rows[0]})
+      if "accuracy" in means:  # a fraction in the step; top-1 in percent in every row
+        means["top1"] = 100.0 * means.pop("accuracy")
       if spec.lr_schedule is not None:
-        means["lr"] = float(spec.lr_schedule(pending[-1][0] - 1))
+        means["lr"] = float(spec.lr_schedule(last_step - 1))
       means.update(logged_values)
-      writer.write(pending[-1][0], "train", means)
+      writer.write(last_step, "train", means)
     pending.clear()
 
   progress = _progress_bar(spec.progress_bar, total_steps, step, is_writer)
@@ -273,22 +298,38 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
       else:
         checkpoint_due = epoch_done
       checkpoint_due = checkpoint_due or step == total_steps or sigterm["flag"]
-      if len(pending) >= spec.log_every_steps or epoch_done or checkpoint_due:
-        flush()
+      log_due = spec.log_every_steps > 0 and step % spec.log_every_steps == 0
+      if log_due or epoch_done or checkpoint_due:
+        flush()  # the only host syncs: log lines and rows are made from flushed values
+      if log_due and not epoch_done:  # at an epoch end, the epoch's line follows instead
+        if is_writer:
+          logger.info(metrics.log_line(
+              step, total_steps, (step - 1) // steps_per_epoch + 1, num_epochs,
+              train_values(log_sums), pace.lap(step), spec.example_name))
+        log_sums.update(loss=0.0, accuracy=0.0, count=0)
       if epoch_done:
         epoch = step // steps_per_epoch
-        row = {"epoch": epoch, "step": step,
-               "train_loss": epoch_sums["loss"] / max(epoch_sums["count"], 1)}
+        train_means = train_values(epoch_sums)
+        row = {"epoch": epoch, "step": step, "train_loss": train_means["loss"]}
         if has_accuracy:
-          row["train_accuracy"] = 100.0 * epoch_sums["accuracy"] / max(epoch_sums["count"], 1)
+          row["train_top1"] = train_means["top1"]
         epoch_sums.update(loss=0.0, accuracy=0.0, count=0)
+        epoch_pace = pace.lap(step)  # the training since the last line, without this eval
+        eval_start = time.perf_counter()
         evaluated = spec.evaluate(state, epoch)
+        eval_seconds = time.perf_counter() - eval_start
         if evaluated is not None:
           row.update(evaluated)
         if spec.end_of_epoch is not None:
           state = spec.end_of_epoch(state, epoch, row)
         history.append(row)
         writer.write(step, "test", row)
+        if is_writer:
+          logger.info(metrics.log_line(
+              step, total_steps, epoch, num_epochs, train_means, epoch_pace, spec.example_name, epoch_end=True, test=evaluated,
+              eval_seconds=eval_seconds if evaluated is not None else None))
+        log_sums.update(loss=0.0, accuracy=0.0, count=0)
+        pace.restart()
         if spec.score in row:
           progress.set_postfix(epoch=epoch, **{spec.score: f"{row[spec.score]:.2f}"})
       if checkpoint_due:
@@ -382,7 +423,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               checkpoint_every_steps=config.checkpoint_every_steps,
               max_checkpoints_to_keep=config.max_checkpoints_to_keep,
               log_every_steps=config.log_every_steps, progress_bar=config.progress_bar,
-              score=score)
+              score=score, examples_per_step=config.batch_size,
+              example_name="images" if run.modality == "image" else "examples")
   result = run_loop(spec, state, workdir)
 
   summary = metrics.summarize(result.history, score)

@@ -1,15 +1,33 @@
-"""Run metrics: JSONL and TensorBoard logs, evaluation summaries, a table and a plot.
+"""Run metrics: JSONL and TensorBoard logs, log lines, evaluation summaries, a table and a plot.
 
-Every row goes to ``<workdir>/metrics.jsonl`` (one JSON object per line, with ``step`` and
-``split``) and to TensorBoard event files in ``<workdir>/tensorboard``. The final summary
-reports top-1 at the last *and* at the best epoch, because papers differ on which they
-print (RepDistiller reports the best, the methods here the last).
+Every row goes to ``<workdir>/metrics.jsonl`` (one JSON object per line) and to TensorBoard
+event files in ``<workdir>/tensorboard``. One unit, one naming in every row:
+
+- every row has ``step`` (global steps done), ``split`` and ``epoch`` (counted from 1);
+- a name means the same thing in every row, measured on the row's ``split``; a ``test`` row
+  also carries its epoch's training means, prefixed ``train_``;
+- top-1 accuracy is ``top1``, in percent (0–100), like ``teacher_top1`` and ``agreement``;
+  losses, KL and the learning rate are plain numbers.
+
+``split: "train"`` rows, every ``log_every_steps`` steps and at epoch ends and checkpoints:
+``loss`` and ``top1`` (means over the steps since the previous train row), ``lr`` and the
+method's schedule values (T, φ, ψ, ...). ``split: "test"`` rows, one per epoch (the same dict
+is the evaluation history kept in checkpoints): ``train_loss``, ``train_top1`` (the epoch's
+means), then the test set's ``top1``, ``loss`` (cross-entropy) and, with a teacher,
+``agreement``, ``kl_teacher_student`` and ``teacher_top1``; regression reports ``pearson``,
+``spearman`` (×100) and ``loss`` (MSE) instead of ``top1``.
+
+The final summary reports top-1 at the last *and* at the best epoch, because papers differ on
+which they print (RepDistiller reports the best, the methods here the last).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -106,20 +124,111 @@ def summary_table(summary: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def plot_history(history: Sequence[dict[str, Any]], path: str, score: str = "top1",
-                 title: str = "") -> None:
-  """PNG with train loss, the test score (top-1) and (with a teacher) agreement against
-  epochs."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+# Values ×100 (percentages; Pearson and Spearman ×100): printed with two decimals.
+_HUNDREDTHS = {"top1", "train_top1", "teacher_top1", "agreement", "pearson", "spearman", "best",
+               "median"}
+
+
+def format_values(values: dict[str, Any]) -> str:
+  """``"top1 88.33, loss 0.4123"``: the scalar values of ``values`` (per-member lists of a
+  population are left to metrics.jsonl)."""
+  parts = []
+  for name, value in values.items():
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+      continue
+    parts.append(f"{name} {value:.2f}" if name in _HUNDREDTHS else f"{name} {value:.4g}")
+  return ", ".join(parts)
+
+
+class Pace:
+  """Steps/s, examples/s and the ETA of the loop's log lines.
+
+  ``lap(step)`` measures the interval since the previous lap, or since the loop started
+  (or resumed): the wall-clock time of everything the loop did on the host in it — fetching
+  batches, dispatching steps, the device time of those steps (a lap follows the
+  ``device_get`` of their metrics, which waits for the last of them), compilation in the first
+  interval, and a checkpoint save begun in it. An evaluation is not in any interval: the
+  loop laps before it, reports its seconds on the epoch line and calls ``restart()`` after
+  it. The ETA is the remaining steps at the mean pace since the first lap (every evaluation
+  and save since then included, the first interval's compilation not), or at the first
+  interval's pace on the first lap.
+  """
+
+  def __init__(self, step: int, total_steps: int, examples_per_step: int = 0):
+    self.total_steps = total_steps
+    self.examples_per_step = examples_per_step
+    self._interval = (step, time.perf_counter())
+    self._first: tuple[int, float] | None = None
+
+  def lap(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    start_step, start_time = self._interval
+    steps_per_second = (step - start_step) / max(now - start_time, 1e-9)
+    if self._first is None or step <= self._first[0]:
+      self._first = self._first or (step, now)
+      pace = steps_per_second
+    else:
+      pace = (step - self._first[0]) / max(now - self._first[1], 1e-9)
+    self._interval = (step, now)
+    values = {"steps_per_second": steps_per_second,
+              "eta_seconds": (self.total_steps - step) / pace if pace > 0 else math.inf}
+    if self.examples_per_step:
+      values["examples_per_second"] = steps_per_second * self.examples_per_step
+    return values
+
+  def restart(self) -> None:
+    """Starts the next interval now (after an evaluation, which its line reports)."""
+    self._interval = (self._interval[0], time.perf_counter())
+
+
+def log_line(step: int, total_steps: int, epoch: int, num_epochs: int,
+             train: dict[str, Any], pace: dict[str, float], example_name: str = "examples",
+             epoch_end: bool = False, test: dict[str, Any] | None = None,
+             eval_seconds: float | None = None) -> str:
+  """One log line of the loop: ``step 40/66, epoch 2/3: loss 0.5123, top1 83.59, lr 0.05 |
+  31.2 steps/s, 1997 images/s, ETA 0:00:01``; at an epoch end ``epoch 2/3 done, step 44/66:
+  train loss ...`` followed by ``| test top1 88.33, loss 0.4123 (eval 0.21 s)``."""
+  if epoch_end:
+    head = f"epoch {epoch}/{num_epochs} done, step {step}/{total_steps}: train "
+  else:
+    head = f"step {step}/{total_steps}, epoch {epoch}/{num_epochs}: "
+  eta = pace["eta_seconds"]
+  speed = [f"{_rate(pace['steps_per_second'])} steps/s"]
+  if "examples_per_second" in pace:
+    speed.append(f"{_rate(pace['examples_per_second'])} {example_name}/s")
+  speed.append("ETA " + (str(datetime.timedelta(seconds=round(eta))) if math.isfinite(eta)
+                         else "?"))
+  line = f"{head}{format_values(train)} | {', '.join(speed)}"
+  if test:
+    line += f" | test {format_values(test)}"
+  if eval_seconds is not None:
+    line += f" (eval {eval_seconds:.2f} s)"
+  return line
+
+
+def _rate(value: float) -> str:
+  """Three significant digits, without an exponent: 0.0123, 4.56, 78.9, 1234."""
+  return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def history_figure(history: Sequence[dict[str, Any]], score: str = "top1", title: str = ""):
+  """A matplotlib Figure of the per-epoch history: train and test loss, the test score
+  (top-1, with a teacher also the teacher's) and, with a teacher, agreement, against
+  integer epochs. Built without pyplot, so it changes no backend."""
+  from matplotlib.figure import Figure
+  from matplotlib.ticker import MaxNLocator
 
   has_teacher = any("agreement" in row for row in history)
   panels = 3 if has_teacher else 2
-  fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
+  fig = Figure(figsize=(4.2 * panels, 3.4))
+  axes = fig.subplots(1, panels)
   epochs = [row["epoch"] for row in history]
-  axes[0].plot(epochs, [row["train_loss"] for row in history])
-  axes[0].set(xlabel="epoch", ylabel="train loss")
+  axes[0].plot(epochs, [row["train_loss"] for row in history], label="train (objective)")
+  if any("loss" in row for row in history):
+    axes[0].plot(epochs, [row.get("loss", math.nan) for row in history], "--",
+                 label="test (cross-entropy)" if score == "top1" else "test (squared error)")
+  axes[0].legend()
+  axes[0].set(xlabel="epoch", ylabel="loss")
   axes[1].plot(epochs, [row[score] for row in history], label="student")
   if has_teacher:
     axes[1].plot(epochs, [row["teacher_top1"] for row in history], "--", label="teacher")
@@ -127,7 +236,16 @@ def plot_history(history: Sequence[dict[str, Any]], path: str, score: str = "top
     axes[2].plot(epochs, [row["agreement"] for row in history])
     axes[2].set(xlabel="epoch", ylabel="teacher-student top-1 agreement (%)")
   axes[1].set(xlabel="epoch", ylabel="test top-1 (%)" if score == "top1" else f"test {score}")
+  for axis in axes:
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
   fig.suptitle(title)
   fig.tight_layout()
+  return fig
+
+
+def plot_history(history: Sequence[dict[str, Any]], path: str, score: str = "top1",
+                 title: str = ""):
+  """Saves history_figure as a PNG at ``path``; returns the figure."""
+  fig = history_figure(history, score, title)
   fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return fig
