@@ -18,6 +18,7 @@ in order, so the whole result reruns from the report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,10 +29,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import launch, reporting
-from kd_jax import models, pba, policies
+from kd_jax import methods, models, pba, policies
 from kd_jax.data import load_dataset
 from kd_jax.models import resnet18
-from kd_jax.train import checkpoint, optim
+from kd_jax.train import checkpoint, loop, optim, setup as setup_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/rolewise.py:<scale>",
                                           lock_config=True)
@@ -61,7 +62,7 @@ def _setup(config, data, model_name, learning_rate, steps_per_epoch, teacher_mod
                                          "learning_rate": learning_rate},
                                       steps_per_epoch=steps_per_epoch)
   fill = tuple(int(round(255 * m)) for m in data.mean)
-  return pba.MemberSetup(model, optimizer, data.mean, data.std, fill, config.augment.pad,
+  return pba.MemberSetup(model, optimizer, data.mean, data.std, fill, config.augment.crop_pad,
                          config.augment.flip, config.augment.cutout_size, teacher_model)
 
 
@@ -70,19 +71,39 @@ def _kd_hparams(config):
           "kd_weight": config.kd.kd_weight}
 
 
+def _student_setup_and_hparams(config, setup, epochs):
+  """The student's method (config.method, with config.view.name composed in) on ``setup``,
+  and the values its step reads: KD's constants, or per epoch for a method with a schedule
+  or an extra view (kd_jax.train.loop.epoch_hparams)."""
+  method = setup_lib.method_of(config)
+  view = None
+  if method.view is not None:
+    view = methods.make_view(method.view, "image", **setup_lib.view_keywords(
+        setup_lib.view_block(config, method.view), setup.preprocess.valid_range()))
+  setup = dataclasses.replace(setup, method=config.method, view=view)
+  if method.schedule is None and view is None:
+    return setup, _kd_hparams(config)
+  return setup, lambda epoch: loop.epoch_hparams(config, method, epoch, epochs)
+
+
 def _run_search(config, data, workdir, name, model_name, learning_rate, teacher=None,
                 init_variables=None):
+  """PBA's search for ``model_name``: cross-entropy alone, or the student's method (config)
+  from the frozen ``teacher``."""
   train, _, search_train, search_val = data
   steps = config.search.train_examples // config.search.batch_size
   setup = _setup(config, train, model_name, learning_rate, steps,
                  teacher[0] if teacher else None)
+  hparams = _kd_hparams(config)
+  if teacher:
+    setup, hparams = _student_setup_and_hparams(config, setup, config.search.epochs)
   result = pba.search(
       setup, train.images[search_train], train.labels[search_train], train.images[search_val],
       train.labels[search_val], population=config.search.population,
       epochs=config.search.epochs, batch_size=config.search.batch_size,
       exploit_every=config.search.exploit_every, seed=config.seeds[0],
       workdir=os.path.join(workdir, f"{name}_population"),
-      teacher_variables=teacher[1] if teacher else None, hparams=_kd_hparams(config),
+      teacher_variables=teacher[1] if teacher else None, hparams=hparams,
       init_variables=init_variables, eval_batch_size=config.eval_batch_size,
       mode=config.population_mode, checkpoint_every_steps=config.checkpoint_every_steps)
   pba.save_result(os.path.join(workdir, f"{name}.json"), result)
@@ -105,10 +126,13 @@ def _train(config, data, setup, schedules, seeds, epochs, workdir, teacher=None,
   """The population trained in kd_jax's one loop, checkpointed in ``workdir`` (a rerun of a
   killed stage resumes there)."""
   train, test, _, _ = data
+  hparams = _kd_hparams(config)
+  if teacher:
+    setup, hparams = _student_setup_and_hparams(config, setup, epochs)
   return pba.train_with_schedules(
       setup, schedules, seeds, train.images, train.labels, test.images, test.labels,
-      epochs=epochs, batch_size=config.train.batch_size,
-      teacher_variables=teacher[1] if teacher else None, hparams=_kd_hparams(config),
+      epochs=epochs, batch_size=config.batch_size,
+      teacher_variables=teacher[1] if teacher else None, hparams=hparams,
       init_variables=init_variables, eval_batch_size=config.eval_batch_size,
       mode=config.population_mode, workdir=workdir,
       checkpoint_every_steps=config.checkpoint_every_steps)
@@ -133,8 +157,8 @@ def stage_teacher(config, data, workdir):
   schedule = _run_search(config, data, workdir, "teacher_search", config.teacher_model,
                          config.optimizer.learning_rate).best_schedule
   setup = _setup(config, train, config.teacher_model, config.optimizer.learning_rate,
-                 len(train) // config.train.batch_size)
-  out = _train(config, data, setup, [schedule], [config.seeds[0]], config.train.epochs,
+                 len(train) // config.batch_size)
+  out = _train(config, data, setup, [schedule], [config.seeds[0]], config.num_epochs,
                os.path.join(workdir, "teacher_train"))
   member = jax.tree.map(lambda x: x[0], out["state"])
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"))
@@ -149,29 +173,29 @@ def stage_teacher(config, data, workdir):
 
 def _student_init(config, data, teacher):
   train = data[0]
-  student = models.create_model(config.student_model, train.num_classes)
+  student = models.create_model(config.model, train.num_classes)
   template = models.init_variables(student, jax.random.PRNGKey(0), train.images.shape[1:])
   return resnet18.init_from(teacher[1], template)
 
 
 def stage_student_search(config, data, workdir):
   teacher = _teacher(config, data, workdir)
-  return _run_search(config, data, workdir, "student_search", config.student_model,
+  return _run_search(config, data, workdir, "student_search", config.model,
                      config.student_learning_rate, teacher,
                      _student_init(config, data, teacher))
 
 
 def _student_setup(config, data, teacher):
   train = data[0]
-  return _setup(config, train, config.student_model, config.student_learning_rate,
-                len(train) // config.train.batch_size, teacher[0])
+  return _setup(config, train, config.model, config.student_learning_rate,
+                len(train) // config.batch_size, teacher[0])
 
 
 def stage_student(config, data, workdir):
   teacher = _teacher(config, data, workdir)
   schedule = _load_schedule(workdir, "student_search")
   out = _train(config, data, _student_setup(config, data, teacher), [schedule],
-               [config.seeds[0]], config.train.epochs, os.path.join(workdir, "student_train"),
+               [config.seeds[0]], config.num_epochs, os.path.join(workdir, "student_train"),
                teacher, _student_init(config, data, teacher))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "student.json"), "w") as f:
@@ -227,7 +251,7 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
   members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
   out = _train(config, data, _student_setup(config, data, teacher),
                [schedules[r] for r, _ in members], [s for _, s in members],
-               config.train.epochs, os.path.join(workdir, "compare_train"), teacher,
+               config.num_epochs, os.path.join(workdir, "compare_train"), teacher,
                _student_init(config, data, teacher))
   final = dict(zip(members, out["final"]))
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
@@ -235,12 +259,12 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
   store.close()
   lines = [f"Role-wise augmentation on {config.dataset}: teacher {config.teacher_model} "
            f"(full precision, test accuracy {teacher_accuracy:.2f} %), student "
-           f"{config.student_model} (DoReFa 2-bit weights and activations, initialised from "
+           f"{config.model} (DoReFa 2-bit weights and activations, initialised from "
            f"the teacher), Hinton KD (τ {config.kd.temperature}, weights "
            f"{config.kd.ce_weight}/{config.kd.kd_weight}); PBA: {config.search.population} "
            f"trials, {config.search.train_examples} search-training images, "
            f"{config.search.epochs} epochs, exploit/explore every "
-           f"{config.search.exploit_every}; students trained {config.train.epochs} epochs on "
+           f"{config.search.exploit_every}; students trained {config.num_epochs} epochs on "
            f"all training images, as one population of {len(members)} models; seeds "
            f"{', '.join(map(str, config.seeds))}; CPU, {os.cpu_count()} cores. Test accuracy "
            "(%) after the last epoch, mean ± std over seeds.", "",

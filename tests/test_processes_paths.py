@@ -118,7 +118,7 @@ def test_text_on_eight_devices_equals_one_device(tiny_bert, text_uninterrupted, 
 
 ROLEWISE = ("--config.search.population=4", "--config.search.epochs=4",
             "--config.search.exploit_every=2", "--config.search.train_examples=128",
-            "--config.search.batch_size=32", "--config.train.epochs=2",
+            "--config.search.batch_size=32", "--config.num_epochs=2",
             "--config.teacher_model=cnn_tiny", "--config.eval_batch_size=256")
 
 

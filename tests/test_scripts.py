@@ -111,7 +111,7 @@ def test_rolewise_compare_report_lists_every_stage_command(tmp_path):
   config = f"--config={os.path.join(ROOT, 'experiments', 'configs', 'rolewise.py')}:digits"
   tiny = ["--config.search.population=2", "--config.search.epochs=1",
           "--config.search.exploit_every=1", "--config.search.train_examples=100",
-          "--config.train.epochs=1", "--config.seeds=(0,)"]
+          "--config.num_epochs=1", "--config.seeds=(0,)"]
   workdir = tmp_path / "rolewise"
   for stage in ("teacher", "student_search"):
     _run("rolewise", config, f"--workdir={workdir}", f"--stage={stage}", *tiny)

@@ -9,6 +9,10 @@ The argument picks the scale:
             activations, 16 trials searched on 4,000 training / 46,000 validation images,
             exploit/explore every 3 epochs, cutout 8 (needs a GPU and the TFDS cifar100).
 
+Keys: the common schema (experiments/configs/common.py) with model = the low-bit student and
+num_epochs / batch_size = the final trainings; role-wise adds teacher_model, seeds,
+student_learning_rate, population_mode, augment.cutout_size and search.* (see get_config).
+
 Stages (python -m experiments.rolewise --stage=...):
   teacher         PBA schedule search for the teacher (cross-entropy), then the teacher
                   trained with its best schedule on all training data
@@ -21,23 +25,29 @@ Stages (python -m experiments.rolewise --stage=...):
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+
+from experiments.configs import common
 
 
 def get_config(scale: str = "digits"):
+  """The common schema (experiments/configs/common.py: dataset, model = the low-bit student,
+  method and view.name = the student's KD method and an extra view composed with its policy,
+  num_epochs and batch_size = the final trainings, optimizer, kd, augment, checkpoints,
+  multi-host) plus role-wise's own keys: teacher_model, seeds (one population member each in
+  the compare stage), student_learning_rate (fine-tuning from the teacher),
+  population_mode, augment.cutout_size and the search block (PBA)."""
   if scale not in ("digits", "cifar100"):
     raise ValueError(f"unknown scale {scale!r}; valid: digits, cifar100.")
-  c = ml_collections.ConfigDict()
+  c = common.base_config()
   c.dataset = scale
-  c.data_dir = placeholder(str)
+  c.model = "resnet18_narrow_w2a2" if scale == "digits" else "resnet18_w2a2"
   c.teacher_model = "resnet18_narrow" if scale == "digits" else "resnet18"
-  c.student_model = "resnet18_narrow_w2a2" if scale == "digits" else "resnet18_w2a2"
+  c.method = "kd"  # the student's; the teacher trains with cross-entropy
   c.seeds = (0, 1, 2)
   c.eval_batch_size = 500
   c.population_mode = "vmap"  # or "unroll" (kd_jax.train.step.jit_population)
 
-  c.augment = ml_collections.ConfigDict()
-  c.augment.pad = 1 if scale == "digits" else 4
+  c.augment.crop_pad = 1 if scale == "digits" else 4
   c.augment.flip = scale != "digits"  # a mirrored digit is another digit
   c.augment.cutout_size = 2 if scale == "digits" else 8
 
@@ -48,11 +58,9 @@ def get_config(scale: str = "digits"):
   c.search.exploit_every = 3
   c.search.batch_size = 50 if scale == "digits" else 128
 
-  c.train = ml_collections.ConfigDict()
-  c.train.epochs = 30 if scale == "digits" else 200
-  c.train.batch_size = 64 if scale == "digits" else 128
+  c.num_epochs = 30 if scale == "digits" else 200  # the final trainings
+  c.batch_size = 64 if scale == "digits" else 128
 
-  c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05 if scale == "digits" else 0.1
   c.optimizer.momentum = 0.9
@@ -63,14 +71,7 @@ def get_config(scale: str = "digits"):
   c.student_learning_rate = 0.01 if scale == "digits" else 0.02  # from the FP teacher
 
   # Populations checkpoint every exploit round (searches) and every epoch (trainings), or
-  # every N steps; multi-host jobs as in experiments/configs/common.py.
-  c.checkpoint_every_steps = 0
-  c.multihost = False
-  c.coordinator_address = placeholder(str)
-  c.num_processes = placeholder(int)
-  c.process_id = placeholder(int)
-
-  c.kd = ml_collections.ConfigDict()
+  # every N steps (checkpoint_every_steps); multi-host keys as in common.py.
   c.kd.temperature = 4.0
   c.kd.ce_weight = 0.1
   c.kd.kd_weight = 0.9
