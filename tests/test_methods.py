@@ -63,6 +63,26 @@ def test_get_method_composes_a_view_and_keeps_the_rest():
   assert not methods.get_method("ce").needs_teacher
 
 
+def test_get_method_fixes_the_objective_options_it_takes():
+  # A whole config block can be passed: the objective keeps only its own options.
+  block = dict(t_max=4, margin=0.5, psi_schedule="linear", reduction="sum")
+  method = methods.get_method("continuation_kd", "mixup", **block)
+  assert (method.name, method.view) == ("continuation_kd+mixup", "mixup")
+  assert method.objective.func is continuation_kd.continuation_objective
+  assert method.objective.keywords == {"reduction": "sum"}
+  assert methods.get_method("annealing_kd", reduction="mean").objective.keywords == {
+      "reduction": "mean"}
+  # Hinge 0.75·max(0, Σ_c (z_S − 0.5·z_T)² − 0.4·0.5): the sum over the three classes.
+  hp = {"phi": 0.5, "psi": 0.25, "margin": 0.4}
+  hinge = np.maximum(0.0, np.sum((S - 0.5 * T) ** 2, -1) - 0.2)
+  np.testing.assert_allclose(method.objective(S, T, Y, hp), 0.25 * _ce(S, Y) + 0.75 * hinge,
+                             rtol=1e-5)
+  # Objectives without the option, and no options at all: the registered method itself.
+  assert methods.get_method("kd", **block) is methods.METHODS["kd"]
+  assert methods.get_method("continuation_kd") is methods.METHODS["continuation_kd"]
+  assert methods.get_method("continuation_kd", t_max=4) is methods.METHODS["continuation_kd"]
+
+
 def test_make_view_names_modalities_and_filters_options():
   assert methods.make_view(None) is None and methods.make_view("none", "text") is None
   with pytest.raises(ValueError, match=re.escape(
@@ -134,7 +154,8 @@ def test_hparams_at_with_the_continuation_and_annealing_schedules():
 def test_continuation_values_by_hand():
   assert continuation_kd.continuation_values(1, 200) == {
       "continuation_temperature": 20.0, "phi": 1 - 19 / 20, "psi": 1 / 150, "margin": 0.1}
-  values = continuation_kd.continuation_values(4, 10, t_max=5, margin=2, psi_ramp_epochs=8)
+  values = continuation_kd.continuation_values(4, 10, t_max=5, margin=2, psi_ramp_epochs=8,
+                                               reduction="sum")  # the objective's option
   assert values == {"continuation_temperature": 3.0, "phi": 0.6, "psi": 0.5, "margin": 2.0}
   assert type(values["margin"]) is float
   # Piecewise ψ: epoch / ramp up to the switch epoch, then 1; no switch epoch means 0.
@@ -211,6 +232,14 @@ def test_continuation_and_annealing_objectives_by_hand():
   no_margin = np.mean((S - 0.5 * T) ** 2, -1)
   np.testing.assert_allclose(continuation_kd.annealing_objective(S, T, Y, hp),
                              0.25 * _ce(S, Y) + 0.75 * no_margin, rtol=1e-5)
+  # reduction="sum": the squared gaps summed over the three classes instead.
+  hinge_sum = np.maximum(0.0, np.sum((S - 0.5 * T) ** 2, -1) - 0.4 * 0.5)
+  np.testing.assert_allclose(
+      continuation_kd.continuation_objective(S, T, Y, hp, reduction="sum"),
+      0.25 * _ce(S, Y) + 0.75 * hinge_sum, rtol=1e-5)
+  np.testing.assert_allclose(
+      continuation_kd.annealing_objective(S, T, Y, hp, reduction="sum"),
+      0.25 * _ce(S, Y) + 0.75 * np.sum((S - 0.5 * T) ** 2, -1), rtol=1e-5)
   s, t, y = jnp.array([[2.0]]), jnp.array([[1.0]]), jnp.array([1.5])
   # Regression: 0.25·(2 − 1.5)² + 0.75·(2 − 0.5)².
   np.testing.assert_allclose(continuation_kd.annealing_objective(s, t, y, hp, regression=True),
