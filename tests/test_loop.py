@@ -208,6 +208,11 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
   with caplog.at_level(logging.WARNING):
     loop.train_and_evaluate(changed, workdir)
   assert "differs from its checkpoint in: optimizer.learning_rate: 0.05 -> 0.1" in caplog.text
+  # A key the checkpoint predates (the schema grew) only warns.
+  saved = {"seed": 0, "kd": {"temperature": 4.0}}
+  loop.check_resume_config(saved, {"seed": 0, "kd": {"temperature": 4.0, "new": 1}}, "w")
+  with pytest.raises(loop.ConfigChangedError, match=r"kd\.temperature: 4\.0 -> 2\.0\."):
+    loop.check_resume_config(saved, {"seed": 0, "kd": {"temperature": 2.0, "new": 1}}, "w")
 
 
 @pytest.mark.parametrize("overrides, message", [

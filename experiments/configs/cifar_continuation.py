@@ -6,6 +6,11 @@ The argument is "dataset,role" with dataset cifar10 or cifar100 and role one of 
 (resnet110, cross-entropy), scratch, kd, annealing_kd, continuation_kd.
 Choices where the paper is silent: momentum 0.9, weight decay 5e-4, lr x0.1 at epochs 100
 and 150, Hinton KD row with tau 4 / ce 0.1 / kd 0.9, margin from our sweep (README).
+The hinge sums the squared gap over classes (continuation.reduction="sum"), as the paper's
+Eq. 4 writes it, with the paper's lr 0.2; Annealing-KD's official code averages (MSE), which
+makes the distillation term 100 times weaker next to CE on CIFAR-100: set
+--config.continuation.reduction=mean for that form (it needs a larger lr to match, see
+results/sweep_annealing_kd_reduction_lr_digits.md).
 
 Launch:
   python -m experiments.train_teacher \
@@ -47,6 +52,7 @@ def get_config(argument: str = "cifar10,continuation_kd"):
   config.optimizer.learning_rate = 0.2
   config.optimizer.lr_milestones = (100, 150)
   config.continuation.t_max = 20
+  config.continuation.reduction = "sum"  # the paper's squared norm (Eq. 4)
   config.continuation.psi_schedule = "linear"
   config.continuation.psi_ramp_epochs = 150
   config.expected_top1 = EXPECTED_TOP1[dataset][role]

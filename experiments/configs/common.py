@@ -121,10 +121,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.continuation = ml_collections.ConfigDict()
   config.continuation.t_max = 20
-  # The hinge's reduction over classes: "mean" (Annealing-KD's official MSE) or "sum" (the
-  # Continuation-KD paper's squared norm, C times stronger next to CE and the lr).
-  config.continuation.reduction = "mean"
-  config.continuation.margin = 0.1
+  # The hinge's reduction over classes: "sum" (the Continuation-KD paper's squared norm, Eq.
+  # 4) or "mean" (Annealing-KD's official MSE: C times weaker next to CE, so it needs a
+  # larger lr); chosen by results/sweep_continuation_kd_reduction_lr_digits.md.
+  config.continuation.reduction = "sum"
+  config.continuation.margin = 3.0  # summed scale: results/sweep_continuation_margin_digits.md
   config.continuation.psi_schedule = "linear"
   config.continuation.psi_ramp_epochs = 150
   config.continuation.psi_switch_epoch = placeholder(int)

@@ -1,7 +1,9 @@
 """Continuation-KD on GLUE (Jafari et al. 2022, §3 of METHODS.md): the paper's protocol.
 
 T_max 10, lr 2e-5, batch 64, 30 epochs, ψ(i) = i/40 for i ≤ 20 then 1, best validation
-epoch. The argument is "task,role": task one of sst2, mrpc, rte, cola, qnli, qqp, mnli, stsb;
+epoch. The hinge sums the squared gap over classes (continuation.reduction="sum", the
+paper's Eq. 4; with 2 or 3 GLUE classes it is 2–3 times the mean, and the same for STS-B's
+single output); --config.continuation.reduction=mean is Annealing-KD's official MSE. The argument is "task,role": task one of sst2, mrpc, rte, cola, qnli, qqp, mnli, stsb;
 role one of teacher, student (fine-tuned alone), kd, annealing_kd, continuation_kd.
 ``pretrained`` must name the teacher's checkpoint folder (the paper: RoBERTa-large or
 BERT-large; RoBERTa is not a BERT-format checkpoint here, so use BERT-large) and the student
@@ -46,6 +48,7 @@ def get_config(argument: str = "sst2,continuation_kd"):
   config.batch_size = 64
   config.optimizer.learning_rate = 2e-5
   config.continuation.t_max = 10
+  config.continuation.reduction = "sum"  # the paper's squared norm (Eq. 4)
   config.continuation.psi_schedule = "piecewise"
   config.continuation.psi_ramp_epochs = 40
   config.continuation.psi_switch_epoch = 20

@@ -99,14 +99,18 @@ def _flat_config(config: dict, prefix: str = "") -> dict:
 
 def check_resume_config(saved: dict, current: dict, workdir: str) -> None:
   """Resuming ``workdir`` with ``current``: keys that cannot change the result pass, a longer
-  run or a moved teacher warns, and any other change is refused, naming the keys, unless
-  ``current["allow_config_change"]`` (the run would then mix two configs)."""
+  run or a moved teacher warns, and any other changed value is refused, naming the keys,
+  unless ``current["allow_config_change"]`` (the run would then mix two configs). Keys only
+  one side has (the config schema grew or was renamed since the checkpoint was written) are
+  warned about: the run was trained with the code of its time."""
   saved, current = _flat_config(saved), _flat_config(current)
   changed = sorted(key for key in set(saved) | set(current)
                    if key.split(".")[0] not in _RESUME_NEUTRAL_KEYS
                    and saved.get(key) != current.get(key))
-  details = {key: f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in changed}
-  refused = [key for key in changed if key.split(".")[0] not in _RESUME_WARNING_KEYS]
+  details = {key: f"{key}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
+             for key in changed}
+  refused = [key for key in changed if key.split(".")[0] not in _RESUME_WARNING_KEYS
+             and key in saved and key in current]
   if refused and not current.get("allow_config_change", False):
     raise ConfigChangedError(
         f"{workdir} holds a run with another config; resuming it would change its result: "
