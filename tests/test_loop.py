@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from kd_jax import methods
 from kd_jax.train import checkpoint, loop
 from tests.conftest import tiny_config
 
@@ -208,6 +209,12 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
   with caplog.at_level(logging.WARNING):
     loop.train_and_evaluate(changed, workdir)
   assert "differs from its checkpoint in: optimizer.learning_rate: 0.05 -> 0.1" in caplog.text
+  # A block the method does not read may change (plain KD ignores the continuation block).
+  assert "continuation" in loop.unread_blocks(methods.get_method("kd"))
+  assert "continuation" not in loop.unread_blocks(methods.get_method("annealing_kd"))
+  assert "backward" not in loop.unread_blocks(methods.get_method("kd", "backward"))
+  other_margin = tiny_config(num_epochs=1, **{"continuation.margin": 9.0})
+  loop.train_and_evaluate(other_margin, workdir)  # the scratch run reads no margin
   # A key the checkpoint predates (the schema grew) only warns.
   saved = {"seed": 0, "kd": {"temperature": 4.0}}
   loop.check_resume_config(saved, {"seed": 0, "kd": {"temperature": 4.0, "new": 1}}, "w")

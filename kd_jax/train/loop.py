@@ -97,7 +97,19 @@ def _flat_config(config: dict, prefix: str = "") -> dict:
   return flat
 
 
-def check_resume_config(saved: dict, current: dict, workdir: str) -> None:
+# Config blocks read only by some methods (their views' blocks and schedule blocks).
+METHOD_BLOCKS = ("mixup", "cutmix", "cutmix_pick", "backward", "continuation")
+
+
+def unread_blocks(method: methods.Method) -> tuple[str, ...]:
+  """The blocks of METHOD_BLOCKS that ``method`` does not read: a change there cannot
+  change its run."""
+  return tuple(block for block in METHOD_BLOCKS
+               if block not in (method.view, method.schedule_block))
+
+
+def check_resume_config(saved: dict, current: dict, workdir: str,
+                        ignored: tuple[str, ...] = ()) -> None:
   """Resuming ``workdir`` with ``current``: keys that cannot change the result pass, a longer
   run or a moved teacher warns, and any other changed value is refused, naming the keys,
   unless ``current["allow_config_change"]`` (the run would then mix two configs). Keys only
@@ -106,6 +118,7 @@ def check_resume_config(saved: dict, current: dict, workdir: str) -> None:
   saved, current = _flat_config(saved), _flat_config(current)
   changed = sorted(key for key in set(saved) | set(current)
                    if key.split(".")[0] not in _RESUME_NEUTRAL_KEYS
+                   and key.split(".")[0] not in ignored
                    and saved.get(key) != current.get(key))
   details = {key: f"{key}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
              for key in changed}
@@ -179,6 +192,7 @@ class Loop:
   progress_bar: bool = True
   score: str = "top1"
   examples_per_step: int = 0
+  resume_ignored: tuple = ()  # config blocks this run does not read (check_resume_config)
   example_name: str = "examples"
 
 
@@ -209,7 +223,7 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
     history = meta["history"]
     epoch_sums = meta.get("epoch_sums", epoch_sums)
     seconds_before = meta.get("train_seconds", 0.0)
-    check_resume_config(meta["config"], spec.config, workdir)
+    check_resume_config(meta["config"], spec.config, workdir, spec.resume_ignored)
     if spec.restore_extra is not None:
       spec.restore_extra(meta)
     logger.info("resumed %s from step %d", workdir, step)
@@ -428,7 +442,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               max_checkpoints_to_keep=config.max_checkpoints_to_keep,
               log_every_steps=config.log_every_steps, progress_bar=config.progress_bar,
               score=score, examples_per_step=config.batch_size,
-              example_name="images" if run.modality == "image" else "examples")
+              example_name="images" if run.modality == "image" else "examples",
+              resume_ignored=unread_blocks(method))
   result = run_loop(spec, state, workdir)
 
   summary = metrics.summarize(result.history, score)
