@@ -17,6 +17,7 @@ CIFAR100_PARAMETER_COUNTS = {
     # kuangliu's CIFAR ResNet-18 (role-wise KD); quantised students share the tree.
     "resnet18": 11_220_132, "resnet18_w2a2": 11_220_132, "resnet18_w4a4": 11_220_132,
     "resnet18_narrow": 713_076, "resnet18_narrow_w2a2": 713_076,
+    "resnet18_w2a2_fp_shortcut": 11_220_132, "resnet18_narrow_w2a2_fp_shortcut": 713_076,
     "resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
     "resnet44": 667_188, "resnet56": 861_620, "resnet110": 1_736_564,
     "resnet8x4": 1_233_540, "resnet32x4": 7_433_860,

@@ -72,6 +72,54 @@ def test_quantised_resnet18_initialises_from_its_teacher():
         models.create_model("resnet18_narrow_w2a2", 5), jax.random.PRNGKey(1), (8, 8, 3)))
 
 
+def _block_with_silent_convolutions(quantised_shortcut):
+  """A 2-bit identity-shortcut block whose bn2 has scale and bias 0, so its conv branch
+  adds exactly 0 and the output is relu(shortcut): what the shortcut adds, read off."""
+  from kd_jax.models import resnet18
+  block = resnet18.QuantBasicBlock(1, 1, weight_bits=2, activation_bits=2,
+                                   quantised_shortcut=quantised_shortcut)
+  variables = block.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 6, 1)), train=False)
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, v: jnp.zeros_like(v) if "bn2" in jax.tree_util.keystr(path) and
+      jax.tree_util.keystr(path).endswith(("['scale']", "['bias']")) else v, variables)
+  return lambda x: block.apply(variables, x, train=False)
+
+
+def test_quantised_block_shortcut_adds_the_quantised_input_as_role_kd():
+  """role-kd's student block clips and 2-bit quantises its input first and adds that on the
+  identity shortcut. By hand, Q_2(clip(a, 0, 1)) = round(3a)/3 on [0, 1]:
+  -0.5 -> 0, 0.1 -> 0 (0.3 rounds down), 0.2 -> 1/3 (0.6), 0.45 -> 1/3 (1.35),
+  0.9 -> 1 (2.7), 1.7 -> 1 (clipped). Planted bug caught: adding the full-precision input
+  (the old form), which gives relu(x) = [0, 0.1, 0.2, 0.45, 0.9, 1.7]."""
+  x = jnp.array([-0.5, 0.1, 0.2, 0.45, 0.9, 1.7]).reshape(1, 1, 6, 1)
+  roles = _block_with_silent_convolutions(True)
+  np.testing.assert_allclose(roles(x).ravel(), [0, 0, 1 / 3, 1 / 3, 1, 1], atol=1e-7)
+  # The straight-through gradient of the shortcut: 1 inside the clip interval, 0 outside
+  # (and 0 at 0.1, whose quantised 0 meets the block's final ReLU at its kink).
+  np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(roles(v)))(x).ravel(),
+                                [0, 0, 1, 1, 1, 0])
+  old = _block_with_silent_convolutions(False)  # the option: full-precision shortcut
+  np.testing.assert_allclose(old(x).ravel(), [0, 0.1, 0.2, 0.45, 0.9, 1.7], atol=1e-7)
+  np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(old(v)))(x).ravel(),
+                                [0, 1, 1, 1, 1, 1])
+
+
+def test_shortcut_option_leaves_full_precision_models_and_the_tree_alone():
+  """Full precision: the option changes nothing (bit-identical logits, same tree); 2-bit:
+  the names pick the two forms, which differ, on one parameter tree."""
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 3))
+  fp = models.create_model("resnet18_narrow", 10)
+  variables = models.init_variables(fp, jax.random.PRNGKey(0), (8, 8, 3))
+  np.testing.assert_array_equal(
+      fp.apply(variables, x), fp.clone(quantised_shortcut=False).apply(variables, x))
+  roles = models.create_model("resnet18_narrow_w2a2", 10)
+  old = models.create_model("resnet18_narrow_w2a2_fp_shortcut", 10)
+  assert roles.quantised_shortcut and not old.quantised_shortcut
+  assert jax.tree.structure(models.init_variables(old, jax.random.PRNGKey(0), (8, 8, 3))) == \
+      jax.tree.structure(variables)
+  assert not np.allclose(roles.apply(variables, x), old.apply(variables, x))
+
+
 def test_bit_widths_by_hand():
   # 1 bit: levels {0, 1} for activations (round), sign(w)·mean|w| for weights.
   a = jnp.array([-0.2, 0.3, 0.5001, 0.8, 1.4])

@@ -35,6 +35,7 @@ def _pair(name, num_classes, image_shape, seed=0):
     ("wrn_16_2", (32, 32, 3), 100), ("vgg8", (32, 32, 3), 100),
     ("mobilenetv2", (32, 32, 3), 100), ("shufflenetv2", (32, 32, 3), 100),
     ("resnet18_narrow", (16, 16, 3), 10), ("resnet18_narrow_w2a2", (16, 16, 3), 10),
+    ("resnet18_narrow_w2a2_fp_shortcut", (16, 16, 3), 10),
     ("cnn_tiny", (8, 8, 1), 10), ("mlp_tiny", (8, 8, 1), 10),
 ])
 def test_same_weights_give_same_logits_and_batchnorm_updates(name, image_shape, num_classes):
@@ -246,6 +247,32 @@ def test_quantized_convolution_gradients_match_pytorch():
                              atol=1e-5)
   np.testing.assert_allclose(grad_params["kernel"],
                              twin.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("quantised_shortcut", [True, False])
+def test_quantised_block_shortcut_matches_pytorch(quantised_shortcut):
+  """One 2-bit identity-shortcut block on inputs below 0, inside [0, 1] and above 1 (where
+  the two shortcut forms differ), both forms: output and input gradient. Planted bug
+  caught: a twin whose shortcut form differs from the Flax block's."""
+  from kd_jax.models import resnet18
+  rng = np.random.default_rng(3)
+  x = (rng.normal(size=(2, 6, 6, 8)) * 0.8 + 0.4).astype(np.float32)
+  block = resnet18.QuantBasicBlock(8, 1, 2, 2, quantised_shortcut=quantised_shortcut)
+  variables = block.init(jax.random.PRNGKey(0), x, train=False)
+  twin = torch_models.ResNet18((8, 8, 8, 8), 10, 2, 2, quantised_shortcut).layer1_0
+  with torch.no_grad():
+    for name in ("conv1", "conv2"):
+      getattr(twin, name).weight.copy_(torch.from_numpy(np.asarray(
+          variables["params"][name]["kernel"]).transpose(3, 2, 0, 1).copy()))
+  twin.eval()
+  out, grad = jax.value_and_grad(lambda v: jax.numpy.sum(
+      block.apply(variables, v, train=False) ** 2))(x)
+  x_torch = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+  expected = (twin(x_torch) ** 2).sum()
+  expected.backward()
+  assert float(out) == pytest.approx(expected.item(), rel=1e-5)
+  np.testing.assert_allclose(grad, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-4,
                              atol=1e-5)
 
 

@@ -31,10 +31,13 @@ def _init_conv_bn(module: nn.Module) -> None:
 
 
 class BasicBlock(nn.Module):
-  """``make_conv(cin, cout, kernel, stride)`` builds its convolutions (quantised ones too)."""
+  """``make_conv(cin, cout, kernel, stride)`` builds its convolutions (quantised ones too);
+  ``block_input``, if given, replaces the block's input before the convolutions and the
+  shortcut see it (the quantised ResNet-18's role-kd shortcut)."""
 
-  def __init__(self, cin, cout, stride, make_conv=_conv):
+  def __init__(self, cin, cout, stride, make_conv=_conv, block_input=None):
     super().__init__()
+    self.block_input = block_input
     self.conv1 = make_conv(cin, cout, 3, stride)
     self.bn1 = nn.BatchNorm2d(cout)
     self.conv2 = make_conv(cout, cout, 3, 1)
@@ -45,6 +48,8 @@ class BasicBlock(nn.Module):
       self.downsample_bn = nn.BatchNorm2d(cout)
 
   def forward(self, x):
+    if self.block_input is not None:
+      x = self.block_input(x)
     y = F.relu(self.bn1(self.conv1(x)))
     y = self.bn2(self.conv2(y))
     residual = self.downsample_bn(self.downsample_conv(x)) if self.has_projection else x
@@ -54,9 +59,11 @@ class BasicBlock(nn.Module):
 class StagedResNet(nn.Module):
   """Stem conv + BN + ReLU → stages of ``blocks_per_stage`` BasicBlocks (stride 2 from the
   second stage on) → global mean pool → fc. ``widths``: the stem's, then each stage's
-  channels; ``make_conv`` builds the blocks' convolutions."""
+  channels; ``make_conv`` builds the blocks' convolutions, ``block_input`` (optional) maps
+  each block's input first."""
 
-  def __init__(self, widths, blocks_per_stage, num_classes, make_conv=_conv):
+  def __init__(self, widths, blocks_per_stage, num_classes, make_conv=_conv,
+               block_input=None):
     super().__init__()
     self.conv1 = _conv(3, widths[0], 3)
     self.bn1 = nn.BatchNorm2d(widths[0])
@@ -66,7 +73,7 @@ class StagedResNet(nn.Module):
       for block in range(blocks_per_stage):
         name = f"layer{stage + 1}_{block}"
         self.add_module(name, BasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1,
-                                         make_conv))
+                                         make_conv, block_input))
         self.block_names.append(name)
         cin = width
     self.fc = nn.Linear(cin, num_classes)
@@ -393,13 +400,18 @@ class QuantConv2d(nn.Conv2d):
 
 
 class ResNet18(StagedResNet):
-  """CIFAR ResNet-18; DoReFa-quantised blocks below 32 bits (stem and fc full precision)."""
+  """CIFAR ResNet-18; DoReFa-quantised blocks below 32 bits (stem and fc full precision).
+  With ``quantised_shortcut`` (kd_jax's default, role-kd's block) a quantised block clips
+  and quantises its input once, and the convolutions and the shortcut all see that."""
 
   def __init__(self, widths=(64, 128, 256, 512), num_classes=100, weight_bits=32,
-               activation_bits=32):
+               activation_bits=32, quantised_shortcut=True):
+    block_input = None
+    if quantised_shortcut and activation_bits < 32:
+      block_input = lambda a: dorefa_activations(a, activation_bits)  # noqa: E731
     super().__init__((widths[0], *widths), 2, num_classes,
                      lambda ci, co, k, s: QuantConv2d(ci, co, k, s, weight_bits,
-                                                      activation_bits))
+                                                      activation_bits), block_input)
 
 
 def create_torch_model(name: str, num_classes: int, in_channels: int = 3,
@@ -423,6 +435,11 @@ def create_torch_model(name: str, num_classes: int, in_channels: int = 3,
                                         activation_bits=4),
       "resnet18_narrow": lambda: ResNet18((16, 32, 64, 128), num_classes),
       "resnet18_narrow_w2a2": lambda: ResNet18((16, 32, 64, 128), num_classes, 2, 2),
+      "resnet18_w2a2_fp_shortcut": lambda: ResNet18(num_classes=num_classes, weight_bits=2,
+                                                    activation_bits=2,
+                                                    quantised_shortcut=False),
+      "resnet18_narrow_w2a2_fp_shortcut": lambda: ResNet18((16, 32, 64, 128), num_classes, 2,
+                                                           2, quantised_shortcut=False),
       "shufflenetv2": lambda: ShuffleNetV2(num_classes),
       "cnn_tiny": lambda: SmallCNN((8, 16), num_classes, in_channels),
       "cnn_small": lambda: SmallCNN((32, 64), num_classes, in_channels),

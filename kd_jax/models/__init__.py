@@ -38,13 +38,20 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mobilenetv2": functools.partial(MobileNetV2, width=0.5, expansion=6),
     "shufflenetv2": ShuffleNetV2,
     # Role-wise KD (Fu et al.): CIFAR ResNet-18 and its DoReFa 2-bit / 4-bit students; the
-    # "_narrow" ones (widths 16-32-64-128) are the CPU-scale versions.
+    # "_narrow" ones (widths 16-32-64-128) are the CPU-scale versions. The quantised blocks
+    # add the quantised input on their shortcut as role-kd does; "_fp_shortcut" keeps the
+    # full-precision identity shortcut (resnet18.py).
     "resnet18": ResNet18,
     "resnet18_w2a2": functools.partial(ResNet18, weight_bits=2, activation_bits=2),
     "resnet18_w4a4": functools.partial(ResNet18, weight_bits=4, activation_bits=4),
     "resnet18_narrow": functools.partial(ResNet18, widths=(16, 32, 64, 128)),
     "resnet18_narrow_w2a2": functools.partial(ResNet18, widths=(16, 32, 64, 128),
                                               weight_bits=2, activation_bits=2),
+    "resnet18_w2a2_fp_shortcut": functools.partial(ResNet18, weight_bits=2, activation_bits=2,
+                                                   quantised_shortcut=False),
+    "resnet18_narrow_w2a2_fp_shortcut": functools.partial(
+        ResNet18, widths=(16, 32, 64, 128), weight_bits=2, activation_bits=2,
+        quantised_shortcut=False),
     # Small nets for the embedded 8×8 digits and MNIST.
     "cnn_tiny": functools.partial(SmallCNN, widths=(8, 16)),
     "cnn_small": functools.partial(SmallCNN, widths=(32, 64)),

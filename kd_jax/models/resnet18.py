@@ -8,6 +8,19 @@ DoReFa-quantised weights and inputs (``kd_jax.quant``); the stem convolution and
 classifier stay in full precision, as in the paper. Full-precision and quantised models
 have the same parameter tree, so a low-bit student is initialised from its full-precision
 teacher by copying the variables (``init_from``).
+
+The shortcut of a quantised block (``quantised_shortcut``, default True) follows role-kd's
+student (bigaidream-projects/role-kd, ``pba/kd/nets/ResNet.py``: ``ResBlock`` with
+``scope='Student'`` and its ``activate`` = DoReFa's activation quantiser after a clip to
+[0, 1]): the block first replaces its input by the clipped, quantised activation, and
+that one tensor feeds the first convolution, the 1×1 projection and the identity
+shortcut, so ``relu(bn2(conv2(·)) + q(x))`` adds the quantised input (values in
+{0, 1/3, 2/3, 1} at 2 bits), never the full-precision one. We follow it because that is
+the network whose accuracy the paper reports, and because it keeps every tensor between
+blocks low-bit (the point of a 2-bit network). ``quantised_shortcut=False`` keeps our
+earlier form (each convolution quantises its own input, the identity shortcut adds the
+full-precision block input); the model names ``*_w2a2_fp_shortcut`` select it.
+Full-precision models are the same under either setting.
 """
 
 from __future__ import annotations
@@ -45,14 +58,20 @@ class QuantConv(nn.Module):
 
 
 class QuantBasicBlock(nn.Module):
+  """A basic block; below 32 activation bits with ``quantised_shortcut`` its input is
+  clipped and quantised once and that tensor feeds the convolutions and the shortcut."""
   features: int
   stride: int
   weight_bits: int
   activation_bits: int
   dtype: Any = jnp.float32
+  quantised_shortcut: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
+    if self.quantised_shortcut and self.activation_bits < 32:
+      # The convolutions quantise it again: Q_k is idempotent on its own grid, bit for bit.
+      x = quant.dorefa_activations(x, self.activation_bits)
     def qconv(features, kernel, stride, name):
       return QuantConv(features, kernel, stride, self.weight_bits, self.activation_bits,
                        self.dtype, name=name)
@@ -74,6 +93,7 @@ class ResNet18(nn.Module):
   activation_bits: int = 32
   num_classes: int = 100
   dtype: Any = jnp.float32
+  quantised_shortcut: bool = True  # role-kd's block; False: full-precision identity shortcut
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -83,7 +103,7 @@ class ResNet18(nn.Module):
       for block in range(2):
         stride = 2 if stage > 0 and block == 0 else 1
         x = QuantBasicBlock(width, stride, self.weight_bits, self.activation_bits, self.dtype,
-                            name=f"layer{stage + 1}_{block}")(x, train)
+                            self.quantised_shortcut, name=f"layer{stage + 1}_{block}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
                     kernel_init=layers.torch_linear_kernel_init,
