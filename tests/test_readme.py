@@ -1,11 +1,14 @@
-"""The README's promises: its example runs, its test command is what CI runs."""
+"""The README's promises: its examples run, its test command is what CI runs."""
 
+import collections
+import contextlib
 import os
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 
@@ -15,17 +18,129 @@ def _readme():
     return f.read()
 
 
-def test_readme_example_runs_and_gives_finite_gradients():
-  code = re.search(r"<!-- readme-example -->\n```python\n(.*?)```", _readme(), re.S).group(1)
+def _example(name):
+  """The ```python block after the README's `<!-- readme-example: name -->` marker."""
+  blocks = dict(re.findall(r"<!-- readme-example: ([\w-]+) -->\n```python\n(.*?)```", _readme(),
+                           re.S))
+  assert name in blocks, f"README has no readme-example block {name!r}; it has {sorted(blocks)}"
+  return blocks[name]
+
+
+@contextlib.contextmanager
+def _compilations():
+  """Counts, per jitted function name, how often JAX traced it and how often XLA compiled it."""
+  counts = collections.Counter()
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      counts["trace", kwargs.get("fun_name")] += 1
+    elif event == "/jax/core/compile/backend_compile_duration":
+      counts["compile", kwargs.get("fun_name")] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield counts
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _compiled_once(counts, name="train_step"):
+  return counts["trace", name] == 1 and counts["compile", f"jit({name})"] == 1
+
+
+def _run_example(name):
+  """Runs a README block (three training steps); returns its namespace and compile counts."""
   namespace = {}
-  exec(compile(code, "README example", "exec"), namespace)
-  teacher_w = jax.random.normal(jax.random.PRNGKey(0), (64, 10))
-  teacher_apply = lambda x: x.reshape(x.shape[0], -1) @ teacher_w
-  student_apply = lambda w, x: x.reshape(x.shape[0], -1) @ w
-  images = jax.random.randint(jax.random.PRNGKey(1), (4, 8, 8, 1), 0, 256).astype(jnp.uint8)
-  grads = namespace["grad_fn"](jnp.zeros((64, 10)), jax.random.PRNGKey(2), images,
-                               jnp.array([0, 1, 2, 3]), student_apply, teacher_apply)
-  assert grads.shape == (64, 10) and np.all(np.isfinite(grads)) and np.any(grads != 0)
+  with _compilations() as counts:
+    exec(compile(_example(name), f"README example ({name})", "exec"), namespace)
+  return namespace, counts
+
+
+def test_compile_counter_sees_a_step_recompiled_for_each_new_static_function():
+  """What the README warns against: apply functions as static arguments, one lambda per call."""
+  step = jax.jit(lambda apply_fn, x: apply_fn(x) * 2, static_argnums=0)
+  with _compilations() as counts:
+    for scale in (1.0, 2.0, 3.0):
+      step(lambda x, s=scale: x * s, jnp.ones(3))
+  assert counts["trace", "<lambda>"] == 3 and counts["compile", "jit(<lambda>)"] == 3
+
+
+def test_readme_linen_example_compiles_once_and_computes_the_kd_loss():
+  from kd_jax import augment
+  ns, counts = _run_example("linen")
+  assert _compiled_once(counts), counts
+  params, opt_state, teacher_params = ns["student_params"], ns["opt_state"], ns["teacher_params"]
+  images, labels, key = ns["images"], ns["labels"], jax.random.PRNGKey(7)
+  # The step's loss (of the parameters it was given) against a hand-written KD objective.
+  @jax.jit   # the same views and logits as in the step (one compilation, not one per op)
+  def logits(params, teacher_params, key):
+    x = augment.normalize(augment.random_crop_flip(key, images, pad=1), mean=(0.5,),
+                          std=(0.25,))
+    return ns["student"].apply(params, x), ns["teacher"].apply(teacher_params, x)
+  s, t = (np.asarray(z, np.float64) for z in logits(params, teacher_params, key))
+  log_softmax = lambda z: z - z.max(-1, keepdims=True) - np.log(
+      np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+  tau = 4.0
+  kl = (np.exp(log_softmax(t / tau)) * (log_softmax(t / tau) - log_softmax(s / tau))).sum(-1)
+  ce = -log_softmax(s)[np.arange(len(labels)), np.asarray(labels)]
+  expected = np.mean(0.1 * ce + 0.9 * tau**2 * kl)
+  with _compilations() as counts:
+    history = []
+    for _ in range(4):    # same key: same views, so Adam must lower the loss
+      params, opt_state, loss = ns["train_step"](params, opt_state, teacher_params, key, images,
+                                                 labels)
+      history.append(float(loss))
+  np.testing.assert_allclose(history[0], expected, rtol=1e-5)
+  assert all(b < a for a, b in zip(history, history[1:])), history
+  assert not counts["compile", "jit(train_step)"], "the step compiled again"
+
+
+def test_readme_nnx_example_compiles_once_trains_and_updates_batch_stats():
+  from flax import nnx
+  ns, counts = _run_example("nnx")
+  assert _compiled_once(counts), counts
+  student, teacher = ns["student"], ns["teacher"]
+  # The BatchNorm statistics computed inside the jitted step came back into the module;
+  # the frozen teacher's did not move.
+  assert np.any(np.asarray(student.bn.mean[...]) != 0)
+  np.testing.assert_array_equal(teacher.bn.mean[...], np.zeros(32))
+  graph, params, rest = nnx.split(student, nnx.Param, ...)
+  assert graph == ns["student_graph"]
+  opt_state = ns["opt_state"]
+  key = jax.random.PRNGKey(7)
+  with _compilations() as counts:
+    history = []
+    for _ in range(5):    # same key (dropout still draws anew): the loss goes down
+      params, rest, opt_state, loss = ns["train_step"](params, rest, opt_state,
+                                                       ns["teacher_state"], key, ns["images"],
+                                                       ns["labels"])
+      history.append(float(loss))
+  assert np.all(np.isfinite(history)) and history[-1] < 0.9 * history[0], history
+  assert not counts["compile", "jit(train_step)"], "the step compiled again"
+
+
+def test_readme_equinox_example_compiles_once_and_trains():
+  pytest.importorskip("equinox", reason="pip install -e '.[test]' installs equinox")
+  ns, counts = _run_example("equinox")
+  assert _compiled_once(counts), counts
+  student, opt_state = ns["student"], ns["opt_state"]
+  key = jax.random.PRNGKey(7)
+  with _compilations() as counts:
+    history = []
+    for _ in range(4):    # same key: same mixup and auxiliary samples, so the loss goes down
+      student, opt_state, loss = ns["train_step"](student, opt_state, ns["teacher"], key,
+                                                  ns["images"], ns["labels"])
+      history.append(float(loss))
+  assert all(b < a for a, b in zip(history, history[1:])), history
+  assert not counts["compile", "jit(train_step)"], "the step compiled again"
+
+
+def test_readme_section_on_own_code_has_the_three_examples():
+  section = _readme().split("## Using kd_jax in your own code\n", 1)[1].split("\n## ", 1)[0]
+  for name in ("linen", "nnx", "equinox"):
+    assert f"<!-- readme-example: {name} -->" in section
+    assert "static_arg" not in _example(name)   # apply functions are never static arguments
 
 
 def test_ci_runs_the_readme_test_command():
