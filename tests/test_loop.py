@@ -231,7 +231,7 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
      r"^config\.continuation: unknown psi schedule 'cosine'"),
     ({"method": "continuation_kd", "continuation.reduction": "l2"},
      r"^config\.continuation\.reduction: unknown reduction 'l2'; valid: mean, sum\.$"),
-    ({"optimizer.name": "adam"}, r"^config\.optimizer\.name: unknown optimizer 'adam'"),
+    ({"optimizer.name": "adagrad"}, r"^config\.optimizer\.name: unknown optimizer 'adagrad'"),
     ({"dataset": "mnist1"}, r"^config\.dataset: unknown dataset 'mnist1'; valid names: digits"),
 ])
 def test_config_is_checked_before_anything_loads(tmp_path, monkeypatch, overrides, message):

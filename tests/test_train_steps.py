@@ -56,8 +56,8 @@ def test_adamw_warms_up_then_decays_linearly_and_spares_vectors():
 
 
 def test_unknown_optimizer_and_method():
-  with pytest.raises(ValueError, match="unknown optimizer 'adam'.*sgd"):
-    optim.make_optimizer(name="adam", learning_rate=0.1, steps_per_epoch=1)
+  with pytest.raises(ValueError, match="unknown optimizer 'adagrad'.*sgd, adamw, adam"):
+    optim.make_optimizer(name="adagrad", learning_rate=0.1, steps_per_epoch=1)
   with pytest.raises(ValueError, match="unknown method .kdd.*annealing_kd, backward_kd, ce"):
     methods.get_method("kdd")
   with pytest.raises(ValueError, match="unknown view 'cutout'"):

@@ -12,7 +12,9 @@ Keys (all overridable on the command line as ``--config.key=value``):
   augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip.
   optimizer.*                   name "sgd": momentum, weight decay, multi-step lr schedule
                                 (lr_milestones, lr_decay); "adamw": weight_decay, linear
-                                warm-up over warmup_fraction of the steps, then linear decay.
+                                warm-up over warmup_fraction of the steps, then linear decay;
+                                "adam": L2 weight_decay on kernels, adam_eps, the multi-step
+                                schedule (role-kd). clip_global_norm (any; None = off).
   kd.temperature, kd.ce_weight, kd.kd_weight   Hinton KD (explicit weights, no "alpha").
   view.name, view.weight         "" = the method's own view, or a view to combine with the
                                 method's objective (e.g. continuation_kd with cutmix_pick);
@@ -80,6 +82,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer.lr_milestones = (150, 180, 210)
   config.optimizer.lr_decay = 0.1
   config.optimizer.warmup_fraction = 0.1  # adamw only
+  config.optimizer.adam_eps = 1e-5  # adam only
+  config.optimizer.clip_global_norm = ml_collections.config_dict.placeholder(float)  # None: off
 
   config.kd = ml_collections.ConfigDict()
   config.kd.temperature = 4.0
