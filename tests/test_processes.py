@@ -205,3 +205,38 @@ def test_two_host_processes_match_one_process(tmp_path):
   assert step == multi_step == 44
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), actual,
                expected)
+
+
+def test_sigterm_to_one_host_process_stops_both_at_the_same_step(tmp_path):
+  """A preemption notice reaching one process of a multi-host job: both processes save the
+  same step (agreed every log_every_steps steps) and exit 143; rerunning both resumes to
+  the uninterrupted two-process result, bit for bit."""
+  workdir, straight = str(tmp_path / "resumed"), str(tmp_path / "straight")
+
+  def command(rank, port, workdir=workdir):
+    return _command("distill", "scratch", workdir, *LONG_RUN, "--config.log_every_steps=5",
+                    *multihost_flags(rank, port))
+
+  port = _free_port()
+  processes = [subprocess.Popen(command(rank, port), cwd=ROOT, env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for rank in range(2)]
+  deadline = time.time() + 300
+  while not _checkpoint_steps(workdir):
+    assert all(p.poll() is None for p in processes) and time.time() < deadline
+    time.sleep(0.02)
+  processes[1].send_signal(signal.SIGTERM)
+  saved = []
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-2000:]
+    line = next(l for l in stderr.splitlines() if "SIGTERM: saved a checkpoint at step" in l)
+    saved.append(int(line.split("at step ")[1].split()[0]))
+  assert saved[0] == saved[1] and saved[0] % 5 == 0 and saved[0] < 264
+  assert _checkpoint_steps(workdir)[-1] == saved[0]
+  _run_two_processes(command)
+  _run_two_processes(lambda rank, port: command(rank, port, straight))
+  actual, step = _final_variables(workdir)
+  expected, expected_step = _final_variables(straight)
+  assert step == expected_step == 264
+  jax.tree.map(np.testing.assert_array_equal, actual, expected)

@@ -45,6 +45,20 @@ _RESUME_WARNING_KEYS = {"num_epochs", "teacher_workdir"}
 
 class ConfigChangedError(ValueError):
   """A run directory was resumed with a config that changes the run's result."""
+def _agreed_preemption(local_flag: bool, step: int, sync_every: int) -> bool:
+  """Whether every process stops at ``step`` to save. One process stops as soon as its own
+  SIGTERM arrives. Processes of a multi-host job save together, so they must agree on the
+  step: at every ``sync_every``-th step (the same steps on all of them) they gather their
+  flags, and all stop if any was signalled; a SIGTERM therefore takes effect within
+  ``sync_every`` steps, for the cost of one tiny collective per ``sync_every`` steps."""
+  if jax.process_count() == 1:
+    return local_flag
+  if step % sync_every:
+    return False
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.int32(local_flag))))
+
+
 class PreemptedError(Exception):
   """SIGTERM arrived; a checkpoint was saved. Rerun the same command to resume."""
 
@@ -297,6 +311,8 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
     pending.clear()
 
   progress = _progress_bar(spec.progress_bar, total_steps, step, is_writer)
+  # Multi-host: the processes agree on a preemption at these steps (_agreed_preemption).
+  preemption_sync_every = spec.log_every_steps or steps_per_epoch
   with _sigterm_flag() as sigterm:
     while step < total_steps:
       if step // steps_per_epoch + 1 != hparams_epoch:
@@ -315,7 +331,8 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
         checkpoint_due = step % spec.checkpoint_every_steps == 0
       else:
         checkpoint_due = epoch_done
-      checkpoint_due = checkpoint_due or step == total_steps or sigterm["flag"]
+      preempted = _agreed_preemption(sigterm["flag"], step, preemption_sync_every)
+      checkpoint_due = checkpoint_due or step == total_steps or preempted
       log_due = spec.log_every_steps > 0 and step % spec.log_every_steps == 0
       if log_due or epoch_done or checkpoint_due:
         flush()  # the only host syncs: log lines and rows are made from flushed values
@@ -353,7 +370,7 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
       if checkpoint_due:
         save(step, finished=step == total_steps)
         last_saved_step = step
-      if sigterm["flag"] and step < total_steps:
+      if preempted and step < total_steps:
         run_checkpoints.wait()
         run_checkpoints.close()
         writer.close()
