@@ -51,9 +51,24 @@ def help_text() -> str:
       *keys, ""])
 
 
+def resolve_config_path(value: str) -> str:
+  """``--config``'s file from anywhere: a bare name (``digits:kd``) or a path that does not
+  exist from the working directory (``experiments/configs/digits.py:kd`` run elsewhere) is
+  looked up in this package's experiments/configs/."""
+  path, colon, argument = value.partition(":")
+  if os.path.exists(path):
+    return value
+  name = os.path.basename(path)
+  candidate = os.path.join(CONFIG_DIR, name if name.endswith(".py") else f"{name}.py")
+  return f"{candidate}{colon}{argument}" if os.path.exists(candidate) else value
+
+
 def parse_flags(argv):
-  """absl's flag parsing; an override of a key the config does not have (a typo) is one line
-  naming the argument instead of ml_collections' bare ``AttributeError: 'temp'``."""
+  """absl's flag parsing, with ``--config`` resolved from anywhere (resolve_config_path); an
+  override of a key the config does not have (a typo) is one line naming the argument
+  instead of ml_collections' bare ``AttributeError: 'temp'``."""
+  argv = [f"--config={resolve_config_path(word[len('--config='):])}"
+          if word.startswith("--config=") else word for word in argv]
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as error:

@@ -1,5 +1,6 @@
 """The package as a user meets it: what ``import kd_jax`` offers and what installing it needs."""
 
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,20 @@ def test_the_core_installs_and_imports_without_the_extras():
           f"print(sorted(m for m in {EXTRA_PACKAGES!r} if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_config_files_resolve_from_anywhere(tmp_path, monkeypatch):
+  from experiments import launch
+  from tests.conftest import ROOT
+  digits = os.path.join(ROOT, "experiments", "configs", "digits.py")
+  assert launch.resolve_config_path("digits:kd") == f"{digits}:kd"
+  assert launch.resolve_config_path("digits.py") == digits
+  with monkeypatch.context() as patch:
+    patch.chdir(tmp_path)  # a path relative to the repository, run from elsewhere
+    assert launch.resolve_config_path("experiments/configs/digits.py:kd") == f"{digits}:kd"
+    assert launch.resolve_config_path("nonexistent:kd") == "nonexistent:kd"  # absl reports it
+  # The entry points take the short form.
+  out = subprocess.run([sys.executable, "-m", "experiments.distill", "--config=digits:kd",
+                        f"--workdir={tmp_path / 'w'}", "--config.method=kd_x"], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert out.returncode == 2 and "unknown method 'kd_x'" in out.stderr
