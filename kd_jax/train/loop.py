@@ -286,7 +286,8 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
         kept = (f"the last good checkpoint (step {last_saved_step}) is kept in "
                 f"{run_checkpoints.directory}" if last_saved_step is not None
                 else "no checkpoint had been written yet")
-        where = "" if loss.ndim == 0 else f" in trial(s) {np.flatnonzero(~np.isfinite(loss)).tolist()}"
+        where = ("" if loss.ndim == 0
+                 else f" in trial(s) {np.flatnonzero(~np.isfinite(loss)).tolist()}")
         raise FloatingPointError(
             f"the training loss became {loss[~np.isfinite(loss)].ravel()[0]} at step "
             f"{row_step} (epoch {(row_step - 1) // steps_per_epoch + 1}){where}; {kept}. "
@@ -361,7 +362,8 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
         writer.write(step, "test", row)
         if is_writer:
           logger.info(metrics.log_line(
-              step, total_steps, epoch, num_epochs, train_means, epoch_pace, spec.example_name, epoch_end=True, test=evaluated,
+              step, total_steps, epoch, num_epochs, train_means, epoch_pace, spec.example_name,
+              epoch_end=True, test=evaluated,
               eval_seconds=eval_seconds if evaluated is not None else None))
         log_sums.update(loss=0.0, accuracy=0.0, count=0)
         pace.restart()
