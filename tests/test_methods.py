@@ -360,7 +360,8 @@ def test_cutmix_pick_view_keeps_the_top_of_the_pool(score, n_pick):
 
 
 def test_cutmix_pick_entropy_is_at_temperature_one():
-  """Two pools whose entropy order differs between τ = 1 and τ = 2: the pick follows τ = 1."""
+  """Two pools whose entropy order differs between τ = 1 and τ = 2: the pick follows τ = 1;
+  the KL score follows the temperature in hparams."""
   images, labels = _images_labels()
   key = jax.random.PRNGKey(11)
   pool = _pool(key, 2)[0]
@@ -382,6 +383,17 @@ def test_cutmix_pick_entropy_is_at_temperature_one():
   view = strong_aug.cutmix_pick_view(key, images, labels, fn, fn, HP, alpha=1.0,
                                      pool_rounds=2, score="student_entropy", n_pick=4)
   np.testing.assert_array_equal(view.inputs, pool[expected:expected + 4])
+  # KL scores at hparams' τ (here 1), not kd_kl's default 4: with a zero student, teacher
+  # rows (3, 0, 0) and (0, 0, −6) give τ²·KL 0.73 > 0.40 at τ = 1 but 1.11 < 2.39 at τ = 4.
+  teacher_rows = jnp.array([[3.0, 0.0, 0.0], [0.0, 0.0, -6.0]])
+
+  def teacher(x):
+    return teacher_rows[jnp.array([index[float(jnp.sum(s))] >= 4 for s in x], jnp.int32)]
+
+  view = strong_aug.cutmix_pick_view(key, images, labels, teacher, lambda x: 0 * teacher(x),
+                                     {"temperature": np.float32(1.0)}, alpha=1.0,
+                                     pool_rounds=2, score="kl", n_pick=4)
+  np.testing.assert_array_equal(view.inputs, pool[:4])
 
 
 def test_view_weights_and_regression_loss_stay_float32_in_x64_mode():
