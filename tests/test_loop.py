@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -243,3 +244,33 @@ def test_config_is_checked_before_anything_loads(tmp_path, monkeypatch, override
   with pytest.raises(ValueError, match=message):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_annealing_two_phases_restart_the_optimiser_and_resume_exactly(teacher_run, tmp_path):
+  """Annealing-KD's official protocol: phase 1 (ψ = 0, T stepping down to 1 over its 2
+  epochs), then phase 2 (labels only) from phase 1's best epoch with a fresh optimiser, whose
+  lr schedule starts again (the metrics show the restart); a run stopped at the boundary
+  resumes to the same parameters."""
+  overrides = {"method": "annealing_kd", "teacher_workdir": teacher_run[0],
+               "continuation.t_max": 3, "continuation.annealing_phase2_epochs": 1,
+               "continuation.annealing_phase2_init": "best",
+               "optimizer.lr_milestones": (1,), "log_every_steps": 0}
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  loop.train_and_evaluate(tiny_config("kd", num_epochs=3, **overrides), straight)
+  rows = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
+  train = [r for r in rows if r["split"] == "train"]
+  assert [r["psi"] for r in train] == [0.0, 0.0, 1.0]
+  assert [r["continuation_temperature"] for r in train] == [2.0, 1.0, 1.0]
+  # lr 0.05, ×0.1 at epoch 1 of phase 1; phase 2 starts again at 0.05.
+  assert [r["lr"] for r in train] == pytest.approx([0.05, 0.005, 0.05])
+  arrays, _ = _final_variables(straight)
+  tests_ = [r for r in rows if r["split"] == "test"]
+  best = max(tests_[:2], key=lambda r: r["top1"])["top1"]
+  assert float(arrays["train"]["annealing_best_score"]) == pytest.approx(best)
+  # Stopped at the phase boundary (the checkpoint of epoch 2 is the newest), resumed: the
+  # fresh optimiser is made again and the run ends on the same parameters.
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "66"))
+  loop.train_and_evaluate(tiny_config("kd", num_epochs=3, **overrides), resumed)
+  b, _ = _final_variables(resumed)
+  jax.tree.map(np.testing.assert_array_equal, arrays, b)

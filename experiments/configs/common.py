@@ -39,7 +39,11 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 over classes ("mean" | "sum"), margin m, psi_schedule
                                 ("linear" | "piecewise" | "step"), psi_ramp_epochs and
                                 psi_switch_epoch (piecewise: end of the ramp; annealing: the
-                                switch to labels, None = when T reaches 1).
+                                switch to labels, None = when T reaches 1),
+                                annealing_phase2_epochs N (> 0: Annealing-KD's official two
+                                phases, the last N epochs labels only with a fresh optimiser
+                                whose lr schedule restarts) and annealing_phase2_init
+                                ("last" | "best": phase 1's epoch phase 2 starts from).
   checkpoint_every_steps        0 = at the end of every epoch.
   allow_config_change           rerunning a command resumes its workdir; a config that would
                                 change the run's result (another method, lr, seed, ...) is
@@ -133,6 +137,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.continuation.psi_schedule = "linear"
   config.continuation.psi_ramp_epochs = 150
   config.continuation.psi_switch_epoch = placeholder(int)
+  # Annealing-KD's official two phases: the last N epochs are phase 2 (labels only, a fresh
+  # optimiser, from phase 1's last or best epoch); 0 keeps one run that switches to labels
+  # when T reaches 1.
+  config.continuation.annealing_phase2_epochs = 0
+  config.continuation.annealing_phase2_init = "last"
 
   config.checkpoint_every_steps = 0
   config.allow_config_change = False  # resume a workdir whose checkpoint has another config

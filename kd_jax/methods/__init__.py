@@ -40,7 +40,8 @@ METHODS: dict[str, Method] = {
                               schedule_block="continuation"),
     "annealing_kd": Method("annealing_kd", continuation_kd.annealing_objective,
                            schedule=continuation_kd.annealing_values,
-                           schedule_block="continuation"),
+                           schedule_block="continuation",
+                           phases=continuation_kd.annealing_phases),
 }
 
 # View makers by modality and name: factories taking keyword options.

@@ -84,6 +84,10 @@ class Method:
   uses_teacher_on_x: bool = True
   schedule: Callable[..., dict] | None = None
   schedule_block: str | None = None  # the config block ``schedule`` reads
+  # ``phases(optimizer, num_epochs, steps_per_epoch, schedule, replicate, score=...,
+  # **block)``: an object with initial_state / start_of_epoch / end_of_epoch / lr_at for a
+  # method that changes the run between epochs (Annealing-KD's two phases), or None.
+  phases: Callable[..., Any] | None = None
 
   @property
   def needs_teacher(self) -> bool:

@@ -15,6 +15,12 @@ step as arrays: ``continuation_values`` and ``annealing_values`` give one epoch'
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
 from kd_jax import continuation, losses
 from kd_jax.methods.vanilla import hard_label_loss
 
@@ -51,12 +57,93 @@ def continuation_values(epoch: int, num_epochs: int, *, t_max: int = 20, margin:
   return {**values, "margin": float(margin)}
 
 
+ANNEALING_PHASE2_INITS = ("last", "best")
+
+
 def annealing_values(epoch: int, num_epochs: int, *, t_max: int = 20,
-                     psi_switch_epoch: int | None = None, **unused) -> dict[str, float]:
+                     psi_switch_epoch: int | None = None, annealing_phase2_epochs: int = 0,
+                     annealing_phase2_init: str = "last", **unused) -> dict[str, float]:
   """Annealing-KD's T, φ and step ψ: labels only after ``psi_switch_epoch`` (None: the epoch
-  at which T reaches 1). The continuation block's other keys do not apply."""
+  at which T reaches 1). The continuation block's other keys do not apply.
+
+  With ``annealing_phase2_epochs`` N > 0, the official code's protocol: phase 1 is the first
+  ``num_epochs − N`` epochs, with T stepping from t_max to 1 over all of them and ψ = 0;
+  phase 2 is the last N epochs, labels only (ψ = 1), from a fresh optimiser
+  (``AnnealingPhases``)."""
   del unused
+  if annealing_phase2_init not in ANNEALING_PHASE2_INITS:
+    raise ValueError(f"unknown annealing_phase2_init {annealing_phase2_init!r}; valid: "
+                     f"{', '.join(ANNEALING_PHASE2_INITS)}.")
+  if annealing_phase2_epochs:
+    phase1 = num_epochs - annealing_phase2_epochs
+    if annealing_phase2_epochs < 0 or phase1 < 1:
+      raise ValueError(f"annealing_phase2_epochs must lie in [0, num_epochs − 1 = "
+                       f"{num_epochs - 1}]; got {annealing_phase2_epochs}.")
+    values = continuation.schedule_values(min(epoch, phase1), phase1, t_max, "step",
+                                          ramp_epochs=1, switch_epoch=phase1)
+    return {**values, "psi": 0.0 if epoch <= phase1 else 1.0, "margin": 0.0}
   switch = psi_switch_epoch or continuation.annealing_switch_epoch(num_epochs, t_max)
   values = continuation.schedule_values(epoch, num_epochs, t_max, "step", ramp_epochs=1,
                                         switch_epoch=switch)
   return {**values, "margin": 0.0}
+
+
+@dataclasses.dataclass
+class AnnealingPhases:
+  """The bookkeeping of Annealing-KD's two phases (the official code's protocol).
+
+  At the start of phase 2 (epoch ``phase1_epochs + 1``) the optimiser state is replaced by a
+  fresh one, so momentum starts from zero and the learning-rate schedule (which optax
+  evaluates on the optimiser's own step count) starts again; with ``init="best"`` the
+  parameters are first set back to phase 1's best epoch (by test ``score``, as the official
+  code selects on its evaluation set), which the state carries (``annealing_best``) so that
+  a resumed run is exact. ``lr_at(step)`` is the learning rate the step at ``step`` uses.
+  """
+  optimizer: Any
+  phase1_epochs: int
+  steps_per_epoch: int
+  schedule: Callable[[int], Any]
+  replicate: Callable[[Any], Any]
+  init: str = "last"
+  score: str = "top1"
+
+  @property
+  def boundary(self) -> int:
+    return self.phase1_epochs * self.steps_per_epoch
+
+  def lr_at(self, step: int):
+    return self.schedule(step - self.boundary if step >= self.boundary else step)
+
+  def initial_state(self, state: dict) -> dict:
+    if self.init != "best":
+      return state
+    return {**state, "annealing_best": jax.tree.map(jnp.copy, state["params"]),
+            "annealing_best_batch_stats": jax.tree.map(jnp.copy, state["batch_stats"]),
+            "annealing_best_score": self.replicate(jnp.float32(-jnp.inf))}
+
+  def start_of_epoch(self, state: dict, epoch: int) -> dict:
+    if epoch != self.phase1_epochs + 1:
+      return state
+    if self.init == "best":
+      state = {**state, "params": jax.tree.map(jnp.copy, state["annealing_best"]),
+               "batch_stats": jax.tree.map(jnp.copy, state["annealing_best_batch_stats"])}
+    return {**state, "opt_state": self.replicate(self.optimizer.init(state["params"]))}
+
+  def end_of_epoch(self, state: dict, epoch: int, row: dict) -> dict:
+    if (self.init != "best" or epoch > self.phase1_epochs or self.score not in row
+        or not row[self.score] > float(state["annealing_best_score"])):
+      return state
+    return {**state, "annealing_best": jax.tree.map(jnp.copy, state["params"]),
+            "annealing_best_batch_stats": jax.tree.map(jnp.copy, state["batch_stats"]),
+            "annealing_best_score": self.replicate(jnp.float32(row[self.score]))}
+
+
+def annealing_phases(optimizer, num_epochs: int, steps_per_epoch: int, schedule, replicate,
+                     *, score: str = "top1", annealing_phase2_epochs: int = 0,
+                     annealing_phase2_init: str = "last", **unused) -> AnnealingPhases | None:
+  """The two-phase bookkeeping for a run of ``num_epochs`` (None in the one-run form)."""
+  del unused
+  if not annealing_phase2_epochs:
+    return None
+  return AnnealingPhases(optimizer, num_epochs - annealing_phase2_epochs, steps_per_epoch,
+                         schedule, replicate, annealing_phase2_init, score)

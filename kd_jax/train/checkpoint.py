@@ -2,7 +2,8 @@
 
 Three items per step, so a frozen teacher can read just its variables:
   * ``model``: ``{"params", "batch_stats"}``;
-  * ``train``: ``{"step", "opt_state", "rng"}`` (and ``aux_pool`` for pooled backward KD);
+  * ``train``: ``{"step", "opt_state", "rng"}`` and any other key of the state (``aux_pool``
+    for pooled backward KD, ``annealing_best*`` for Annealing-KD's two phases);
   * ``meta``: JSON with the step, the sampler position, the run's config and its
     evaluation history (so best-epoch tracking survives a restart).
 Orbax writes each step to a temporary directory and renames it when complete, so a run
@@ -140,12 +141,13 @@ class RunCheckpoints:
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
+MODEL_KEYS = ("params", "batch_stats")
+
+
 def _train_item(state: dict) -> dict:
-  """What resumes training besides the model: step, optimiser, RNG (and a sample pool)."""
-  item = {"step": state["step"], "opt_state": state["opt_state"], "rng": state["rng"]}
-  if "aux_pool" in state:  # pooled backward KD: the pool is part of the run's state
-    item["aux_pool"] = state["aux_pool"]
-  return item
+  """What resumes training besides the model: step, optimiser, RNG, and whatever else a
+  method keeps in the state (pooled backward KD's samples, Annealing-KD's best epoch)."""
+  return {key: value for key, value in state.items() if key not in MODEL_KEYS}
 
 
 def _check_meta(meta, step: int) -> None:

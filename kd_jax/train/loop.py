@@ -387,6 +387,13 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
   return LoopResult(state, history, step, train_seconds(), compiled._cache_size())
 
 
+def _chain_hooks(first, second):
+  """``start_of_epoch`` hooks run one after the other (either may be None)."""
+  if first is None or second is None:
+    return first or second
+  return lambda state, epoch: second(first(state, epoch), epoch)
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the image or text run that ``config`` describes in ``workdir``.
 
@@ -422,6 +429,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         run.student, run.teacher, run.teacher_variables, run.preprocess, run.pool_options,
         run.train["image"], pool_every, min(config.eval_batch_size, run.num_train), mesh)
 
+  # A method that changes the run between epochs (Annealing-KD's two phases: a fresh
+  # optimiser for phase 2) brings its own hooks; their state rides in the checkpoints.
+  end_of_epoch = None
+  phases = None
+  if method.phases is not None:
+    phases = method.phases(optimizer, num_epochs, steps_per_epoch, lr_schedule,
+                           lambda tree: sharding.replicate(tree, mesh),
+                           score="pearson" if run.regression else "top1",
+                           **config[method.schedule_block].to_dict())
+  if phases is not None:
+    state = phases.initial_state(state)
+    lr_schedule, end_of_epoch = phases.lr_at, phases.end_of_epoch
+    start_of_epoch = _chain_hooks(start_of_epoch, phases.start_of_epoch)
+
   train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
       run.student, optimizer, method, run.preprocess, teacher=run.teacher, view=run.view,
       regression=run.regression, pooled_view=bool(pool_every),
@@ -455,7 +476,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   spec = Loop(train_step, batch_at, hparams_at, evaluate_epoch, steps_per_epoch,
               num_epochs * steps_per_epoch, config.to_dict(), run.teacher_variables,
               sharding.replicate(run.teacher_constants, mesh), lr_schedule,
-              start_of_epoch=start_of_epoch,
+              start_of_epoch=start_of_epoch, end_of_epoch=end_of_epoch,
               extra_meta=lambda step: {**run.meta, "sampler": sampler.position(step)},
               checkpoint_every_steps=config.checkpoint_every_steps,
               max_checkpoints_to_keep=config.max_checkpoints_to_keep,
