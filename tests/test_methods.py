@@ -180,6 +180,29 @@ def test_annealing_values_by_hand():
   assert continuation_kd.annealing_values(6, 100, t_max=10, psi_switch_epoch=5)["psi"] == 1.0
 
 
+def test_annealing_two_phase_values_by_hand():
+  """annealing_phase2_epochs = 3 of 10: phase 1 is epochs 1..7 with T stepping from t_max = 4
+  over 7 epochs (k = 1: T = max(1, 4 − epoch)) and ψ = 0; phase 2 (8..10) keeps T = 1, ψ = 1."""
+  values = lambda epoch, **kw: continuation_kd.annealing_values(
+      epoch, 10, t_max=4, annealing_phase2_epochs=3, **kw)
+  assert values(1) == {"continuation_temperature": 3.0, "phi": 0.5, "psi": 0.0, "margin": 0.0}
+  assert values(2, annealing_phase2_init="best")["continuation_temperature"] == 2.0
+  assert (values(7)["phi"], values(7)["psi"]) == (1.0, 0.0)
+  for epoch in (8, 10):
+    assert values(epoch) == {"continuation_temperature": 1.0, "phi": 1.0, "psi": 1.0,
+                             "margin": 0.0}
+  # One epoch of phase 1 is allowed (k = max(1, 1 // 4) = 1: T = 3 at epoch 1).
+  assert continuation_kd.annealing_values(1, 10, t_max=4, annealing_phase2_epochs=9)[
+      "continuation_temperature"] == 3.0
+  for bad in (10, -1):
+    with pytest.raises(ValueError, match=re.escape(
+        f"annealing_phase2_epochs must lie in [0, num_epochs − 1 = 9]; got {bad}.") + "$"):
+      continuation_kd.annealing_values(1, 10, annealing_phase2_epochs=bad)
+  with pytest.raises(ValueError, match=re.escape(
+      "unknown annealing_phase2_init 'worst'; valid: last, best.") + "$"):
+    continuation_kd.annealing_values(1, 10, annealing_phase2_init="worst")
+
+
 def test_kd_values_defaults_and_errors():
   assert vanilla.kd_values() == {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9,
                                  "view_weight": 1.0}
