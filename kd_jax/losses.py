@@ -113,21 +113,21 @@ HINGE_REDUCTIONS = ("mean", "sum")
 
 def continuation_hinge(student_logits: jax.Array, teacher_logits: jax.Array,
                        phi: float | jax.Array, margin: float | jax.Array,
-                       reduction: str = "mean") -> jax.Array:
+                       reduction: str = "sum") -> jax.Array:
   """Continuation-KD's hinge (Jafari et al. 2022), per example.
 
   ``max(0, r_c (z_S − φ·z_T)² − margin·φ)`` on logits, not probabilities, where ``r_c`` is
-  the mean over classes (``reduction="mean"``, Annealing-KD's official code, which trains
-  with an MSE loss) or the sum (``"sum"``, the paper's squared L2 norm in Eq. 4). The sum is
-  C times the mean, so it gives the distillation term C times the weight next to the labels
-  and the learning rate, and the margin is on C times the scale. With ``margin = 0`` this is
+  the sum over classes (``reduction="sum"``, the default: the paper's squared L2 norm in Eq.
+  4) or the mean (``"mean"``, Annealing-KD's official code, which trains with an MSE loss).
+  The sum is C times the mean, so it gives the distillation term C times the weight next to
+  the labels and the learning rate, and the margin is on C times the scale. With ``margin = 0`` this is
   Annealing-KD's squared error to the scaled teacher ``φ·z_T``.
 
   Args:
     student_logits, teacher_logits: ``[..., num_classes]``, same shape.
     phi: teacher scale φ ∈ (0, 1] (a schedule value, may be traced).
     margin: m ≥ 0; gaps whose reduced squared error is below ``m·φ`` cost nothing.
-    reduction: "mean" or "sum" over classes (see above).
+    reduction: "sum" (default) or "mean" over classes (see above).
 
   Returns:
     ``[...]`` in at least float32.

@@ -53,16 +53,16 @@ def test_hinge_matches_numpy():
   rng = np.random.default_rng(0)
   s, t = rng.normal(size=(2, 6, 5)).astype(np.float32) * 2
   for phi, margin in ((0.25, 0.0), (1.0, 0.5), (0.5, 100.0)):
-    expected = np.maximum(0, ((s - phi * t) ** 2).mean(-1) - margin * phi)
+    expected = np.maximum(0, ((s - phi * t) ** 2).sum(-1) - margin * phi)
     got = jax.jit(losses.continuation_hinge)(s, t, phi, margin)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   assert np.all(np.asarray(losses.continuation_hinge(s, t, 0.5, 100.0)) == 0)  # all gaps hidden
 
 
 def test_hinge_hand_computed_and_bad_input():
-  # s = (1, 3), t = (2, 2), phi = 0.5: gaps (0, 2), mean square 2; margin 1 -> 2 - 0.5 = 1.5.
+  # s = (1, 3), t = (2, 2), phi = 0.5: gaps (0, 2), summed square 4; margin 1 -> 4 - 0.5.
   value = losses.continuation_hinge(jnp.array([[1.0, 3.0]]), jnp.array([[2.0, 2.0]]), 0.5, 1.0)
-  assert float(value[0]) == pytest.approx(1.5)
+  assert float(value[0]) == pytest.approx(3.5)
   with pytest.raises(ValueError, match="margin"):
     losses.continuation_hinge(jnp.zeros((1, 2)), jnp.zeros((1, 2)), 0.5, -1.0)
   with pytest.raises(ValueError, match="same shape"):
@@ -73,18 +73,22 @@ def test_margin_zero_with_step_psi_is_annealing_kd():
   rng = np.random.default_rng(1)
   s, t = rng.normal(size=(2, 8, 10)).astype(np.float32)
   labels = jnp.arange(8) % 10
-  anneal = methods.METHODS["annealing_kd"].objective
-  # Phase 1 (psi = 0): Annealing-KD's loss, the batch- and class-mean squared error to phi·z_T.
+  anneal = methods.get_method("annealing_kd", reduction="mean").objective
+  # Phase 1 (psi = 0): Annealing-KD's official loss with reduction="mean", the batch- and
+  # class-mean squared error to phi·z_T; by default the class sum (10 times more here).
   hparams = {"phi": 0.3, "psi": 0.0, "margin": 5.0}  # the margin is ignored
   got = jnp.mean(anneal(s, t, labels, hparams))
   assert float(got) == pytest.approx(float(np.mean((s - 0.3 * t) ** 2)), rel=1e-6)
+  summed = jnp.mean(methods.METHODS["annealing_kd"].objective(s, t, labels, hparams))
+  assert float(summed) == pytest.approx(10 * float(np.mean((s - 0.3 * t) ** 2)), rel=1e-6)
   # Phase 2 (psi = 1): cross-entropy only.
   got = anneal(s, t, labels, {"phi": 1.0, "psi": 1.0, "margin": 0.0})
   np.testing.assert_allclose(got, losses.cross_entropy(s, labels), rtol=1e-6)
   # And the continuation objective with m = 0 agrees with it.
   cont = methods.METHODS["continuation_kd"].objective
   np.testing.assert_allclose(cont(s, t, labels, {"phi": 0.3, "psi": 0.0, "margin": 0.0}),
-                             anneal(s, t, labels, hparams), rtol=1e-6)
+                             methods.METHODS["annealing_kd"].objective(s, t, labels, hparams),
+                             rtol=1e-6)
 
 
 def test_methods_compose_with_views():
@@ -202,19 +206,19 @@ def test_schedules_run_under_jit_and_vmap_with_the_host_values():
 
 
 def test_hinge_reduction_reaches_the_objective_from_the_config_block():
-  """continuation.reduction="sum" gives the paper's squared norm in both objectives; other
-  methods ignore the option."""
+  """The objectives sum over classes by default (the paper's squared norm);
+  continuation.reduction reaches them from the config; other methods ignore the option."""
   from kd_jax.train import setup
   from tests.conftest import tiny_config
   s, t = jnp.array([[2.0, 0.0, 1.0]]), jnp.array([[2.0, 2.0, 0.0]])  # gap² (1, 1, 1) at φ ½
   hp = {"phi": 0.5, "psi": 0.0, "margin": 0.4}
   labels = jnp.array([0])
   for name, margin in (("continuation_kd", 0.2), ("annealing_kd", 0.0)):
-    mean = methods.get_method(name).objective(s, t, labels, hp)
-    total = methods.get_method(name, reduction="sum").objective(s, t, labels, hp)
+    mean = methods.get_method(name, reduction="mean").objective(s, t, labels, hp)
+    total = methods.get_method(name).objective(s, t, labels, hp)  # the sum by default
     np.testing.assert_allclose(mean, [1.0 - margin], rtol=1e-6)
     np.testing.assert_allclose(total, [3.0 - margin], rtol=1e-6)
-    config = tiny_config("kd", method=name, **{"continuation.reduction": "sum"})
-    np.testing.assert_allclose(setup.method_of(config).objective(s, t, labels, hp), total)
+    config = tiny_config("kd", method=name, **{"continuation.reduction": "mean"})
+    np.testing.assert_allclose(setup.method_of(config).objective(s, t, labels, hp), mean)
   kd = methods.get_method("kd", reduction="sum")
   assert kd.objective is methods.METHODS["kd"].objective

@@ -234,7 +234,7 @@ def test_float64_stays_float64_and_bfloat16_becomes_float32():
     t = jnp.asarray([[1.0, -1.0, 0.5]], jnp.bfloat16)
     s32, t32 = np.asarray(s, np.float32), np.asarray(t, np.float32)
     np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.3, 0.01),
-                               np.mean((s32 - 0.3 * t32) ** 2, -1) - 0.003, rtol=1e-6)
+                               np.sum((s32 - 0.3 * t32) ** 2, -1) - 0.003, rtol=1e-6)
     p = np.exp(np_log_softmax(s32 / 1.5))
     np.testing.assert_allclose(losses.entropy(s, 1.5), -(p * np.log(p)).sum(-1), rtol=1e-6)
 
@@ -254,19 +254,19 @@ def test_extra_leading_axes():
   p = np.exp(np_log_softmax(s / 2.0))
   np.testing.assert_allclose(losses.entropy(s, 2.0), -(p * np.log(p)).sum(-1), rtol=1e-5)
   np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.4, 0.3),
-                             np.maximum(0, ((s - 0.4 * t) ** 2).mean(-1) - 0.12), rtol=1e-5,
+                             np.maximum(0, ((s - 0.4 * t) ** 2).sum(-1) - 0.12), rtol=1e-5,
                              atol=1e-6)
 
 
 def test_continuation_hinge_sum_or_mean_over_classes_by_hand():
   # gap z_S − φ·z_T with φ = 0.5: (2, 0, 1) − 0.5·(2, 2, 0) = (1, −1, 1); squares (1, 1, 1).
   s, t = jnp.array([[2.0, 0.0, 1.0]]), jnp.array([[2.0, 2.0, 0.0]])
-  # mean 1, sum 3; margin 0.4·φ = 0.2 is subtracted from either.
-  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 0.4), [0.8], rtol=1e-6)
-  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 0.4, reduction="sum"),
-                             [2.8], rtol=1e-6)
+  # mean 1, sum 3 (the default); margin 0.4·φ = 0.2 is subtracted from either.
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 0.4, reduction="mean"),
+                             [0.8], rtol=1e-6)
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 0.4), [2.8], rtol=1e-6)
   # A margin of 2·φ = 1 (mean scale) zeroes the mean hinge but not the sum (3 − 1 = 2).
-  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 2.0), [0.0])
+  np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 2.0, "mean"), [0.0])
   np.testing.assert_allclose(losses.continuation_hinge(s, t, 0.5, 2.0, "sum"), [2.0],
                              rtol=1e-6)
   with pytest.raises(ValueError, match="unknown hinge reduction 'l2'; valid: mean, sum"):

@@ -248,21 +248,22 @@ def test_regression_objectives_read_the_first_output_by_hand():
 
 def test_continuation_and_annealing_objectives_by_hand():
   hp = {"phi": 0.5, "psi": 0.25, "margin": 0.4}
-  hinge = np.maximum(0.0, np.mean((S - 0.5 * T) ** 2, -1) - 0.4 * 0.5)
+  # Default reduction: the squared gaps summed over the three classes (the paper's norm).
+  hinge = np.maximum(0.0, np.sum((S - 0.5 * T) ** 2, -1) - 0.4 * 0.5)
   np.testing.assert_allclose(continuation_kd.continuation_objective(S, T, Y, hp),
                              0.25 * _ce(S, Y) + 0.75 * hinge, rtol=1e-5)
   # Annealing: the margin is 0 whatever hparams say.
-  no_margin = np.mean((S - 0.5 * T) ** 2, -1)
+  no_margin = np.sum((S - 0.5 * T) ** 2, -1)
   np.testing.assert_allclose(continuation_kd.annealing_objective(S, T, Y, hp),
                              0.25 * _ce(S, Y) + 0.75 * no_margin, rtol=1e-5)
-  # reduction="sum": the squared gaps summed over the three classes instead.
-  hinge_sum = np.maximum(0.0, np.sum((S - 0.5 * T) ** 2, -1) - 0.4 * 0.5)
+  # reduction="mean": the class mean instead (Annealing-KD's official MSE).
+  hinge_mean = np.maximum(0.0, np.mean((S - 0.5 * T) ** 2, -1) - 0.4 * 0.5)
   np.testing.assert_allclose(
-      continuation_kd.continuation_objective(S, T, Y, hp, reduction="sum"),
-      0.25 * _ce(S, Y) + 0.75 * hinge_sum, rtol=1e-5)
+      continuation_kd.continuation_objective(S, T, Y, hp, reduction="mean"),
+      0.25 * _ce(S, Y) + 0.75 * hinge_mean, rtol=1e-5)
   np.testing.assert_allclose(
-      continuation_kd.annealing_objective(S, T, Y, hp, reduction="sum"),
-      0.25 * _ce(S, Y) + 0.75 * np.sum((S - 0.5 * T) ** 2, -1), rtol=1e-5)
+      continuation_kd.annealing_objective(S, T, Y, hp, reduction="mean"),
+      0.25 * _ce(S, Y) + 0.75 * np.mean((S - 0.5 * T) ** 2, -1), rtol=1e-5)
   s, t, y = jnp.array([[2.0]]), jnp.array([[1.0]]), jnp.array([1.5])
   # Regression: 0.25·(2 − 1.5)² + 0.75·(2 − 0.5)².
   np.testing.assert_allclose(continuation_kd.annealing_objective(s, t, y, hp, regression=True),

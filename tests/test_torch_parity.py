@@ -87,10 +87,12 @@ def test_losses_match_pytorch():
   ours = float(jax.numpy.mean(losses.kd_kl(s, t, 4.0)))
   theirs = float(torch_steps.kd_loss(torch.from_numpy(s), torch.from_numpy(t), 4.0))
   assert ours == pytest.approx(theirs, rel=1e-5)
-  np.testing.assert_allclose(
-      losses.continuation_hinge(s, t, 0.3, 0.5),
-      torch_steps.continuation_hinge(torch.from_numpy(s), torch.from_numpy(t), 0.3, 0.5).numpy(),
-      rtol=1e-5, atol=1e-6)
+  for reduction in ("sum", "mean"):
+    np.testing.assert_allclose(
+        losses.continuation_hinge(s, t, 0.3, 0.5, reduction),
+        torch_steps.continuation_hinge(torch.from_numpy(s), torch.from_numpy(t), 0.3, 0.5,
+                                       reduction).numpy(),
+        rtol=1e-5, atol=1e-6)
 
 
 def test_divergence_input_gradient_matches_pytorch():
@@ -107,11 +109,15 @@ def test_divergence_input_gradient_matches_pytorch():
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
-def _view_options(**overrides):
+def _view_options(view_name, **overrides):
+  """The config block of ``view_name`` (experiments/configs/common.py), with overrides; an
+  empty block for methods without a view."""
+  import ml_collections
   from experiments.configs import common
-  view = common.base_config().view
-  view.update(overrides)
-  return view
+  config = common.base_config()
+  block = config[view_name] if view_name else ml_collections.ConfigDict()
+  block.update(overrides)
+  return block
 
 
 def _jax_draws(view_name, key, images, options):
@@ -172,7 +178,7 @@ def test_each_method_step_matches_pytorch(method_name, view_overrides):
   teacher, teacher_vars, teacher_t = _pair("cnn_small", 10, (8, 8, 1), seed=1)
   student, student_vars, student_t = _pair("cnn_tiny", 10, (8, 8, 1), seed=2)
   method = methods.get_method(method_name)
-  options = _view_options(**view_overrides)
+  options = _view_options(method.view, **view_overrides)
   optimizer = sgd(learning_rate=0.05, weight_decay=5e-4)
   mesh = sharding.make_data_mesh()
   # Identity normalisation and no crop/flip: both sides see the same float inputs.
@@ -195,7 +201,8 @@ def test_each_method_step_matches_pytorch(method_name, view_overrides):
     jax_losses.append(float(metrics["loss"]))
 
   torch_options = dict(options.to_dict())
-  torch_options["clip"] = ((torch.tensor(0.0), torch.tensor(255.0)) if options.clip else None)
+  torch_options["clip"] = ((torch.tensor(0.0), torch.tensor(255.0)) if options.get("clip")
+                           else None)
   torch_optimizer = torch.optim.SGD(student_t.parameters(), lr=0.05, momentum=0.9,
                                     weight_decay=5e-4)
   x = torch.from_numpy(images.astype(np.float32).transpose(0, 3, 1, 2).copy())

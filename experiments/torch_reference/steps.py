@@ -8,7 +8,8 @@ methods' official code computes them, for parity tests and benchmarks.
     R CutMix draws and keeps the top ``n_pick``; the view is labelled by the teacher only.
   * Backward-pass KD: K steps along the normalised autograd input gradient of the summed
     teacher–student divergence, both networks in eval mode, projection and clipping.
-  * Continuation-KD / Annealing-KD: ``ψ·CE + (1 − ψ)·max(0, mean_c (s − φ·t)² − m·φ)``.
+  * Continuation-KD / Annealing-KD: ``ψ·CE + (1 − ψ)·max(0, Σ_c (s − φ·t)² − m·φ)`` (the
+    class mean with ``hparams["reduction"] = "mean"``).
 
 Like kd_jax's compiled step, the student sees the batch and its extra view in one
 training-mode forward pass of their concatenation. The random draws of a view (λ, the
@@ -33,9 +34,12 @@ def kd_loss(student_logits, teacher_logits, temperature: float):
           / student_logits.shape[0])
 
 
-def continuation_hinge(student_logits, teacher_logits, phi: float, margin: float):
-  """Per-example ``max(0, mean_c (s − φ·t)² − m·φ)``."""
-  gap = ((student_logits - phi * teacher_logits) ** 2).mean(dim=1)
+def continuation_hinge(student_logits, teacher_logits, phi: float, margin: float,
+                       reduction: str = "sum"):
+  """Per-example ``max(0, r_c (s − φ·t)² − m·φ)``, ``r_c`` the sum (the paper's squared norm)
+  or the mean over classes."""
+  squared = (student_logits - phi * teacher_logits) ** 2
+  gap = squared.sum(dim=1) if reduction == "sum" else squared.mean(dim=1)
   return torch.clamp(gap - margin * phi, min=0.0)
 
 
@@ -56,7 +60,8 @@ def objective_loss(objective: str, student_logits, teacher_logits, labels, hpara
                                              hparams["temperature"]))
   if objective in ("continuation", "annealing"):
     margin = 0.0 if objective == "annealing" else hparams["margin"]
-    hinge = continuation_hinge(student_logits, teacher_logits, hparams["phi"], margin).mean()
+    hinge = continuation_hinge(student_logits, teacher_logits, hparams["phi"], margin,
+                               hparams.get("reduction", "sum")).mean()
     return hparams["psi"] * ce + (1 - hparams["psi"]) * hinge
   raise ValueError(f"unknown objective {objective!r}")
 

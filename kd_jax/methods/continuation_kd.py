@@ -26,9 +26,9 @@ from kd_jax.methods.vanilla import hard_label_loss
 
 
 def continuation_objective(student_logits, teacher_logits, labels, hparams, *,
-                           regression=False, reduction: str = "mean"):
-  """``ψ·CE + (1 − ψ)·max(0, r_c (z_S − φ·z_T)² − m·φ)`` per example; ``r_c`` is the mean
-  over classes (default) or the sum (the paper's squared norm): see
+                           regression=False, reduction: str = "sum"):
+  """``ψ·CE + (1 − ψ)·max(0, r_c (z_S − φ·z_T)² − m·φ)`` per example; ``r_c`` is the sum
+  over classes (default, the paper's squared norm) or the mean: see
   kd_jax.losses.continuation_hinge."""
   hinge = losses.continuation_hinge(student_logits, teacher_logits, hparams["phi"],
                                     hparams["margin"], reduction)
@@ -37,7 +37,7 @@ def continuation_objective(student_logits, teacher_logits, labels, hparams, *,
 
 
 def annealing_objective(student_logits, teacher_logits, labels, hparams, *, regression=False,
-                        reduction: str = "mean"):
+                        reduction: str = "sum"):
   """Annealing-KD: the continuation objective with margin 0 (ψ steps from 0 to 1)."""
   return continuation_objective(student_logits, teacher_logits, labels,
                                 {**hparams, "margin": 0.0}, regression=regression,
