@@ -111,8 +111,11 @@ def _flat_config(config: dict, prefix: str = "") -> dict:
   return flat
 
 
-# Config blocks read only by some methods (their views' blocks and schedule blocks).
-METHOD_BLOCKS = ("mixup", "cutmix", "cutmix_pick", "backward", "continuation")
+# Config blocks read only by some methods: each view's block (named after the view) and each
+# schedule block; derived from the registry so a new view or method is covered.
+METHOD_BLOCKS = (tuple(name for name in methods.VIEW_NAMES if name != "none")
+                 + tuple(sorted({m.schedule_block for m in methods.METHODS.values()
+                                 if m.schedule_block})))
 
 
 def unread_blocks(method: methods.Method) -> tuple[str, ...]:
@@ -431,12 +434,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   # A method that changes the run between epochs (Annealing-KD's two phases: a fresh
   # optimiser for phase 2) brings its own hooks; their state rides in the checkpoints.
+  score = "pearson" if run.regression else "top1"
   end_of_epoch = None
   phases = None
   if method.phases is not None:
     phases = method.phases(optimizer, num_epochs, steps_per_epoch, lr_schedule,
-                           lambda tree: sharding.replicate(tree, mesh),
-                           score="pearson" if run.regression else "top1",
+                           lambda tree: sharding.replicate(tree, mesh), score=score,
                            **config[method.schedule_block].to_dict())
   if phases is not None:
     state = phases.initial_state(state)
@@ -472,7 +475,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     return evaluate(eval_step, variables, run.test, config.eval_batch_size, mesh,
                     run.teacher_variables, run.regression)
 
-  score = "pearson" if run.regression else "top1"
   spec = Loop(train_step, batch_at, hparams_at, evaluate_epoch, steps_per_epoch,
               num_epochs * steps_per_epoch, config.to_dict(), run.teacher_variables,
               sharding.replicate(run.teacher_constants, mesh), lr_schedule,

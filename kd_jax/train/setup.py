@@ -269,8 +269,8 @@ def check_config(config) -> None:
   """Every name and option of ``config`` checked before any data, model or teacher loads:
   the method and view, the dataset, model, dtype and optimiser names, the view's block (its
   maker is built), the method's schedule block (its first epoch is evaluated) and the
-  teacher's run directory. Raises ValueError (FileNotFoundError for a missing teacher)
-  naming the key, what it got and what would be right."""
+  teacher's run directory. Raises ValueError (CheckpointError for a missing teacher
+  directory) naming the key, what it got and what would be right."""
   from kd_jax import losses
   from kd_jax.data import DATASET_NAMES
   from kd_jax.data.text import TEXT_DATASET_NAMES
