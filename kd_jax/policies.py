@@ -14,6 +14,10 @@ nearest-neighbour sampling with PIL's pixel-centre convention and fill uncovered
 Per image (PBA's ``apply_policy``): draw a count c ∈ {0, 1, 2} with probabilities
 (0.2, 0.3, 0.5), walk the 30 tuples in a random order applying each with its probability
 until c were applied. Then pad-and-crop, flip and cutout (``augment_batch``).
+
+AutoAugment (Cubuk et al. 2019) uses the same operations with its own magnitudes:
+``AUTOAUGMENT_POLICIES`` holds the CIFAR10 and IMAGENET policies as data and
+``autoaugment_batch`` applies one on device (see its docstring).
 """
 
 from __future__ import annotations
@@ -103,36 +107,63 @@ def invert(image, level, key, fill):
 
 def posterize(image, level, key, fill):
   del key, fill
-  bits = 4 - (level * 4) // 10  # PBA: 4 − int_parameter(level, 4)
-  mask = jnp.bitwise_not(jnp.left_shift(1, 8 - bits) - 1) & 0xFF
-  return (image.astype(jnp.int32) & mask).astype(jnp.float32)
+  return posterize_bits(image, 4 - (level * 4) // 10)  # PBA: 4 − int_parameter(level, 4)
 
 
 def solarize(image, level, key, fill):
   del key, fill
-  threshold = 256 - (level * 256) // 10  # PBA: 256 − int_parameter(level, 256)
+  return solarize_above(image, 256 - (level * 256) // 10)  # PBA: 256 − int_parameter(level, 256)
+
+
+def posterize_bits(image, bits):
+  """PIL's ImageOps.posterize: keep the ``bits`` high bits of each value (bits 0..8)."""
+  mask = jnp.bitwise_not(jnp.left_shift(1, 8 - bits) - 1) & 0xFF
+  return (image.astype(jnp.int32) & mask).astype(jnp.float32)
+
+
+def solarize_above(image, threshold):
+  """PIL's ImageOps.solarize: invert every value at or above ``threshold``."""
   return jnp.where(image < threshold, image, 255.0 - image)
 
 
 def color(image, level, key, fill):
   del key, fill
-  return _blend(_gray(image)[..., None], image, _enhance_factor(level))
+  return color_by(image, _enhance_factor(level))
+
+
+def color_by(image, factor):
+  """PIL's ImageEnhance.Color(image).enhance(factor): blend with the grey image."""
+  return _blend(_gray(image)[..., None], image, factor)
 
 
 def contrast(image, level, key, fill):
   del key, fill
+  return contrast_by(image, _enhance_factor(level))
+
+
+def contrast_by(image, factor):
+  """PIL's ImageEnhance.Contrast: blend with the mean grey level (rounded)."""
   mean = jnp.floor(jnp.mean(_gray(image)) + 0.5)
-  return _blend(jnp.full_like(image, mean), image, _enhance_factor(level))
+  return _blend(jnp.full_like(image, mean), image, factor)
 
 
 def brightness(image, level, key, fill):
   del key, fill
-  return _blend(jnp.zeros_like(image), image, _enhance_factor(level))
+  return brightness_by(image, _enhance_factor(level))
+
+
+def brightness_by(image, factor):
+  """PIL's ImageEnhance.Brightness: blend with black."""
+  return _blend(jnp.zeros_like(image), image, factor)
 
 
 def sharpness(image, level, key, fill):
-  """Blend with PIL's SMOOTH filter (3×3 kernel, centre 5, others 1, /13; border kept)."""
   del key, fill
+  return sharpness_by(image, _enhance_factor(level))
+
+
+def sharpness_by(image, factor):
+  """Blend with PIL's SMOOTH filter (3×3 kernel, centre 5, others 1, /13; border kept)."""
   padded = jnp.pad(image, ((1, 1), (1, 1), (0, 0)))
   h, w = image.shape[:2]
   total = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
@@ -140,7 +171,7 @@ def sharpness(image, level, key, fill):
   rows = jnp.arange(h)[:, None, None]
   cols = jnp.arange(w)[None, :, None]
   border = (rows == 0) | (rows == h - 1) | (cols == 0) | (cols == w - 1)
-  return _blend(jnp.where(border, image, smooth), image, _enhance_factor(level))
+  return _blend(jnp.where(border, image, smooth), image, factor)
 
 
 def _affine(image, matrix, fill):
@@ -179,12 +210,20 @@ def rotate_degrees(image, degrees, fill):
 
 
 def shear_x(image, level, key, fill):
-  amount = level * 0.3 / 10 * _random_sign(key)  # PBA: float_parameter(level, 0.3)
+  return shear_x_by(image, level * 0.3 / 10 * _random_sign(key), fill)  # float_parameter(L, 0.3)
+
+
+def shear_x_by(image, amount, fill):
+  """PIL's AFFINE transform (1, amount, 0, 0, 1, 0): row y samples x + amount·y."""
   return _affine(image, (1.0, amount, 0.0, 0.0, 1.0, 0.0), fill)
 
 
 def shear_y(image, level, key, fill):
-  amount = level * 0.3 / 10 * _random_sign(key)
+  return shear_y_by(image, level * 0.3 / 10 * _random_sign(key), fill)
+
+
+def shear_y_by(image, amount, fill):
+  """PIL's AFFINE transform (1, 0, 0, amount, 1, 0): column x samples y + amount·x."""
   return _affine(image, (1.0, 0.0, 0.0, amount, 1.0, 0.0), fill)
 
 
@@ -195,11 +234,20 @@ def _pixels(level, max_at_32, image_size):
 
 def translate_x(image, level, key, fill):
   pixels = _pixels(level, 10, image.shape[1]).astype(jnp.float32) * _random_sign(key)
+  return translate_x_by(image, pixels, fill)
+
+
+def translate_x_by(image, pixels, fill):
+  """Shift by a whole number of ``pixels`` (PIL's AFFINE (1, 0, pixels, 0, 1, 0))."""
   return _affine(image, (1.0, 0.0, pixels, 0.0, 1.0, 0.0), fill)
 
 
 def translate_y(image, level, key, fill):
   pixels = _pixels(level, 10, image.shape[0]).astype(jnp.float32) * _random_sign(key)
+  return translate_y_by(image, pixels, fill)
+
+
+def translate_y_by(image, pixels, fill):
   return _affine(image, (1.0, 0.0, 0.0, 0.0, 1.0, pixels), fill)
 
 
@@ -429,3 +477,212 @@ def read_pba_schedule(path: str, epochs: int) -> list[tuple[int, np.ndarray]]:
       raise ValueError(f"{path}: a clone epoch ({clone_epoch}) exceeds epochs={epochs}.")
     schedule.append((clone_epoch, from_file_encoding(record[5])))
   return schedule
+
+
+# --- AutoAugment (Cubuk et al. 2019): the searched policies, on the operations above. ---
+
+AUTOAUGMENT_OPERATIONS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
+                          "Brightness", "Color", "Contrast", "Sharpness", "Posterize",
+                          "Solarize", "AutoContrast", "Equalize", "Invert")
+AUTOAUGMENT_BINS = 10
+# Each policy: 25 sub-policies of two (operation, probability, magnitude bin or None); the
+# lists of the AutoAugment paper as torchvision ships them (AutoAugmentPolicy.CIFAR10 and
+# .IMAGENET), the ones Wang et al.'s official code applies.
+AUTOAUGMENT_POLICIES = {
+    "cifar10": (
+        (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+        (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+        (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
+        (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+        (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
+        (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+        (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
+        (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+        (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
+        (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+        (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
+        (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+        (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
+        (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+        (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
+        (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+        (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
+        (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+        (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
+        (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+        (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
+        (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+        (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
+        (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+        (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+    ),
+    "imagenet": (
+        (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+        (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+        (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+        (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+        (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+        (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+        (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+        (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+        (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+        (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+        (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+        (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+        (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+        (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+        (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+        (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+        (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+        (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+        (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+        (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+        (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+        (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+        (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+        (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+        (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    ),
+}
+_UNSIGNED = ("Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
+
+
+def autoaugment_magnitudes(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """The magnitude of every (operation, bin) for ``height × width`` images, and which
+  operations take a random sign: ``([14, 10] float, [14] bool)`` in AUTOAUGMENT_OPERATIONS
+  order (torchvision's AutoAugment with 10 bins).
+
+  Shears 0..0.3, translations 0..150/331 of the side in pixels (truncated to whole pixels
+  when applied), rotations 0..30°, enhance factors 1 ± 0..0.9 (signed); posterize keeps
+  ``8 − round(bin / 2.25)`` bits, solarize inverts values ≥ 255..0; the last three take none.
+  """
+  ramp = np.linspace(0.0, 1.0, AUTOAUGMENT_BINS)
+  table = {"ShearX": 0.3 * ramp, "ShearY": 0.3 * ramp,
+           "TranslateX": 150.0 / 331.0 * width * ramp,
+           "TranslateY": 150.0 / 331.0 * height * ramp, "Rotate": 30.0 * ramp,
+           "Posterize": 8 - np.round(np.arange(AUTOAUGMENT_BINS) / ((AUTOAUGMENT_BINS - 1) / 4)),
+           "Solarize": 255.0 * (1.0 - ramp)}
+  for name in ("Brightness", "Color", "Contrast", "Sharpness"):
+    table[name] = 0.9 * ramp
+  magnitudes = np.stack([table.get(name, np.zeros(AUTOAUGMENT_BINS))
+                         for name in AUTOAUGMENT_OPERATIONS]).astype(np.float32)
+  signed = np.asarray([name not in _UNSIGNED for name in AUTOAUGMENT_OPERATIONS])
+  return magnitudes, signed
+
+
+def encode_autoaugment(policy) -> dict[str, np.ndarray]:
+  """A policy (a name of AUTOAUGMENT_POLICIES or a list of sub-policies of two
+  ``(operation, probability, magnitude_bin or None)``) as arrays ``operation`` [S, 2] int
+  (AUTOAUGMENT_OPERATIONS indices), ``probability`` [S, 2] float, ``bin`` [S, 2] int."""
+  if isinstance(policy, str):
+    if policy not in AUTOAUGMENT_POLICIES:
+      raise ValueError(f"unknown AutoAugment policy {policy!r}; valid names: "
+                       f"{', '.join(AUTOAUGMENT_POLICIES)}, or a list of sub-policies.")
+    policy = AUTOAUGMENT_POLICIES[policy]
+  operation, probability, bins = [], [], []
+  for number, sub_policy in enumerate(policy):
+    if len(sub_policy) != 2:
+      raise ValueError(f"AutoAugment sub-policy {number} has {len(sub_policy)} operations; "
+                       "each has two (operation, probability, magnitude_bin or None).")
+    for name, p, magnitude_bin in sub_policy:
+      if name not in AUTOAUGMENT_OPERATIONS:
+        raise ValueError(f"AutoAugment sub-policy {number}: unknown operation {name!r}; "
+                         f"valid: {', '.join(AUTOAUGMENT_OPERATIONS)}.")
+      if not 0.0 <= p <= 1.0:
+        raise ValueError(f"AutoAugment sub-policy {number}: probability {p} of {name} is "
+                         "not in [0, 1].")
+      needs_bin = name not in ("AutoContrast", "Equalize", "Invert")
+      if needs_bin and not (magnitude_bin is not None and 0 <= magnitude_bin < AUTOAUGMENT_BINS):
+        raise ValueError(f"AutoAugment sub-policy {number}: {name} needs a magnitude bin "
+                         f"0..{AUTOAUGMENT_BINS - 1}; got {magnitude_bin!r}.")
+      operation.append(AUTOAUGMENT_OPERATIONS.index(name))
+      probability.append(p)
+      bins.append(magnitude_bin or 0)
+  if not operation:
+    raise ValueError("an AutoAugment policy needs at least one sub-policy.")
+  return {"operation": np.asarray(operation, np.int32).reshape(-1, 2),
+          "probability": np.asarray(probability, np.float32).reshape(-1, 2),
+          "bin": np.asarray(bins, np.int32).reshape(-1, 2)}
+
+
+# One branch per AUTOAUGMENT_OPERATIONS entry, (image, magnitude, fill) -> image, then the
+# identity (an operation that does not fire).
+AUTOAUGMENT_BRANCHES = (
+    lambda image, m, fill: shear_x_by(image, m, fill),
+    lambda image, m, fill: shear_y_by(image, m, fill),
+    lambda image, m, fill: translate_x_by(image, jnp.trunc(m), fill),
+    lambda image, m, fill: translate_y_by(image, jnp.trunc(m), fill),
+    lambda image, m, fill: rotate_degrees(image, m, fill),
+    lambda image, m, fill: brightness_by(image, 1.0 + m),
+    lambda image, m, fill: color_by(image, 1.0 + m),
+    lambda image, m, fill: contrast_by(image, 1.0 + m),
+    lambda image, m, fill: sharpness_by(image, 1.0 + m),
+    lambda image, m, fill: posterize_bits(image, m.astype(jnp.int32)),
+    lambda image, m, fill: solarize_above(image, m),
+    lambda image, m, fill: auto_contrast(image, 0, None, fill),
+    lambda image, m, fill: equalize(image, 0, None, fill),
+    lambda image, m, fill: invert(image, 0, None, fill),
+    lambda image, m, fill: image,
+)
+
+
+def apply_autoaugment(key, image, encoded, magnitudes, signed, fill):
+  """AutoAugment on one uint8-valued float image ``[H, W, C]``: a sub-policy drawn
+  uniformly, each of its two operations applied when a uniform draw is ≤ its probability,
+  a signed magnitude negated with probability 1/2 (torchvision's order of draws)."""
+  choice_key, coin_key, sign_key = jax.random.split(key, 3)
+  index = jax.random.randint(choice_key, (), 0, encoded["operation"].shape[0])
+  coins = jax.random.uniform(coin_key, (2,))
+  negate = jax.random.bernoulli(sign_key, 0.5, (2,))
+  identity = len(AUTOAUGMENT_OPERATIONS)
+  for slot in range(2):
+    operation = encoded["operation"][index, slot]
+    magnitude = magnitudes[operation, encoded["bin"][index, slot]]
+    magnitude = jnp.where(signed[operation] & negate[slot], -magnitude, magnitude)
+    branch = jnp.where(coins[slot] <= encoded["probability"][index, slot], operation, identity)
+    image = jax.lax.switch(branch, AUTOAUGMENT_BRANCHES, image, magnitude, fill)
+    image = jnp.clip(jnp.round(image), 0, 255)
+  return image
+
+
+def autoaugment_batch(key, images, policy="cifar10", *, fill=0.0, per_image: bool = True,
+                      loop: str | None = None):
+  """AutoAugment on a batch of uint8-valued images ``[B, H, W, C]``, on device; jit-able.
+
+  Each image (or, with ``per_image=False``, the whole batch at once, as torchvision
+  transforms a batched tensor in Wang et al.'s official code) draws one of the policy's
+  sub-policies and applies its two operations, each with its probability and the magnitude
+  of its bin (``autoaugment_magnitudes``), signed ones in a random direction. Pixel
+  arithmetic follows PIL, as the AutoAugment authors' code and PBA (the operations of this
+  module): torchvision's tensor path truncates the grey level where PIL rounds it, so a few
+  pixels of Color / Contrast can differ by one level. Geometric operations use nearest
+  neighbours and fill uncovered pixels with ``fill`` (torchvision's default: 0, black).
+
+  Args:
+    key: PRNG key.
+    images: ``[B, H, W, C]`` with values 0..255 (any dtype; the result has the same).
+    policy: a name of AUTOAUGMENT_POLICIES ("cifar10" | "imagenet") or a list of
+      sub-policies (``encode_autoaugment``).
+    fill: per-channel pixel value of uncovered pixels.
+    per_image: one draw per image (True) or one for the batch (False).
+    loop: "map" or "vmap", as in ``augment_batch`` (None: ``default_loop()``).
+  """
+  from kd_jax import validation
+  validation.check_image_layout("images", images)
+  encoded = {k: jnp.asarray(v) for k, v in encode_autoaugment(policy).items()}
+  magnitudes, signed = (jnp.asarray(v) for v in autoaugment_magnitudes(*images.shape[1:3]))
+  fill = jnp.broadcast_to(jnp.asarray(fill, jnp.float32), images.shape[-1:])
+  loop = default_loop() if loop is None else loop
+  if loop not in LOOPS:
+    raise ValueError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}.")
+
+  def one(key, image):
+    return apply_autoaugment(key, image.astype(jnp.float32), encoded, magnitudes, signed,
+                             fill).astype(images.dtype)
+
+  if not per_image:
+    return jax.vmap(lambda image: one(key, image))(images)
+  keys = jax.random.split(key, images.shape[0])
+  if loop == "map":
+    return jax.lax.map(lambda pair: one(*pair), (keys, images))
+  return jax.vmap(one)(keys, images)

@@ -360,3 +360,134 @@ def test_equalize_and_autocontrast_on_large_images_match_pil():
     difference = np.abs(ours - theirs)  # AutoContrast's float32 scale: ±1 on a few pixels
     assert difference.max() <= (0 if name == "Equalize" else 1)
     assert np.mean(difference > 0) < 0.01 and np.any(ours != image)
+
+
+# --- AutoAugment: the policies as data, the magnitudes, the operations against PIL. ---
+
+
+def test_autoaugment_policies_are_25_pairs_of_known_operations():
+  for name in ("cifar10", "imagenet"):
+    policy = policies.AUTOAUGMENT_POLICIES[name]
+    assert len(policy) == 25 and all(len(pair) == 2 for pair in policy)
+    for operation, probability, magnitude_bin in (op for pair in policy for op in pair):
+      assert operation in policies.AUTOAUGMENT_OPERATIONS
+      assert 0.0 <= probability <= 1.0
+      assert (magnitude_bin is None) == (operation in ("AutoContrast", "Equalize", "Invert"))
+  # Spot checks against the AutoAugment paper's appendix (torchvision's lists).
+  assert policies.AUTOAUGMENT_POLICIES["cifar10"][0] == (("Invert", 0.1, None),
+                                                         ("Contrast", 0.2, 6))
+  assert policies.AUTOAUGMENT_POLICIES["imagenet"][0] == (("Posterize", 0.4, 8),
+                                                          ("Rotate", 0.6, 9))
+  encoded = policies.encode_autoaugment("cifar10")
+  assert encoded["operation"].shape == encoded["bin"].shape == (25, 2)
+  assert encoded["operation"][1].tolist() == [policies.AUTOAUGMENT_OPERATIONS.index("Rotate"),
+                                              policies.AUTOAUGMENT_OPERATIONS.index("TranslateX")]
+  np.testing.assert_allclose(encoded["probability"][1], [0.7, 0.3])
+  assert encoded["bin"][1].tolist() == [2, 9] and encoded["bin"][0].tolist() == [0, 6]
+
+
+def test_autoaugment_magnitudes_by_hand():
+  magnitudes, signed = policies.autoaugment_magnitudes(32, 24)
+  row = {name: magnitudes[i] for i, name in enumerate(policies.AUTOAUGMENT_OPERATIONS)}
+  np.testing.assert_allclose(row["ShearX"][[0, 3, 9]], [0.0, 0.1, 0.3], rtol=1e-6)
+  np.testing.assert_allclose(row["Rotate"][[1, 9]], [10 / 3, 30.0], rtol=1e-6)
+  # 150/331 of the side: 14.50 px of 32 rows, 10.88 px of 24 columns at bin 9.
+  np.testing.assert_allclose(row["TranslateY"][9], 150 / 331 * 32, rtol=1e-6)
+  np.testing.assert_allclose(row["TranslateX"][9], 150 / 331 * 24, rtol=1e-6)
+  assert np.trunc(row["TranslateY"]).astype(int).tolist() == [0, 1, 3, 4, 6, 8, 9, 11, 12, 14]
+  np.testing.assert_allclose(row["Brightness"][[0, 9]], [0.0, 0.9], rtol=1e-6)
+  assert row["Posterize"].astype(int).tolist() == [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+  np.testing.assert_allclose(row["Solarize"][[0, 3, 9]], [255.0, 170.0, 0.0], rtol=1e-6)
+  assert [n for n, s in zip(policies.AUTOAUGMENT_OPERATIONS, signed) if not s] == [
+      "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert"]
+
+
+@pytest.mark.parametrize("name", policies.AUTOAUGMENT_OPERATIONS)
+def test_autoaugment_operation_matches_pil(name):
+  """Each operation at bins 3 and 9, in both directions where signed, against PIL. (Bins
+  whose shear puts pixel centres exactly on a pixel edge, such as bin 2's 1/15 at column
+  7.5, round differently in float32 and PIL's doubles; 0.1 and 0.3 never do.)"""
+  magnitudes, signed = policies.autoaugment_magnitudes(12, 10)
+  index = policies.AUTOAUGMENT_OPERATIONS.index(name)
+  branch = jax.jit(lambda image, m: policies.AUTOAUGMENT_BRANCHES[index](
+      image, m, jnp.full((3,), 128.0)))
+  for image in _images():
+    for magnitude_bin in (3, 9):
+      for sign in ((1.0, -1.0) if signed[index] else (1.0,)):
+        magnitude = float(magnitudes[index, magnitude_bin]) * sign
+        ours = np.asarray(branch(jnp.asarray(image, jnp.float32), jnp.float32(magnitude)), int)
+        theirs = np.asarray(pil_policy.pil_autoaugment_operation(
+            name, Image.fromarray(image), magnitude, FILL), int)
+        difference = np.abs(ours - theirs)
+        assert difference.max() <= 1 and np.mean(difference > 0) < 0.03, (name, magnitude)
+
+
+def _batch(seed=0, size=(64, 8, 8, 3)):
+  return jnp.asarray(np.random.default_rng(seed).integers(0, 256, size), jnp.uint8)
+
+
+def test_autoaugment_applies_each_operation_with_its_probability():
+  images = _batch()
+  key = jax.random.PRNGKey(0)
+  # Invert always, then nothing (probability 0): exactly 255 − x for every image.
+  always = [(("Invert", 1.0, None), ("Equalize", 0.0, None))]
+  np.testing.assert_array_equal(policies.autoaugment_batch(key, images, always),
+                                255 - np.asarray(images))
+  # Inverting twice is the identity; probability-0 operations never fire.
+  twice = [(("Invert", 1.0, None), ("Invert", 1.0, None))]
+  np.testing.assert_array_equal(policies.autoaugment_batch(key, images, twice), images)
+  never = [(("Rotate", 0.0, 9), ("Solarize", 0.0, 9))]
+  np.testing.assert_array_equal(policies.autoaugment_batch(key, images, never), images)
+  # Probability 0.5: about half the images are inverted (64 images: 20..44 is > 3 sigma).
+  half = [(("Invert", 0.5, None), ("Invert", 0.0, None))]
+  out = np.asarray(policies.autoaugment_batch(key, images, half))
+  inverted = np.all(out == 255 - np.asarray(images), axis=(1, 2, 3))
+  assert 20 <= inverted.sum() <= 44
+  assert np.all(inverted | np.all(out == np.asarray(images), axis=(1, 2, 3)))
+
+
+def test_autoaugment_draws_sub_policies_signs_per_image_or_per_batch():
+  images = _batch(1)
+  # Two sub-policies: invert, or nothing (posterize to 8 bits keeps every value).
+  policy = [(("Invert", 1.0, None), ("Invert", 0.0, None)),
+            (("Posterize", 1.0, 0), ("Invert", 0.0, None))]
+  for per_image, expected_kinds in ((True, 2), (False, 1)):
+    kinds = set()
+    for seed in range(4):
+      out = np.asarray(policies.autoaugment_batch(jax.random.PRNGKey(seed), images, policy,
+                                                  per_image=per_image))
+      inverted = np.all(out == 255 - np.asarray(images), axis=(1, 2, 3))
+      kinds.add(tuple(sorted(set(inverted.tolist()))))
+    if per_image:
+      assert (False, True) in kinds  # both kinds inside one batch
+    else:
+      assert kinds <= {(False,), (True,)} and len(kinds) == 2  # whole batches, both seen
+  # Signed magnitudes go both ways: a 30-degree rotation of an asymmetric image.
+  image = np.zeros((1, 11, 11, 1), np.uint8)
+  image[0, 0:3, 4:7] = 255  # a block above the centre turns left or right
+  rotate = [(("Rotate", 1.0, 9), ("Invert", 0.0, None))]
+  columns = []
+  for seed in range(12):
+    out = np.asarray(policies.autoaugment_batch(jax.random.PRNGKey(seed), image, rotate))
+    columns.append(np.nonzero(out[0, :, :, 0])[1].mean())  # the block's mean column
+  assert min(columns) < 4.5 < max(columns)
+
+
+def test_autoaugment_is_jitable_deterministic_and_checks_its_policy():
+  images = _batch(2, (6, 12, 10, 3))
+  run = jax.jit(lambda key, x: policies.autoaugment_batch(key, x, "imagenet", fill=128.0))
+  first = run(jax.random.PRNGKey(3), images)
+  assert first.dtype == jnp.uint8 and first.shape == images.shape
+  np.testing.assert_array_equal(first, run(jax.random.PRNGKey(3), images))
+  np.testing.assert_array_equal(
+      first, policies.autoaugment_batch(jax.random.PRNGKey(3), images, "imagenet", fill=128.0,
+                                        loop="vmap"))
+  for policy, message in (("svhn", "unknown AutoAugment policy 'svhn'; valid names: cifar10, "
+                                   "imagenet"),
+                          ([(("Blur", 0.5, 3), ("Invert", 0.1, None))], "unknown operation"),
+                          ([(("Rotate", 1.5, 3), ("Invert", 0.1, None))], r"not in \[0, 1\]"),
+                          ([(("Rotate", 0.5, None), ("Invert", 0.1, None))],
+                           "Rotate needs a magnitude bin 0..9"),
+                          ([(("Invert", 0.1, None),)], "has 1 operations")):
+    with pytest.raises(ValueError, match=message):
+      policies.autoaugment_batch(jax.random.PRNGKey(0), images, policy)

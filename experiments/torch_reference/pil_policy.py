@@ -116,3 +116,32 @@ def augment_batch(rng: np.random.Generator, images: np.ndarray, policy, *, fill,
                             (int(rng.integers(height)), int(rng.integers(width))), fill)
     out[i] = image
   return out
+
+
+def pil_autoaugment_operation(name: str, pil: Image.Image, magnitude: float,
+                              fill: tuple) -> Image.Image:
+  """One AutoAugment operation at a signed ``magnitude`` (kd_jax.policies.
+  autoaugment_magnitudes) on a PIL image, the way the AutoAugment authors' PIL code applies
+  it: shears and whole-pixel translations as PIL AFFINE transforms, rotations in degrees,
+  enhance factors 1 + magnitude, posterize to ``magnitude`` bits, solarize at ``magnitude``."""
+  fill = fill if len(fill) > 1 else fill[0]
+  affine = {"ShearX": (1, magnitude, 0, 0, 1, 0), "ShearY": (1, 0, 0, magnitude, 1, 0),
+            "TranslateX": (1, 0, int(magnitude), 0, 1, 0),
+            "TranslateY": (1, 0, 0, 0, 1, int(magnitude))}
+  if name in affine:
+    return pil.transform(pil.size, Image.AFFINE, affine[name], fillcolor=fill)
+  enhance = {"Brightness": ImageEnhance.Brightness, "Color": ImageEnhance.Color,
+             "Contrast": ImageEnhance.Contrast, "Sharpness": ImageEnhance.Sharpness}
+  if name in enhance:
+    return enhance[name](pil).enhance(1.0 + magnitude)
+  operations = {
+      "Rotate": lambda: pil.rotate(magnitude, fillcolor=fill),
+      "Posterize": lambda: ImageOps.posterize(pil, int(magnitude)),
+      "Solarize": lambda: ImageOps.solarize(pil, magnitude),
+      "AutoContrast": lambda: ImageOps.autocontrast(pil),
+      "Equalize": lambda: ImageOps.equalize(pil),
+      "Invert": lambda: ImageOps.invert(pil),
+  }
+  if name not in operations:
+    raise ValueError(f"unknown AutoAugment operation {name!r}.")
+  return operations[name]()
