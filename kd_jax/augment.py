@@ -17,7 +17,7 @@ _check_images = validation.check_image_layout
 
 
 def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
-                     flip: bool = True) -> jax.Array:
+                     flip: bool = True, *, per_image: bool = True) -> jax.Array:
   """Standard CIFAR training view: zero-pad, random crop back to size, random h-flip.
 
   Equivalent to torchvision's ``RandomCrop(size, padding=pad)`` followed by
@@ -30,6 +30,8 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
     images: ``[batch, height, width, channels]``.
     pad: zero padding on each side, ≥ 0 (a Python int: it fixes shapes).
     flip: whether to flip horizontally at random.
+    per_image: one offset and one coin per image (True), or one for the whole batch (as
+      torchvision transforms a batched tensor).
 
   Returns:
     Array of the same shape and dtype as ``images``.
@@ -37,19 +39,54 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
   _check_images("images", images)
   pad = validation.static_int("pad", pad, minimum=0)
   batch, height, width, channels = images.shape
+  draws = batch if per_image else 1
   crop_key, flip_key = jax.random.split(key)
   if pad > 0:
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * pad + 1)
+    offsets = jax.random.randint(crop_key, (draws, 2), 0, 2 * pad + 1)
 
     def crop(image, offset):
       return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
 
-    images = jax.vmap(crop)(padded, offsets)
+    images = jax.vmap(crop)(padded, jnp.broadcast_to(offsets, (batch, 2)))
   if flip:
-    do_flip = jax.random.bernoulli(flip_key, 0.5, (batch, 1, 1, 1))
+    do_flip = jax.random.bernoulli(flip_key, 0.5, (draws, 1, 1, 1))
     images = jnp.where(do_flip, images[:, :, ::-1, :], images)
   return images
+
+
+def cutout(key: jax.Array, images: jax.Array, size: int, *, per_image: bool = True,
+           fill=0.0) -> jax.Array:
+  """Cutout (DeVries & Taylor 2017): a ``size × size`` square set to ``fill``.
+
+  The centre is uniform over the pixels and the square is clipped to the image (rows
+  ``cy − size//2 .. cy + size//2``, as the official code). Applied after normalisation with
+  ``fill = 0`` it paints the dataset's mean colour, as the official Cutout and Wang et al.'s
+  code (which multiply the normalised batch by the mask) do.
+
+  Args:
+    key: PRNG key.
+    images: ``[batch, height, width, channels]``.
+    size: side in pixels, ≥ 0 (0: no change).
+    per_image: one square per image (DeVries & Taylor) or one for the whole batch (Wang et
+      al.'s official view).
+    fill: value inside the square (scalar or one per channel).
+  """
+  _check_images("images", images)
+  size = validation.static_int("size", size, minimum=0)
+  batch, height, width, _ = images.shape
+  draws = batch if per_image else 1
+  row_key, col_key = jax.random.split(key)
+  rows = jax.random.randint(row_key, (draws, 1, 1), 0, height)
+  cols = jax.random.randint(col_key, (draws, 1, 1), 0, width)
+  grid_rows = jnp.arange(height)[None, :, None]
+  grid_cols = jnp.arange(width)[None, None, :]
+  inside = ((grid_rows >= jnp.maximum(0, rows - size // 2))
+            & (grid_rows < jnp.minimum(height, rows + size // 2))
+            & (grid_cols >= jnp.maximum(0, cols - size // 2))
+            & (grid_cols < jnp.minimum(width, cols + size // 2)))
+  fill = jnp.asarray(fill, images.dtype)
+  return jnp.where(inside[..., None], fill, images)
 
 
 def normalize(images: jax.Array, mean, std, dtype=jnp.float32, *,

@@ -274,3 +274,40 @@ def test_pick_top_whole_pool_and_indices():
   mixed, _, lam = jax.jit(augment.mixup)(jax.random.PRNGKey(0), _constant_images(),
                                          jnp.float32(0.7))
   assert 0.0 <= float(lam) <= 1.0 and mixed.shape == (8, 16, 16, 3)
+
+
+def test_cutout_paints_one_clipped_square_per_image_or_per_batch():
+  images = jnp.ones((32, 8, 8, 2), jnp.float32)
+  out = np.asarray(augment.cutout(jax.random.PRNGKey(0), images, 4))
+  assert out.shape == images.shape and out.dtype == np.float32
+  zeroed = out[..., 0] == 0.0
+  assert np.array_equal(zeroed, out[..., 1] == 0.0)  # every channel alike
+  for mask in zeroed:  # a clipped square: rows × cols of at most 4 each, at least 2 each
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    assert 2 <= len(rows) <= 4 and 2 <= len(cols) <= 4
+    assert mask.sum() == len(rows) * len(cols)
+    assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1))
+  assert len({m.tobytes() for m in zeroed}) > 5  # per image: different squares
+  shared = np.asarray(augment.cutout(jax.random.PRNGKey(0), images, 4, per_image=False))
+  assert len({m.tobytes() for m in shared[..., 0] == 0.0}) == 1
+  # DeVries' rule by hand: centre (row 0, col 7) of a 4-pixel square keeps rows 0..1, cols 5..7.
+  centre_key = next(jax.random.PRNGKey(s) for s in range(500)
+                    if [int(v) for v in (jax.random.randint(jax.random.split(
+                        jax.random.PRNGKey(s))[0], (1, 1, 1), 0, 8)[0, 0, 0],
+                        jax.random.randint(jax.random.split(jax.random.PRNGKey(s))[1],
+                                           (1, 1, 1), 0, 8)[0, 0, 0])] == [0, 7])
+  one = np.asarray(augment.cutout(centre_key, images[:1], 4, per_image=False, fill=-1.0))
+  expected = np.ones((8, 8))
+  expected[0:2, 5:8] = -1.0
+  np.testing.assert_array_equal(one[0, ..., 0], expected)
+  np.testing.assert_array_equal(augment.cutout(jax.random.PRNGKey(0), images, 0), images)
+
+
+def test_crop_flip_can_draw_once_for_the_batch():
+  images = jnp.tile(jnp.arange(64, dtype=jnp.float32).reshape(1, 8, 8, 1), (16, 1, 1, 1))
+  for seed in range(3):
+    out = np.asarray(augment.random_crop_flip(jax.random.PRNGKey(seed), images, pad=2,
+                                              per_image=False))
+    assert all(np.array_equal(out[0], o) for o in out)  # one crop and one coin for all
+  per_image = np.asarray(augment.random_crop_flip(jax.random.PRNGKey(0), images, pad=2))
+  assert len({o.tobytes() for o in per_image}) > 4

@@ -44,8 +44,9 @@ def test_get_method_errors_list_the_valid_names():
       f"unknown method 'kdd'; valid names: {ALL_METHODS}.") + "$"):
     methods.get_method("kdd")
   with pytest.raises(ValueError, match=re.escape(
-      "unknown view 'cutout'; valid names: none, mixup, cutmix, cutmix_pick, backward.") + "$"):
-    methods.get_method("kd", "cutout")
+      "unknown view 'cutmixup'; valid names: none, identity, flip, crop_flip, cutout, "
+      "autoaugment, mixup, cutmix, cutmix_pick, backward.") + "$"):
+    methods.get_method("kd", "cutmixup")
 
 
 def test_get_method_composes_a_view_and_keeps_the_rest():
@@ -86,8 +87,9 @@ def test_get_method_fixes_the_objective_options_it_takes():
 def test_make_view_names_modalities_and_filters_options():
   assert methods.make_view(None) is None and methods.make_view("none", "text") is None
   with pytest.raises(ValueError, match=re.escape(
-      "unknown image view 'cutout'; valid names: mixup, cutmix, cutmix_pick, backward.") + "$"):
-    methods.make_view("cutout")  # the modality defaults to "image"
+      "unknown image view 'cutmixup'; valid names: identity, flip, crop_flip, cutout, "
+      "autoaugment, mixup, cutmix, cutmix_pick, backward.") + "$"):
+    methods.make_view("cutmixup")  # the modality defaults to "image"
   with pytest.raises(ValueError, match=re.escape(
       "unknown text view 'mixup'; valid names: backward.") + "$"):
     methods.make_view("mixup", "text")

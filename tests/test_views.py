@@ -92,8 +92,8 @@ def test_partner_labels_and_lambda_describe_the_mix(nets):
 
 
 def test_unknown_view_and_score():
-  with pytest.raises(ValueError, match="unknown image view .cutout."):
-    _maker("cutout", _view_options())
+  with pytest.raises(ValueError, match="unknown image view .cutmixup."):
+    _maker("cutmixup", _view_options())
   with pytest.raises(ValueError, match="unknown pick score 'margin'"):
     _maker("cutmix_pick", _view_options(score="margin"))
 
@@ -127,3 +127,89 @@ def test_step_loss_is_objective_on_x_plus_kd_on_the_teacher_labelled_view(nets, 
   _, metrics = step(sharding.replicate(state, mesh), sharding.global_batch(batch, mesh),
                     sharding.replicate(teacher_variables, mesh), sharding.replicate(HPARAMS, mesh))
   assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+# --- The other schemes of Wang et al.'s study: identity, flip, crop+flip, Cutout, AutoAugment.
+
+PIXEL_RANGE = (np.float32(-80.0 / 90.0), np.float32(175.0 / 90.0))  # pixels 0 and 255 of nets
+
+
+def test_study_views_keep_labels_and_rerun_the_teacher(nets):
+  *_, teacher_fn, student_fn, images, labels = nets
+  images = jnp.asarray(images)
+  for name, block in (("identity", {}), ("flip", {"per_image": True}),
+                      ("crop_flip", {"pad": 2, "flip": False, "per_image": True}),
+                      ("cutout", {"size": 4, "per_image": True}),
+                      ("autoaugment", {"policy": "cifar10", "fill": 0.0, "per_image": True})):
+    maker = methods.make_view(name, "image", **setup.view_keywords(block, PIXEL_RANGE))
+    view = maker(jax.random.PRNGKey(1), images, labels, teacher_fn, student_fn, HPARAMS)
+    assert view.inputs.shape == images.shape, name
+    np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.inputs), rtol=1e-5)
+    np.testing.assert_array_equal(view.labels, labels)
+    np.testing.assert_array_equal(view.partner_labels, labels)
+    np.testing.assert_array_equal(view.lam, np.ones(16))
+    if name == "identity":
+      np.testing.assert_array_equal(view.inputs, images)
+    else:
+      assert not np.allclose(view.inputs, images), name
+
+
+def test_crop_flip_view_pads_black_and_autoaugment_round_trips_pixels(nets):
+  *_, teacher_fn, student_fn, images, labels = nets
+  images = jnp.asarray(images)
+  low = PIXEL_RANGE[0]
+  crop = methods.make_view("crop_flip", "image", pad=3, flip=False, per_image=False,
+                           input_range=PIXEL_RANGE)
+  for seed in range(4):
+    view = crop(jax.random.PRNGKey(seed), images, labels, teacher_fn, student_fn, HPARAMS)
+    shifted = np.asarray(view.inputs)
+    # One offset for the batch; the uncovered border is black (pixel 0 = low), not 0.
+    padded = np.pad(np.asarray(images) - low, ((0, 0), (3, 3), (3, 3), (0, 0))) + low
+    matches = [(r, c) for r in range(7) for c in range(7)
+               if np.allclose(padded[:, r:r + 8, c:c + 8], shifted, atol=1e-6)]
+    assert matches, seed
+  # AutoAugment with operations that never fire gives back x (pixels round-trip exactly).
+  never = [(("Rotate", 0.0, 9), ("Invert", 0.0, None))]
+  same = methods.make_view("autoaugment", "image", policy=never, input_range=PIXEL_RANGE)
+  view = same(jax.random.PRNGKey(0), images, labels, teacher_fn, student_fn, HPARAMS)
+  np.testing.assert_allclose(view.inputs, images, atol=1e-5)
+  # Invert always: pixel p becomes 255 − p, i.e. x becomes low + high − x.
+  invert = [(("Invert", 1.0, None), ("Invert", 0.0, None))]
+  flipped = methods.make_view("autoaugment", "image", policy=invert, input_range=PIXEL_RANGE)
+  view = flipped(jax.random.PRNGKey(0), images, labels, teacher_fn, student_fn, HPARAMS)
+  np.testing.assert_allclose(view.inputs, sum(PIXEL_RANGE) - images, atol=1e-5)
+
+
+def test_study_views_check_their_options():
+  for name, options, message in (
+      ("crop_flip", {}, "crop_flip view works on pixel values: it needs input_range"),
+      ("autoaugment", {"policy": "svhn", "input_range": PIXEL_RANGE},
+       "unknown AutoAugment policy 'svhn'"),
+      ("cutout", {"size": 0}, "cutout size must be ≥ 1 pixel; got 0"),
+      ("crop_flip", {"pad": -1, "input_range": PIXEL_RANGE}, "pad must be ≥ 0")):
+    with pytest.raises(ValueError, match=message):
+      methods.make_view(name, "image", **options)
+
+
+def test_standard_augmentation_autoaugment_then_cutout_in_the_preprocess():
+  data = load_dataset("digits", "train")
+  batch = {"image": jnp.asarray(data.images[:32])}
+  plain = preprocess_lib.image_preprocess(data.mean, data.std)
+  key = jax.random.PRNGKey(0)
+  # Cutout only: each image differs from its normalisation on one square, set to 0.
+  cut = preprocess_lib.image_preprocess(data.mean, data.std, cutout_size=4)
+  base, out = np.asarray(plain(key, batch, None, True)), np.asarray(cut(key, batch, None, True))
+  changed = out != base
+  assert np.all(out[changed] == 0.0) and 0 < changed.sum(axis=(1, 2, 3)).max() <= 16
+  # AutoAugment "imagenet" changes the pixels before normalisation; evaluation is untouched.
+  auto = preprocess_lib.image_preprocess(data.mean, data.std, autoaugment="imagenet")
+  assert not np.allclose(auto(key, batch, None, True), base)
+  np.testing.assert_array_equal(auto(key, batch, None, False), plain(key, batch, None, False))
+  # Crop/flip still draw from the step's key itself: runs without the new stages unchanged.
+  crop = preprocess_lib.image_preprocess(data.mean, data.std, crop_pad=1)
+  expected = (np.asarray(jax.jit(lambda k, x: __import__("kd_jax").augment.random_crop_flip(
+      k, x, pad=1, flip=False))(key, batch["image"])).astype(np.float32) / 255.0
+      - np.asarray(data.mean)) / np.asarray(data.std)
+  np.testing.assert_allclose(crop(key, batch, None, True), expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="unknown AutoAugment policy 'cifar'"):
+    preprocess_lib.image_preprocess(data.mean, data.std, autoaugment="cifar")

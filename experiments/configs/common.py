@@ -9,7 +9,9 @@ Keys (all overridable on the command line as ``--config.key=value``):
   seed                          initialisation, sampler order and augmentation randomness.
   num_epochs, batch_size, eval_batch_size
   dtype                         compute dtype, "float32" or "bfloat16" (parameters stay f32).
-  augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip.
+  augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip;
+  augment.autoaugment, augment.cutout_size   then an AutoAugment policy ("cifar10" |
+                                "imagenet"; "" none) and Cutout (pixels; 0 none), per image.
   optimizer.*                   name "sgd": momentum, weight decay, multi-step lr schedule
                                 (lr_milestones, lr_decay); "adamw": weight_decay, linear
                                 warm-up over warmup_fraction of the steps, then linear decay;
@@ -23,6 +25,11 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 (True; BatchNorm normalises them together) or two (False, as
                                 Wang et al.'s official code); None = the model's default
                                 (image models one, text models two).
+  identity, flip.*, crop_flip.*, cutout.*, autoaugment.*   the other views of Wang et al.'s
+                                study (view.name): flip per_image; crop_flip pad, flip,
+                                per_image; cutout size, per_image; autoaugment policy
+                                ("cifar10" | "imagenet"), fill (pixel value), per_image.
+                                per_image False: one draw per batch, as the official code.
   mixup.*, cutmix.*             the views of kd_mixup / kd_cutmix: alpha (Beta parameter),
                                 label_mixing (add the mixed-label CE on x').
   cutmix_pick.*                 kd_cutmix_pick: alpha, pool_rounds R, score
@@ -76,6 +83,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict()
   config.augment.crop_pad = 4
   config.augment.flip = True
+  config.augment.cutout_size = 0  # 0: no Cutout (16 on CIFAR-10, 8 on CIFAR-100 with it)
+  config.augment.autoaugment = ""  # "" | "cifar10" | "imagenet"
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "sgd"
@@ -103,6 +112,22 @@ def base_config() -> ml_collections.ConfigDict:
   # two: kd_jax.models.adapters).
   config.view.joint_pass = placeholder(bool)
   # One block per view, named after it and read by its factory (kd_jax.methods.make_view).
+  # The schemes of Wang et al.'s study: x' = x, a flip, a crop+flip, Cutout or AutoAugment
+  # of x; per_image False draws once per batch, as the official code.
+  config.identity = ml_collections.ConfigDict()
+  config.flip = ml_collections.ConfigDict()
+  config.flip.per_image = True
+  config.crop_flip = ml_collections.ConfigDict()
+  config.crop_flip.pad = 4
+  config.crop_flip.flip = True
+  config.crop_flip.per_image = True
+  config.cutout = ml_collections.ConfigDict()
+  config.cutout.size = 8
+  config.cutout.per_image = True
+  config.autoaugment = ml_collections.ConfigDict()
+  config.autoaugment.policy = "cifar10"
+  config.autoaugment.fill = 0.0
+  config.autoaugment.per_image = True
   config.mixup = ml_collections.ConfigDict()
   config.mixup.alpha = 1.0
   config.mixup.label_mixing = False

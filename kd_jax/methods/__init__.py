@@ -7,7 +7,8 @@ Where to find a method (its formula, its schedule and its contribution to the st
   ======================  ==========================================  ==========================
   ce, kd                  kd_jax.methods.vanilla                      Hinton et al. 2015
   kd_mixup, kd_cutmix,    kd_jax.methods.strong_aug                   Wang et al. 2022
-  kd_cutmix_pick
+  kd_cutmix_pick (and     (views identity, flip, crop_flip, cutout,
+  any method + a view)    autoaugment, mixup, cutmix, cutmix_pick)
   backward_kd             kd_jax.methods.backward_kd (images, text)   Jafari et al. 2023
   continuation_kd,        kd_jax.methods.continuation_kd              Jafari et al. 2022, 2021
   annealing_kd
@@ -46,11 +47,15 @@ METHODS: dict[str, Method] = {
 
 # View makers by modality and name: factories taking keyword options.
 VIEWS = {
-    "image": {"mixup": strong_aug.mixup, "cutmix": strong_aug.cutmix,
-              "cutmix_pick": strong_aug.cutmix_pick, "backward": backward_kd.image_view},
+    "image": {"identity": strong_aug.identity, "flip": strong_aug.flip,
+              "crop_flip": strong_aug.crop_flip, "cutout": strong_aug.cutout,
+              "autoaugment": strong_aug.autoaugment, "mixup": strong_aug.mixup,
+              "cutmix": strong_aug.cutmix, "cutmix_pick": strong_aug.cutmix_pick,
+              "backward": backward_kd.image_view},
     "text": {"backward": backward_kd.token_view},
 }
-VIEW_NAMES = ("none", "mixup", "cutmix", "cutmix_pick", "backward")
+VIEW_NAMES = ("none", "identity", "flip", "crop_flip", "cutout", "autoaugment", "mixup",
+              "cutmix", "cutmix_pick", "backward")
 
 
 def get_method(name: str, view: str | None = None, **objective_options) -> Method:

@@ -1,4 +1,4 @@
-"""KD with stronger augmentation (Wang et al., ICLR 2022): mixup, CutMix and CutMix-pick views.
+"""KD with stronger augmentation (Wang et al., ICLR 2022 / NeurIPS 2022): the views x'.
 
 The student is trained with KD on the batch x plus the KD term on an extra view x' made on
 device inside the step; the teacher is re-run on x' and labels it (teacher-labelled mixing:
@@ -7,6 +7,16 @@ CutMix views of the batch and keeps the B most informative ones.
 
 Mixing happens after normalisation: both mixup (linear) and CutMix (pixel copy) commute with
 the per-channel affine normalisation, so the result equals mixing raw pixels.
+
+The paper's study of nine schemes also uses x' = identity, flip, crop+flip, Cutout and
+AutoAugment of x (``identity``, ``flip``, ``crop_flip``, ``cutout``, ``autoaugment``).
+Those that work on pixels (crop padding, AutoAugment) map the normalised batch back to
+pixel values with ``input_range`` (the preprocess's ``valid_range()``: where pixel values 0
+and 255 land), as the official code denormalises before its torchvision transforms. The
+official code draws one crop, flip, Cutout square or AutoAugment sub-policy for the whole
+batch (torchvision transforms a batched tensor with one draw); ``per_image=True`` (the
+default) draws per image, as these augmentations are defined and used as standard
+augmentation, and ``per_image=False`` is the official form.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kd_jax import augment, losses
+from kd_jax import augment, losses, policies
 from kd_jax.methods.base import View, ViewMaker
 
 SCORES = ("teacher_entropy", "student_entropy", "kl")
@@ -70,6 +80,104 @@ def cutmix_pick_view(key, images, labels, teacher_fn, student_fn, hparams, *, al
   picked_teacher = teacher_fn(picked_images) if teacher_logits is None else teacher_logits[picked]
   return View(picked_images, picked_teacher, pool_labels[picked], pool_partners[picked],
               pool_lam[picked])
+
+
+def _same_labels(images, teacher_fn, labels) -> View:
+  """A view that keeps each image's own label (no mixing: λ = 1)."""
+  return View(images, teacher_fn(images), labels, labels, jnp.ones(labels.shape, jnp.float32))
+
+
+def _pixel_map(input_range, view_name: str):
+  """(scale, low) with pixels = (x − low) · scale, from the (low, high) of normalised inputs."""
+  if input_range is None:
+    raise ValueError(f"the {view_name} view works on pixel values: it needs input_range, the "
+                     "(low, high) per channel of normalised inputs (preprocess.valid_range()).")
+  low, high = (jnp.asarray(v, jnp.float32) for v in input_range)
+  return 255.0 / (high - low), low
+
+
+def identity_view(key, images, labels, teacher_fn, student_fn, hparams) -> View:
+  """x' = x: the KD term counted twice on the same batch (the study's baseline scheme)."""
+  del key, student_fn, hparams
+  return _same_labels(images, teacher_fn, labels)
+
+
+def flip_view(key, images, labels, teacher_fn, student_fn, hparams, *,
+              per_image: bool) -> View:
+  """x' = x flipped horizontally with probability 1/2."""
+  del student_fn, hparams
+  flipped = augment.random_crop_flip(key, images, pad=0, flip=True, per_image=per_image)
+  return _same_labels(flipped, teacher_fn, labels)
+
+
+def crop_flip_view(key, images, labels, teacher_fn, student_fn, hparams, *, pad: int,
+                   flip: bool, per_image: bool, input_range) -> View:
+  """x' = a random crop of x padded with ``pad`` black pixels, then a random flip."""
+  del student_fn, hparams
+  scale, low = _pixel_map(input_range, "crop_flip")
+  del scale  # padding is black (pixel 0), the normalised value ``low``
+  shifted = augment.random_crop_flip(key, images - low.astype(images.dtype), pad=pad,
+                                     flip=flip, per_image=per_image)
+  return _same_labels(shifted + low.astype(images.dtype), teacher_fn, labels)
+
+
+def cutout_view(key, images, labels, teacher_fn, student_fn, hparams, *, size: int,
+                per_image: bool) -> View:
+  """x' = Cutout(x): a ``size``-pixel square of the normalised batch set to 0 (the mean
+  colour, as the official code multiplies the normalised batch by its mask)."""
+  del student_fn, hparams
+  return _same_labels(augment.cutout(key, images, size, per_image=per_image), teacher_fn,
+                      labels)
+
+
+def autoaugment_view(key, images, labels, teacher_fn, student_fn, hparams, *, policy,
+                     fill, per_image: bool, input_range) -> View:
+  """x' = AutoAugment(x) (kd_jax.policies.autoaugment_batch) on the pixel values of x,
+  rounded to whole levels and normalised back."""
+  del student_fn, hparams
+  scale, low = _pixel_map(input_range, "autoaugment")
+  pixels = jnp.clip(jnp.round((images.astype(jnp.float32) - low) * scale), 0, 255)
+  augmented = policies.autoaugment_batch(key, pixels, policy, fill=fill, per_image=per_image)
+  return _same_labels((augmented / scale + low).astype(images.dtype), teacher_fn, labels)
+
+
+def identity() -> ViewMaker:
+  """The identity view maker (x' = x)."""
+  return ViewMaker(identity_view, "identity")
+
+
+def flip(*, per_image: bool = True) -> ViewMaker:
+  """The horizontal-flip view maker."""
+  return ViewMaker(functools.partial(flip_view, per_image=per_image), "flip")
+
+
+def crop_flip(*, pad: int = 4, flip: bool = True, per_image: bool = True,
+              input_range=None) -> ViewMaker:
+  """The crop+flip view maker: ``pad`` black pixels each side, random crop, random flip."""
+  if pad < 0:
+    raise ValueError(f"crop_flip pad must be ≥ 0; got {pad}.")
+  _pixel_map(input_range, "crop_flip")
+  return ViewMaker(functools.partial(crop_flip_view, pad=pad, flip=flip, per_image=per_image,
+                                     input_range=input_range), "crop_flip")
+
+
+def cutout(*, size: int = 8, per_image: bool = True) -> ViewMaker:
+  """The Cutout view maker (``size``: 16 on CIFAR-10 and 8 on CIFAR-100 in the official
+  code, which scale to 4 and 2 pixels on 8×8 digits)."""
+  if size < 1:
+    raise ValueError(f"cutout size must be ≥ 1 pixel; got {size}.")
+  return ViewMaker(functools.partial(cutout_view, size=size, per_image=per_image), "cutout")
+
+
+def autoaugment(*, policy="cifar10", fill: float = 0.0, per_image: bool = True,
+                input_range=None) -> ViewMaker:
+  """The AutoAugment view maker (``policy``: "cifar10" | "imagenet" | sub-policies; the
+  official code uses cifar10 on CIFAR and imagenet on (Tiny) ImageNet)."""
+  policies.encode_autoaugment(policy)  # checks the policy
+  _pixel_map(input_range, "autoaugment")
+  return ViewMaker(functools.partial(autoaugment_view, policy=policy, fill=fill,
+                                     per_image=per_image, input_range=input_range),
+                   "autoaugment")
 
 
 def mixup(*, alpha: float = 1.0, label_mixing: bool = False) -> ViewMaker:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
-from kd_jax import augment
+from kd_jax import augment, policies
 from kd_jax.models.adapters import TEXT_FIELDS
 
 
@@ -22,21 +23,34 @@ from kd_jax.models.adapters import TEXT_FIELDS
 class ImagePreprocess:
   """uint8 ``batch["image"]`` → normalised float images.
 
-  Training mode applies the standard view (zero-pad + random crop, horizontal flip) before
-  normalising; evaluation mode only normalises.
+  Training mode applies the standard augmentation, per image: zero-pad + random crop and
+  horizontal flip, then an AutoAugment policy (``autoaugment``: "cifar10" | "imagenet";
+  "" none) on the pixels, normalisation, and Cutout of ``cutout_size`` pixels painted in
+  the mean colour (0 after normalisation) — torchvision's usual CIFAR order. Evaluation
+  mode only normalises.
   """
   mean: tuple
   std: tuple
   crop_pad: int = 0
   flip: bool = False
   compute_dtype: Any = jnp.float32
+  cutout_size: int = 0
+  autoaugment: str = ""
 
   def __call__(self, key, batch, hparams, train: bool):
     del hparams
     images = batch["image"]
-    if train and (self.crop_pad or self.flip):
+    if not train:
+      return augment.normalize(images, self.mean, self.std, self.compute_dtype)
+    # Crop/flip keep the step's key itself (runs without the other stages draw as before).
+    if self.crop_pad or self.flip:
       images = augment.random_crop_flip(key, images, pad=self.crop_pad, flip=self.flip)
-    return augment.normalize(images, self.mean, self.std, self.compute_dtype)
+    if self.autoaugment:
+      images = policies.autoaugment_batch(jax.random.fold_in(key, 1), images, self.autoaugment)
+    images = augment.normalize(images, self.mean, self.std, self.compute_dtype)
+    if self.cutout_size:
+      images = augment.cutout(jax.random.fold_in(key, 2), images, self.cutout_size)
+    return images
 
   def valid_range(self):
     """Per-channel bounds of normalised pixels: where pixel values 0 and 255 land."""
@@ -45,8 +59,14 @@ class ImagePreprocess:
 
 
 def image_preprocess(mean, std, crop_pad: int = 0, flip: bool = False,
-                     compute_dtype=jnp.float32) -> ImagePreprocess:
-  return ImagePreprocess(tuple(mean), tuple(std), crop_pad, flip, compute_dtype)
+                     compute_dtype=jnp.float32, *, cutout_size: int = 0,
+                     autoaugment: str = "") -> ImagePreprocess:
+  if autoaugment:
+    policies.encode_autoaugment(autoaugment)  # an unknown name fails here, not in the step
+  if cutout_size < 0:
+    raise ValueError(f"cutout_size must be ≥ 0 (0: no Cutout); got {cutout_size}.")
+  return ImagePreprocess(tuple(mean), tuple(std), crop_pad, flip, compute_dtype, cutout_size,
+                         autoaugment)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -124,7 +124,8 @@ def view_keywords(block, input_range=None) -> dict:
   """A view's config block (``config.mixup``, ``config.cutmix``, ``config.cutmix_pick``,
   ``config.backward``) as keywords for kd_jax.methods.make_view: ``clip=True`` becomes
   ``input_range``, and a 0 ``epsilon`` or ``n_pick`` means None, as unset does. Keys that
-  only the run reads (``pool_every_epochs``) are dropped."""
+  only the run reads (``pool_every_epochs``) are dropped. ``input_range`` is passed on as
+  well, for the views that map normalised inputs back to pixels."""
   options = dict(block.to_dict() if hasattr(block, "to_dict") else block)
   options.pop("pool_every_epochs", None)
   for key in ("epsilon", "n_pick"):
@@ -132,6 +133,8 @@ def view_keywords(block, input_range=None) -> dict:
       options[key] = None
   if "clip" in options:
     options["clip"] = input_range if options["clip"] else None
+  if input_range is not None:  # the views that work on pixel values (crop_flip, autoaugment)
+    options.setdefault("input_range", input_range)
   return options
 
 
@@ -174,8 +177,10 @@ def build_image_run(config, mesh) -> RunSetup:
                                                          dtype))
   init_key, rng = jax.random.split(jax.random.PRNGKey(config.seed))
   variables = models.init_variables(student.module, init_key, train.image_shape)
-  preprocess = preprocess_lib.image_preprocess(train.mean, train.std, config.augment.crop_pad,
-                                               config.augment.flip, dtype)
+  preprocess = preprocess_lib.image_preprocess(
+      train.mean, train.std, config.augment.crop_pad, config.augment.flip, dtype,
+      cutout_size=config.augment.get("cutout_size", 0),
+      autoaugment=config.augment.get("autoaugment", ""))
   view = pool_options = None
   if method.view is not None:
     options = view_keywords(view_block(config, method.view), preprocess.valid_range())
