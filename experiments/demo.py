@@ -1,12 +1,13 @@
-"""The main job: teacher, student from scratch and KD student on the embedded digits.
+"""The main job: teacher, student from scratch and KD students on an embedded dataset.
 
-  python -m experiments.demo [--workdir=runs/demo] [--seeds=0,1,2] [--results_dir=results]
-      [--num_epochs=N]
+  python -m experiments.demo [--dataset=digits|mnist5k] [--workdir=runs/demo] [--seeds=0,1,2]
+      [--results_dir=results] [--num_epochs=N]
 
-For each seed: trains the cnn_medium teacher, the cnn_tiny student with cross-entropy only,
-and cnn_tiny students distilled from that seed's teacher with each method: vanilla KD; KD
-with a teacher-labelled mixup, CutMix or CutMix-pick view; backward-pass KD; Annealing-KD
-and Continuation-KD (experiments/configs/digits.py holds every setting).
+For each seed: trains the teacher, the student with cross-entropy only, and students
+distilled from that seed's teacher with each method: vanilla KD; KD with a teacher-labelled
+mixup, CutMix or CutMix-pick view; backward-pass KD; Annealing-KD and Continuation-KD.
+Every setting is in the dataset's config: experiments/configs/digits.py (cnn_medium →
+cnn_tiny on the 8x8 digits) or experiments/configs/mnist.py (resnet8 → mlp_tiny on mnist5k).
 Prints a table of mean ± std test top-1 (last and best epoch), teacher–student agreement and
 KL on the test set, writes it with a bar chart to --workdir (and --results_dir), and is
 idempotent: finished runs are read back from their checkpoints, not retrained.
@@ -24,11 +25,16 @@ import numpy as np
 from absl import app, flags
 
 from experiments import launch, reporting
-from experiments.configs import digits
+from experiments.configs import digits, mnist
 from kd_jax.data import load_dataset
 from kd_jax.train import loop, preprocess as preprocess_lib, setup, sharding
 from kd_jax.train import step as step_lib
 
+# Each embedded dataset's config module and the description its report opens with.
+DATASETS = {"digits": (digits, "Embedded digits (1,438 train / 359 test)"),
+            "mnist5k": (mnist, "Embedded mnist5k (4,000 train / 1,000 test)")}
+
+_DATASET = flags.DEFINE_enum("dataset", "digits", list(DATASETS), "Embedded dataset.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the runs and results go.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each trains every row.")
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the epochs of every run.")
@@ -37,9 +43,9 @@ _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Also write the results 
 # (row name, config role, method or None for the role's own). Each method adds its row;
 # the students distil from the teacher of the same seed.
 ROWS = (
-    ("teacher (cnn_medium)", "teacher", None),
-    ("student from scratch (cnn_tiny)", "scratch", None),
-    ("KD student (cnn_tiny)", "kd", "kd"),
+    ("teacher", "teacher", None),
+    ("student from scratch", "scratch", None),
+    ("KD student", "kd", "kd"),
     ("KD + mixup view", "kd", "kd_mixup"),
     ("KD + CutMix view", "kd", "kd_cutmix"),
     ("KD + CutMix-pick view", "kd", "kd_cutmix_pick"),
@@ -50,8 +56,8 @@ ROWS = (
 
 
 def _config(role: str, method: str | None, seed: int, teacher_dir: str | None,
-            num_epochs: int | None = None):
-  config = digits.get_config(role)
+            num_epochs: int | None = None, dataset: str = "digits"):
+  config = DATASETS[dataset][0].get_config(role)
   config.method = method or config.method
   config.seed = seed
   config.progress_bar = False
@@ -77,14 +83,16 @@ def agreement_with(student_dir: str, teacher_dir: str, config) -> dict[str, floa
                        teacher_variables)
 
 
-def run_demo(workdir: str, seeds: list[int], num_epochs: int | None = None) -> dict:
+def run_demo(workdir: str, seeds: list[int], num_epochs: int | None = None,
+             dataset: str = "digits") -> dict:
   """Trains (or reads back) every row for every seed under ``workdir``; their summaries."""
   results = {name: [] for name, _, _ in ROWS}
   for seed in seeds:
     for name, role, method in ROWS:
       run_dir = os.path.join(workdir, f"{method or role}_seed{seed}")
       teacher_dir = os.path.join(workdir, f"teacher_seed{seed}")
-      config = _config(role, method, seed, teacher_dir if role == "kd" else None, num_epochs)
+      config = _config(role, method, seed, teacher_dir if role == "kd" else None, num_epochs,
+                       dataset)
       summary = loop.train_and_evaluate(config, run_dir)
       summary["seconds"] = summary["train_seconds"]  # measured by the run, across resumes
       if "last_agreement" in summary:  # distilled: measured against its teacher already
@@ -100,9 +108,11 @@ def run_demo(workdir: str, seeds: list[int], num_epochs: int | None = None) -> d
   return results
 
 
-def results_table(results: dict, seeds: list[int]) -> str:
-  lines = [f"Embedded digits (1,438 train / 359 test), seeds {', '.join(map(str, seeds))}; "
-           "mean ± std over seeds.", "",
+def results_table(results: dict, seeds: list[int], dataset: str = "digits") -> str:
+  module, description = DATASETS[dataset]
+  teacher, student = module.TEACHER_MODEL, module.STUDENT_MODEL
+  lines = [f"{description}, teacher {teacher}, student {student}, seeds "
+           f"{', '.join(map(str, seeds))}; mean ± std over seeds.", "",
            "| run | test top-1, last epoch (%) | test top-1, best epoch (%) | "
            "agreement with teacher (%) | KL(teacher ‖ student) | training seconds per run |",
            "|---|---|---|---|---|---|"]
@@ -142,14 +152,14 @@ def plot_results(results: dict, path: str) -> None:
   plt.close(fig)
 
 
-def write_results(folder: str, report: str, results: dict) -> None:
-  """demo_digits.{md,json,png} in ``folder``."""
+def write_results(folder: str, report: str, results: dict, dataset: str = "digits") -> None:
+  """demo_{dataset}.{md,json,png} in ``folder``."""
   os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, "demo_digits.md"), "w") as f:
+  with open(os.path.join(folder, f"demo_{dataset}.md"), "w") as f:
     f.write(report)
-  with open(os.path.join(folder, "demo_digits.json"), "w") as f:
+  with open(os.path.join(folder, f"demo_{dataset}.json"), "w") as f:
     json.dump(results, f, indent=1)
-  plot_results(results, os.path.join(folder, "demo_digits.png"))
+  plot_results(results, os.path.join(folder, f"demo_{dataset}.png"))
 
 
 def main(argv):
@@ -157,13 +167,13 @@ def main(argv):
   launch.configure_logging()
   seeds = [int(s) for s in _SEEDS.value]
   start = time.time()
-  results = run_demo(_WORKDIR.value, seeds, _NUM_EPOCHS.value)
-  table = results_table(results, seeds)
+  results = run_demo(_WORKDIR.value, seeds, _NUM_EPOCHS.value, _DATASET.value)
+  table = results_table(results, seeds, _DATASET.value)
   report = (f"{table}\n\nMachine: {machine_description()}. Whole demo: "
             f"{time.time() - start:.0f} s.\nCommand: {reporting.command_line('demo')}\n")
   print("\n" + report)
   for folder in filter(None, (_WORKDIR.value, _RESULTS_DIR.value)):
-    write_results(folder, report, results)
+    write_results(folder, report, results, _DATASET.value)
 
 
 if __name__ == "__main__":
