@@ -17,23 +17,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
-import jax
 import numpy as np
 from absl import app, flags
 
-from experiments import launch, reporting
-from experiments.configs import digits, mnist
+from experiments import launch, reporting, shared
 from kd_jax.data import load_dataset
 from kd_jax.train import loop, preprocess as preprocess_lib, setup, sharding
 from kd_jax.train import step as step_lib
 
-# Each embedded dataset's config module and the description its report opens with.
-DATASETS = {"digits": (digits, "Embedded digits (1,438 train / 359 test)"),
-            "mnist5k": (mnist, "Embedded mnist5k (4,000 train / 1,000 test)")}
-
+DATASETS = shared.DATASETS
 _DATASET = flags.DEFINE_enum("dataset", "digits", list(DATASETS), "Embedded dataset.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the runs and results go.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each trains every row.")
@@ -126,13 +120,6 @@ def results_table(results: dict, seeds: list[int], dataset: str = "digits") -> s
   return "\n".join(lines)
 
 
-def machine_description() -> str:
-  device = jax.devices()[0]
-  return (f"{platform.machine()} {platform.processor() or ''} with {os.cpu_count()} cores, "
-          f"{jax.device_count()} {device.platform.upper()} device(s) ({device.device_kind}), "
-          f"Python {platform.python_version()}, JAX {jax.__version__}").replace("  ", " ")
-
-
 def plot_results(results: dict, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -169,7 +156,7 @@ def main(argv):
   start = time.time()
   results = run_demo(_WORKDIR.value, seeds, _NUM_EPOCHS.value, _DATASET.value)
   table = results_table(results, seeds, _DATASET.value)
-  report = (f"{table}\n\nMachine: {machine_description()}. Whole demo: "
+  report = (f"{table}\n\nMachine: {shared.machine_description()}. Whole demo: "
             f"{time.time() - start:.0f} s.\nCommand: {reporting.command_line('demo')}\n")
   print("\n" + report)
   for folder in filter(None, (_WORKDIR.value, _RESULTS_DIR.value)):

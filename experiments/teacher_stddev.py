@@ -11,17 +11,13 @@ For each view (none, mixup, cutmix, cutmix_pick): walk the training batches a ru
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
-from experiments import launch, reporting
+from experiments import launch, reporting, shared
 from experiments.configs import common
 from kd_jax import diagnostics
-from kd_jax.data import EpochSampler, load_dataset
-from kd_jax import methods
-from kd_jax.train import preprocess as preprocess_lib, setup, sharding
+from kd_jax.data import load_dataset
+from kd_jax.train import setup, sharding
 
 # Views a teacher alone can make (backward samples and student-scored picks need a student).
 STDDEV_VIEWS = ("none", "mixup", "cutmix", "cutmix_pick")
@@ -38,37 +34,6 @@ _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 flags.mark_flag_as_required("teacher_workdir")
 
 
-def teacher_probabilities(view_name, teacher, teacher_variables, data, options, *,
-                          batch_size: int = 64, batches: int = 200, crop_pad: int = 1,
-                          flip: bool = False, seed: int = 0):
-  """Teacher probabilities of x and x' over the walked batches, in training order, and the
-  number of samples per batch."""
-  preprocess = preprocess_lib.image_preprocess(data.mean, data.std, crop_pad, flip)
-  maker = methods.make_view(view_name, "image",
-                            **setup.view_keywords(options, preprocess.valid_range()))
-  hparams = {"temperature": jnp.float32(4.0)}
-
-  @jax.jit
-  def probabilities(key, images, labels):
-    x = preprocess(key, {"image": images}, None, train=True)
-    teacher_fn = lambda v: teacher.predict(teacher_variables, v)
-    parts = [jax.nn.softmax(teacher_fn(x))]
-    if maker is not None:
-      # The student is not part of this diagnostic; scoring by student entropy is not offered.
-      view = maker(jax.random.fold_in(key, 1), x, labels, teacher_fn, None, hparams)
-      parts.append(jax.nn.softmax(view.teacher_logits))
-    return jnp.concatenate(parts)
-
-  sampler = EpochSampler(len(data), batch_size, seed)
-  base_key = jax.random.PRNGKey(seed)
-  collected = []
-  for step in range(batches):
-    index = sampler.global_indices(step)
-    collected.append(np.asarray(probabilities(jax.random.fold_in(base_key, step),
-                                              data.images[index], data.labels[index])))
-  return np.concatenate(collected), collected[0].shape[0]
-
-
 def stddev_lines(teacher_workdir: str, dataset: str, *, batch_size: int = 64,
                  batches: int = 200, blocks_of: int = 4, crop_pad: int = 1, flip: bool = False,
                  seed: int = 0) -> list[str]:
@@ -81,7 +46,7 @@ def stddev_lines(teacher_workdir: str, dataset: str, *, batch_size: int = 64,
            f"batches of {batch_size}, blocks of {blocks_of} batches, seed "
            f"{seed}.", "", "| view | samples per batch seen | T. stddev |", "|---|---|---|"]
   for view_name in STDDEV_VIEWS:
-    probabilities, per_batch = teacher_probabilities(
+    probabilities, per_batch = shared.teacher_probabilities(
         view_name, teacher, teacher_variables, data, config.get(view_name, {}),
         batch_size=batch_size, batches=batches, crop_pad=crop_pad, flip=flip, seed=seed)
     value = diagnostics.teacher_stddev(probabilities, per_batch * blocks_of)
