@@ -155,6 +155,12 @@ def report_lines(results: list[dict], seeds: list[int], dataset: str, per_image:
             "| of the seed means | " + " | ".join(f"{of_means[k]:.3f}" for k in of_means) + " |",
             "| per seed, mean ± std | " + " | ".join(
                 reporting.mean_std([c[k] for c in per_seed], 3) for k in of_means) + " |"]
+  if len(results) > 3:  # how much one scheme carries: each left out in turn
+    left_out = [correlations(np.delete(stddev.mean(1), i), np.delete(loss.mean(1), i))
+                for i in range(len(results))]
+    lines.append("| of the seed means, any one scheme left out: min – max | " + " | ".join(
+        f"{min(c[k] for c in left_out):.3f} – {max(c[k] for c in left_out):.3f}"
+        for k in of_means) + " |")
   return lines
 
 

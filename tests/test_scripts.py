@@ -56,12 +56,13 @@ def test_sweep_then_agreement_and_teacher_stddev(tmp_path):
   assert "| cutmix_pick |" in report and "| none |" in report
   # Wang et al.'s study on three of its schemes (the student-scored pick loads the student),
   # and the long-schedule rows at k = 1 and 2, from the same teacher.
-  _run("augmentation_study", "--schemes=identity,autoaugment,cutmix_pick_s", "--seeds=0",
+  _run("augmentation_study", "--schemes=identity,flip,autoaugment,cutmix_pick_s", "--seeds=0",
        f"--teacher_pattern={runs / 'teacher_seed{seed}'}", f"--workdir={runs / 'study'}",
        "--num_epochs=1", "--batches=6", "--blocks_of=2", f"--out={tmp_path / 'study.md'}")
   report = (tmp_path / "study.md").read_text()
   for label in ("| identity |", "| AutoAugment |", "| CutMix-pick (S-entropy) |",
-                "| of the seed means |", "Pearson | Spearman | Kendall"):
+                "| of the seed means |", "Pearson | Spearman | Kendall",
+                "| of the seed means, any one scheme left out: min – max |"):
     assert label in report
   assert (tmp_path / "study.png").stat().st_size > 0
   _run("long_schedule", "--seeds=0", "--factors=1,2", "--num_epochs=1",
