@@ -165,11 +165,17 @@ def test_runs_read_are_made_by_a_recorded_command(path):
       runs = os.path.normpath(values["runs"])
       assert runs in demo_runs, f"{_relative(path)}: no recorded demo makes {runs}"
       assert set(seeds) <= set(demo_runs[runs]), f"{_relative(path)}: seeds {seeds} not in {runs}"
-    if module == "sweep" and values.get("teacher_pattern"):  # a demo's teacher_seed{seed}
+    if (module in ("sweep", "augmentation_study", "long_schedule")
+        and values.get("teacher_pattern")):  # a demo's teacher_seed{seed}, or one of them
       folder, name = os.path.split(os.path.normpath(values["teacher_pattern"]))
-      assert name == "teacher_seed{seed}" and folder in demo_runs, (
+      assert folder in demo_runs, (
           f"{_relative(path)}: no recorded demo makes {values['teacher_pattern']}")
-      assert set(seeds) <= set(demo_runs[folder])
+      one = re.fullmatch(r"teacher_seed(\d+)", name)
+      if one:
+        assert one.group(1) in demo_runs[folder], f"{_relative(path)}: seed {name}"
+      else:
+        assert name == "teacher_seed{seed}", f"{_relative(path)}: {name}"
+        assert set(seeds) <= set(demo_runs[folder])
     if module == "teacher_stddev":  # one demo teacher
       folder, name = os.path.split(os.path.normpath(values["teacher_workdir"]))
       match = re.fullmatch(r"teacher_seed(\d+)", name)
