@@ -22,8 +22,9 @@ so ``import kd_jax`` stays cheap):
     data           in-memory datasets: load_dataset, DATASET_NAMES, text datasets
 
 Entry points: ``kd_jax.train_and_evaluate(config, workdir)`` trains one run from a config
-(experiments/configs/); ``kd_jax.get_method(name, view)`` gives a method to build a step with
-``kd_jax.train.step.make_train_step``. Nothing here imports torch or tensorflow; the TFDS
+(kd_jax/experiments/configs/); ``kd_jax.get_method(name, view)`` gives a method to build a
+step with ``kd_jax.train.step.make_train_step``. The scripts are ``kd_jax.experiments``
+(``python -m kd_jax.experiments.demo``; they need the ``[experiments]`` extra). Nothing here imports torch or tensorflow; the TFDS
 loaders import them lazily.
 """
 

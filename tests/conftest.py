@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from experiments.configs import digits  # noqa: E402
+from kd_jax.experiments.configs import digits  # noqa: E402
 
 
 def tiny_config(role="scratch", **overrides):

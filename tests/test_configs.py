@@ -64,19 +64,19 @@ PAPER_TOP1 = {
 
 def _cases():
   for name, arguments in CONFIG_ARGUMENTS.items():
-    module = importlib.import_module(f"experiments.configs.{name}")
+    module = importlib.import_module(f"kd_jax.experiments.configs.{name}")
     for argument in arguments or module.EXPECTED_TOP1:
       yield name, argument
 
 
 @pytest.mark.parametrize("name, argument", list(_cases()))
 def test_config_builds_with_valid_names(name, argument):
-  module = importlib.import_module(f"experiments.configs.{name}")
+  module = importlib.import_module(f"kd_jax.experiments.configs.{name}")
   config = module.get_config(argument)
   assert config.model in models.MODEL_NAMES
   assert config.dataset in DATASET_NAMES
   assert methods.get_method(config.method)
-  assert f"experiments/configs/{name}.py" in module.__doc__  # its launch command
+  assert f"kd_jax/experiments/configs/{name}.py" in module.__doc__  # its launch command
   # Against the papers' tables copied here by hand, not the module's own dictionary.
   assert config.get("expected_top1", -1.0) == PAPER_TOP1.get((name, argument), -1.0), (name, argument)
   if name == "cifar_continuation":
@@ -88,7 +88,7 @@ def test_config_builds_with_valid_names(name, argument):
 
 
 def test_strong_aug_targets_follow_the_pick_criterion():
-  from experiments.configs import cifar100_strong_aug as wang
+  from kd_jax.experiments.configs import cifar100_strong_aug as wang
   kl = wang.get_config("resnet32x4-shufflenetv2,kd_cutmix_pick,kl")
   assert kl.cutmix_pick.score == "kl" and kl.expected_top1 == 76.90
   default = wang.get_config("resnet32x4-shufflenetv2,kd_cutmix_pick")
@@ -108,7 +108,7 @@ def test_strong_aug_targets_follow_the_pick_criterion():
 
 
 def test_bad_config_arguments():
-  from experiments.configs import cifar100_kd, digits, mnist
+  from kd_jax.experiments.configs import cifar100_kd, digits, mnist
   with pytest.raises(ValueError, match="teacher-student"):
     cifar100_kd.get_config("resnet56")
   for module in (digits, mnist):
@@ -122,7 +122,7 @@ def test_glue_schedule_values_per_epoch(role):
   """The paper's GLUE protocol, epoch by epoch: T_max 10 over 30 epochs steps T down every
   3 epochs (T = 1 from epoch 27); Continuation-KD's ψ = i/40 up to epoch 20, then 1;
   Annealing-KD distils (ψ = 0) until T reaches 1, then trains on labels."""
-  from experiments.configs import glue_continuation
+  from kd_jax.experiments.configs import glue_continuation
   from kd_jax.train import loop
   config = glue_continuation.get_config(f"sst2,{role}")
   method = methods.get_method(config.method)

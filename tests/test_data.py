@@ -226,5 +226,6 @@ def test_tfds_cifar_builder_on_tiny_binary_files(tmp_path, name):
 def test_unprepared_tfds_dataset_offline_says_how_to_prepare(tmp_path):
   pytest.importorskip("tensorflow_datasets")
   from kd_jax.data.tfds_loaders import DatasetNotPreparedError
-  with pytest.raises(DatasetNotPreparedError, match="not prepared.*experiments.prepare_data"):
+  with pytest.raises(DatasetNotPreparedError,
+                     match="not prepared.*kd_jax.experiments.prepare_data"):
     load_dataset("cifar10", "train", data_dir=str(tmp_path))

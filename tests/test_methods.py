@@ -3,7 +3,7 @@
 Small pure checks: the registry and its errors, method composition, the per-epoch values,
 the view loss, the fields of every view and the option handling of every view maker. Tiny
 arrays and stand-in models (linear maps), so the whole file runs in seconds; written to kill
-the mutants of experiments/mutation (results/mutation.md).
+the mutants of kd_jax/experiments/mutation (results/mutation.md).
 """
 
 import dataclasses

@@ -54,17 +54,38 @@ def test_the_core_installs_and_imports_without_the_extras():
 
 
 def test_config_files_resolve_from_anywhere(tmp_path, monkeypatch):
-  from experiments import launch
+  from kd_jax.experiments import launch
   from tests.conftest import ROOT
-  digits = os.path.join(ROOT, "experiments", "configs", "digits.py")
+  digits = os.path.join(ROOT, "kd_jax", "experiments", "configs", "digits.py")
   assert launch.resolve_config_path("digits:kd") == f"{digits}:kd"
   assert launch.resolve_config_path("digits.py") == digits
   with monkeypatch.context() as patch:
     patch.chdir(tmp_path)  # a path relative to the repository, run from elsewhere
-    assert launch.resolve_config_path("experiments/configs/digits.py:kd") == f"{digits}:kd"
+    assert launch.resolve_config_path("kd_jax/experiments/configs/digits.py:kd") == f"{digits}:kd"
     assert launch.resolve_config_path("nonexistent:kd") == "nonexistent:kd"  # absl reports it
   # The entry points take the short form.
-  out = subprocess.run([sys.executable, "-m", "experiments.distill", "--config=digits:kd",
+  out = subprocess.run([sys.executable, "-m", "kd_jax.experiments.distill", "--config=digits:kd",
                         f"--workdir={tmp_path / 'w'}", "--config.method=kd_x"], cwd=ROOT,
                        capture_output=True, text=True)
   assert out.returncode == 2 and "unknown method 'kd_x'" in out.stderr
+
+
+def test_only_kd_jax_is_installed_and_the_old_script_name_still_runs(tmp_path):
+  """The scripts install as kd_jax.experiments, no top-level ``experiments`` (it would shadow
+  other projects' modules); from a clone's root the old name and config paths still run."""
+  import configparser
+  from tests.conftest import ROOT
+  config = configparser.ConfigParser()
+  config.read(os.path.join(ROOT, "setup.cfg"))
+  assert config["options.packages.find"]["include"].split() == ["kd_jax", "kd_jax.*"]
+  assert os.path.isfile(os.path.join(ROOT, "kd_jax", "experiments", "configs", "digits.py"))
+  # From elsewhere the installed name runs (an error from the script itself, not "No module").
+  out = subprocess.run([sys.executable, "-m", "kd_jax.experiments.distill", "--config=digits:kd",
+                        f"--workdir={tmp_path / 'a'}", "--config.method=kd_x"], cwd=tmp_path,
+                       capture_output=True, text=True)
+  assert out.returncode == 2 and "unknown method 'kd_x'" in out.stderr, out.stderr[-500:]
+  # From the root, the command lines written before the move.
+  out = subprocess.run([sys.executable, "-m", "experiments.distill",
+                        "--config=experiments/configs/digits.py:kd", f"--workdir={tmp_path / 'b'}",
+                        "--config.method=kd_y"], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2 and "unknown method 'kd_y'" in out.stderr, out.stderr[-500:]

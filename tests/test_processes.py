@@ -1,6 +1,6 @@
 """Whole runs as separate processes: the command line, SIGKILL/SIGTERM and resume, 8 devices.
 
-Each run is a fresh `python -m experiments...` process, as a user would start it. The
+Each run is a fresh `python -m kd_jax.experiments...` process, as a user would start it. The
 8-device runs set XLA_FLAGS before JAX starts in their own process, so the rest of the
 suite keeps its single fast CPU device.
 """
@@ -19,11 +19,11 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_loop import _final_variables
 
-DIGITS_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits.py")
+DIGITS_CONFIG = os.path.join(ROOT, "kd_jax", "experiments", "configs", "digits.py")
 
 
 def _command(entry, role, workdir, *overrides):
-  return [sys.executable, "-m", f"experiments.{entry}", f"--config={DIGITS_CONFIG}:{role}",
+  return [sys.executable, "-m", f"kd_jax.experiments.{entry}", f"--config={DIGITS_CONFIG}:{role}",
           f"--workdir={workdir}", "--config.progress_bar=False", *overrides]
 
 
@@ -178,10 +178,10 @@ def test_cli_errors_are_one_line_and_help_lists_methods_and_configs(tmp_path):
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --config.kd.temp: the config has no key 'temp' (--help lists the common keys; "
-      "experiments/configs/common.py documents them all).")
+      "kd_jax/experiments/configs/common.py documents them all).")
   help_text = run("--help").stdout
   assert "Methods (--config.method): ce, kd, kd_mixup" in help_text
-  assert "experiments/configs/rotten_tomatoes.py" in help_text
+  assert "kd_jax/experiments/configs/rotten_tomatoes.py" in help_text
   assert "--config.teacher_workdir=''" in help_text
 
 

@@ -1,7 +1,7 @@
 """The loop's guarantees on the text and the population paths, as separate processes.
 
-The image path is tested in test_processes.py; text runs (experiments.distill_text) and PBA
-populations (experiments.rolewise) go through the same loop, and these tests hold them to
+The image path is tested in test_processes.py; text runs (kd_jax.experiments.distill_text) and PBA
+populations (kd_jax.experiments.rolewise) go through the same loop, and these tests hold them to
 the same promises: SIGTERM saves and exits 143, SIGKILL loses nothing, a rerun of the same
 command reaches bit-identical parameters, and two processes (each loading only its slice of
 every global batch, or only its trials' batches) equal one.
@@ -50,7 +50,7 @@ def _params(workdir):
   return arrays["model"]
 
 
-# --- Text: experiments.distill_text on a tiny BERT with MiniLM's tokenizer. ---
+# --- Text: kd_jax.experiments.distill_text on a tiny BERT with MiniLM's tokenizer. ---
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
@@ -66,7 +66,7 @@ def tiny_bert(tmp_path_factory):
 
 
 def _text_command(folder, workdir, *overrides):
-  return [sys.executable, "-m", "experiments.distill_text",
+  return [sys.executable, "-m", "kd_jax.experiments.distill_text",
           f"--config={ROOT}/experiments/configs/rotten_tomatoes.py:teacher",
           f"--workdir={workdir}", f"--config.pretrained={folder}", "--config.max_train=64",
           "--config.max_test=32", "--config.max_length=16", "--config.batch_size=16",
@@ -114,7 +114,7 @@ def test_text_on_eight_devices_equals_one_device(tiny_bert, text_uninterrupted, 
                _params(str(tmp_path)), text_uninterrupted)
 
 
-# --- Populations: experiments.rolewise's teacher stage (a PBA search, then training). ---
+# --- Populations: kd_jax.experiments.rolewise's teacher stage (a PBA search, then training). ---
 
 ROLEWISE = ("--config.search.population=4", "--config.search.epochs=4",
             "--config.search.exploit_every=2", "--config.search.train_examples=128",
@@ -123,7 +123,7 @@ ROLEWISE = ("--config.search.population=4", "--config.search.epochs=4",
 
 
 def _rolewise_command(workdir, *overrides):
-  return [sys.executable, "-m", "experiments.rolewise",
+  return [sys.executable, "-m", "kd_jax.experiments.rolewise",
           f"--config={ROOT}/experiments/configs/rolewise.py:digits", f"--workdir={workdir}",
           "--stage=teacher", *ROLEWISE, *overrides]
 

@@ -150,7 +150,7 @@ def test_ci_runs_the_readme_test_command():
     ci_script = f.read()
   test_command = next(c for c in commands if "pytest" in c)
   assert test_command in ci_script
-  assert "experiments.demo" in next(c for c in commands if "pytest" not in c)
+  assert "kd_jax.experiments.demo" in next(c for c in commands if "pytest" not in c)
 
 
 def test_importing_the_library_imports_neither_torch_nor_tensorflow():

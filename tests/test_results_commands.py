@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-# Results written by a `python -m experiments.<script>` command; results/mutation.md is a
-# record of shell runs of experiments/mutation/ (checked by its own test below).
+# Results written by a `python -m kd_jax.experiments.<script>` command; results/mutation.md is a
+# record of shell runs of kd_jax/experiments/mutation/ (checked by its own test below).
 SHELL_RECORDS = ("mutation.md",)
 RESULTS = sorted(path for path in glob.glob(os.path.join(ROOT, "results", "*.md"))
                  if os.path.basename(path) not in SHELL_RECORDS)
@@ -43,9 +43,9 @@ def commands_of(path):
 def parse(command):
   """(module, {flag: value} with repeated flags as lists, [--config.key=value overrides])."""
   words = shlex.split(command)
-  assert words[:2] == ["python", "-m"] and words[2].startswith("experiments."), (
-      f"not a 'python -m experiments.<script>' command: {command}")
-  module = words[2][len("experiments."):]
+  assert words[:2] == ["python", "-m"] and words[2].startswith("kd_jax.experiments."), (
+      f"not a 'python -m kd_jax.experiments.<script>' command: {command}")
+  module = words[2][len("kd_jax.experiments."):]
   values, overrides = {}, []
   for word in words[3:]:
     assert word.startswith("--"), f"{command}: {word!r} is not a --flag"
@@ -58,11 +58,11 @@ def parse(command):
 
 
 def script_module(module):
-  """The module that defines a script's flags: experiments.<module>, or for a package its
-  __main__ (``python -m experiments.<package>``)."""
-  if os.path.isdir(os.path.join(ROOT, "experiments", module)):
-    return f"experiments.{module}.__main__"
-  return f"experiments.{module}"
+  """The module that defines a script's flags: kd_jax.experiments.<module>, or for a package its
+  __main__ (``python -m kd_jax.experiments.<package>``)."""
+  if os.path.isdir(os.path.join(ROOT, "kd_jax", "experiments", module)):
+    return f"kd_jax.experiments.{module}.__main__"
+  return f"kd_jax.experiments.{module}"
 
 
 def defined_flags(module):
@@ -123,7 +123,7 @@ def test_flags_and_config_keys_exist(path):
     names, booleans, configs = defined_flags(module)
     for name in values:
       plain = name[2:] if name.startswith("no") and name[2:] in booleans else name
-      assert plain in names, f"{_relative(path)}: experiments.{module} has no flag --{name}"
+      assert plain in names, f"{_relative(path)}: kd_jax.experiments.{module} has no flag --{name}"
     for name, value in overrides:
       flag, _, key = name.partition(".")
       assert flag in configs, f"{_relative(path)}: --{name} overrides no config flag"
@@ -238,7 +238,7 @@ def test_a_printed_command_reruns_to_the_same_report(tmp_path):
   # Run as a user would, with some flags left at their defaults; the report's command
   # spells out every flag, and running exactly that command writes the same report.
   first = tmp_path / "first"
-  _run(f"python -m experiments.toy_continuation --seeds=0 --epochs=2 --out_dir={first}",
+  _run(f"python -m kd_jax.experiments.toy_continuation --seeds=0 --epochs=2 --out_dir={first}",
        ROOT)
   report = (first / "toy_continuation.md").read_text()
   command = commands_of(str(first / "toy_continuation.md"))[0]
@@ -249,10 +249,10 @@ def test_a_printed_command_reruns_to_the_same_report(tmp_path):
 
 
 def test_mutation_record_names_scripts_that_exist():
-  """results/mutation.md's rerun block calls experiments/mutation's scripts, which exist."""
+  """results/mutation.md's rerun block calls kd_jax/experiments/mutation's scripts, which exist."""
   with open(os.path.join(ROOT, "results", "mutation.md")) as f:
     text = f.read()
-  scripts = set(re.findall(r"experiments/mutation/[\w.]+", text))
-  assert {"experiments/mutation/run.sh", "experiments/mutation/score.py"} <= scripts
+  scripts = set(re.findall(r"kd_jax/experiments/mutation/[\w.]+", text))
+  assert {"kd_jax/experiments/mutation/run.sh", "kd_jax/experiments/mutation/score.py"} <= scripts
   for script in scripts:
     assert os.path.exists(os.path.join(ROOT, script)), f"{script} does not exist"

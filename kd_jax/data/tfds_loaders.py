@@ -35,7 +35,7 @@ def _import_tfds():
 def _how_to_prepare(name: str, data_dir) -> str:
   where = data_dir or "~/tensorflow_datasets"
   return (f"dataset {name!r} is not prepared in {where}. On a machine with internet run "
-          f"`python -m experiments.prepare_data --dataset {name} --data_dir {where}` "
+          f"`python -m kd_jax.experiments.prepare_data --dataset {name} --data_dir {where}` "
           f"(or `tfds build {name} --data_dir {where}`) and copy that directory here, or "
           f"pass --config.data_dir to where it is.")
 

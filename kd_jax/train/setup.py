@@ -1,7 +1,7 @@
 """What a run is made of, from its config: data, student, teacher, preprocess, method, optimiser.
 
 ``build_run(config, mesh)`` turns an image or a text config (one schema,
-experiments/configs/common.py) into a ``RunSetup``; the one loop (kd_jax.train.loop) then
+kd_jax/experiments/configs/common.py) into a ``RunSetup``; the one loop (kd_jax.train.loop) then
 trains it without knowing which modality it is. Datasets are held on the host as dicts of
 arrays (uint8 images, or token ids) indexed by the sampler; each process reads only its
 slice of every global batch.
@@ -73,8 +73,9 @@ def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
   """
   if not teacher_workdir:
     raise ValueError("this method needs a teacher: set --config.teacher_workdir to the "
-                     "--workdir of a finished teacher run (python -m experiments.train_teacher "
-                     "for images, experiments.distill_text with the teacher role for text).")
+                     "--workdir of a finished teacher run (python -m "
+                     "kd_jax.experiments.train_teacher "
+                     "for images, kd_jax.experiments.distill_text with the teacher role for text).")
   if not os.path.isdir(os.path.join(teacher_workdir, "checkpoints")):
     raise checkpoint.CheckpointError(
         f"no teacher checkpoints in {teacher_workdir}/checkpoints: train the teacher first.")
@@ -103,8 +104,8 @@ def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
 
 def load_trained(workdir: str, data, mesh, dtype=jnp.float32):
   """The model and variables of a finished image run on ``data`` (an ImageDataset), read
-  as a frozen model: for evaluating any run against any other (experiments.demo,
-  experiments.agreement)."""
+  as a frozen model: for evaluating any run against any other (kd_jax.experiments.demo,
+  kd_jax.experiments.agreement)."""
   model, variables, _ = load_teacher(workdir, data.name, mesh, dtype, data.num_classes,
                                      data.image_shape)
   return model, variables
@@ -142,7 +143,7 @@ def view_block(config, view: str):
   """The config block that configures ``view``: the block named after it."""
   if view not in config:
     raise ValueError(f"the config has no {view!r} block for the view {view!r}; every view "
-                     "reads the block named after it (experiments/configs/common.py).")
+                     "reads the block named after it (kd_jax/experiments/configs/common.py).")
   return config[view]
 
 
@@ -199,7 +200,7 @@ def build_image_run(config, mesh) -> RunSetup:
 
 
 def _build_text_student(config, pretrained, num_labels, teacher_params, teacher_config, key):
-  """The student described by ``config.student`` (see experiments/configs/text_common.py)."""
+  """The student described by ``config.student`` (see kd_jax/experiments/configs/text_common.py)."""
   from kd_jax.models import bert
   s = config.student
   if s.init == "pretrained":  # the pretrained checkpoint itself (teacher role, or alone)
@@ -314,7 +315,7 @@ def check_config(config) -> None:
     if not os.path.isdir(config.teacher_workdir):
       raise checkpoint.CheckpointError(
           f"config.teacher_workdir: {config.teacher_workdir} does not exist; train the "
-          "teacher first (experiments.train_teacher) or point at its run directory.")
+          "teacher first (kd_jax.experiments.train_teacher) or point at its run directory.")
 
 
 def build_run(config, mesh) -> RunSetup:

@@ -1,0 +1,1 @@
+"""Runnable entry points and configs (thin ``main``s over ``kd_jax``)."""

@@ -1,0 +1,87 @@
+"""Each method's training step in kd_jax against the same step in PyTorch, side by side.
+
+  python -m kd_jax.experiments.bench_vs_torch [--suites=images,rolewise,text --batch=64
+      --repeats=20 --torch_compile --out=results/bench_vs_torch_cpu.md]
+
+One table per suite, all timed in one process; a module per suite holds its networks, its
+kd_jax and PyTorch runners and its ``*_suite(settings, sides, device, mesh)``:
+  images    (images.py) every image method: KD, mixup, CutMix, CutMix-pick, backward-pass
+            KD, Continuation-KD, Annealing-KD, teacher ``--teacher`` → student ``--student``;
+  rolewise  (rolewise.py) role-wise KD's stage-2 step (PBA policy augmentation, frozen
+            full-precision teacher, 2-bit student) beside plain KD with crop/flip on the same
+            two networks; kd_jax augments on device inside the compiled step, the PyTorch side
+            with PIL on the host, image by image, as PBA's data pipeline does;
+  text      (text.py) BERT-style KD, token-level backward-pass KD and Continuation-KD on
+            MiniLM-shaped encoders against Hugging Face's BertForSequenceClassification.
+harness.py holds what they share (settings, runners, compiling, PyTorch's peak memory, the
+tables and the chart); __main__.py the command line.
+
+Both sides get the same models (the PyTorch twins start from the Flax initial weights), batch,
+dtype (float32) and thread count. A step does the whole job from raw inputs (uint8 images or
+token ids): augmentation, the frozen teacher, the method's extra view, the student's
+forward/backward pass and the update (SGD with momentum 0.9 and weight decay 5e-4 for images,
+AdamW for text). PyTorch runs eagerly and, with ``--torch_compile``, with its networks wrapped
+in ``torch.compile``. After a warm-up every implementation takes its turn step by step, round
+after round, so that drifts in machine load hit them all alike (kd_jax.experiments.benchmark).
+Reported: median (min–max) step time, examples/s, JAX ÷ PyTorch speed, compile time (JAX:
+lowering + XLA compilation; PyTorch: the first call), peak memory, each step's time ÷ its
+side's plain KD step, and the compiled JAX step's FLOPs ÷ the KD step's (XLA's cost analysis),
+which is what the method's extra passes predict.
+
+Peak memory. JAX: XLA's buffer plan of the compiled step, ``Compiled.memory_analysis``
+(arguments + outputs + temporaries − donated aliases). PyTorch: on GPU the caching
+allocator's peak over one step (``torch.cuda.max_memory_allocated``); on CPU the peak of the
+profiler's memory timeline over one step. Both count parameters, optimiser state, the batch
+and every intermediate, and neither the runtime's code nor its caches.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kd_jax.experiments import benchmark
+from kd_jax.experiments.bench_vs_torch import harness, images, rolewise, text
+from kd_jax.experiments.bench_vs_torch.harness import SUITES, Settings, Suite
+
+# How each suite is built: (settings, sides, torch device, JAX mesh) -> Suite.
+BUILDERS = {"images": images.image_suite, "rolewise": rolewise.rolewise_suite,
+            "text": text.text_suite}
+
+
+def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict]:
+  """Builds the chosen suites and times all their steps in turns: the report's lines, the
+  suites, the implementations and the times ({(suite title, (label, side)): Timing}).
+  Raises ValueError for an unknown suite or image method."""
+  import jax
+  import torch
+  from kd_jax.train import sharding
+  unknown = set(settings.suites) - set(SUITES)
+  if unknown:
+    raise ValueError(f"unknown suites {sorted(unknown)}; valid: {', '.join(SUITES)}")
+  images.check_methods(settings.methods)
+  threads = settings.threads or os.cpu_count()
+  torch.set_num_threads(threads)
+  on_gpu = jax.default_backend() == "gpu"
+  device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
+  mesh = sharding.make_data_mesh(jax.devices()[:1])  # one device each side
+  sides = ["JAX", "PyTorch eager"] + (["torch.compile"] if settings.torch_compile else [])
+  suites = [BUILDERS[name](settings, sides, device, mesh) for name in SUITES
+            if name in settings.suites]
+  times = benchmark.time_alternating(
+      {(suite.title, key): runner.run for suite in suites for key, runner in suite.runners.items()},
+      warmup=settings.warmup, repeats=settings.repeats)
+
+  if on_gpu:
+    where = f"1 GPU ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU cores"
+  else:
+    where = f"CPU only, {os.cpu_count()} cores ({threads} PyTorch threads, XLA all cores)"
+  lines = [f"{where}; JAX {jax.__version__}, PyTorch {torch.__version__}; float32; step times "
+           f"are the {benchmark.protocol(settings.warmup, settings.repeats)}, every step of "
+           "every table taking turns in each round; rates and ratios are of medians.", ""]
+  for suite in suites:
+    lines += harness.suite_lines(suite, sides, {key: timing for (title, key), timing
+                                                in times.items() if title == suite.title})
+  lines += ["'JAX speed ÷ this' above 1 means JAX is faster than that implementation. Peak "
+            "memory '—': PyTorch's CPU memory timeline (profiler data-flow analysis) failed on "
+            "that step."]
+  return lines, suites, sides, times
