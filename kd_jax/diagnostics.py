@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
-def teacher_stddev(teacher_probabilities, block_size: int) -> jnp.ndarray:
+def teacher_stddev(teacher_probabilities, block_size: int, ddof: int = 1) -> jnp.ndarray:
   """Mean over classes of the std (over blocks) of the block-mean teacher probabilities.
 
   Args:
@@ -20,9 +20,11 @@ def teacher_stddev(teacher_probabilities, block_size: int) -> jnp.ndarray:
       seen in training; the trailing ``num_samples mod block_size`` samples are dropped.
     block_size: samples per block (Python int ≥ 1), e.g. the number of samples of a few
       training batches.
+    ddof: the std's delta degrees of freedom: 1 (default) is the sample std, as the
+      official code's ``torch.std``; 0 the population std.
 
   Returns:
-    A scalar: ``mean_c std_b( mean_{i ∈ block b} p_i,c )`` (population std over blocks).
+    A scalar: ``mean_c std_b( mean_{i ∈ block b} p_i,c )``.
   """
   probabilities = jnp.asarray(teacher_probabilities, jnp.float32)
   if probabilities.ndim != 2:
@@ -33,4 +35,4 @@ def teacher_stddev(teacher_probabilities, block_size: int) -> jnp.ndarray:
     raise ValueError(f"need at least 2 blocks of {block_size} samples; got "
                      f"{probabilities.shape[0]} samples.")
   blocks = probabilities[:num_blocks * block_size].reshape(num_blocks, block_size, -1)
-  return jnp.mean(jnp.std(jnp.mean(blocks, axis=1), axis=0))
+  return jnp.mean(jnp.std(jnp.mean(blocks, axis=1), axis=0, ddof=ddof))

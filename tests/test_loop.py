@@ -234,6 +234,10 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
      r"^config\.continuation\.reduction: unknown reduction 'l2'; valid: mean, sum\.$"),
     ({"optimizer.name": "adagrad"}, r"^config\.optimizer\.name: unknown optimizer 'adagrad'"),
     ({"dataset": "mnist1"}, r"^config\.dataset: unknown dataset 'mnist1'; valid names: digits"),
+    ({"augment.autoaugment": "cifar"},
+     r"^config\.augment: unknown AutoAugment policy 'cifar'; valid names: cifar10, imagenet"),
+    ({"augment.cutout_size": 1}, r"^config\.augment: cutout_size must be 0 \(no Cutout\) or ≥ 2"),
+    ({"view.name": "cutout", "cutout.size": 1}, r"^config\.cutout: cutout size must be ≥ 2"),
 ])
 def test_config_is_checked_before_anything_loads(tmp_path, monkeypatch, overrides, message):
   """A bad option fails at once, naming its key, before the data or a teacher loads and

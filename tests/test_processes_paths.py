@@ -67,7 +67,7 @@ def tiny_bert(tmp_path_factory):
 
 def _text_command(folder, workdir, *overrides):
   return [sys.executable, "-m", "kd_jax.experiments.distill_text",
-          f"--config={ROOT}/experiments/configs/rotten_tomatoes.py:teacher",
+          f"--config={ROOT}/kd_jax/experiments/configs/rotten_tomatoes.py:teacher",
           f"--workdir={workdir}", f"--config.pretrained={folder}", "--config.max_train=64",
           "--config.max_test=32", "--config.max_length=16", "--config.batch_size=16",
           "--config.eval_batch_size=16", "--config.num_epochs=6",
@@ -124,7 +124,7 @@ ROLEWISE = ("--config.search.population=4", "--config.search.epochs=4",
 
 def _rolewise_command(workdir, *overrides):
   return [sys.executable, "-m", "kd_jax.experiments.rolewise",
-          f"--config={ROOT}/experiments/configs/rolewise.py:digits", f"--workdir={workdir}",
+          f"--config={ROOT}/kd_jax/experiments/configs/rolewise.py:digits", f"--workdir={workdir}",
           "--stage=teacher", *ROLEWISE, *overrides]
 
 

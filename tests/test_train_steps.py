@@ -60,8 +60,8 @@ def test_unknown_optimizer_and_method():
     optim.make_optimizer(name="adagrad", learning_rate=0.1, steps_per_epoch=1)
   with pytest.raises(ValueError, match="unknown method .kdd.*annealing_kd, backward_kd, ce"):
     methods.get_method("kdd")
-  with pytest.raises(ValueError, match="unknown view 'cutout'"):
-    methods.get_method("kd", "cutout")
+  with pytest.raises(ValueError, match="unknown view 'cutmixup'"):
+    methods.get_method("kd", "cutmixup")
   with pytest.raises(ValueError, match="unknown text view 'mixup'; valid names: backward"):
     methods.make_view("mixup", "text")
 

@@ -185,7 +185,8 @@ def test_study_views_check_their_options():
       ("crop_flip", {}, "crop_flip view works on pixel values: it needs input_range"),
       ("autoaugment", {"policy": "svhn", "input_range": PIXEL_RANGE},
        "unknown AutoAugment policy 'svhn'"),
-      ("cutout", {"size": 0}, "cutout size must be ≥ 1 pixel; got 0"),
+      ("cutout", {"size": 1}, r"cutout size must be ≥ 2 pixels \(the square is centre ± "
+                              r"size//2\); got 1"),
       ("crop_flip", {"pad": -1, "input_range": PIXEL_RANGE}, "pad must be ≥ 0")):
     with pytest.raises(ValueError, match=message):
       methods.make_view(name, "image", **options)
@@ -213,3 +214,13 @@ def test_standard_augmentation_autoaugment_then_cutout_in_the_preprocess():
   np.testing.assert_allclose(crop(key, batch, None, True), expected, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="unknown AutoAugment policy 'cifar'"):
     preprocess_lib.image_preprocess(data.mean, data.std, autoaugment="cifar")
+  # AutoAugment in the preprocess does not draw with the keys the step gives the view
+  # (fold_in(k, 1)) or dropout (fold_in(k, 0 | 2)): an autoaugment view would otherwise
+  # repeat the preprocess's own draws.
+  from kd_jax import policies
+  pixels = np.asarray(auto(key, batch, None, True)) * np.asarray(data.std) + np.asarray(data.mean)
+  drawn = np.round(pixels * 255.0)
+  for index in (0, 1, 2):
+    same_draws = np.asarray(policies.autoaugment_batch(jax.random.fold_in(key, index),
+                                                       batch["image"], "imagenet"))
+    assert not np.array_equal(drawn, same_draws), index

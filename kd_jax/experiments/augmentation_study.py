@@ -11,8 +11,8 @@ term on x' = scheme(x), labelled by the teacher (Wang et al.'s ``--lw_mix [1,0,1
 official data loader). Its last-epoch test cross-entropy is the student's test loss. The
 scheme's T. stddev (kd_jax.diagnostics.teacher_stddev) is measured as the official
 ``check_ce_var`` does: the teacher's probabilities of x and x' over ``--batches`` training
-batches, averaged over blocks of ``--blocks_of`` batches (official: 5), the std over blocks
-of those means, averaged over classes. CutMix-pick by student entropy scores with the
+batches, averaged over blocks of ``--blocks_of`` batches (official: 5), the sample std over
+blocks of those means, averaged over classes. CutMix-pick by student entropy scores with the
 trained student of the same run (the official script loads a trained student too).
 
 Reported: per scheme mean ± std over seeds of both quantities, last- and best-epoch top-1;
@@ -90,7 +90,8 @@ def measure_stddev(config, view: str, run_dir: str, data, mesh, *, batches: int,
   probabilities, per_batch = shared.teacher_probabilities(
       view, teacher, teacher_variables, data, config[view], batch_size=config.batch_size,
       batches=batches, crop_pad=config.augment.crop_pad, flip=config.augment.flip,
-      seed=config.seed, student=student, student_variables=student_variables)
+      seed=config.seed, student=student, student_variables=student_variables,
+      cutout_size=config.augment.cutout_size, autoaugment=config.augment.autoaugment)
   return float(diagnostics.teacher_stddev(probabilities, per_batch * blocks_of))
 
 

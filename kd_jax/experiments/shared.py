@@ -81,12 +81,17 @@ def run_grid(base, axes, seeds, teacher_pattern: str, workdir: str):
 def teacher_probabilities(view_name, teacher, teacher_variables, data, options, *,
                           batch_size: int = 64, batches: int = 200, crop_pad: int = 1,
                           flip: bool = False, seed: int = 0, student=None,
-                          student_variables=None):
+                          student_variables=None, cutout_size: int = 0,
+                          autoaugment: str = ""):
   """Teacher probabilities of x and x' over the walked batches, in training order, and the
-  number of samples per batch. ``student`` (a frozen model and its variables) is needed
-  only by views that score with it (CutMix-pick by student entropy or KL); the official
-  code loads a trained student for those, and so do callers here."""
-  preprocess = preprocess_lib.image_preprocess(data.mean, data.std, crop_pad, flip)
+  number of samples per batch. x gets the run's standard augmentation (``crop_pad``,
+  ``flip``, ``autoaugment``, ``cutout_size``) as in training. ``student`` (a frozen model
+  and its variables) is needed only by views that score with it (CutMix-pick by student
+  entropy or KL); the official code loads a trained student for those, and so do callers
+  here."""
+  preprocess = preprocess_lib.image_preprocess(data.mean, data.std, crop_pad, flip,
+                                               cutout_size=cutout_size,
+                                               autoaugment=autoaugment)
   maker = methods.make_view(view_name, "image",
                             **setup.view_keywords(options, preprocess.valid_range()))
   hparams = {"temperature": jnp.float32(4.0)}

@@ -163,9 +163,11 @@ def crop_flip(*, pad: int = 4, flip: bool = True, per_image: bool = True,
 
 def cutout(*, size: int = 8, per_image: bool = True) -> ViewMaker:
   """The Cutout view maker (``size``: 16 on CIFAR-10 and 8 on CIFAR-100 in the official
-  code, which scale to 4 and 2 pixels on 8×8 digits)."""
-  if size < 1:
-    raise ValueError(f"cutout size must be ≥ 1 pixel; got {size}.")
+  code, which scale to 4 and 2 pixels on 8×8 digits). The square spans centre ± size//2,
+  as the official code's, so an odd size cuts size − 1 pixels a side."""
+  if size < 2:
+    raise ValueError(f"cutout size must be ≥ 2 pixels (the square is centre ± size//2); "
+                     f"got {size}.")
   return ViewMaker(functools.partial(cutout_view, size=size, per_image=per_image), "cutout")
 
 

@@ -19,6 +19,11 @@ from kd_jax import augment, policies
 from kd_jax.models.adapters import TEXT_FIELDS
 
 
+# fold_in(step key, this) seeds AutoAugment and Cutout in the preprocess: far from the small
+# indices the step folds in for the view (1) and dropout (0, 2).
+STANDARD_STAGES_KEY = 0x5EEDA1
+
+
 @dataclasses.dataclass(frozen=True)
 class ImagePreprocess:
   """uint8 ``batch["image"]`` → normalised float images.
@@ -42,14 +47,17 @@ class ImagePreprocess:
     images = batch["image"]
     if not train:
       return augment.normalize(images, self.mean, self.std, self.compute_dtype)
-    # Crop/flip keep the step's key itself (runs without the other stages draw as before).
+    # Crop/flip keep the step's key itself (runs without the other stages draw as before);
+    # the other stages draw from a key of their own, apart from the small fold_in / split
+    # indices the step gives the view and dropout (kd_jax.train.step).
     if self.crop_pad or self.flip:
       images = augment.random_crop_flip(key, images, pad=self.crop_pad, flip=self.flip)
+    policy_key, cutout_key = jax.random.split(jax.random.fold_in(key, STANDARD_STAGES_KEY))
     if self.autoaugment:
-      images = policies.autoaugment_batch(jax.random.fold_in(key, 1), images, self.autoaugment)
+      images = policies.autoaugment_batch(policy_key, images, self.autoaugment)
     images = augment.normalize(images, self.mean, self.std, self.compute_dtype)
     if self.cutout_size:
-      images = augment.cutout(jax.random.fold_in(key, 2), images, self.cutout_size)
+      images = augment.cutout(cutout_key, images, self.cutout_size)
     return images
 
   def valid_range(self):
@@ -63,8 +71,9 @@ def image_preprocess(mean, std, crop_pad: int = 0, flip: bool = False,
                      autoaugment: str = "") -> ImagePreprocess:
   if autoaugment:
     policies.encode_autoaugment(autoaugment)  # an unknown name fails here, not in the step
-  if cutout_size < 0:
-    raise ValueError(f"cutout_size must be ≥ 0 (0: no Cutout); got {cutout_size}.")
+  if cutout_size < 0 or cutout_size == 1:
+    raise ValueError(f"cutout_size must be 0 (no Cutout) or ≥ 2 pixels (the square is "
+                     f"centre ± size//2); got {cutout_size}.")
   return ImagePreprocess(tuple(mean), tuple(std), crop_pad, flip, compute_dtype, cutout_size,
                          autoaugment)
 

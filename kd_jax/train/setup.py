@@ -288,6 +288,12 @@ def check_config(config) -> None:
   method = method_of(config)
   if not text:
     models.create_model(config.model, 1)  # raises, listing the valid names
+    augment = config.get("augment", {})
+    try:  # the standard augmentation's names and sizes
+      preprocess_lib.image_preprocess((0.5,), (0.5,), cutout_size=augment.get("cutout_size", 0),
+                                      autoaugment=augment.get("autoaugment", ""))
+    except ValueError as error:
+      raise ValueError(f"config.augment: {error}") from None
   dtype_of(config.dtype)
   if config.optimizer.name not in optim.OPTIMIZER_NAMES:
     raise ValueError(f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "

@@ -17,7 +17,8 @@ policy via ``hparams``) is an array argument, so the step compiles once per run.
 ``jit_data_parallel`` compiles it with the batch sharded over the mesh's ``"data"`` axis;
 ``jit_population`` runs it for P trials at once (``vmap`` over a ``"pop"`` axis).
 
-Keys derived from ``k = fold_in(rng, step)``: the preprocess uses ``k``; the view maker
+Keys derived from ``k = fold_in(rng, step)``: the preprocess uses ``k`` (its AutoAugment
+and Cutout stages ``fold_in(k, preprocess.STANDARD_STAGES_KEY)``); the view maker
 ``fold_in(k, 1)``; the student's training-mode randomness (dropout) ``fold_in(k, 0)`` on x
 and ``fold_in(k, 2)`` on x' when x' has its own forward pass.
 """

@@ -83,7 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict()
   config.augment.crop_pad = 4
   config.augment.flip = True
-  config.augment.cutout_size = 0  # 0: no Cutout (16 on CIFAR-10, 8 on CIFAR-100 with it)
+  # 0: no Cutout (16 on CIFAR-10, 8 on CIFAR-100 with it); role-wise's PBA pipeline reads the
+  # same key for the same stage (Cutout after crop and flip).
+  config.augment.cutout_size = 0
   config.augment.autoaugment = ""  # "" | "cifar10" | "imagenet"
 
   config.optimizer = ml_collections.ConfigDict()

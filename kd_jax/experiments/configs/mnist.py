@@ -39,7 +39,7 @@ def get_config(role: str = "kd"):
   config.eval_batch_size = 250
   config.augment.crop_pad = 2  # shifts of up to 2 of 28 pixels, the usual MNIST jitter
   config.crop_flip.pad = 2
-  config.cutout.size = 7  # CIFAR-100's 8 of 32 px, scaled to 28 px
+  config.cutout.size = 6  # CIFAR-100's 8 of 32 px scaled to 28 is 7; the rule cuts 6 anyway
   config.log_every_steps = 62  # 62 steps per epoch (the last 32 of each shuffle dropped)
   config.checkpoint_every_steps = 310  # every 5 epochs, as digits
   config.model = TEACHER_MODEL if role == "teacher" else STUDENT_MODEL
