@@ -13,7 +13,9 @@ after them) runs in kd_jax's one loop and checkpoints in ``--workdir`` (``*_popu
 ``*_train``): a killed stage rerun with the same command resumes where it stopped; SIGTERM
 saves and exits with 143. Each stage that finishes records its full command in
 ``<workdir>/commands.json``; the compare report lists the commands of the stages it read,
-in order, so the whole result reruns from the report.
+in order, so the whole result reruns from the report. compare may train more seeds than the
+stages before it (``--config.seeds=(0,1,2,3,4)``; the searches and single trainings use only
+the first seed, so keep it).
 """
 
 from __future__ import annotations
