@@ -12,7 +12,7 @@ from kd_jax import policies
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
-from kd_jax.experiments.torch_reference import pil_policy  # noqa: E402
+from experiments.torch_reference import pil_policy  # noqa: E402
 
 FILL = (128, 128, 128)
 

@@ -1,4 +1,4 @@
-"""The Flax models against their PyTorch twins (kd_jax/experiments/torch_reference).
+"""The Flax models against their PyTorch twins (experiments/torch_reference).
 
 Skipped when torch is not installed (pip install -e '.[torch]'); CI installs it.
 """
@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kd_jax.experiments.torch_reference import convert  # noqa: E402
-from kd_jax.experiments.torch_reference import models as torch_models  # noqa: E402
+from experiments.torch_reference import convert  # noqa: E402
+from experiments.torch_reference import models as torch_models  # noqa: E402
 from kd_jax import models  # noqa: E402
 from tests.test_models import CIFAR100_PARAMETER_COUNTS, DIGITS_PARAMETER_COUNTS  # noqa: E402
 
@@ -75,7 +75,7 @@ def test_digits_counts_match_too():
 
 # --- Losses, input gradients and one optimiser step against the PyTorch computations. ---
 
-from kd_jax.experiments.torch_reference import steps as torch_steps  # noqa: E402
+from experiments.torch_reference import steps as torch_steps  # noqa: E402
 import ml_collections  # noqa: E402
 
 from kd_jax import backward, losses  # noqa: E402

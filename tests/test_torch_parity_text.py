@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from kd_jax.experiments.torch_reference import steps as torch_steps, text_steps  # noqa: E402
+from experiments.torch_reference import steps as torch_steps, text_steps  # noqa: E402
 from kd_jax import backward  # noqa: E402
 from kd_jax.models import bert  # noqa: E402
 from kd_jax import methods  # noqa: E402

@@ -3,6 +3,9 @@
   python -m kd_jax.experiments.bench_vs_torch [--suites=images,rolewise,text --batch=64
       --repeats=20 --torch_compile --out=results/bench_vs_torch_cpu.md]
 
+Run from a clone's root: the PyTorch side is experiments/torch_reference, which is not
+installed with the library.
+
 One table per suite, all timed in one process; a module per suite holds its networks, its
 kd_jax and PyTorch runners and its ``*_suite(settings, sides, device, mesh)``:
   images    (images.py) every image method: KD, mixup, CutMix, CutMix-pick, backward-pass

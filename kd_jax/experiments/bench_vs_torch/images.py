@@ -3,7 +3,7 @@
 KD, mixup, CutMix, CutMix-pick, backward-pass KD (K = 1), Continuation-KD and Annealing-KD,
 teacher → student on random uint8 images. Each step crops, flips and normalises the raw
 batch, runs the frozen teacher and the method's extra view, and updates the student with SGD
-(momentum 0.9, weight decay 5e-4). The PyTorch side is kd_jax/experiments/torch_reference's step,
+(momentum 0.9, weight decay 5e-4). The PyTorch side is experiments/torch_reference's step,
 from the Flax initial weights.
 """
 
@@ -68,7 +68,7 @@ class ImagePair:
 
   def torch_twins(self, device, compile_models: bool):
     import torch
-    from kd_jax.experiments.torch_reference import convert, models as torch_models
+    from experiments.torch_reference import convert, models as torch_models
 
     def twin(name, variables):
       model = torch_models.create_torch_model(name, self.classes, self.image_shape[-1],
@@ -115,10 +115,10 @@ def jax_image_runner(pair: ImagePair, method_name, view_options, mesh) -> Runner
 
 def torch_image_runner(pair: ImagePair, method_name, view_options, device,
                        compile_models) -> Runner:
-  """The same step in PyTorch (kd_jax/experiments/torch_reference), from the same initial
+  """The same step in PyTorch (experiments/torch_reference), from the same initial
   weights."""
   import torch
-  from kd_jax.experiments.torch_reference import steps as torch_steps
+  from experiments.torch_reference import steps as torch_steps
   method = methods.get_method(method_name)
   objective = torch_steps.OBJECTIVE_OF_METHOD[method_name]
   view = method.view or "none"

@@ -4,7 +4,7 @@ Both steps train the same low-bit student from the same frozen full-precision te
 stage-2 step augments with a PBA policy (plus pad-crop/flip and cutout): kd_jax applies it on
 device inside the compiled step (kd_jax.pba's member step); the PyTorch side applies it as
 PBA's data pipeline does, image by image with PIL on the host
-(kd_jax/experiments/torch_reference/pil_policy.py), before the twins' KD step.
+(experiments/torch_reference/pil_policy.py), before the twins' KD step.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def jax_rolewise_runner(pair: ImagePair) -> Runner:
 def torch_rolewise_runner(pair: ImagePair, device, compile_models) -> Runner:
   """PBA's host pipeline (PIL, image by image), then the KD step of the PyTorch twins."""
   import torch
-  from kd_jax.experiments.torch_reference import pil_policy, steps as torch_steps
+  from experiments.torch_reference import pil_policy, steps as torch_steps
   student, teacher = pair.torch_twins(device, compile_models)
   optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
   labels = torch.from_numpy(pair.labels).long().to(device)

@@ -102,8 +102,8 @@ def jax_text_runner(pair: TextPair, method_name, mesh) -> Runner:
 def torch_text_runner(pair: TextPair, method_name, device, compile_models) -> Runner:
   """Hugging Face BERT twins, the explicit one-hot token backward KD, AdamW + LambdaLR."""
   import torch
-  from kd_jax.experiments.torch_reference import text_steps
-  from kd_jax.experiments.torch_reference import steps as torch_steps
+  from experiments.torch_reference import text_steps
+  from experiments.torch_reference import steps as torch_steps
   method = methods.get_method(method_name)
   config = text_common.base_text_config()
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kd_jax.experiments.torch_reference import steps
+from experiments.torch_reference import steps
 
 
 def hf_model_from_flax(params, config):
