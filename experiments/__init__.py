@@ -1,5 +1,7 @@
 """What only a clone has: the PyTorch twins (``experiments.torch_reference``, kept out of the
-installed library, which never imports torch), and the scripts' old name:
+installed library, which never imports torch), the benchmarks that time kd_jax against them
+(``python -m experiments.bench_vs_torch``, ``experiments.bench_xla_flags``), and the scripts'
+old name:
 ``python -m experiments.<script>`` run from the repository's root runs
 ``kd_jax.experiments.<script>``.
 

@@ -89,3 +89,25 @@ def test_only_kd_jax_is_installed_and_the_old_script_name_still_runs(tmp_path):
                         "--config=experiments/configs/digits.py:kd", f"--workdir={tmp_path / 'b'}",
                         "--config.method=kd_y"], cwd=ROOT, capture_output=True, text=True)
   assert out.returncode == 2 and "unknown method 'kd_y'" in out.stderr, out.stderr[-500:]
+
+
+def test_the_library_never_imports_torch():
+  """PyTorch code (the twins and the benchmarks against them) lives in the clone's
+  experiments/; nothing installed as kd_jax may import it, even lazily inside a function."""
+  import ast
+  from tests.conftest import ROOT
+  found = []
+  for folder, _, files in os.walk(os.path.join(ROOT, "kd_jax")):
+    for name in files:
+      if not name.endswith(".py"):
+        continue
+      path = os.path.join(folder, name)
+      with open(path) as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                   else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if any(m == "torch" or m.startswith(("torch.", "torchvision", "transformers"))
+               or m.startswith("experiments") for m in modules):
+          found.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} imports {modules}")
+  assert not found, "\n".join(found)

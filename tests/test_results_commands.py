@@ -17,8 +17,12 @@ import pytest
 
 from tests.conftest import ROOT
 
-# Results written by a `python -m kd_jax.experiments.<script>` command; results/mutation.md is a
-# record of shell runs of kd_jax/experiments/mutation/ (checked by its own test below).
+# Results written by a `python -m kd_jax.experiments.<script>` command, or by one of the
+# clone-only scripts (`python -m experiments.<script>`, those that import torch);
+# results/mutation.md is a record of shell runs of kd_jax/experiments/mutation/ (checked by its
+# own test below).
+PACKAGES = {"kd_jax.experiments": os.path.join("kd_jax", "experiments"),
+            "experiments": "experiments"}
 SHELL_RECORDS = ("mutation.md",)
 RESULTS = sorted(path for path in glob.glob(os.path.join(ROOT, "results", "*.md"))
                  if os.path.basename(path) not in SHELL_RECORDS)
@@ -43,9 +47,12 @@ def commands_of(path):
 def parse(command):
   """(module, {flag: value} with repeated flags as lists, [--config.key=value overrides])."""
   words = shlex.split(command)
-  assert words[:2] == ["python", "-m"] and words[2].startswith("kd_jax.experiments."), (
-      f"not a 'python -m kd_jax.experiments.<script>' command: {command}")
-  module = words[2][len("kd_jax.experiments."):]
+  package, _, module = words[2].rpartition(".") if len(words) > 2 else ("", "", "")
+  assert words[:2] == ["python", "-m"] and package in PACKAGES, (
+      f"not a 'python -m <{' | '.join(PACKAGES)}>.<script>' command: {command}")
+  assert os.path.exists(os.path.join(ROOT, PACKAGES[package], module)) or os.path.exists(
+      os.path.join(ROOT, PACKAGES[package], module + ".py")), (
+          f"{command}: no script {module} in {PACKAGES[package]}/")
   values, overrides = {}, []
   for word in words[3:]:
     assert word.startswith("--"), f"{command}: {word!r} is not a --flag"
@@ -58,17 +65,20 @@ def parse(command):
 
 
 def script_module(module):
-  """The module that defines a script's flags: kd_jax.experiments.<module>, or for a package its
-  __main__ (``python -m kd_jax.experiments.<package>``)."""
-  if os.path.isdir(os.path.join(ROOT, "kd_jax", "experiments", module)):
-    return f"kd_jax.experiments.{module}.__main__"
-  return f"kd_jax.experiments.{module}"
+  """The file that defines a script's flags, relative to the root, without ``.py``: the
+  script's own, or for a package its __main__; installed scripts first, then the clone's."""
+  for folder in PACKAGES.values():
+    if os.path.isdir(os.path.join(ROOT, folder, module)):
+      return os.path.join(folder, module, "__main__")
+    if os.path.exists(os.path.join(ROOT, folder, module + ".py")):
+      return os.path.join(folder, module)
+  raise AssertionError(f"no script {module} in {' or '.join(PACKAGES.values())}")
 
 
 def defined_flags(module):
   """Names of the absl flags the script's source defines (DEFINE_* calls), and which of
   them are boolean or config files."""
-  relative = script_module(module).replace(".", "/") + ".py"
+  relative = script_module(module) + ".py"
   path = os.path.join(ROOT, relative)
   assert os.path.exists(path), f"{relative} does not exist"
   with open(path) as f:
@@ -123,7 +133,7 @@ def test_flags_and_config_keys_exist(path):
     names, booleans, configs = defined_flags(module)
     for name in values:
       plain = name[2:] if name.startswith("no") and name[2:] in booleans else name
-      assert plain in names, f"{_relative(path)}: kd_jax.experiments.{module} has no flag --{name}"
+      assert plain in names, f"{_relative(path)}: {module} has no flag --{name}"
     for name, value in overrides:
       flag, _, key = name.partition(".")
       assert flag in configs, f"{_relative(path)}: --{name} overrides no config flag"
@@ -225,7 +235,7 @@ def test_absl_parses_every_command(path):
   for command in commands_of(path):
     module = parse(command)[0]
     code = ("import sys; from absl import flags; "
-            f"import {script_module(module)}; "
+            f"import {script_module(module).replace(os.sep, '.')}; "
             "flags.FLAGS(sys.argv); print('parsed')")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", code, *shlex.split(command)[3:]], cwd=ROOT,

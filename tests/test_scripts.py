@@ -7,10 +7,12 @@ import sys
 from tests.conftest import ROOT
 
 
-def _run(module, *arguments):
+def _run(module, *arguments, package="kd_jax.experiments"):
+  """Runs ``python -m <package>.<module>`` from the root (package "experiments": the
+  clone-only scripts)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
-  result = subprocess.run([sys.executable, "-m", f"kd_jax.experiments.{module}", *arguments],
+  result = subprocess.run([sys.executable, "-m", f"{package}.{module}", *arguments],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
@@ -82,7 +84,7 @@ def test_bench_vs_torch_reports_both_sides_and_a_chart(tmp_path):
        "--rolewise_teacher=cnn_small", "--rolewise_student=cnn_tiny", "--batch=8",
        "--image_size=8", "--classes=10", "--text_size=tiny", "--text_batch=2",
        "--text_length=8", "--repeats=1", "--warmup=1", "--methods=kd_cutmix,backward_kd",
-       "--torch_compile=false", f"--out={out}")
+       "--torch_compile=false", f"--out={out}", package="experiments")
   report = out.read_text()
   for row in ("| kd | JAX |", "| kd | PyTorch eager |", "| kd_cutmix | PyTorch eager |",
               "| backward_kd (K = 1) | JAX |", "| kd, crop/flip | JAX |",
@@ -103,10 +105,10 @@ def test_bench_xla_flags_runs_each_setting_in_its_own_process(tmp_path):
   out = tmp_path / "flags.md"
   _run("bench_xla_flags", "--xla_flags=,--xla_cpu_enable_fast_math=true", "--runs=1",
        "--teacher=cnn_small", "--student=cnn_tiny", "--batch=8", "--image_size=8",
-       "--classes=10", "--repeats=1", "--warmup=1", f"--out={out}")
+       "--classes=10", "--repeats=1", "--warmup=1", f"--out={out}", package="experiments")
   report = out.read_text()
   assert "| (none) |" in report and "| --xla_cpu_enable_fast_math=true |" in report
-  assert "Command: python -m kd_jax.experiments.bench_xla_flags --xla_flags=" in report
+  assert "Command: python -m experiments.bench_xla_flags --xla_flags=" in report
 
 
 def test_bench_policies_times_both_loops(tmp_path):

@@ -4,7 +4,7 @@ image, with PIL, before the batch reaches the framework.
 This is the reference for kd_jax.policies (which does the same on device inside the compiled
 step): ``pil_operation`` is checked against it operation by operation in
 tests/test_policies.py, and ``augment_batch`` is the PyTorch side's augmentation in
-kd_jax/experiments/bench_vs_torch/rolewise.py. It imports NumPy and PIL only.
+experiments/bench_vs_torch/rolewise.py. It imports NumPy and PIL only.
 
 Policy layout as kd_jax.policies: int ``[30, 2]`` (probability 0..10, magnitude 0..9), tuple k
 using ``OPERATIONS[k % 15]``.

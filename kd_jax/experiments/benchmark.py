@@ -1,6 +1,7 @@
 """The one timing harness of the benchmarks: warm-up, alternating rounds, median and spread.
 
-Every benchmark script (bench_views, bench_vs_torch, bench_policies, bench_population)
+Every benchmark script (bench_views, bench_policies, bench_population, and the clone's
+experiments.bench_vs_torch)
 times its candidates the same way: each is called once untimed (compilation), then
 ``warmup`` untimed rounds, then ``repeats`` rounds in which every candidate takes its turn,
 so that drifts in machine load (other jobs on a shared CPU) hit all of them alike. Reported

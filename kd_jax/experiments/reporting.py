@@ -21,8 +21,13 @@ def mean_std(values: Sequence[float], digits: int = 2) -> str:
   return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
 
 
-def script_arguments(module: str, exclude: Sequence[str] = ()) -> list[str]:
-  """Every flag the script ``kd_jax.experiments.<module>`` defines, with the value it ran with.
+SCRIPTS = "kd_jax.experiments"  # the installed scripts' package
+CLONE_SCRIPTS = "experiments"  # the clone-only ones' (they import torch; see experiments/)
+
+
+def script_arguments(module: str, exclude: Sequence[str] = (),
+                     package: str = SCRIPTS) -> list[str]:
+  """Every flag the script ``<package>.<module>`` defines, with the value it ran with.
 
   Defaults are written out too, so the command reruns the same job even after a default
   changes; flags without a value (None) and the ``exclude`` ones (internal flags) are left
@@ -32,7 +37,7 @@ def script_arguments(module: str, exclude: Sequence[str] = ()) -> list[str]:
   from ml_collections.config_flags import config_flags
   values = flags.FLAGS
   by_module = values.flags_by_module_dict()
-  names = [f"kd_jax.experiments.{module}"]
+  names = [f"{package}.{module}"]
   if sys.argv and os.path.splitext(os.path.basename(sys.argv[0]))[0] == module:
     names.append(sys.argv[0])  # python -m registers the script's flags under its path
   defined = [flag for name in names for flag in by_module.get(name, [])]
@@ -52,21 +57,26 @@ def script_arguments(module: str, exclude: Sequence[str] = ()) -> list[str]:
 
 
 def command_line(module: str, arguments: Sequence[str] | None = None,
-                 exclude: Sequence[str] = ()) -> str:
-  """The shell command that reruns this script: every flag of it, defaults included."""
-  arguments = script_arguments(module, exclude) if arguments is None else arguments
-  return " ".join(["python -m", f"kd_jax.experiments.{module}", *map(shlex.quote, arguments)])
+                 exclude: Sequence[str] = (), package: str = SCRIPTS) -> str:
+  """The shell command that reruns the script ``<package>.<module>``: every flag of it,
+  defaults included. ``package`` is SCRIPTS, or CLONE_SCRIPTS for the scripts that only a
+  clone has."""
+  if package not in (SCRIPTS, CLONE_SCRIPTS):
+    raise ValueError(f"unknown script package {package!r}; valid: {SCRIPTS}, {CLONE_SCRIPTS}.")
+  if arguments is None:
+    arguments = script_arguments(module, exclude, package)
+  return " ".join(["python -m", f"{package}.{module}", *map(shlex.quote, arguments)])
 
 
 def finish_report(lines: list[str], module: str, out_path: str | None,
                   arguments: Sequence[str] | None = None, exclude: Sequence[str] = (),
-                  before: Sequence[str] = ()) -> str:
+                  before: Sequence[str] = (), package: str = SCRIPTS) -> str:
   """Appends the command, prints the report and writes it to ``out_path`` if given.
 
   ``before``: commands that must run first (earlier stages), each on its own ``Command:``
   line ahead of this script's.
   """
-  commands = [*before, command_line(module, arguments, exclude)]
+  commands = [*before, command_line(module, arguments, exclude, package)]
   report = "\n".join([*lines, "", *(f"Command: {c}" for c in commands)]) + "\n"
   print(report)
   if out_path:

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd_jax.experiments.bench_vs_torch import harness
-from kd_jax.experiments.bench_vs_torch.harness import HPARAMS, Runner, Settings, Suite
+from experiments.bench_vs_torch import harness
+from experiments.bench_vs_torch.harness import HPARAMS, Runner, Settings, Suite
 from kd_jax.experiments.configs import text_common
 from kd_jax import methods
 from kd_jax.methods import backward_kd

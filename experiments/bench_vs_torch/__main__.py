@@ -1,12 +1,13 @@
-# The command line of kd_jax.experiments.bench_vs_torch: its flags are defined and read here only,
+# The command line of experiments.bench_vs_torch: its flags are defined and read here only,
 # the rest of the package takes arguments.
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from kd_jax.experiments import bench_vs_torch, reporting
-from kd_jax.experiments.bench_vs_torch import SUITES, Settings, harness, measure
+from experiments import bench_vs_torch
+from kd_jax.experiments import reporting
+from experiments.bench_vs_torch import SUITES, Settings, harness, measure
 
 __doc__ = bench_vs_torch.__doc__  # what --help prints: the package's description
 
@@ -38,7 +39,7 @@ _OUT = flags.DEFINE_string("out", None, "Write the Markdown tables here (and a .
 for _holder in (_SUITES, _TEACHER, _STUDENT, _ROLEWISE_TEACHER, _ROLEWISE_STUDENT, _BATCH,
                 _IMAGE_SIZE, _CLASSES, _TEXT_SIZE, _TEXT_BATCH, _TEXT_LENGTH, _REPEATS,
                 _WARMUP, _METHODS, _TORCH_COMPILE, _THREADS, _OUT):
-  flags.FLAGS.register_flag_by_module("kd_jax.experiments.bench_vs_torch",
+  flags.FLAGS.register_flag_by_module("experiments.bench_vs_torch",
                                       flags.FLAGS[_holder.name])
 
 
@@ -58,7 +59,7 @@ def main(argv):
     raise app.UsageError(str(error)) from error
   if _OUT.value:
     lines.append(harness.chart_beside(_OUT.value, suites, sides, times))
-  reporting.finish_report(lines, "bench_vs_torch", _OUT.value)
+  reporting.finish_report(lines, "bench_vs_torch", _OUT.value, package=reporting.CLONE_SCRIPTS)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax.experiments.bench_vs_torch import harness
-from kd_jax.experiments.bench_vs_torch.harness import HPARAMS, Runner, Settings, Suite
+from experiments.bench_vs_torch import harness
+from experiments.bench_vs_torch.harness import HPARAMS, Runner, Settings, Suite
 from kd_jax.experiments.configs import common
 from kd_jax import methods, models
 from kd_jax.train import optim, preprocess as preprocess_lib, setup, sharding

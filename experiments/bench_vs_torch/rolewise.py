@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd_jax.experiments.bench_vs_torch import harness
-from kd_jax.experiments.bench_vs_torch.harness import HPARAMS, Runner, Settings, Suite
-from kd_jax.experiments.bench_vs_torch.images import (ImagePair, MEAN, STD, jax_image_runner,
+from experiments.bench_vs_torch import harness
+from experiments.bench_vs_torch.harness import HPARAMS, Runner, Settings, Suite
+from experiments.bench_vs_torch.images import (ImagePair, MEAN, STD, jax_image_runner,
                                                sgd_optimizer, torch_image_runner, view_config)
 from kd_jax import pba
 

@@ -1,11 +1,11 @@
 """XLA:CPU flags against the CPU gap to PyTorch: one run that tries every flag setting itself.
 
-  python -m kd_jax.experiments.bench_xla_flags [--xla_flags=,--xla_cpu_use_onednn=true,...
+  python -m experiments.bench_xla_flags [--xla_flags=,--xla_cpu_use_onednn=true,...
       --runs=2 --repeats=10 --out=results/bench_vs_torch_xla_flags_cpu.md]
 
 XLA reads ``XLA_FLAGS`` once, when the backend starts, so each setting needs its own
 process: for each of ``--runs`` rounds, every setting in turn runs
-``python -m kd_jax.experiments.bench_vs_torch --suites=images --methods=kd --torch_compile=false``
+``python -m experiments.bench_vs_torch --suites=images --methods=kd --torch_compile=false``
 (plus the image flags below) with that ``XLA_FLAGS``, and its plain-KD table row is read
 back: the JAX step and the PyTorch eager step of the same process. Settings alternate round
 by round, so that drifts in machine load hit all of them alike. Reported: every process's
@@ -23,6 +23,9 @@ import numpy as np
 from absl import app, flags
 
 from kd_jax.experiments import reporting
+
+# bench_vs_torch is a clone-only script (it imports torch): its processes start in the root.
+_CLONE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEFAULT_SETTINGS = ("", "--xla_cpu_use_onednn=true", "--xla_cpu_use_xnnpack=true",
                     "--xla_cpu_enable_fast_math=true")
@@ -53,8 +56,8 @@ def run_once(xla_flags: str, bench_arguments: list[str]) -> dict:
   with tempfile.TemporaryDirectory() as folder:
     out = os.path.join(folder, "bench.md")
     env = dict(os.environ, XLA_FLAGS=xla_flags)
-    result = subprocess.run([sys.executable, "-m", "kd_jax.experiments.bench_vs_torch",
-                             *bench_arguments, f"--out={out}"], env=env,
+    result = subprocess.run([sys.executable, "-m", "experiments.bench_vs_torch",
+                             *bench_arguments, f"--out={out}"], env=env, cwd=_CLONE_ROOT,
                             capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
       raise RuntimeError(f"XLA_FLAGS={xla_flags!r}: bench_vs_torch failed:\n"
@@ -120,7 +123,7 @@ def main(argv):
                               _CLASSES.value, _REPEATS.value, _WARMUP.value)
   results = measure(settings, _RUNS.value, arguments)
   reporting.finish_report(report_lines(results, settings, _RUNS.value, arguments),
-                          "bench_xla_flags", _OUT.value)
+                          "bench_xla_flags", _OUT.value, package=reporting.CLONE_SCRIPTS)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Each method's training step in kd_jax against the same step in PyTorch, side by side.
 
-  python -m kd_jax.experiments.bench_vs_torch [--suites=images,rolewise,text --batch=64
+  python -m experiments.bench_vs_torch [--suites=images,rolewise,text --batch=64
       --repeats=20 --torch_compile --out=results/bench_vs_torch_cpu.md]
 
 Run from a clone's root: the PyTorch side is experiments/torch_reference, which is not
@@ -43,8 +43,8 @@ from __future__ import annotations
 import os
 
 from kd_jax.experiments import benchmark
-from kd_jax.experiments.bench_vs_torch import harness, images, rolewise, text
-from kd_jax.experiments.bench_vs_torch.harness import SUITES, Settings, Suite
+from experiments.bench_vs_torch import harness, images, rolewise, text
+from experiments.bench_vs_torch.harness import SUITES, Settings, Suite
 
 # How each suite is built: (settings, sides, torch device, JAX mesh) -> Suite.
 BUILDERS = {"images": images.image_suite, "rolewise": rolewise.rolewise_suite,
