@@ -21,6 +21,7 @@ CONFIG_ARGUMENTS = {
     "cifar_continuation": [f"{dataset},{role}" for dataset in ("cifar10", "cifar100")
                            for role in ("teacher", "scratch", "kd", "annealing_kd",
                                         "continuation_kd")],
+    "rolewise": ["digits", "mnist5k", "cifar100"],
 }
 
 
@@ -114,6 +115,26 @@ def test_bad_config_arguments():
   for module in (digits, mnist):
     with pytest.raises(ValueError, match="valid roles"):
       module.get_config("student")
+  from kd_jax.experiments.configs import rolewise
+  with pytest.raises(ValueError, match="valid: digits, mnist5k, cifar100"):
+    rolewise.get_config("mnist")
+
+
+def test_rolewise_scales_jitter_in_proportion_and_search_inside_the_training_split():
+  """Pad 1/8 and cutout 1/4 of the side on digits and CIFAR-100 (PBA's 4 and 8 of 32 px),
+  mnist5k's usual 2 and 6 of 28; the search's training images leave most of the training
+  split for its validation; no flips of digits."""
+  from kd_jax.experiments.configs import rolewise
+  sides_and_train = {"digits": (8, 1438), "mnist5k": (28, 4000), "cifar100": (32, 50000)}
+  for scale, (side, train) in sides_and_train.items():
+    config = rolewise.get_config(scale)
+    pad, cutout = config.augment.crop_pad, config.augment.cutout_size
+    assert (pad, cutout) == ((2, 6) if scale == "mnist5k" else (side // 8, side // 4)), scale
+    assert config.augment.flip == (scale == "cifar100")
+    assert 0 < config.search.train_examples < train // 2, scale
+  small = rolewise.get_config("mnist5k")
+  assert (small.model, small.teacher_model) == ("resnet18_narrow_w2a2", "resnet18_narrow")
+  assert (small.optimizer.name, small.num_epochs) == ("sgd", 30)
 
 
 @pytest.mark.parametrize("role", ["teacher", "student", "kd", "annealing_kd",

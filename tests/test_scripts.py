@@ -137,7 +137,14 @@ def test_rolewise_compare_report_lists_every_stage_command(tmp_path):
     _run("rolewise", config, f"--workdir={workdir}", f"--stage={stage}", *tiny)
   out = tmp_path / "rolewise.md"
   _run("rolewise", config, f"--workdir={workdir}", "--stage=compare", *tiny, f"--out={out}")
-  commands = [line for line in out.read_text().splitlines() if line.startswith("Command: ")]
+  lines = out.read_text().splitlines()
+  assert "| student | last epoch | best epoch |" in lines
+  rows = [line.split(" | ") for line in lines if line.startswith("| KD, ")]
+  assert len(rows) == 3
+  for row in rows:  # one seed: "a ± 0.00"; a member's best epoch is at least its last
+    last, best = (float(cell.strip(" |").split(" ± ")[0]) for cell in row[1:3])
+    assert 0 <= last <= best <= 100
+  commands = [line for line in lines if line.startswith("Command: ")]
   assert len(commands) == 3
   for command, stage in zip(commands, ("teacher", "student_search", "compare")):
     assert f"--stage={stage}" in command and f"--workdir={workdir}" in command

@@ -30,7 +30,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from kd_jax.experiments import launch, reporting
+from kd_jax.experiments import launch, reporting, shared
 from kd_jax import methods, models, pba, policies
 from kd_jax.data import load_dataset
 from kd_jax.models import resnet18
@@ -257,6 +257,7 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
                config.num_epochs, os.path.join(workdir, "compare_train"), teacher,
                _student_init(config, data, teacher))
   final = dict(zip(members, out["final"]))
+  best = dict(zip(members, np.max(np.asarray(out["history"]), axis=0)))  # over epochs
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
   teacher_accuracy = store.read_meta()["test_accuracy"]
   store.close()
@@ -269,14 +270,15 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
            f"{config.search.epochs} epochs, exploit/explore every "
            f"{config.search.exploit_every}; students trained {config.num_epochs} epochs on "
            f"all training images, as one population of {len(members)} models; seeds "
-           f"{', '.join(map(str, config.seeds))}; CPU, {os.cpu_count()} cores. Test accuracy "
-           "(%) after the last epoch, mean ± std over seeds.", "",
-           "| student | accuracy |", "|---|---|"]
+           f"{', '.join(map(str, config.seeds))}. Test accuracy (%) after the last epoch "
+           "and at each member's best epoch, mean ± std over seeds.", "",
+           "| student | last epoch | best epoch |", "|---|---|---|"]
   for row, label in ROWS:
     lines.append(f"| {label} | "
-                 f"{reporting.mean_std([final[row, s] for s in config.seeds])} |")
+                 f"{reporting.mean_std([final[row, s] for s in config.seeds])} | "
+                 f"{reporting.mean_std([best[row, s] for s in config.seeds])} |")
   lines += ["", f"Training time of the {len(members)}-model population: "
-            f"{out['train_seconds']:.0f} s."]
+            f"{out['train_seconds']:.0f} s. Machine: {shared.machine_description()}."]
   for name in ("teacher_search", "student_search"):
     schedule = _load_schedule(workdir, name)
     final_policy = policies.describe(schedule[-1][1])
