@@ -108,3 +108,12 @@ def test_static_integer_arguments_take_numpy_integers():
     with pytest.raises(ValueError, match=r"^pad must be an integer ≥ 0"):
       augment.random_crop_flip(key, images, bad)
 
+
+
+def test_bench_vs_torch_names_the_valid_suites_and_gpu_precisions():
+  pytest.importorskip("torch")
+  from experiments.bench_vs_torch import Settings, measure
+  with pytest.raises(ValueError, match=r"unknown suites \['video'\]; valid: images, rolewise"):
+    measure(Settings(suites=("images", "video")))
+  with pytest.raises(ValueError, match="unknown gpu_precision 'fp16'; valid: tf32, float32"):
+    measure(Settings(gpu_precision="fp16"))

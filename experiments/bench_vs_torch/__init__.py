@@ -20,7 +20,11 @@ harness.py holds what they share (settings, runners, compiling, PyTorch's peak m
 tables and the chart); __main__.py the command line.
 
 Both sides get the same models (the PyTorch twins start from the Flax initial weights), batch,
-dtype (float32) and thread count. A step does the whole job from raw inputs (uint8 images or
+dtype (float32 storage) and thread count. On a GPU both sides also get the same arithmetic
+for float32 matrix products and convolutions (``--gpu_precision``): TF32 (the default, what
+a GPU run uses for speed; PyTorch's own defaults differ, TF32 for cuDNN convolutions but not
+for matmuls, so without this the text suite would compare TF32 JAX with full-float32
+PyTorch) or full float32. A step does the whole job from raw inputs (uint8 images or
 token ids): augmentation, the frozen teacher, the method's extra view, the student's
 forward/backward pass and the update (SGD with momentum 0.9 and weight decay 5e-4 for images,
 AdamW for text). PyTorch runs eagerly and, with ``--torch_compile``, with its networks wrapped
@@ -46,6 +50,9 @@ from kd_jax.experiments import benchmark
 from experiments.bench_vs_torch import harness, images, rolewise, text
 from experiments.bench_vs_torch.harness import SUITES, Settings, Suite
 
+# --gpu_precision: JAX's name for the same arithmetic (jax_default_matmul_precision).
+GPU_PRECISIONS = {"tf32": "tensorfloat32", "float32": "float32"}
+
 # How each suite is built: (settings, sides, torch device, JAX mesh) -> Suite.
 BUILDERS = {"images": images.image_suite, "rolewise": rolewise.rolewise_suite,
             "text": text.text_suite}
@@ -54,7 +61,7 @@ BUILDERS = {"images": images.image_suite, "rolewise": rolewise.rolewise_suite,
 def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict]:
   """Builds the chosen suites and times all their steps in turns: the report's lines, the
   suites, the implementations and the times ({(suite title, (label, side)): Timing}).
-  Raises ValueError for an unknown suite or image method."""
+  Raises ValueError for an unknown suite, image method or GPU precision."""
   import jax
   import torch
   from kd_jax.train import sharding
@@ -62,10 +69,18 @@ def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict
   if unknown:
     raise ValueError(f"unknown suites {sorted(unknown)}; valid: {', '.join(SUITES)}")
   images.check_methods(settings.methods)
+  if settings.gpu_precision not in GPU_PRECISIONS:
+    raise ValueError(f"unknown gpu_precision {settings.gpu_precision!r}; valid: "
+                     f"{', '.join(GPU_PRECISIONS)}")
   threads = settings.threads or os.cpu_count()
   torch.set_num_threads(threads)
   on_gpu = jax.default_backend() == "gpu"
   device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
+  if on_gpu:  # the same arithmetic on both sides (module docstring)
+    tf32 = settings.gpu_precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    jax.config.update("jax_default_matmul_precision", GPU_PRECISIONS[settings.gpu_precision])
   mesh = sharding.make_data_mesh(jax.devices()[:1])  # one device each side
   sides = ["JAX", "PyTorch eager"] + (["torch.compile"] if settings.torch_compile else [])
   suites = [BUILDERS[name](settings, sides, device, mesh) for name in SUITES
@@ -75,7 +90,8 @@ def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict
       warmup=settings.warmup, repeats=settings.repeats)
 
   if on_gpu:
-    where = f"1 GPU ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU cores"
+    where = (f"1 GPU ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU cores; "
+             f"{settings.gpu_precision} matmuls and convolutions on both sides")
   else:
     where = f"CPU only, {os.cpu_count()} cores ({threads} PyTorch threads, XLA all cores)"
   lines = [f"{where}; JAX {jax.__version__}, PyTorch {torch.__version__}; float32; step times "

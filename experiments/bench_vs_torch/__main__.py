@@ -32,13 +32,16 @@ _METHODS = flags.DEFINE_list("methods", None, "Subset of the image methods (defa
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "Also time torch.compile'd models.")
 _THREADS = flags.DEFINE_integer("threads", 0, "CPU threads for PyTorch (0: all cores, as "
                                 "XLA uses).")
+_GPU_PRECISION = flags.DEFINE_enum("gpu_precision", "tf32", ["tf32", "float32"],
+                                   "On a GPU, both sides' float32 matmuls and convolutions: "
+                                   "TF32 or full float32.")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown tables here (and a .png beside it).")
 
 # Run as ``python -m``, absl files these flags under this file's path; the report's command
 # (reporting.command_line) looks them up under the script's module name.
 for _holder in (_SUITES, _TEACHER, _STUDENT, _ROLEWISE_TEACHER, _ROLEWISE_STUDENT, _BATCH,
                 _IMAGE_SIZE, _CLASSES, _TEXT_SIZE, _TEXT_BATCH, _TEXT_LENGTH, _REPEATS,
-                _WARMUP, _METHODS, _TORCH_COMPILE, _THREADS, _OUT):
+                _WARMUP, _METHODS, _TORCH_COMPILE, _THREADS, _GPU_PRECISION, _OUT):
   flags.FLAGS.register_flag_by_module("experiments.bench_vs_torch",
                                       flags.FLAGS[_holder.name])
 
@@ -52,7 +55,8 @@ def main(argv):
       text_size=_TEXT_SIZE.value, text_batch=_TEXT_BATCH.value, text_length=_TEXT_LENGTH.value,
       repeats=_REPEATS.value, warmup=_WARMUP.value,
       methods=tuple(_METHODS.value) if _METHODS.value else None,
-      torch_compile=_TORCH_COMPILE.value, threads=_THREADS.value)
+      torch_compile=_TORCH_COMPILE.value, threads=_THREADS.value,
+      gpu_precision=_GPU_PRECISION.value)
   try:
     lines, suites, sides, times = measure(settings)
   except ValueError as error:

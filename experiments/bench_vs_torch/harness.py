@@ -45,6 +45,7 @@ class Settings:
   methods: tuple[str, ...] | None = None
   torch_compile: bool = True
   threads: int = 0
+  gpu_precision: str = "tf32"  # "tf32" | "float32": matmuls and convolutions, both sides
 
 
 @dataclasses.dataclass
