@@ -159,3 +159,28 @@ def test_rolewise_stages_name_the_missing_stage(tmp_path):
        f"--workdir={tmp_path}", "--stage=student_search"], cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=300)
   assert result.returncode != 0 and "run --stage=teacher first" in result.stderr
+
+
+def test_bench_vs_torch_gpu_peak_leaves_out_the_runners_built_before(monkeypatch):
+  """On a GPU the caching allocator's peak counts every live tensor, also those of the
+  runners built earlier in the suite: a runner's figure is that peak less what was held
+  before it built its models (simulated allocator: 300 MiB held by earlier runners)."""
+  import types
+  import pytest
+  torch = pytest.importorskip("torch")
+  from experiments.bench_vs_torch import harness
+  mib = 2 ** 20
+  held = {"now": 300 * mib, "peak": 0}
+  monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: held["now"])
+  monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                      lambda device=None: held.update(peak=held["now"]))
+  monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: held["peak"])
+  device = types.SimpleNamespace(type="cuda")
+  before = harness.torch_allocated(device)
+  held["now"] += 40 * mib  # this runner's models, optimiser state and batch
+
+  def step():  # 25 MiB of activations and gradients at the step's peak, freed after
+    held["peak"] = max(held["peak"], held["now"] + 25 * mib)
+
+  assert harness.torch_peak_memory(step, device, before) == 65 * mib
+  assert harness.torch_allocated(types.SimpleNamespace(type="cpu")) == 0

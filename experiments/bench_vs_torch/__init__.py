@@ -37,8 +37,9 @@ which is what the method's extra passes predict.
 
 Peak memory. JAX: XLA's buffer plan of the compiled step, ``Compiled.memory_analysis``
 (arguments + outputs + temporaries − donated aliases). PyTorch: on GPU the caching
-allocator's peak over one step (``torch.cuda.max_memory_allocated``); on CPU the peak of the
-profiler's memory timeline over one step. Both count parameters, optimiser state, the batch
+allocator's peak over one step (``torch.cuda.max_memory_allocated``) less what it held
+before the runner built its models (the runners built earlier stay alive); on CPU the peak
+of the profiler's memory timeline over one step. Both count parameters, optimiser state, the batch
 and every intermediate, and neither the runtime's code nor its caches.
 """
 
@@ -89,9 +90,12 @@ def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict
       {(suite.title, key): runner.run for suite in suites for key, runner in suite.runners.items()},
       warmup=settings.warmup, repeats=settings.repeats)
 
-  if on_gpu:
+  if on_gpu and device.type == "cuda":
     where = (f"1 GPU ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU cores; "
              f"{settings.gpu_precision} matmuls and convolutions on both sides")
+  elif on_gpu:
+    where = (f"JAX on 1 GPU ({jax.devices()[0].device_kind}), PyTorch on the CPU (it sees "
+             f"no CUDA device: not a like-for-like comparison), {os.cpu_count()} CPU cores")
   else:
     where = f"CPU only, {os.cpu_count()} cores ({threads} PyTorch threads, XLA all cores)"
   lines = [f"{where}; JAX {jax.__version__}, PyTorch {torch.__version__}; float32; step times "
@@ -100,7 +104,7 @@ def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict
   for suite in suites:
     lines += harness.suite_lines(suite, sides, {key: timing for (title, key), timing
                                                 in times.items() if title == suite.title})
-  lines += ["'JAX speed ÷ this' above 1 means JAX is faster than that implementation. Peak "
-            "memory '—': PyTorch's CPU memory timeline (profiler data-flow analysis) failed on "
-            "that step."]
+  lines += ["'JAX speed ÷ this' above 1 means JAX is faster than that implementation."
+            + ("" if device.type == "cuda" else " Peak memory '—': PyTorch's CPU memory "
+               "timeline (profiler data-flow analysis) failed on that step.")]
   return lines, suites, sides, times

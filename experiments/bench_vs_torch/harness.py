@@ -99,20 +99,31 @@ def jax_runner(jitted, state, *args) -> Runner:
   return Runner(run, seconds, memory, flops)
 
 
-def torch_timed(run, device) -> Runner:
-  """The first call (PyTorch's compile time under torch.compile), then the peak memory."""
+def torch_allocated(device) -> int:
+  """Bytes the caching allocator holds in live tensors now (0 on CPU). A PyTorch runner
+  reads it before it builds anything, so that its peak leaves out the runners built before
+  it, which stay alive in their suite."""
+  import torch
+  return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def torch_timed(run, device, allocated_before: int = 0) -> Runner:
+  """The first call (PyTorch's compile time under torch.compile), then the peak memory;
+  ``allocated_before``: ``torch_allocated`` before the runner built its models."""
   seconds = benchmark.timed_call(run)
-  return Runner(run, seconds, torch_peak_memory(run, device))
+  return Runner(run, seconds, torch_peak_memory(run, device, allocated_before))
 
 
-def torch_peak_memory(run, device) -> int | None:
-  """Peak bytes of one PyTorch step: on GPU the caching allocator's peak, on CPU the peak of
-  the profiler's memory timeline (None where its data-flow analysis gives up)."""
+def torch_peak_memory(run, device, allocated_before: int = 0) -> int | None:
+  """Peak bytes of one PyTorch step: on GPU the caching allocator's peak less what other
+  runners held before this one was built (its models, optimiser state and batch count, as
+  they do in JAX's figure); on CPU the peak of the profiler's memory timeline (None where
+  its data-flow analysis gives up)."""
   import torch
   if device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(device)
     run()
-    return torch.cuda.max_memory_allocated(device)
+    return torch.cuda.max_memory_allocated(device) - allocated_before
   from torch.profiler import ProfilerActivity, profile
   try:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,

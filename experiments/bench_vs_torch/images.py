@@ -122,6 +122,7 @@ def torch_image_runner(pair: ImagePair, method_name, view_options, device,
   method = methods.get_method(method_name)
   objective = torch_steps.OBJECTIVE_OF_METHOD[method_name]
   view = method.view or "none"
+  allocated_before = harness.torch_allocated(device)
   student, teacher = pair.torch_twins(device, compile_models)
   optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
   images = torch.from_numpy(pair.images).to(device)
@@ -140,7 +141,7 @@ def torch_image_runner(pair: ImagePair, method_name, view_options, device,
                              draws=torch_steps.draw_view(view, rng, x, options))
     harness.synchronize(device)
 
-  return harness.torch_timed(run, device)
+  return harness.torch_timed(run, device, allocated_before)
 
 
 def image_suite(settings: Settings, sides, device, mesh) -> Suite:

@@ -50,6 +50,7 @@ def torch_rolewise_runner(pair: ImagePair, device, compile_models) -> Runner:
   """PBA's host pipeline (PIL, image by image), then the KD step of the PyTorch twins."""
   import torch
   from experiments.torch_reference import pil_policy, steps as torch_steps
+  allocated_before = harness.torch_allocated(device)
   student, teacher = pair.torch_twins(device, compile_models)
   optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
   labels = torch.from_numpy(pair.labels).long().to(device)
@@ -66,7 +67,7 @@ def torch_rolewise_runner(pair: ImagePair, device, compile_models) -> Runner:
                              objective="kd", hparams=HPARAMS)
     harness.synchronize(device)
 
-  return harness.torch_timed(run, device)
+  return harness.torch_timed(run, device, allocated_before)
 
 
 def rolewise_suite(settings: Settings, sides, device, mesh) -> Suite:

@@ -104,6 +104,7 @@ def torch_text_runner(pair: TextPair, method_name, device, compile_models) -> Ru
   import torch
   from experiments.torch_reference import text_steps
   from experiments.torch_reference import steps as torch_steps
+  allocated_before = harness.torch_allocated(device)
   method = methods.get_method(method_name)
   config = text_common.base_text_config()
 
@@ -132,7 +133,7 @@ def torch_text_runner(pair: TextPair, method_name, device, compile_models) -> Ru
                             backward_options=backward_options)
     harness.synchronize(device)
 
-  return harness.torch_timed(run, device)
+  return harness.torch_timed(run, device, allocated_before)
 
 
 def text_suite(settings: Settings, sides, device, mesh) -> Suite:

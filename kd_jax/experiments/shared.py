@@ -29,7 +29,10 @@ DATASETS = {"digits": (digits, "Embedded digits (1,438 train / 359 test)"),
 
 def machine_description() -> str:
   device = jax.devices()[0]
-  return (f"{platform.machine()} {platform.processor() or ''} with {os.cpu_count()} cores, "
+  processor = platform.processor()  # often empty, or the machine's name again
+  cpu = platform.machine() if processor in ("", platform.machine()) else (
+      f"{platform.machine()} {processor}")
+  return (f"{cpu} with {os.cpu_count()} cores, "
           f"{jax.device_count()} {device.platform.upper()} device(s) ({device.device_kind}), "
           f"Python {platform.python_version()}, JAX {jax.__version__}").replace("  ", " ")
 
