@@ -184,3 +184,23 @@ def test_bench_vs_torch_gpu_peak_leaves_out_the_runners_built_before(monkeypatch
 
   assert harness.torch_peak_memory(step, device, before) == 65 * mib
   assert harness.torch_allocated(types.SimpleNamespace(type="cpu")) == 0
+
+
+def test_bench_vs_torch_sets_the_same_float32_precision_on_both_sides():
+  import jax
+  import pytest
+  torch = pytest.importorskip("torch")
+  from experiments.bench_vs_torch import set_float32_precision
+  matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+  saved = (jax.config.jax_default_matmul_precision, matmul.fp32_precision,
+           conv.fp32_precision)
+  try:
+    set_float32_precision("float32")
+    assert (jax.config.jax_default_matmul_precision, matmul.fp32_precision,
+            conv.fp32_precision) == ("float32", "ieee", "ieee")
+    set_float32_precision("tf32")
+    assert (jax.config.jax_default_matmul_precision, matmul.fp32_precision,
+            conv.fp32_precision) == ("tensorfloat32", "tf32", "tf32")
+  finally:
+    jax.config.update("jax_default_matmul_precision", saved[0])
+    matmul.fp32_precision, conv.fp32_precision = saved[1:]

@@ -59,6 +59,22 @@ BUILDERS = {"images": images.image_suite, "rolewise": rolewise.rolewise_suite,
             "text": text.text_suite}
 
 
+def set_float32_precision(precision: str) -> None:
+  """Float32 matmuls and convolutions on both sides in TF32 (``"tf32"``) or full float32
+  (``"float32"``): JAX's default matmul precision, PyTorch's cuBLAS and cuDNN settings
+  (the ``fp32_precision`` attributes of PyTorch 2.9 and later, else ``allow_tf32``)."""
+  import jax
+  import torch
+  jax.config.update("jax_default_matmul_precision", GPU_PRECISIONS[precision])
+  tf32 = precision == "tf32"
+  if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+  else:
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
 def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict]:
   """Builds the chosen suites and times all their steps in turns: the report's lines, the
   suites, the implementations and the times ({(suite title, (label, side)): Timing}).
@@ -78,10 +94,7 @@ def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict
   on_gpu = jax.default_backend() == "gpu"
   device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
   if on_gpu:  # the same arithmetic on both sides (module docstring)
-    tf32 = settings.gpu_precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    jax.config.update("jax_default_matmul_precision", GPU_PRECISIONS[settings.gpu_precision])
+    set_float32_precision(settings.gpu_precision)
   mesh = sharding.make_data_mesh(jax.devices()[:1])  # one device each side
   sides = ["JAX", "PyTorch eager"] + (["torch.compile"] if settings.torch_compile else [])
   suites = [BUILDERS[name](settings, sides, device, mesh) for name in SUITES
