@@ -59,12 +59,19 @@ BUILDERS = {"images": images.image_suite, "rolewise": rolewise.rolewise_suite,
             "text": text.text_suite}
 
 
+def check_gpu_precision(precision: str) -> None:
+  """Raises ValueError, naming the valid values, for a precision not in GPU_PRECISIONS."""
+  if precision not in GPU_PRECISIONS:
+    raise ValueError(f"unknown gpu_precision {precision!r}; valid: {', '.join(GPU_PRECISIONS)}")
+
+
 def set_float32_precision(precision: str) -> None:
   """Float32 matmuls and convolutions on both sides in TF32 (``"tf32"``) or full float32
   (``"float32"``): JAX's default matmul precision, PyTorch's cuBLAS and cuDNN settings
   (the ``fp32_precision`` attributes of PyTorch 2.9 and later, else ``allow_tf32``)."""
   import jax
   import torch
+  check_gpu_precision(precision)
   jax.config.update("jax_default_matmul_precision", GPU_PRECISIONS[precision])
   tf32 = precision == "tf32"
   if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
@@ -86,9 +93,7 @@ def measure(settings: Settings) -> tuple[list[str], list[Suite], list[str], dict
   if unknown:
     raise ValueError(f"unknown suites {sorted(unknown)}; valid: {', '.join(SUITES)}")
   images.check_methods(settings.methods)
-  if settings.gpu_precision not in GPU_PRECISIONS:
-    raise ValueError(f"unknown gpu_precision {settings.gpu_precision!r}; valid: "
-                     f"{', '.join(GPU_PRECISIONS)}")
+  check_gpu_precision(settings.gpu_precision)
   threads = settings.threads or os.cpu_count()
   torch.set_num_threads(threads)
   on_gpu = jax.default_backend() == "gpu"
