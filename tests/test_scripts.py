@@ -144,6 +144,12 @@ def test_rolewise_compare_report_lists_every_stage_command(tmp_path):
   for row in rows:  # one seed: "a ± 0.00"; a member's best epoch is at least its last
     last, best = (float(cell.strip(" |").split(" ± ")[0]) for cell in row[1:3])
     assert 0 <= last <= best <= 100
+  machines = [line for line in lines if line.startswith("Machines of the stages it read: ")]
+  assert len(machines) == 1
+  recorded = machines[0].removeprefix("Machines of the stages it read: ").split("; ")
+  assert [m.split(": ")[0] for m in recorded] == ["teacher", "student_search"]
+  for machine in recorded:  # each recorded by the stage that ran it
+    assert "CPU device(s)" in machine and "not recorded" not in machine
   commands = [line for line in lines if line.startswith("Command: ")]
   assert len(commands) == 3
   for command, stage in zip(commands, ("teacher", "student_search", "compare")):

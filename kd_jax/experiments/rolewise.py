@@ -12,8 +12,10 @@ trial's schedule and the chosen one), ``teacher/`` (Orbax checkpoint of the teac
 after them) runs in kd_jax's one loop and checkpoints in ``--workdir`` (``*_population``,
 ``*_train``): a killed stage rerun with the same command resumes where it stopped; SIGTERM
 saves and exits with 143. Each stage that finishes records its full command in
-``<workdir>/commands.json``; the compare report lists the commands of the stages it read,
-in order, so the whole result reruns from the report. compare may train more seeds than the
+``<workdir>/commands.json`` and the machine it ran on in ``<workdir>/machines.json``; the
+compare report lists the commands of the stages it read, in order, so the whole result
+reruns from the report, and the machine of each stage (the stages of one workdir may run on
+different machines: the searches on a GPU, compare on a CPU). compare may train more seeds than the
 stages before it (``--config.seeds=(0,1,2,3,4)``; the searches and single trainings use only
 the first seed, so keep it).
 """
@@ -47,6 +49,7 @@ flags.mark_flags_as_required(["config", "workdir", "stage"])
 logger = logging.getLogger("kd_jax.rolewise")
 STAGES = ("teacher", "student_search", "student", "compare")
 COMMANDS_FILE = "commands.json"
+MACHINES_FILE = "machines.json"
 
 
 def _data(config):
@@ -213,20 +216,33 @@ ROWS = (("none", "KD, no learned policy (pad/crop/flip/cutout only)"),
         ("student", "KD, the student's own schedule (role-wise)"))
 
 
-def record_command(workdir: str, stage: str, command: str) -> None:
-  """Stores the command that ran ``stage`` in ``<workdir>/commands.json``."""
-  commands = recorded_commands(workdir)
-  commands[stage] = command
-  with open(os.path.join(workdir, COMMANDS_FILE), "w") as f:
-    json.dump(commands, f, indent=1)
+def record_command(workdir: str, stage: str, command: str, machine: str) -> None:
+  """Stores the command that ran ``stage`` in ``<workdir>/commands.json`` and the machine
+  that finished it in ``<workdir>/machines.json``."""
+  for name, value in ((COMMANDS_FILE, command), (MACHINES_FILE, machine)):
+    records = _read_records(workdir, name)
+    records[stage] = value
+    with open(os.path.join(workdir, name), "w") as f:
+      json.dump(records, f, indent=1)
 
 
-def recorded_commands(workdir: str) -> dict:
-  path = os.path.join(workdir, COMMANDS_FILE)
+def _read_records(workdir: str, name: str) -> dict:
+  path = os.path.join(workdir, name)
   if not os.path.exists(path):
     return {}
   with open(path) as f:
     return json.load(f)
+
+
+def recorded_commands(workdir: str) -> dict:
+  return _read_records(workdir, COMMANDS_FILE)
+
+
+def stage_machines(workdir: str, stages) -> str:
+  """Where each of ``stages`` ran, for the report; "not recorded" for a stage finished
+  before kd_jax recorded machines."""
+  machines = _read_records(workdir, MACHINES_FILE)
+  return "; ".join(f"{s}: {machines.get(s, 'not recorded')}" for s in stages)
 
 
 def earlier_stage_commands(workdir: str) -> list[str]:
@@ -251,6 +267,7 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
                "teacher": _load_schedule(workdir, "teacher_search"),
                "student": _load_schedule(workdir, "student_search")}
   before = earlier_stage_commands(workdir)
+  earlier = [s for s in STAGES[:3] if s in recorded_commands(workdir)]
   members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
   out = _train(config, data, _student_setup(config, data, teacher),
                [schedules[r] for r, _ in members], [s for _, s in members],
@@ -278,7 +295,8 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
                  f"{reporting.mean_std([final[row, s] for s in config.seeds])} | "
                  f"{reporting.mean_std([best[row, s] for s in config.seeds])} |")
   lines += ["", f"Training time of the {len(members)}-model population: "
-            f"{out['train_seconds']:.0f} s. Machine: {shared.machine_description()}."]
+            f"{out['train_seconds']:.0f} s. Machine: {shared.machine_description()}.",
+            f"Machines of the stages it read: {stage_machines(workdir, earlier)}."]
   for name in ("teacher_search", "student_search"):
     schedule = _load_schedule(workdir, name)
     final_policy = policies.describe(schedule[-1][1])
@@ -307,7 +325,8 @@ def main(argv):
     else:
       stage_compare(config, data, workdir, _OUT.value, arguments)
   if jax.process_index() == 0:
-    record_command(workdir, stage, reporting.command_line("rolewise", arguments))
+    record_command(workdir, stage, reporting.command_line("rolewise", arguments),
+                   shared.machine_description())
 
 
 if __name__ == "__main__":
