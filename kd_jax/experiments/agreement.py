@@ -1,7 +1,10 @@
 """Teacher–student agreement on held-out inputs, clean and perturbed, for finished runs.
 
-  python -m kd_jax.experiments.agreement --runs=runs/demo --rows=scratch,kd,backward_kd \
+  python -m kd_jax.experiments.agreement --runs=runs/demo5 --rows=scratch,kd,backward_kd \
       --seeds=0,1,2,3,4 [--out=results/agreement_digits.md]
+
+(runs/demo5: the 5-seed demo's runs, see kd_jax/experiments/demo.py; expected result:
+results/agreement_digits.md, whose last line is its full command.)
 
 Backward-pass KD claims a closer match between student and teacher, not only at the training
 points. For each row (run directories ``<runs>/<row>_seed<s>``, teacher

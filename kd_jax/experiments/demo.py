@@ -11,6 +11,14 @@ cnn_tiny on the 8x8 digits) or kd_jax/experiments/configs/mnist.py (resnet8 → 
 Prints a table of mean ± std test top-1 (last and best epoch), teacher–student agreement and
 KL on the test set, writes it with a bar chart to --workdir (and --results_dir), and is
 idempotent: finished runs are read back from their checkpoints, not retrained.
+
+The defaults (3 seeds, runs/demo) are the quick start's. The results files are 5 seeds, each
+dataset in its own workdir (a workdir holds one dataset's runs; another dataset there is a
+changed config and stops):
+  python -m kd_jax.experiments.demo --dataset=digits --workdir=runs/demo5 --seeds=0,1,2,3,4 \
+      --results_dir=results      # expected: results/demo_digits.md
+  python -m kd_jax.experiments.demo --dataset=mnist5k --workdir=runs/demo_mnist5k \
+      --seeds=0,1,2,3,4 --results_dir=results      # expected: results/demo_mnist5k.md
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@
 
 The same loop as the image runs (kd_jax.train.loop): rerunning the same command resumes from
 the newest checkpoint in --workdir; SIGTERM saves a checkpoint and exits with 143.
+Expected result: configs/rotten_tomatoes.py's docstring names it (results/text_rotten_tomatoes.md,
+measured on a shortened version of that config).
 """
 
 from absl import app, flags

@@ -4,7 +4,12 @@
       --workdir=runs/rolewise --stage=teacher
   python -m kd_jax.experiments.rolewise ... --stage=student_search
   python -m kd_jax.experiments.rolewise ... --stage=student
-  python -m kd_jax.experiments.rolewise ... --stage=compare --out=results/rolewise_digits.md
+  python -m kd_jax.experiments.rolewise ... '--config.seeds=(0,1,2,3,4)' --stage=compare \
+      --out=results/rolewise_digits.md
+
+(expected: results/rolewise_digits.md; the mnist5k scale, rolewise.py:mnist5k in its own
+workdir runs/rolewise_mnist5k: results/rolewise_mnist5k.md; each report ends with the
+commands of all its stages.)
 
 Each stage reads what the previous ones left in --workdir: ``teacher_search.json`` (every
 trial's schedule and the chosen one), ``teacher/`` (Orbax checkpoint of the teacher),

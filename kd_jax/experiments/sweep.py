@@ -1,9 +1,12 @@
 """Grid sweeps of config values over seeds, with a mean ± std table.
 
   python -m kd_jax.experiments.sweep --config=kd_jax/experiments/configs/digits.py:kd \
-      --config.method=continuation_kd --sweep=continuation.margin=0,0.01,0.1,1 \
-      --seeds=0,1,2 --teacher_pattern=runs/demo/teacher_seed{seed} \
-      --workdir=runs/sweeps/margin --out=results/sweep_margin_digits.md
+      --config.method=continuation_kd --sweep=continuation.margin=0.0,0.3,1.0,3.0,10.0 \
+      --seeds=0,1,2,3,4 '--teacher_pattern=runs/demo5/teacher_seed{seed}' \
+      --workdir=runs/sweeps/margin_sum --out=results/sweep_continuation_margin_digits.md
+
+(expected: results/sweep_continuation_margin_digits.md; every results/sweep_*.md ends with
+its own command.)
 
 Every combination of the --sweep values (several --sweep flags make a grid) runs once per
 seed with the teacher of that seed; finished runs are read back, not retrained.

@@ -1,6 +1,6 @@
 """The "T. stddev" diagnostic of Wang et al. (2022) for each view maker, from a teacher run.
 
-  python -m kd_jax.experiments.teacher_stddev --teacher_workdir=runs/demo/teacher_seed0 \
+  python -m kd_jax.experiments.teacher_stddev --teacher_workdir=runs/demo5/teacher_seed0 \
       [--dataset=digits --batches=200 --blocks_of=4 --out=results/teacher_stddev_digits.md]
 
 For each view (none, mixup, cutmix, cutmix_pick): walk the training batches a run would see

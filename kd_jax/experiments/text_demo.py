@@ -1,8 +1,10 @@
 """Text KD at CPU scale on Rotten Tomatoes, over seeds: every role of
 kd_jax/experiments/configs/rotten_tomatoes.py, mean ± std of test accuracy and time.
 
-  python -m kd_jax.experiments.text_demo [--seeds=0,1,2 --max_train=1600 --num_epochs=3
-      --workdir=runs/text_demo --out=results/text_rotten_tomatoes.md]
+  python -m kd_jax.experiments.text_demo [--seeds=0,1,2,3,4 --max_train=1600 --max_test=1000
+      --num_epochs=3 --max_length=40 --workdir=runs/text_demo --out=results/text_rotten_tomatoes.md]
+
+Expected result: results/text_rotten_tomatoes.md (those flags; its last line is the command).
 
 Per seed: the MiniLM teacher is fine-tuned, then each student row runs from it (the same
 seed for data order, dropout and the new classifier head). Reruns resume finished runs from

@@ -1,6 +1,6 @@
 """The toy experiment of Continuation-KD (Jafari et al. 2022, Fig. 2), on a CPU in minutes.
 
-  python -m kd_jax.experiments.toy_continuation [--seeds=0,1,2 --epochs=200 --margin=0.05
+  python -m kd_jax.experiments.toy_continuation [--seeds=0,1,2,3,4 --epochs=200 --margin=0.05
       --out_dir=results]
 
 The teacher is a low-frequency sinusoid plus high-frequency sinusoidal "noise",

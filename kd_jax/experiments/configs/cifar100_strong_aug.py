@@ -6,7 +6,9 @@ the final version's), student_entropy or kl (the ICLR'22 version's, used for its
 MobileNetV2 / ShuffleNetV2 students — x0.1 at 150/180/210, weight decay 5e-4, tau 4, ce 0.1,
 kd 0.9); the extra view x' gets only the teacher-labelled KD term; CutMix-pick scores a pool
 of R = 2 CutMix draws by teacher entropy and keeps the batch size's worth. Longer training:
---config.epoch_factor=4 (960 epochs, milestones x4). The teacher's run directory defaults to
+--config.epoch_factor=4 (960 epochs, milestones x4; config.expected_top1 stays the
+1× number, since the override comes after get_config: the 4× target is
+expected_top1(pair, method, 4, score)). The teacher's run directory defaults to
 runs/cifar100/<teacher>/seed0 (kd_jax/experiments/configs/cifar100_teacher.py).
 
 Launch:

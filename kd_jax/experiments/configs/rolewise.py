@@ -31,13 +31,15 @@ The argument picks the scale:
 
 Keys: the common schema (kd_jax/experiments/configs/common.py) with model = the low-bit student and
 num_epochs / batch_size = the final trainings; role-wise adds teacher_model, seeds,
-student_learning_rate, population_mode, augment.cutout_size and search.* (see get_config).
+student_learning_rate, population_mode and search.* (see get_config).
 
 Stages, each launched as
   python -m kd_jax.experiments.rolewise --config=kd_jax/experiments/configs/rolewise.py:digits \
       --workdir=runs/rolewise --stage=teacher
-(then --stage=student_search, --stage=student, and --stage=compare --out=report.md; expected
-results: results/rolewise_digits.md and results/rolewise_mnist5k.md):
+(then --stage=student_search, --stage=student, and '--config.seeds=(0,1,2,3,4)'
+--stage=compare --out=results/rolewise_digits.md; each scale in its own workdir, mnist5k in
+runs/rolewise_mnist5k; expected results: results/rolewise_digits.md and
+results/rolewise_mnist5k.md, each ending with the commands of its stages):
   teacher         PBA schedule search for the teacher (cross-entropy), then the teacher
                   trained with its best schedule on all training data
   student_search  PBA schedule search for the low-bit student under KD from the frozen
@@ -59,7 +61,7 @@ def get_config(scale: str = "digits"):
   num_epochs and batch_size = the final trainings, optimizer, kd, augment, checkpoints,
   multi-host) plus role-wise's own keys: teacher_model, seeds (one population member each in
   the compare stage), student_learning_rate (fine-tuning from the teacher),
-  population_mode, augment.cutout_size and the search block (PBA)."""
+  population_mode and the search block (PBA); augment.cutout_size is common's."""
   if scale not in ("digits", "mnist5k", "cifar100"):
     raise ValueError(f"unknown scale {scale!r}; valid: digits, mnist5k, cifar100.")
   small = scale != "cifar100"  # the embedded datasets: narrow networks, SGD, 30 epochs

@@ -15,7 +15,11 @@ Launch:
   python -m kd_jax.experiments.distill_text --config=kd_jax/experiments/configs/rotten_tomatoes.py:kd \
       --workdir=runs/rt/kd --config.teacher_workdir=runs/rt/teacher
 
-Measured: python -m kd_jax.experiments.text_demo (results/text_rotten_tomatoes.md).
+Measured: results/text_rotten_tomatoes.md, from
+  python -m kd_jax.experiments.text_demo --seeds=0,1,2,3,4 --max_train=1600 --max_test=1000 \
+      --num_epochs=3 --max_length=40 --workdir=runs/text_demo --out=results/text_rotten_tomatoes.md
+which shortens this config for the CPU (1,600 training snippets instead of its 3,000, 40
+tokens instead of 48): the commands above train this config as written.
 """
 
 from kd_jax.experiments.configs import text_common
