@@ -135,10 +135,10 @@ def test_hparams_at_with_the_continuation_and_annealing_schedules():
   assert values == {"temperature": 3.0, "ce_weight": 0.1, "kd_weight": 0.9,
                     "view_weight": 1.0, "continuation_temperature": 3.0, "phi": 0.5,
                     "psi": 0.5, "margin": 0.5}
-  # Defaults: t_max 20, margin 0.1, linear ψ over 150 epochs.
+  # Defaults: t_max 20, margin 3.0 (the summed hinge's), linear ψ over 150 epochs.
   values = methods.hparams_at(method, 30, 200, kd={})
   assert (values["continuation_temperature"], values["phi"], values["psi"],
-          values["margin"]) == (17.0, 1 - 16 / 20, 30 / 150, 0.1)
+          values["margin"]) == (17.0, 1 - 16 / 20, 30 / 150, 3.0)
   # Annealing-KD: margin 0, ψ = 0 until T reaches 1 (epoch 6 of 8 with t_max 4), then 1;
   # the continuation block's other keys are ignored.
   method = methods.get_method("annealing_kd")
@@ -155,7 +155,7 @@ def test_hparams_at_with_the_continuation_and_annealing_schedules():
 
 def test_continuation_values_by_hand():
   assert continuation_kd.continuation_values(1, 200) == {
-      "continuation_temperature": 20.0, "phi": 1 - 19 / 20, "psi": 1 / 150, "margin": 0.1}
+      "continuation_temperature": 20.0, "phi": 1 - 19 / 20, "psi": 1 / 150, "margin": 3.0}
   values = continuation_kd.continuation_values(4, 10, t_max=5, margin=2, psi_ramp_epochs=8,
                                                reduction="sum")  # the objective's option
   assert values == {"continuation_temperature": 3.0, "phi": 0.6, "psi": 0.5, "margin": 2.0}
@@ -167,6 +167,19 @@ def test_continuation_values_by_hand():
   assert piecewise(1, None) == 1.0
   step = continuation_kd.continuation_values(1, 10, psi_schedule="step")
   assert step["psi"] == 1.0  # switch epoch 0: labels only from epoch 1
+
+
+def test_continuation_library_defaults_are_the_config_schemas():
+  """A library caller without a config gets the values a configured run gets (the margin
+  on the summed scale, with the summed hinge)."""
+  from kd_jax.experiments.configs import common
+  block = common.base_config().continuation
+  schedule = inspect.signature(continuation_kd.continuation_values).parameters
+  for key in ("t_max", "margin", "psi_schedule", "psi_ramp_epochs"):
+    assert schedule[key].default == block[key], key
+  for objective in (continuation_kd.continuation_objective,
+                    continuation_kd.annealing_objective, losses.continuation_hinge):
+    assert inspect.signature(objective).parameters["reduction"].default == block.reduction
 
 
 def test_annealing_values_by_hand():

@@ -44,12 +44,17 @@ def annealing_objective(student_logits, teacher_logits, labels, hparams, *, regr
                                 reduction=reduction)
 
 
-def continuation_values(epoch: int, num_epochs: int, *, t_max: int = 20, margin: float = 0.1,
+def continuation_values(epoch: int, num_epochs: int, *, t_max: int = 20, margin: float = 3.0,
                         psi_schedule: str = "linear", psi_ramp_epochs: int = 150,
                         psi_switch_epoch: int | None = None, **objective_options
                         ) -> dict[str, float]:
   """T, φ, ψ and the margin for ``epoch`` (counted from 1) of a Continuation-KD run. The
-  block's objective options (``reduction``) are the objective's, not the schedule's."""
+  block's objective options (``reduction``) are the objective's, not the schedule's.
+
+  The defaults are the config schema's (kd_jax/experiments/configs/common.py, continuation
+  block): the margin 3.0 is on the scale of the summed hinge, the objective's default
+  reduction (results/sweep_continuation_margin_digits.md); with ``reduction="mean"`` the
+  squared gap is C times smaller, so scale the margin with it."""
   del objective_options
   values = continuation.schedule_values(epoch, num_epochs, t_max, psi_schedule,
                                         ramp_epochs=psi_ramp_epochs,

@@ -9,6 +9,8 @@ role one of teacher, student (fine-tuned alone), kd, annealing_kd, continuation_
 BERT-large; RoBERTa is not a BERT-format checkpoint here, so use BERT-large) and the student
 is its first 4 layers unless ``student.*`` says otherwise (the paper's BERT-Small has
 4 layers, 512 wide: set student.init=random and the widths, or point at its checkpoint).
+The kd row is Hinton KD with text_common's τ 2 and weights 0.5/0.5 (our choice, not taken
+from the paper or its code; set --config.kd.*).
 
 Paper targets (GLUE dev average):
   DistilRoBERTa  fine-tune 82.81  KD 83.85  Annealing-KD 84.56  Continuation-KD 85.64
