@@ -598,7 +598,7 @@ def test_token_view_uses_the_teachers_constants_and_defaults():
   tokens = _tokens()
   maker = backward_kd.token_view()
   assert maker.make.keywords == dict(steps=1, step_size=1.0, normalize="l2", divergence="kl",
-                                     temperature=1.0, special_ids=())
+                                     temperature=1.0, special_ids=(), project_to_tokens=False)
   keywords = backward_kd.token_view(special_ids=np.array([3, 4]), steps=3).make.keywords
   assert (keywords["special_ids"], keywords["steps"]) == ((3, 4), 3)
   teacher, student = _token_nets()
@@ -613,6 +613,42 @@ def test_token_view_uses_the_teachers_constants_and_defaults():
   constants = backward_kd.teacher_constants(teacher.model, teacher.variables)
   np.testing.assert_allclose(constants["teacher_gram"], gram / 2, rtol=1e-6)
   assert set(constants) == {"teacher_gram"}
+
+
+def test_token_view_projected_to_tokens_trains_on_the_nearest_sentence():
+  """Each model sees its own word embeddings of the projected ids, which differ from the
+  input only at perturbable positions (a step large enough to move some argmax)."""
+  tokens = _tokens()
+  teacher, student = _token_nets()
+  maker = backward_kd.token_view(step_size=50.0, special_ids=(0, 7), project_to_tokens=True)
+  view = maker(None, tokens, jnp.array([0, 1]), teacher, student, {})
+  mask = (np.asarray(tokens["attention_mask"]) > 0) & ~np.isin(TOKENS_NP["input_ids"], (0, 7))
+  rest = {k: v for k, v in tokens.items() if k != "input_ids"}
+  *_, ids = backward.token_auxiliary_embeddings(
+      lambda e: teacher({**rest, "word_embeddings": e}),
+      lambda e: student({**rest, "word_embeddings": e}), teacher.variables["table"],
+      student.variables["table"], tokens["input_ids"], jnp.asarray(mask), step_size=50.0,
+      project_to_tokens=True)
+  ids = np.asarray(ids)
+  np.testing.assert_array_equal(ids[~mask], TOKENS_NP["input_ids"][~mask])
+  assert (ids[mask] != TOKENS_NP["input_ids"][mask]).any()
+  np.testing.assert_allclose(view.inputs["word_embeddings"],
+                             np.asarray(student.variables["table"])[ids], rtol=1e-6)
+  np.testing.assert_allclose(
+      view.teacher_logits,
+      teacher({**rest, "word_embeddings": jnp.asarray(teacher.variables["table"])[ids]}),
+      rtol=1e-5, atol=1e-6)
+
+
+def test_text_configs_backward_block_reaches_the_token_view():
+  from kd_jax.experiments.configs import rotten_tomatoes
+  from kd_jax.train import setup as setup_lib
+  config = rotten_tomatoes.get_config("backward_kd")
+  config.backward.project_to_tokens = True
+  keywords = setup_lib.view_keywords(setup_lib.view_block(config, "backward"))
+  maker = methods.make_view("backward", "text", **keywords, special_ids=(0,))
+  assert maker.make.keywords == dict(steps=1, step_size=1.0, normalize="l2", divergence="kl",
+                                     temperature=1.0, special_ids=(0,), project_to_tokens=True)
 
 
 def test_token_view_errors():

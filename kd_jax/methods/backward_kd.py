@@ -62,10 +62,13 @@ def image_view(**options) -> ViewMaker:
 
 
 def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, steps,
-                       step_size, normalize, divergence, temperature, special_ids) -> View:
+                       step_size, normalize, divergence, temperature, special_ids,
+                       project_to_tokens=False) -> View:
   """Auxiliary sentences: the student's embeddings of x' as its input, the teacher's logits
-  on its own embeddings of x'. ``teacher_fn`` / ``student_fn`` are
-  kd_jax.models.adapters.Bound (the embedding tables are read from their variables)."""
+  on its own embeddings of x'. With ``project_to_tokens``, x' is the nearest discrete
+  sentence (``argmax_v X'``, METHODS.md's option) and each model sees its own embeddings of
+  those tokens. ``teacher_fn`` / ``student_fn`` are kd_jax.models.adapters.Bound (the
+  embedding tables are read from their variables)."""
   del key, hparams
   special = jnp.asarray(special_ids or (-1,), jnp.int32)
 
@@ -76,12 +79,17 @@ def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, 
 
   perturb = (inputs["attention_mask"] > 0) & ~jnp.isin(inputs["input_ids"], special)
   constants = teacher_fn.constants or {}
-  teacher_e, student_e = backward.token_auxiliary_embeddings(
-      embedded(teacher_fn), embedded(student_fn),
-      teacher_fn.model.embedding_matrix(teacher_fn.variables),
-      student_fn.model.embedding_matrix(student_fn.variables), inputs["input_ids"], perturb,
-      steps=steps, step_size=step_size, normalize=normalize, divergence=divergence,
-      temperature=temperature, teacher_gram=constants.get("teacher_gram"))
+  teacher_table = teacher_fn.model.embedding_matrix(teacher_fn.variables)
+  student_table = student_fn.model.embedding_matrix(student_fn.variables)
+  samples = backward.token_auxiliary_embeddings(
+      embedded(teacher_fn), embedded(student_fn), teacher_table, student_table,
+      inputs["input_ids"], perturb, steps=steps, step_size=step_size, normalize=normalize,
+      divergence=divergence, temperature=temperature, project_to_tokens=project_to_tokens,
+      teacher_gram=constants.get("teacher_gram"))
+  teacher_e, student_e = samples[:2]
+  if project_to_tokens:  # a word lookup of the projected ids, as the models do for any ids
+    teacher_e = jnp.take(jnp.asarray(teacher_table, jnp.float32), samples[2], axis=0)
+    student_e = jnp.take(jnp.asarray(student_table, jnp.float32), samples[2], axis=0)
   student_inputs = {**_without_ids(inputs), "word_embeddings": student_e}
   teacher_logits = teacher_fn({**_without_ids(inputs), "word_embeddings": teacher_e})
   return View(student_inputs, teacher_logits, labels, labels,
@@ -94,8 +102,12 @@ def _without_ids(inputs):
 
 def token_view(*, steps: int = 1, step_size: float = 1.0, normalize: str = "l2",
                divergence: str = "kl", divergence_temperature: float = 1.0,
-               special_ids: tuple[int, ...] = ()) -> ViewMaker:
-  """The token-level backward view maker. ``special_ids``: token ids that never move."""
+               special_ids: tuple[int, ...] = (), project_to_tokens: bool = False
+               ) -> ViewMaker:
+  """The token-level backward view maker. ``special_ids``: token ids that never move.
+  ``project_to_tokens``: train on the nearest discrete sentences instead of the relaxed
+  ones (METHODS.md's option; off by default, as the spec's generation and the text results
+  use the relaxed sentences)."""
   if normalize == "sign":
     raise ValueError("token-level backward KD takes normalize 'l2' or 'none' (the sign of "
                      "a one-hot gradient leaves the simplex).")
@@ -104,7 +116,8 @@ def token_view(*, steps: int = 1, step_size: float = 1.0, normalize: str = "l2",
   return ViewMaker(functools.partial(
       token_view_samples, steps=options["steps"], step_size=step_size, normalize=normalize,
       divergence=divergence, temperature=divergence_temperature,
-      special_ids=tuple(int(i) for i in special_ids)), "backward")
+      special_ids=tuple(int(i) for i in special_ids),
+      project_to_tokens=bool(project_to_tokens)), "backward")
 
 
 def teacher_constants(teacher_model, teacher_variables) -> dict:

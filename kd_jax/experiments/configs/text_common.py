@@ -16,8 +16,9 @@
   everything else       as the image configs (kd_jax/experiments/configs/common.py): kd.*,
                         continuation.*, checkpoint_every_steps, progress_bar, multihost, ...
   backward.*            token-level backward KD: steps, step_size, normalize (l2 | none),
-                        divergence, divergence_temperature (the other keys are image-only);
-                        view.weight weighs its KD term
+                        divergence, divergence_temperature, project_to_tokens (train on the
+                        nearest discrete sentences; default the relaxed ones); the other
+                        keys are image-only; view.weight weighs its KD term
 """
 
 import ml_collections
@@ -61,4 +62,5 @@ def base_text_config():
   # Token-level backward KD: an l2-normalised step of size 1 on the relaxed one-hot sentence.
   config.backward.step_size = 1.0
   config.backward.normalize = "l2"
+  config.backward.project_to_tokens = False
   return config
