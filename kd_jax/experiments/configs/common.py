@@ -150,6 +150,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.backward.epsilon = placeholder(float)  # None: no ε-ball
   config.backward.clip = True
   config.backward.divergence = "kl"
+  # τ of the generation KL: 1, not the KD τ (within noise of 4:
+  # results/sweep_backward_divergence_temperature_digits.md).
   config.backward.divergence_temperature = 1.0
   config.backward.pool_every_epochs = 0  # 0: regenerate every step; N: a pool every N epochs
   config.epoch_factor = 1
