@@ -516,9 +516,11 @@ class _TokenModel:  # a stand-in for kd_jax.models.adapters: mean embedding, the
 
   def predict(self, variables, inputs):
     # Padding counts (half weight), so only the view's mask keeps it from moving.
-    assert "input_ids" not in inputs
+    assert ("input_ids" in inputs) != ("word_embeddings" in inputs)  # ids, or their embedding
+    embeddings = (jnp.take(variables["table"], inputs["input_ids"], axis=0)
+                  if "input_ids" in inputs else inputs["word_embeddings"])
     weight = 0.5 + inputs["attention_mask"][..., None].astype(jnp.float32)
-    pooled = jnp.mean(inputs["word_embeddings"] * weight, 1)
+    pooled = jnp.mean(embeddings * weight, 1)
     return pooled @ variables["w"]
 
 
@@ -616,8 +618,9 @@ def test_token_view_uses_the_teachers_constants_and_defaults():
 
 
 def test_token_view_projected_to_tokens_trains_on_the_nearest_sentence():
-  """Each model sees its own word embeddings of the projected ids, which differ from the
-  input only at perturbable positions (a step large enough to move some argmax)."""
+  """Both models get the projected ids (so the student's embedding table learns from them),
+  which differ from the input only at perturbable positions (a step large enough to move
+  some argmax)."""
   tokens = _tokens()
   teacher, student = _token_nets()
   maker = backward_kd.token_view(step_size=50.0, special_ids=(0, 7), project_to_tokens=True)
@@ -632,12 +635,17 @@ def test_token_view_projected_to_tokens_trains_on_the_nearest_sentence():
   ids = np.asarray(ids)
   np.testing.assert_array_equal(ids[~mask], TOKENS_NP["input_ids"][~mask])
   assert (ids[mask] != TOKENS_NP["input_ids"][mask]).any()
-  np.testing.assert_allclose(view.inputs["word_embeddings"],
-                             np.asarray(student.variables["table"])[ids], rtol=1e-6)
-  np.testing.assert_allclose(
-      view.teacher_logits,
-      teacher({**rest, "word_embeddings": jnp.asarray(teacher.variables["table"])[ids]}),
-      rtol=1e-5, atol=1e-6)
+  assert set(view.inputs) == {"input_ids", "attention_mask", "token_type_ids"}
+  np.testing.assert_array_equal(view.inputs["input_ids"], ids)
+  # An l2 step η moves the sentence by η, and changing a token costs more than 1/2 of η²:
+  # η = 0.7 < 1/√2 changes none.
+  small = backward_kd.token_view(step_size=0.7, special_ids=(0, 7), project_to_tokens=True)
+  np.testing.assert_array_equal(
+      small(None, tokens, jnp.array([0, 1]), teacher, student, {}).inputs["input_ids"],
+      TOKENS_NP["input_ids"])
+  np.testing.assert_array_equal(view.inputs["attention_mask"], TOKENS_NP["attention_mask"])
+  np.testing.assert_allclose(view.teacher_logits, teacher({**rest, "input_ids": ids}),
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_text_configs_backward_block_reaches_the_token_view():

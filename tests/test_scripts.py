@@ -157,6 +157,24 @@ def test_rolewise_compare_report_lists_every_stage_command(tmp_path):
     assert "'--config.seeds=(0,)'" in command  # overrides kept, quoted for the shell
 
 
+def test_rolewise_stage_records_say_which_machine_is_not_recorded(tmp_path):
+  """Stages finished before machines were recorded (commands.json only) are named as such;
+  a stage recorded later adds its machine beside them."""
+  import json
+  from kd_jax.experiments import rolewise
+  with open(tmp_path / "commands.json", "w") as f:
+    json.dump({"teacher": "python -m ... --stage=teacher",
+               "student_search": "python -m ... --stage=student_search"}, f)
+  assert rolewise.earlier_stages(str(tmp_path)) == ["teacher", "student_search"]
+  assert (rolewise.stage_machines(str(tmp_path), ["teacher", "student_search"])
+          == "teacher: not recorded; student_search: not recorded")
+  rolewise.record_stage(str(tmp_path), "student", "python -m ... --stage=student", "GPU box")
+  assert rolewise.earlier_stages(str(tmp_path)) == ["teacher", "student_search", "student"]
+  assert (rolewise.stage_machines(str(tmp_path), rolewise.earlier_stages(str(tmp_path)))
+          == "teacher: not recorded; student_search: not recorded; student: GPU box")
+  assert rolewise.recorded_commands(str(tmp_path))["student"] == "python -m ... --stage=student"
+
+
 def test_rolewise_stages_name_the_missing_stage(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run(

@@ -272,3 +272,30 @@ def test_unprepared_glue_names_the_fix(tokenizer, tmp_path):
   from kd_jax.data.tfds_loaders import DatasetNotPreparedError
   with pytest.raises(DatasetNotPreparedError, match="download_and_prepare"):
     text_data.load_glue("rte", tokenizer, data_dir=str(tmp_path))
+
+
+def test_projected_token_view_feeds_bert_the_nearest_sentence_as_ids():
+  """project_to_tokens on real BERT encoders of different widths: the view's inputs are
+  token ids (special and padding positions kept), the teacher's logits are its logits on
+  those ids, and ids give the same logits as their word embeddings (the relaxed path)."""
+  from kd_jax.methods import backward_kd
+  from kd_jax.models import adapters
+  narrow = dataclasses.replace(TINY, hidden_size=8, intermediate_size=16)
+  teacher, student = (
+      adapters.Bound(adapters.BertModel(bert.BertClassifier(c)),
+                     {"params": bert.init_params(bert.BertClassifier(c), jax.random.PRNGKey(i))})
+      for i, c in enumerate((TINY, narrow)))
+  ids = np.array([[101, 2023, 3185, 2003, 102, 0], [101, 2307, 2143, 999, 1012, 102]], np.int32)
+  tokens = {"input_ids": jnp.asarray(ids), "token_type_ids": jnp.zeros_like(ids),
+            "attention_mask": jnp.asarray((ids > 0).astype(np.int32))}
+  maker = backward_kd.token_view(step_size=300.0, special_ids=(101, 102), project_to_tokens=True)
+  view = maker(None, tokens, jnp.array([0, 1]), teacher, student, {})
+  projected = np.asarray(view.inputs["input_ids"])
+  frozen = np.isin(ids, (0, 101, 102))
+  np.testing.assert_array_equal(projected[frozen], ids[frozen])
+  assert (projected[~frozen] != ids[~frozen]).any()  # the step moved some tokens
+  np.testing.assert_allclose(view.teacher_logits, teacher(view.inputs), rtol=1e-5, atol=1e-6)
+  table = student.model.embedding_matrix(student.variables)
+  relaxed = {**{k: v for k, v in view.inputs.items() if k != "input_ids"},
+             "word_embeddings": jnp.take(table, view.inputs["input_ids"], axis=0)}
+  np.testing.assert_allclose(student(view.inputs), student(relaxed), rtol=1e-5, atol=1e-6)

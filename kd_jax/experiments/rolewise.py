@@ -17,12 +17,13 @@ trial's schedule and the chosen one), ``teacher/`` (Orbax checkpoint of the teac
 after them) runs in kd_jax's one loop and checkpoints in ``--workdir`` (``*_population``,
 ``*_train``): a killed stage rerun with the same command resumes where it stopped; SIGTERM
 saves and exits with 143. Each stage that finishes records its full command in
-``<workdir>/commands.json`` and the machine it ran on in ``<workdir>/machines.json``; the
-compare report lists the commands of the stages it read, in order, so the whole result
-reruns from the report, and the machine of each stage (the stages of one workdir may run on
-different machines: the searches on a GPU, compare on a CPU). compare may train more seeds than the
-stages before it (``--config.seeds=(0,1,2,3,4)``; the searches and single trainings use only
-the first seed, so keep it).
+``<workdir>/commands.json`` and the machine that finished it in
+``<workdir>/machines.json``; the compare report lists the commands of the stages it read,
+in order, so the whole result reruns from the report, and the machine of each stage (the
+stages of one workdir may run on different machines: the searches on a GPU, compare on a
+CPU). compare may train more seeds than the stages before it
+(``--config.seeds=(0,1,2,3,4)``; the searches and single trainings use only the first seed,
+so keep it).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ ROWS = (("none", "KD, no learned policy (pad/crop/flip/cutout only)"),
         ("student", "KD, the student's own schedule (role-wise)"))
 
 
-def record_command(workdir: str, stage: str, command: str, machine: str) -> None:
+def record_stage(workdir: str, stage: str, command: str, machine: str) -> None:
   """Stores the command that ran ``stage`` in ``<workdir>/commands.json`` and the machine
   that finished it in ``<workdir>/machines.json``."""
   for name, value in ((COMMANDS_FILE, command), (MACHINES_FILE, machine)):
@@ -250,16 +251,16 @@ def stage_machines(workdir: str, stages) -> str:
   return "; ".join(f"{s}: {machines.get(s, 'not recorded')}" for s in stages)
 
 
-def earlier_stage_commands(workdir: str) -> list[str]:
-  """The commands of the stages compare reads (teacher, student_search), and of the student
-  stage if it ran, in stage order."""
+def earlier_stages(workdir: str) -> list[str]:
+  """The stages compare reads (teacher, student_search), and the student stage if it ran,
+  in stage order; each must have recorded its command."""
   commands = recorded_commands(workdir)
   missing = [s for s in ("teacher", "student_search") if s not in commands]
   if missing:
     raise FileNotFoundError(
         f"{os.path.join(workdir, COMMANDS_FILE)} records no command for stage(s) "
         f"{', '.join(missing)}: rerun them in {workdir} so that the report can be rerun.")
-  return [commands[s] for s in STAGES[:3] if s in commands]
+  return [s for s in STAGES[:3] if s in commands]
 
 
 def stage_compare(config, data, workdir, out_path, arguments=None):
@@ -271,8 +272,7 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
   schedules = {"none": [(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))],
                "teacher": _load_schedule(workdir, "teacher_search"),
                "student": _load_schedule(workdir, "student_search")}
-  before = earlier_stage_commands(workdir)
-  earlier = [s for s in STAGES[:3] if s in recorded_commands(workdir)]
+  earlier = earlier_stages(workdir)
   members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
   out = _train(config, data, _student_setup(config, data, teacher),
                [schedules[r] for r, _ in members], [s for _, s in members],
@@ -308,7 +308,9 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
     active = [f"{op} p={p:.1f} m={m}" for op, p, m in final_policy if p > 0]
     lines.append(f"{name}: {len(schedule)} policy changes; final policy's active tuples: "
                  f"{', '.join(active) or 'none'}.")
-  reporting.finish_report(lines, "rolewise", out_path, arguments, before=before)
+  commands = recorded_commands(workdir)
+  reporting.finish_report(lines, "rolewise", out_path, arguments,
+                          before=[commands[s] for s in earlier])
   return final
 
 
@@ -330,8 +332,8 @@ def main(argv):
     else:
       stage_compare(config, data, workdir, _OUT.value, arguments)
   if jax.process_index() == 0:
-    record_command(workdir, stage, reporting.command_line("rolewise", arguments),
-                   shared.machine_description())
+    record_stage(workdir, stage, reporting.command_line("rolewise", arguments),
+                 shared.machine_description())
 
 
 if __name__ == "__main__":

@@ -66,9 +66,9 @@ def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, 
                        project_to_tokens=False) -> View:
   """Auxiliary sentences: the student's embeddings of x' as its input, the teacher's logits
   on its own embeddings of x'. With ``project_to_tokens``, x' is the nearest discrete
-  sentence (``argmax_v X'``, METHODS.md's option) and each model sees its own embeddings of
-  those tokens. ``teacher_fn`` / ``student_fn`` are kd_jax.models.adapters.Bound (the
-  embedding tables are read from their variables)."""
+  sentence (``argmax_v X'``, METHODS.md's option), given to both models as token ids, so
+  the student's word-embedding table also learns from it. ``teacher_fn`` / ``student_fn``
+  are kd_jax.models.adapters.Bound (the embedding tables are read from their variables)."""
   del key, hparams
   special = jnp.asarray(special_ids or (-1,), jnp.int32)
 
@@ -86,10 +86,11 @@ def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, 
       inputs["input_ids"], perturb, steps=steps, step_size=step_size, normalize=normalize,
       divergence=divergence, temperature=temperature, project_to_tokens=project_to_tokens,
       teacher_gram=constants.get("teacher_gram"))
-  teacher_e, student_e = samples[:2]
-  if project_to_tokens:  # a word lookup of the projected ids, as the models do for any ids
-    teacher_e = jnp.take(jnp.asarray(teacher_table, jnp.float32), samples[2], axis=0)
-    student_e = jnp.take(jnp.asarray(student_table, jnp.float32), samples[2], axis=0)
+  if project_to_tokens:
+    sentence = {**inputs, "input_ids": samples[2]}
+    return View(sentence, teacher_fn(sentence), labels, labels,
+                jnp.ones(labels.shape, jnp.float32))
+  teacher_e, student_e = samples
   student_inputs = {**_without_ids(inputs), "word_embeddings": student_e}
   teacher_logits = teacher_fn({**_without_ids(inputs), "word_embeddings": teacher_e})
   return View(student_inputs, teacher_logits, labels, labels,
@@ -107,7 +108,10 @@ def token_view(*, steps: int = 1, step_size: float = 1.0, normalize: str = "l2",
   """The token-level backward view maker. ``special_ids``: token ids that never move.
   ``project_to_tokens``: train on the nearest discrete sentences instead of the relaxed
   ones (METHODS.md's option; off by default, as the spec's generation and the text results
-  use the relaxed sentences)."""
+  use the relaxed sentences). A token changes only where some entry of X' gains more than
+  1 on the original's, which takes more than 1/2 of the step's squared L2 norm: with
+  ``normalize="l2"`` (each step moves the whole sentence by η) fewer than 2(Kη)² tokens
+  per sentence change, none for Kη < 1/√2, so raise the step with this option."""
   if normalize == "sign":
     raise ValueError("token-level backward KD takes normalize 'l2' or 'none' (the sign of "
                      "a one-hot gradient leaves the simplex).")
