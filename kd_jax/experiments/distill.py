@@ -6,7 +6,7 @@
 Methods: kd_jax.methods.METHODS (the README's table). Rerunning the same command resumes
 from the newest checkpoint in --workdir; SIGTERM saves a checkpoint and exits with 143.
 Expected result: for seed 0 of the config's kd row, one sample of the KD row of
-results/demo_digits.md (94.21 ± 1.07 % over 5 seeds); each config's docstring names its own.
+results/demo_digits.md (its 5-seed mean ± std); each config's docstring names its own.
 """
 
 from absl import app, flags
