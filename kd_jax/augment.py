@@ -144,15 +144,15 @@ def mixup(key: jax.Array, images: jax.Array, alpha: float = 1.0):
   Args:
     key: PRNG key.
     images: ``[batch, height, width, channels]``; integer images are mixed in float32.
-    alpha: Beta parameter α > 0.
+    alpha: Beta parameter α > 0 (a string, 0 or NaN raises; traced, it is checked under
+      checkify only: kd_jax.validation.check_positive).
 
   Returns:
     ``(mixed, perm, lam)``: mixed images (floating), the partner permutation ``[batch]``
     and the scalar weight λ of the original image.
   """
   _check_images("images", images)
-  if isinstance(alpha, (int, float)) and alpha <= 0:
-    raise ValueError(f"alpha must be > 0; got {alpha}.")
+  validation.check_positive("alpha", alpha)
   lam_key, perm_key = jax.random.split(key)
   dtype = _mixing_dtype(images)
   lam = jax.random.beta(lam_key, alpha, alpha)
@@ -193,8 +193,7 @@ def cutmix(key: jax.Array, images: jax.Array, alpha: float = 1.0):
     ``[batch]``, and λ, the fraction of each image's area that is still its own.
   """
   _check_images("images", images)
-  if isinstance(alpha, (int, float)) and alpha <= 0:
-    raise ValueError(f"alpha must be > 0; got {alpha}.")
+  validation.check_positive("alpha", alpha)
   lam_key, perm_key, box_key = jax.random.split(key, 3)
   batch, height, width, _ = images.shape
   lam = jax.random.beta(lam_key, alpha, alpha)

@@ -55,6 +55,10 @@ def divergence_input_grad(teacher_fn: Callable, student_fn: Callable, x: jax.Arr
     raise ValueError(f"unknown divergence {divergence!r}; valid names: {', '.join(DIVERGENCES)}.")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"x must be floating (normalised inputs); got {x.dtype}.")
+  validation.check_positive("temperature", temperature)
+  teacher_fn = validation.logits_function("teacher_fn", teacher_fn)
+  student_fn = validation.logits_function("student_fn", student_fn)
+
   def total(inputs):
     return jnp.sum(per_example_divergence(teacher_fn(inputs), student_fn(inputs), divergence,
                                           temperature))
@@ -180,6 +184,9 @@ def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teach
   if divergence not in DIVERGENCES:
     raise ValueError(f"unknown divergence {divergence!r}; valid names: {', '.join(DIVERGENCES)}.")
   steps = validation.static_int("steps", steps, minimum=1)
+  validation.check_positive("temperature", temperature)
+  teacher_fn = validation.logits_function("teacher_fn", teacher_fn)
+  student_fn = validation.logits_function("student_fn", student_fn)
   if input_ids.shape != perturb_mask.shape:
     raise ValueError(f"perturb_mask has shape {perturb_mask.shape}; input_ids has "
                      f"{input_ids.shape}.")

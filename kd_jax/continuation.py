@@ -28,6 +28,11 @@ def _check_epoch(epoch) -> None:
     raise ValueError(f"epochs count from 1; got {epoch}.")
 
 
+def _check_ramp(ramp_epochs) -> None:
+  if not ramp_epochs > 0:  # also refuses NaN
+    raise ValueError(f"psi_ramp_epochs (ψ's ramp length) must be > 0; got {ramp_epochs}.")
+
+
 def temperature_at(epoch: int, num_epochs: int, t_max: int) -> int:
   """``T = max(1, t_max − floor(epoch / k))`` with ``k = max(1, floor(num_epochs / t_max))``.
 
@@ -59,6 +64,7 @@ def psi_linear(epoch: int, ramp_epochs: int) -> float:
   if not _on_host(epoch, ramp_epochs):
     return jnp.minimum(epoch / ramp_epochs, 1.0)
   _check_epoch(epoch)
+  _check_ramp(ramp_epochs)
   return min(epoch / ramp_epochs, 1.0)
 
 
@@ -67,6 +73,7 @@ def psi_piecewise(epoch: int, ramp_epochs: int = 40, switch_epoch: int = 20) -> 
   if not _on_host(epoch, ramp_epochs, switch_epoch):
     return jnp.where(epoch <= switch_epoch, epoch / ramp_epochs, 1.0)
   _check_epoch(epoch)
+  _check_ramp(ramp_epochs)
   return epoch / ramp_epochs if epoch <= switch_epoch else 1.0
 
 

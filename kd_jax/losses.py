@@ -4,9 +4,14 @@ Every function takes logits of shape ``[..., num_classes]`` (usually ``[batch, c
 and returns one value per example, shape ``[...]``. The arithmetic runs in at least float32
 (bfloat16 logits are upcast), through ``log_softmax``, so logits of magnitude 1e4 give finite
 results. Inputs of a wrong shape or dtype fail at trace time with a message naming the
-argument. Gradients flow into both arguments: callers that want a frozen teacher wrap its
-logits in ``jax.lax.stop_gradient`` (the training step does), while backward-pass KD needs the
-gradient through the teacher.
+argument. Values are checked where they are known: a temperature that is a string, ≤ 0 or
+NaN raises at once when it is a Python or NumPy number or a concrete array; a traced one
+(a schedule value inside ``jax.jit``) is checked only under ``jax.experimental.checkify``
+(``checkify.checkify(fn, errors=checkify.user_checks)``), since a compiled function cannot
+raise: without checkify, τ = 0 gives NaN and τ < 0 a meaningless value
+(kd_jax.validation.check_positive). Gradients flow into both arguments: callers that want a
+frozen teacher wrap its logits in ``jax.lax.stop_gradient`` (the training step does), while
+backward-pass KD needs the gradient through the teacher.
 
 Notation: p^τ = softmax(z / τ), KL(p || q) = Σ_c p_c (log p_c − log q_c).
 """
@@ -44,7 +49,7 @@ def kd_kl(student_logits: jax.Array, teacher_logits: jax.Array,
   validation.check_logits("student_logits", student_logits)
   validation.check_logits("teacher_logits", teacher_logits)
   validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
-  validation.check_positive_if_concrete("temperature", temperature)
+  validation.check_positive("temperature", temperature)
   dtype = validation.compute_dtype(student_logits, teacher_logits)
   log_p_teacher = _log_softmax(teacher_logits, temperature, dtype)
   log_p_student = _log_softmax(student_logits, temperature, dtype)
@@ -64,6 +69,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     ``[...]`` in at least float32.
   """
   validation.check_logits("logits", logits)
+  labels = jnp.asarray(labels)  # a Python list of class ids works too
   validation.check_labels("logits", logits, "labels", labels)
   dtype = validation.compute_dtype(logits)
   log_p = _log_softmax(logits, 1.0, dtype)
@@ -81,7 +87,7 @@ def entropy(logits: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Arra
     ``[...]`` in ``[0, log num_classes]``, at least float32.
   """
   validation.check_logits("logits", logits)
-  validation.check_positive_if_concrete("temperature", temperature)
+  validation.check_positive("temperature", temperature)
   log_p = _log_softmax(logits, temperature, validation.compute_dtype(logits))
   return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
@@ -135,8 +141,7 @@ def continuation_hinge(student_logits: jax.Array, teacher_logits: jax.Array,
   validation.check_logits("student_logits", student_logits)
   validation.check_logits("teacher_logits", teacher_logits)
   validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
-  if isinstance(margin, (int, float)) and margin < 0:
-    raise ValueError(f"margin must be ≥ 0; got {margin}.")
+  validation.check_non_negative("margin", margin)
   if reduction not in HINGE_REDUCTIONS:
     raise ValueError(f"unknown hinge reduction {reduction!r}; valid: "
                      f"{', '.join(HINGE_REDUCTIONS)}.")

@@ -278,10 +278,31 @@ BRANCHES = tuple(_FUNCTIONS[name] for name in OPERATIONS) + (
 IDENTITY = len(OPERATIONS)
 
 
+def check_pixel_images(name: str, images, *, integers_only: bool) -> None:
+  """The operations work on pixel levels 0..255. Integer images (uint8) always pass. Float
+  images are refused where the contract is uint8 (``integers_only``); elsewhere they must
+  hold levels 0..255, and a concrete float batch whose values all lie in [0, 1] (a
+  normalised image, which every operation would round to black) is refused."""
+  dtype = jnp.asarray(images).dtype if not hasattr(images, "dtype") else images.dtype
+  if jnp.issubdtype(dtype, jnp.integer):
+    return
+  advice = ("for images in [0, 1] pass (images * 255).round().astype(jnp.uint8); for "
+            "normalised ones, undo the normalisation first")
+  if integers_only:
+    raise TypeError(f"{name} must be uint8 pixel levels 0..255; got dtype {dtype}: {advice}.")
+  if not isinstance(images, jax.core.Tracer):
+    values = np.asarray(images)
+    if values.size and values.max() <= 1.0 and values.max() > 0:
+      raise ValueError(f"{name} must hold pixel levels 0..255; these {dtype} values all lie "
+                       f"in [0, 1]: {advice}.")
+
+
 def apply_operation(name: str, image, level, key=None, fill=128.0):
-  """One named operation on a uint8 image ``[H, W, C]`` (returns uint8)."""
+  """One named operation on a uint8 image ``[H, W, C]`` (returns uint8; float images are
+  refused: the operations work on levels 0..255)."""
   if name not in _FUNCTIONS:
     raise ValueError(f"unknown operation {name!r}; valid names: {', '.join(OPERATIONS)}.")
+  check_pixel_images("image", image, integers_only=True)
   key = jax.random.PRNGKey(0) if key is None else key
   out = _FUNCTIONS[name](jnp.asarray(image, jnp.float32), jnp.asarray(level, jnp.int32), key,
                          jnp.asarray(fill, jnp.float32))
@@ -290,11 +311,15 @@ def apply_operation(name: str, image, level, key=None, fill=128.0):
 
 # --- Policies. ---
 
-def check_policy(policy) -> None:
+def check_policy(policy, population: bool = True) -> None:
+  """A policy is int ``[30, 2]`` (probability, magnitude per tuple); with ``population``,
+  ``[P, 30, 2]`` passes too."""
   shape = np.shape(policy)
-  if shape[-2:] != (NUM_TUPLES, 2):
+  allowed = len(shape) == 2 or (population and len(shape) == 3)
+  if shape[-2:] != (NUM_TUPLES, 2) or not allowed:
+    either = f", or [P, {NUM_TUPLES}, 2] for a population" if population else ""
     raise ValueError(f"a policy has shape [{NUM_TUPLES}, 2] (probability, magnitude) per "
-                     f"tuple, or [P, {NUM_TUPLES}, 2] for a population; got {shape}.")
+                     f"tuple{either}; got {shape}.")
 
 
 def zero_policy(population: int | None = None) -> jax.Array:
@@ -305,6 +330,7 @@ def zero_policy(population: int | None = None) -> jax.Array:
 
 def apply_policy(key, image, policy, fill):
   """PBA's per-image policy application on one uint8-valued float image ``[H, W, C]``."""
+  check_policy(policy, population=False)
   count_key, order_key, coin_key, op_key = jax.random.split(key, 4)
   count = jax.random.choice(count_key, 3, p=jnp.asarray(COUNT_PROBABILITIES))
   order = jax.random.permutation(order_key, NUM_TUPLES)
@@ -347,7 +373,8 @@ def augment_batch(key, images, policy, *, fill, pad: int = 4, flip: bool = True,
       XLA:CPU over 20 times faster for a batch of 64 CIFAR images
       (results/bench_policies_cpu.md). None: ``default_loop()``.
   """
-  check_policy(policy)
+  check_policy(policy, population=False)
+  check_pixel_images("images", images, integers_only=True)
   loop = default_loop() if loop is None else loop
   if loop not in LOOPS:
     raise ValueError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}.")
@@ -669,6 +696,7 @@ def autoaugment_batch(key, images, policy="cifar10", *, fill=0.0, per_image: boo
   """
   from kd_jax import validation
   validation.check_image_layout("images", images)
+  check_pixel_images("images", images, integers_only=False)
   encoded = {k: jnp.asarray(v) for k, v in encode_autoaugment(policy).items()}
   magnitudes, signed = (jnp.asarray(v) for v in autoaugment_magnitudes(*images.shape[1:3]))
   fill = jnp.broadcast_to(jnp.asarray(fill, jnp.float32), images.shape[-1:])

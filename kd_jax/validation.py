@@ -100,12 +100,53 @@ def concrete_number(value):
   return None
 
 
-def check_positive_if_concrete(name: str, value) -> None:
-  """Checks ``value > 0`` when it is known now (a Python or NumPy number, a concrete array);
-  traced values are left alone."""
-  number = concrete_number(value)
-  if number is not None and not number > 0:
+def _check_number_type(name: str, value) -> None:
+  """Numbers, NumPy and JAX arrays pass; a string (``"-4"`` from a config file), None or a
+  bool is refused instead of being converted somewhere inside."""
+  if isinstance(value, (str, bytes, bool)) or value is None:
+    raise TypeError(f"{name} must be a number or a numeric array; got {value!r} "
+                    f"({type(value).__name__}).")
+
+
+def _check_traced(name: str, value, condition: str, holds) -> None:
+  """A traced value's check, active only where the caller asks for checks: under
+  ``checkify.checkify(fn, errors=checkify.user_checks)`` it raises with the value; without
+  checkify it costs nothing and checks nothing (JAX cannot raise from inside a compiled
+  function, and an unconditional ``checkify.check`` would refuse to compile)."""
+  checkify.debug_check(jnp.all(holds), f"{name} must be {condition}; got {{}}.", value)
+
+
+def check_positive(name: str, value) -> None:
+  """``value > 0``, checked as far as it can be: a string is refused; a Python or NumPy
+  number or a concrete array is checked now (NaN fails: it is not > 0); a traced value is
+  checked under ``jax.experimental.checkify`` (see ``_check_traced``), as in::
+
+    checked = checkify.checkify(jax.jit(loss_fn), errors=checkify.user_checks)
+    error, loss = checked(student_logits, teacher_logits, temperature)
+    error.throw()  # ValueError-like JaxRuntimeError naming the temperature
+  """
+  _check_number_type(name, value)
+  if isinstance(value, jax.core.Tracer):
+    _check_traced(name, value, "> 0", value > 0)
+    return
+  values = np.asarray(value)
+  if values.dtype.kind not in "iuf":
+    raise TypeError(f"{name} must be a real number; got {value!r} (dtype {values.dtype}).")
+  if not np.all(values > 0):
     raise ValueError(f"{name} must be > 0; got {value}.")
+
+
+def check_non_negative(name: str, value) -> None:
+  """``value ≥ 0`` (NaN fails), checked as ``check_positive`` checks ``> 0``."""
+  _check_number_type(name, value)
+  if isinstance(value, jax.core.Tracer):
+    _check_traced(name, value, "≥ 0", value >= 0)
+    return
+  values = np.asarray(value)
+  if values.dtype.kind not in "iuf":
+    raise TypeError(f"{name} must be a real number; got {value!r} (dtype {values.dtype}).")
+  if not np.all(values >= 0):
+    raise ValueError(f"{name} must be ≥ 0; got {value}.")
 
 
 def static_int(name: str, value, minimum: int | None = None,
@@ -142,3 +183,33 @@ def check_image_layout(name: str, images) -> None:
 def compute_dtype(*arrays):
   """At least float32: softmax and logs of bfloat16 logits lose too much precision."""
   return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+class _CheckedLogits:
+  """``fn`` with its output checked (``logits_function``); every attribute of ``fn`` (a
+  bound model's ``constants``, ``module``) reads through."""
+
+  def __init__(self, name: str, fn):
+    self._name, self._fn = name, fn
+
+  def __call__(self, inputs):
+    out = self._fn(inputs)
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+      kind = type(out).__name__
+      size = f" of {len(out)} items" if isinstance(out, (tuple, list, dict)) else ""
+      raise TypeError(f"{self._name} must return the logits array [batch, classes]; it "
+                      f"returned a {kind}{size}. Return the logits alone, e.g. "
+                      "lambda x: model.apply(variables, x)[0].")
+    return out
+
+  def __getattr__(self, attribute):
+    return getattr(self._fn, attribute)
+
+
+def logits_function(name: str, fn):
+  """``fn`` checked to return one logits array: a model that returns a tuple (logits and
+  features, or ``(logits, state)`` from ``apply(..., mutable=...)``) is named at trace time
+  instead of failing later in a concatenate or a softmax."""
+  if not callable(fn) or isinstance(fn, _CheckedLogits):  # None (no student) passes as is
+    return fn
+  return _CheckedLogits(name, fn)

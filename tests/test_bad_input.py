@@ -88,8 +88,97 @@ def test_non_positive_temperatures_of_any_number_type(temperature):
     losses.kd_kl(logits, logits, temperature)
   with pytest.raises(ValueError, match=r"^temperature must be > 0; got "):
     losses.entropy(logits, temperature)
-  # Traced temperatures cannot be checked and are left alone.
+  # Traced temperatures are checked under checkify, where the caller asks for checks.
   assert jax.jit(losses.kd_kl)(logits, logits, jnp.float32(2.0)).shape == (2,)
+
+
+def test_traced_temperatures_and_alphas_are_checked_under_checkify():
+  """Issue 25, finding 8: a traced τ ≤ 0 gave NaN with no way to catch it. Under checkify
+  (documented in kd_jax.losses) it raises naming the value; without it, the documented
+  NaN."""
+  logits = jnp.array([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]])
+  checked = checkify.checkify(jax.jit(losses.kd_kl), errors=checkify.user_checks)
+  error, _ = checked(logits, logits * 2, jnp.float32(-1.0))
+  with pytest.raises(checkify.JaxRuntimeError, match=r"temperature must be > 0; got -1\.0"):
+    error.throw()
+  error, values = checked(logits, logits * 2, jnp.float32(2.0))
+  error.throw()  # a valid τ: no error, the same values
+  np.testing.assert_allclose(values, losses.kd_kl(logits, logits * 2, 2.0), rtol=1e-6)
+  assert np.isnan(jax.jit(losses.kd_kl)(logits, logits * 2, jnp.float32(0.0))).all()
+  images = jnp.zeros((4, 8, 8, 1))
+  mix = checkify.checkify(jax.jit(augment.mixup), errors=checkify.user_checks)
+  error, _ = mix(jax.random.PRNGKey(0), images, jnp.float32(0.0))
+  with pytest.raises(checkify.JaxRuntimeError, match=r"alpha must be > 0; got 0\.0"):
+    error.throw()
+
+
+@pytest.mark.parametrize("alpha", [np.float32(0.0), jnp.array(0.0), float("nan"), -1])
+def test_mixing_alphas_of_any_number_type_are_checked(alpha):
+  """np.float32(0), jnp.array(0.) and NaN used to slip past ``alpha <= 0`` and return
+  all-NaN images."""
+  key, images = jax.random.PRNGKey(0), jnp.ones((4, 8, 8, 1))
+  for mix in (augment.mixup, augment.cutmix):
+    with pytest.raises(ValueError, match=r"^alpha must be > 0; got "):
+      mix(key, images, alpha)
+  from kd_jax import methods
+  for view in ("mixup", "cutmix", "cutmix_pick"):
+    with pytest.raises(ValueError, match=rf"^{view} alpha must be > 0"):
+      methods.make_view(view, alpha=alpha)
+
+
+def test_strings_are_not_numbers():
+  logits = jnp.zeros((2, 3))
+  with pytest.raises(TypeError, match=r"^temperature must be a number or a numeric array; "
+                                      r"got '-4' \(str\)"):
+    losses.kd_kl(logits, logits, "-4")
+  with pytest.raises(TypeError, match=r"^temperature must be a number"):
+    losses.entropy(logits, "4")
+  with pytest.raises(TypeError, match=r"^alpha must be a number"):
+    augment.mixup(jax.random.PRNGKey(0), jnp.ones((4, 8, 8, 1)), "1.0")
+  with pytest.raises(TypeError, match=r"^margin must be a number"):
+    losses.continuation_hinge(logits, logits, 1.0, "3")
+
+
+def test_python_lists_of_labels_and_a_teacher_that_returns_a_tuple():
+  from kd_jax import methods
+  logits = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]))
+  np.testing.assert_allclose(losses.cross_entropy(logits, [0, 1]), np.log(2.0) * np.ones(2),
+                             rtol=1e-6)
+  images = jnp.ones((4, 8, 8, 1))
+  head = lambda x: x.reshape(4, -1)[:, :3]
+  view = methods.make_view("mixup")(jax.random.PRNGKey(0), images, [0, 1, 2, 0], head, head,
+                                    {})
+  assert view.labels.shape == (4,) and view.teacher_logits.shape == (4, 3)
+  with pytest.raises(TypeError, match=r"^teacher_fn must return the logits array \[batch, "
+                                      r"classes\]; it returned a tuple of 2 items\. Return the "
+                                      r"logits alone"):
+    methods.make_view("mixup")(jax.random.PRNGKey(0), images, [0, 1, 2, 0],
+                               lambda x: (head(x), x), head, {})
+  with pytest.raises(TypeError, match=r"^student_fn must return the logits array"):
+    backward.auxiliary_samples(head, lambda x: [head(x)], images, step_size=0.1)
+
+
+def test_policies_refuse_float_images_in_0_1_and_policies_of_a_wrong_shape():
+  from kd_jax import policies
+  image = np.full((8, 8, 3), 0.5, np.float32)  # a [0, 1] image: every operation gave zeros
+  with pytest.raises(TypeError, match=r"^image must be uint8 pixel levels 0\.\.255; got "
+                                      r"dtype float32: for images in \[0, 1\] pass"):
+    policies.apply_operation("Invert", image, 5)
+  key, policy = jax.random.PRNGKey(0), policies.zero_policy()
+  with pytest.raises(TypeError, match=r"^images must be uint8 pixel levels"):
+    policies.augment_batch(key, image[None], policy, fill=0)
+  with pytest.raises(ValueError, match=r"^images must hold pixel levels 0\.\.255; these "
+                                      r"float32 values all lie in \[0, 1\]"):
+    policies.autoaugment_batch(key, image[None])
+  uint8 = np.full((2, 8, 8, 3), 128, np.uint8)
+  for bad in (jnp.zeros((30,), jnp.int32), jnp.zeros((4, 30, 2), jnp.int32),
+              jnp.zeros((15, 2), jnp.int32)):
+    with pytest.raises(ValueError, match=r"^a policy has shape \[30, 2\] \(probability, "
+                                         r"magnitude\) per tuple; got"):
+      policies.augment_batch(key, uint8, bad, fill=0)
+    with pytest.raises(ValueError, match=r"^a policy has shape \[30, 2\]"):
+      policies.apply_policy(key, uint8[0].astype(np.float32), bad, jnp.zeros(3))
+  assert policies.augment_batch(key, uint8, policy, fill=0).dtype == np.uint8
 
 
 def test_static_integer_arguments_take_numpy_integers():

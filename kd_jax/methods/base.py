@@ -20,7 +20,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from kd_jax import losses
+from kd_jax import losses, validation
 
 
 class View(NamedTuple):
@@ -50,7 +50,10 @@ class ViewMaker:
   label_mixing: bool = False
 
   def __call__(self, key, inputs, labels, teacher_fn, student_fn, hparams) -> View:
-    return self.make(key, inputs, labels, teacher_fn, student_fn, hparams)
+    if isinstance(labels, (list, tuple)):  # a Python list of class ids works too
+      labels = jnp.asarray(labels)
+    return self.make(key, inputs, labels, validation.logits_function("teacher_fn", teacher_fn),
+                     validation.logits_function("student_fn", student_fn), hparams)
 
   def loss(self, student_logits, view: View, hparams) -> jax.Array:
     """Batch-mean loss on x': ``view_weight·kd_weight·τ²·KL(p_T^τ(x') ‖ p_S^τ(x'))``.

@@ -26,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kd_jax import augment, losses, policies
+from kd_jax import augment, losses, policies, validation
 from kd_jax.methods.base import View, ViewMaker
 
 SCORES = ("teacher_entropy", "student_entropy", "kl")
@@ -184,11 +184,13 @@ def autoaugment(*, policy="cifar10", fill: float = 0.0, per_image: bool = True,
 
 def mixup(*, alpha: float = 1.0, label_mixing: bool = False) -> ViewMaker:
   """The mixup view maker (λ ~ Beta(α, α))."""
+  validation.check_positive("mixup alpha", alpha)
   return ViewMaker(functools.partial(mixup_view, alpha=alpha), "mixup", label_mixing)
 
 
 def cutmix(*, alpha: float = 1.0, label_mixing: bool = False) -> ViewMaker:
   """The CutMix view maker (λ ~ Beta(α, α), box of side √(1 − λ))."""
+  validation.check_positive("cutmix alpha", alpha)
   return ViewMaker(functools.partial(cutmix_view, alpha=alpha), "cutmix", label_mixing)
 
 
@@ -197,6 +199,7 @@ def cutmix_pick(*, alpha: float = 1.0, pool_rounds: int = 2, score: str = "teach
   """The CutMix-pick view maker: ``n_pick`` of ``pool_rounds`` CutMix draws by ``score``."""
   if score not in SCORES:
     raise ValueError(f"unknown pick score {score!r}; valid names: {', '.join(SCORES)}.")
+  validation.check_positive("cutmix_pick alpha", alpha)
   if pool_rounds < 1:
     raise ValueError(f"pool_rounds must be ≥ 1; got {pool_rounds}.")
   if n_pick is not None and n_pick < 1:
