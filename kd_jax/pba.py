@@ -20,10 +20,12 @@ method and view compose with the policy (``MemberSetup.method``, ``MemberSetup.v
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import tempfile
 from typing import Any, Callable
 
@@ -254,6 +256,19 @@ def _schedules_from_meta(raw):
           for s in raw]
 
 
+@contextlib.contextmanager
+def _no_resume_without_workdir():
+  """A run without a workdir checkpoints into a temporary directory that goes with it: a
+  signal's "rerun to resume" would be untrue there."""
+  from kd_jax.train import loop
+  try:
+    yield
+  except loop.PreemptedError as preempted:
+    raise loop.PreemptedError(f"{signal.Signals(preempted.signum).name}: stopped; this run "
+                              "had no workdir, so nothing was kept to resume from (pass "
+                              "workdir= to make it resumable).", preempted.signum) from None
+
+
 def search(setup: MemberSetup, train_images, train_labels, val_images, val_labels, *,
            population: int = 16, epochs: int, batch_size: int, exploit_every: int = 3,
            seed: int = 0, workdir: str | None = None, teacher_variables=None, hparams=None,
@@ -272,7 +287,7 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
   """
   from kd_jax.train import loop
   if workdir is None:
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, _no_resume_without_workdir():
       return search(setup, train_images, train_labels, val_images, val_labels,
                     population=population, epochs=epochs, batch_size=batch_size,
                     exploit_every=exploit_every, seed=seed, workdir=scratch,
@@ -363,7 +378,7 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
   if len(seeds) != members:
     raise ValueError(f"{members} schedules but {len(seeds)} seeds; give one seed per member.")
   if workdir is None:
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, _no_resume_without_workdir():
       return train_with_schedules(
           setup, schedules, seeds, train_images, train_labels, test_images, test_labels,
           epochs=epochs, batch_size=batch_size, teacher_variables=teacher_variables,
@@ -404,6 +419,6 @@ def save_result(path: str, result: SearchResult) -> None:
   """Writes the search's schedules as JSON (process 0 only: every process has the same)."""
   if jax.process_index() != 0:
     return
+  from kd_jax.train import files
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(result.to_json(), f)
+  files.write_json_atomically(path, result.to_json(), indent=None)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kd_jax import methods
-from kd_jax.train import checkpoint, loop
+from kd_jax.train import checkpoint, loop, metrics
 from tests.conftest import tiny_config
 
 
@@ -38,7 +38,7 @@ def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
   for name in ("summary.json", "summary.md", "curves.png", "metrics.jsonl"):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert os.listdir(os.path.join(workdir, "tensorboard"))
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  rows = metrics.read_rows(workdir)
   assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2, 3]
   assert {"epoch", "loss", "top1", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
 
@@ -87,9 +87,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   a, _ = _final_variables(straight)
   b, _ = _final_variables(resumed)
   jax.tree.map(np.testing.assert_array_equal, a, b)
-  rows = [json.loads(line) for line in open(os.path.join(resumed, "metrics.jsonl"))]
+  rows = metrics.read_rows(resumed)
   assert [r["epoch"] for r in rows if r["split"] == "test"] == [1, 2]
-  straight_rows = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
+  straight_rows = metrics.read_rows(straight)
   assert rows == straight_rows  # the same logs, too
 
 
@@ -98,7 +98,7 @@ def test_continuation_schedule_changes_per_epoch_without_recompiling(teacher_run
                        method="annealing_kd", **{"continuation.t_max": 3})
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert summary["train_step_compilations"] == 1
-  rows = [json.loads(line) for line in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
+  rows = metrics.read_rows(str(tmp_path))
   train = [r for r in rows if r["split"] == "train"]
   # T_max 3 over 3 epochs: T = 2, 1, 1 -> phi = 2/3, 1, 1; Annealing-KD's psi switches to
   # labels after the epoch where T reaches 1 (epoch 2).
@@ -111,7 +111,7 @@ def test_epoch_factor_stretches_epochs_and_milestones(tmp_path):
   config = tiny_config(num_epochs=1, epoch_factor=2, **{"optimizer.lr_milestones": (1,)})
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert summary["epochs"] == 2 and summary["steps"] == 44
-  rows = [json.loads(line) for line in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
+  rows = metrics.read_rows(str(tmp_path))
   lrs = [r["lr"] for r in rows if r["split"] == "train"]
   assert lrs[0] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.05)  # milestone at 2
 
@@ -261,7 +261,7 @@ def test_annealing_two_phases_restart_the_optimiser_and_resume_exactly(teacher_r
                "optimizer.lr_milestones": (1,), "log_every_steps": 0}
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   loop.train_and_evaluate(tiny_config("kd", num_epochs=3, **overrides), straight)
-  rows = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
+  rows = metrics.read_rows(straight)
   train = [r for r in rows if r["split"] == "train"]
   assert [r["psi"] for r in train] == [0.0, 0.0, 1.0]
   assert [r["continuation_temperature"] for r in train] == [2.0, 1.0, 1.0]

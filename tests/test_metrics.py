@@ -47,8 +47,7 @@ def run(tmp_path_factory):
   finally:
     logger.removeHandler(handler)
     logger.setLevel(level)
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
+  rows = metrics.read_rows(workdir)
   return summary, rows, handler.lines
 
 

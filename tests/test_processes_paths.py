@@ -155,6 +155,12 @@ def test_population_sigterm_then_sigkill_then_resume_equals_uninterrupted(
   expected_search, expected_teacher = population_uninterrupted
   assert search == expected_search
   jax.tree.map(np.testing.assert_array_equal, teacher, expected_teacher)
+  # Rerunning the finished stage reads its runs back and reports (it used to fail with
+  # "Checkpoint for step 44 already exists"), changing nothing.
+  result = _run(command)
+  assert "teacher: already saved at step" in result.stderr
+  assert "teacher: test accuracy" in result.stderr
+  assert _teacher_outcome(workdir)[0] == expected_search
 
 
 def test_population_two_processes_match_one_process(population_uninterrupted, tmp_path):

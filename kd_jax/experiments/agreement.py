@@ -20,7 +20,7 @@ import os
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
 from kd_jax.experiments import launch, reporting
 from kd_jax import backward, losses
@@ -109,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_app(main)

@@ -28,7 +28,7 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from kd_jax.experiments import launch, reporting, shared
 from kd_jax.data import load_dataset
@@ -172,4 +172,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_app(main)

@@ -42,7 +42,8 @@ from kd_jax.experiments import launch, reporting, shared
 from kd_jax import methods, models, pba, policies
 from kd_jax.data import load_dataset
 from kd_jax.models import resnet18
-from kd_jax.train import checkpoint, loop, optim, setup as setup_lib
+from kd_jax.train import checkpoint, files, integrity, loop, optim, run_lock
+from kd_jax.train import setup as setup_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "kd_jax/experiments/configs/rolewise.py:<scale>",
@@ -173,12 +174,25 @@ def stage_teacher(config, data, workdir):
   out = _train(config, data, setup, [schedule], [config.seeds[0]], config.num_epochs,
                os.path.join(workdir, "teacher_train"))
   member = jax.tree.map(lambda x: x[0], out["state"])
-  store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"))
-  store.save(member, {"step": int(member["step"]), "test_accuracy": out["final"][0],
-                      "train_step_compilations": out["compilations"],
-                      "history": [h[0] for h in out["history"]], "finished": True})
-  store.wait()
-  store.close()
+  teacher_dir = os.path.join(workdir, "teacher")
+  with run_lock.hold(teacher_dir):
+    store = checkpoint.RunCheckpoints(teacher_dir)
+    step = int(member["step"])
+    if step in store.all_steps():  # a rerun of the finished stage: the teacher is saved
+      saved = store.read_meta(step).get(checkpoint.ARRAY_CHECKSUMS, {}).get("model")
+      trained = integrity.fingerprints({k: member[k] for k in checkpoint.MODEL_KEYS})
+      if saved is not None and integrity.mismatched(saved, trained):
+        raise ValueError(
+            f"{teacher_dir} holds another teacher than the one this stage trained (its "
+            "populations were retrained since): the students would read the old one. Move "
+            f"{teacher_dir} away and rerun --stage=teacher.")
+      logger.info("teacher: already saved at step %d in %s.", step, teacher_dir)
+    else:
+      store.save(member, {"step": step, "test_accuracy": out["final"][0],
+                          "train_step_compilations": out["compilations"],
+                          "history": [h[0] for h in out["history"]], "finished": True})
+      store.wait()
+    store.close()
   logger.info("teacher: test accuracy %.2f", out["final"][0])
   return out["final"][0]
 
@@ -210,9 +224,9 @@ def stage_student(config, data, workdir):
                [config.seeds[0]], config.num_epochs, os.path.join(workdir, "student_train"),
                teacher, _student_init(config, data, teacher))
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "student.json"), "w") as f:
-      json.dump({"test_accuracy": out["final"][0], "history": out["history"],
-                 "train_step_compilations": out["compilations"]}, f)
+    files.write_json_atomically(os.path.join(workdir, "student.json"), {
+        "test_accuracy": out["final"][0], "history": out["history"],
+        "train_step_compilations": out["compilations"]}, indent=None)
   logger.info("student: test accuracy %.2f", out["final"][0])
   return out["final"][0]
 
@@ -228,8 +242,7 @@ def record_stage(workdir: str, stage: str, command: str, machine: str) -> None:
   for name, value in ((COMMANDS_FILE, command), (MACHINES_FILE, machine)):
     records = _read_records(workdir, name)
     records[stage] = value
-    with open(os.path.join(workdir, name), "w") as f:
-      json.dump(records, f, indent=1)
+    files.write_json_atomically(os.path.join(workdir, name), records)
 
 
 def _read_records(workdir: str, name: str) -> dict:
@@ -316,13 +329,17 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
 
 def main(argv):
   del argv
-  config, workdir, stage = _CONFIG.value, _WORKDIR.value, _STAGE.value
+  config, workdir, stage = _CONFIG.value, launch.check_workdir(_WORKDIR.value), _STAGE.value
+  setup_lib.check_config_numbers(config)
   launch.start(config)
   logger.setLevel(logging.INFO)
   arguments = reporting.script_arguments("rolewise")
-  os.makedirs(workdir, exist_ok=True)
-  data = _data(config)
-  with launch.exit_143_on_sigterm():  # SIGTERM: the population's checkpoint is saved
+  # One stage at a time in a workdir; SIGTERM or SIGINT at any point of a stage (in a search,
+  # between a search and the training after it, in the last epoch) saves what is running
+  # and exits 143 (130), and rerunning the stage continues from there. A finished stage
+  # rerun reads its checkpoints back and reports its result.
+  with run_lock.hold(workdir), launch.exit_143_on_sigterm():
+    data = _data(config)
     if stage == "teacher":
       stage_teacher(config, data, workdir)
     elif stage == "student_search":
@@ -331,9 +348,9 @@ def main(argv):
       stage_student(config, data, workdir)
     else:
       stage_compare(config, data, workdir, _OUT.value, arguments)
-  if jax.process_index() == 0:
-    record_stage(workdir, stage, reporting.command_line("rolewise", arguments),
-                 shared.machine_description())
+    if jax.process_index() == 0:
+      record_stage(workdir, stage, reporting.command_line("rolewise", arguments),
+                   shared.machine_description())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ For each view (none, mixup, cutmix, cutmix_pick): walk the training batches a ru
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from kd_jax.experiments import launch, reporting, shared
 from kd_jax.experiments.configs import common
@@ -64,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_app(main)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from kd_jax.experiments import launch, reporting
 from kd_jax.experiments.configs import rotten_tomatoes
@@ -87,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_app(main)

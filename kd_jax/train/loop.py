@@ -1,13 +1,17 @@
 """The one training loop: images and text, teachers and students, one process or many.
 
 ``train_and_evaluate(config, workdir)`` builds the run from its config (kd_jax.train.setup:
-data, student, teacher, preprocess, method), resumes from the newest readable checkpoint in
+data, student, teacher, preprocess, method), resumes from the newest intact checkpoint in
 ``workdir``, and writes metrics, checkpoints, a summary and a plot there. The loop body is
 deliberately plain: fetch this process's slice of the global batch, run the compiled step
 (kd_jax.train.step), and at a few sync points (log interval, epoch end, checkpoint) look at
-metrics on the host. Every guarantee lives here once, for every modality: SIGTERM saves and
-exits, a non-finite loss stops naming the step, an unreadable checkpoint falls back to the
-previous one, a resumed run reaches the same parameters, and the step compiles once.
+metrics on the host. Every guarantee lives here once, for every modality and for
+populations: one process holds a workdir at a time (kd_jax.train.run_lock); a rerun whose
+config, teacher or model would change the result is refused before anything is restored
+and touches nothing; SIGTERM and SIGINT save and exit; a non-finite loss stops naming the
+step; a checkpoint that fails its checksums is set aside, loudly, and the previous one used;
+metrics.jsonl is append-only; a resumed run reaches the same parameters; and the step
+compiles once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -28,7 +33,8 @@ import numpy as np
 from kd_jax import methods
 from kd_jax.data import EpochSampler, eval_batches
 from kd_jax.methods import backward_kd
-from kd_jax.train import checkpoint, metrics, optim, setup as setup_lib, sharding
+from kd_jax.train import checkpoint, files, integrity, metrics, optim, run_lock
+from kd_jax.train import setup as setup_lib, sharding
 from kd_jax.train import state as state_lib
 from kd_jax.train import step as step_lib
 
@@ -38,49 +44,86 @@ logger = logging.getLogger(__name__)
 _RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir", "download",
                         "coordinator_address", "num_processes", "process_id",
                         "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_batch_size",
-                        "allow_config_change"}
-# Keys a resumption may change with a warning: a longer run (num_epochs), a moved teacher.
-_RESUME_WARNING_KEYS = {"num_epochs", "teacher_workdir"}
+                        "allow_config_change", "teacher_workdir"}
+# Keys a resumption may change with a warning: a longer run (num_epochs). The teacher's path
+# may move freely: the teacher itself is compared by its checksum (check_resume_identity).
+_RESUME_WARNING_KEYS = {"num_epochs"}
 
 
 class ConfigChangedError(ValueError):
   """A run directory was resumed with a config that changes the run's result."""
-def _agreed_preemption(local_flag: bool, step: int, sync_every: int) -> bool:
-  """Whether every process stops at ``step`` to save. One process stops as soon as its own
-  SIGTERM arrives. Processes of a multi-host job save together, so they must agree on the
-  step: at every ``sync_every``-th step (the same steps on all of them) they gather their
-  flags, and all stop if any was signalled; a SIGTERM therefore takes effect within
-  ``sync_every`` steps, for the cost of one tiny collective per ``sync_every`` steps."""
+
+
+def _agreed_preemption(local_signal: int | None, step: int, sync_every: int,
+                       force: bool = False) -> int | None:
+  """The signal every process stops for at ``step`` to save, or None. One process stops as
+  soon as its own SIGTERM or SIGINT arrives. Processes of a multi-host job save together,
+  so they must agree on the step: at every ``sync_every``-th step (the same steps on all of
+  them) they gather their signals, and all stop if any was signalled; a signal therefore
+  takes effect within ``sync_every`` steps, for the cost of one tiny collective per
+  ``sync_every`` steps (``force``: gather now, at the end of the run)."""
   if jax.process_count() == 1:
-    return local_flag
-  if step % sync_every:
-    return False
+    return local_signal
+  if step % sync_every and not force:
+    return None
   from jax.experimental import multihost_utils
-  return bool(np.any(multihost_utils.process_allgather(np.int32(local_flag))))
+  signals = np.asarray(multihost_utils.process_allgather(np.int32(local_signal or 0)))
+  return int(signals.max()) or None
 
 
 class PreemptedError(Exception):
-  """SIGTERM arrived; a checkpoint was saved. Rerun the same command to resume."""
+  """SIGTERM or SIGINT arrived; a checkpoint was saved. Rerun the same command to resume."""
+
+  def __init__(self, message: str, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# What a second signal does while the first is being handled. The command-line scripts set
+# this (kd_jax.experiments.launch): the process exits at once, keeping the newest complete
+# checkpoint. Library use (a notebook) keeps Python's own behaviour for the second signal:
+# KeyboardInterrupt for SIGINT, termination for SIGTERM, so a kernel survives it.
+EXIT_ON_SECOND_SIGNAL = False
 
 
 @contextlib.contextmanager
-def _sigterm_flag():
-  """Turns SIGTERM into a flag the loop polls, so it can save before exiting."""
-  received = {"flag": False}
+def _stop_signals(workdir: str):
+  """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop polls, so it saves a checkpoint
+  and stops at the end of the current step instead of dying mid-save (an interrupted Orbax
+  save can leave the process waiting on its threads for minutes). A second signal while
+  the first is being handled: see EXIT_ON_SECOND_SIGNAL."""
+  received = {"signal": None}
+  previous = {}
+
+  def restore_handlers():
+    for signum, old in previous.items():
+      try:
+        signal.signal(signum, old if old is not None else signal.SIG_DFL)
+      except (ValueError, TypeError, OSError):
+        pass
 
   def handler(signum, frame):
-    del signum, frame
-    received["flag"] = True
+    del frame
+    if received["signal"] is None:
+      received["signal"] = signum
+      return
+    if EXIT_ON_SECOND_SIGNAL:
+      print(f"{signal.Signals(signum).name} again: exiting now without saving; the newest "
+            f"complete checkpoint in {workdir} is kept.", file=sys.stderr, flush=True)
+      os._exit(128 + signum)
+    restore_handlers()
+    signal.raise_signal(signum)  # as if the loop were not there
 
-  try:
-    previous = signal.signal(signal.SIGTERM, handler)
-  except ValueError:  # not the main thread: no handler, the flag stays False
-    yield received
-    return
+  for signum in STOP_SIGNALS:
+    try:
+      previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread: no handlers, the flag stays None
+      break
   try:
     yield received
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    restore_handlers()
 
 
 def epoch_hparams(config, method: methods.Method, epoch: int, num_epochs: int
@@ -145,10 +188,44 @@ def check_resume_config(saved: dict, current: dict, workdir: str,
     raise ConfigChangedError(
         f"{workdir} holds a run with another config; resuming it would change its result: "
         f"{'; '.join(details[key] for key in refused)}. Use a new --workdir, or set "
-        f"--config.allow_config_change=True to resume anyway.")
+        f"--config.allow_config_change=True (allow_config_change in the config) to resume "
+        "anyway.")
   if changed:
     logger.warning("resuming %s with a config that differs from its checkpoint in: %s",
                    workdir, "; ".join(details.values()))
+
+
+def run_identity(teacher_variables) -> dict[str, str]:
+  """What a run depends on besides its config, by content: the frozen teacher's parameters
+  (a checksum of every array, kd_jax.train.integrity), so that a resumed run is refused
+  when its teacher changed, wherever the teacher now lives."""
+  if not teacher_variables:
+    return {}
+  return {"teacher": integrity.digest(integrity.fingerprints(teacher_variables))}
+
+
+def check_resume_identity(saved: dict | None, current: dict, workdir: str,
+                          allow_change: bool = False) -> None:
+  """Refuses resuming ``workdir`` when what it was trained from (``run_identity``) differs,
+  naming it, unless ``allow_change``; a checkpoint written before identities were recorded
+  cannot be checked and is resumed with a warning."""
+  if saved is None:
+    if current:
+      logger.warning("%s was written before kd_jax recorded its teacher's checksum: the "
+                     "teacher cannot be verified to be the same.", workdir)
+    return
+  changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+  if not changed:
+    return
+  details = "; ".join(f"{key}: checksum {saved.get(key, '(none)')} -> "
+                      f"{current.get(key, '(none)')}" for key in changed)
+  if allow_change:
+    logger.warning("resuming %s with a different %s (%s).", workdir, ", ".join(changed), details)
+    return
+  raise ConfigChangedError(
+      f"{workdir} was trained with another {', '.join(changed)} ({details}); resuming would "
+      "mix two. Use a new --workdir, point at the teacher it was trained with, or set "
+      "--config.allow_config_change=True to resume anyway.")
 
 
 def evaluate(eval_step, variables, arrays, batch_size: int, mesh, teacher_variables,
@@ -223,16 +300,65 @@ class LoopResult:
 
 
 def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
-  """Trains ``state`` with ``spec`` in ``workdir``, resuming from its newest readable
-  checkpoint; checkpoints, logs metrics, stops on SIGTERM and on a non-finite loss."""
-  run_checkpoints = checkpoint.RunCheckpoints(workdir, spec.max_checkpoints_to_keep)
+  """Trains ``state`` with ``spec`` in ``workdir``, resuming from its newest intact
+  checkpoint; checkpoints, logs metrics, stops on SIGTERM/SIGINT and on a non-finite loss.
+
+  The directory is locked for the run (kd_jax.train.run_lock: a second process stops at
+  once). Before anything is restored, the newest checkpoint's config and teacher are
+  compared with this run's (``check_resume_config``, ``check_resume_identity``) and its
+  arrays' shapes with ``state``'s: a mismatch is refused and touches nothing.
+  """
+  if spec.total_steps < 1 or spec.steps_per_epoch < 1:
+    raise ValueError(f"a run needs at least one step; got {spec.total_steps} steps of "
+                     f"{spec.steps_per_epoch} per epoch (check num_epochs and the batch size).")
+  if not workdir:
+    raise ValueError("workdir is empty: name the run directory.")
+  with run_lock.hold(workdir), _stop_signals(workdir) as stop:
+    run_checkpoints = checkpoint.RunCheckpoints(workdir, spec.max_checkpoints_to_keep)
+    try:
+      result = _train(spec, state, workdir, run_checkpoints, stop)
+      # A signal that arrived after the last step was checked (during the final wait, or
+      # while a finished run was read back) still stops the process: a pipeline of runs
+      # must not start its next one.
+      signum = _agreed_preemption(stop["signal"], result.steps, 1, force=True)
+      if signum is not None:
+        raise PreemptedError(f"{signal.Signals(signum).name}: the run in "
+                             f"{run_checkpoints.directory} is complete and saved; rerun the "
+                             "same command to report its result.", signum)
+      return result
+    except BaseException:
+      # A save may be in flight: let it finish (it holds a good state) so that the process
+      # exits promptly and cleanly; its own failure must not hide the error being raised.
+      try:
+        run_checkpoints.wait()
+      except Exception as error:  # noqa: BLE001
+        logger.debug("the last save did not complete: %s", error)
+      raise
+    finally:
+      run_checkpoints.close()
+
+
+def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheckpoints,
+           stop: dict) -> LoopResult:
   steps_per_epoch, total_steps = spec.steps_per_epoch, spec.total_steps
   history: list[dict[str, Any]] = []
   # Running sums of the current epoch's training metrics (checkpointed: a run resumed
   # mid-epoch reports the same epoch means as an uninterrupted one).
   epoch_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
   seconds_before = 0.0  # wall-clock time of the loop in earlier (interrupted) processes
-  restored = run_checkpoints.restore_latest(state)
+  identity = run_identity(spec.teacher_variables)
+
+  def check_meta(meta: dict) -> None:  # before anything is restored
+    if "config" not in meta:
+      raise checkpoint.CheckpointMismatchError(
+          f"{workdir} holds a checkpoint that no training run wrote (no config in its "
+          "metadata: a saved teacher, or another tool's); nothing was changed. Use a new "
+          "--workdir.")
+    check_resume_config(meta["config"], spec.config, workdir, spec.resume_ignored)
+    check_resume_identity(meta.get("identity"), identity, workdir,
+                          bool(spec.config.get("allow_config_change", False)))
+
+  restored = run_checkpoints.restore_latest(state, check_meta)
   step = 0
   if restored is not None:
     state, meta = restored
@@ -240,7 +366,6 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
     history = meta["history"]
     epoch_sums = meta.get("epoch_sums", epoch_sums)
     seconds_before = meta.get("train_seconds", 0.0)
-    check_resume_config(meta["config"], spec.config, workdir, spec.resume_ignored)
     if spec.restore_extra is not None:
       spec.restore_extra(meta)
     logger.info("resumed %s from step %d", workdir, step)
@@ -258,7 +383,8 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
     extra = spec.extra_meta(step) if spec.extra_meta is not None else {}
     run_checkpoints.save(state, {"step": step, "config": spec.config, "history": list(history),
                                  "epoch_sums": dict(epoch_sums), "finished": finished,
-                                 "train_seconds": train_seconds(), **extra})
+                                 "train_seconds": train_seconds(), "identity": identity,
+                                 **extra})
 
   last_saved_step = step if restored is not None else None
   pending: list[tuple[int, dict]] = []  # device metrics not yet looked at on the host
@@ -317,7 +443,7 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
   progress = _progress_bar(spec.progress_bar, total_steps, step, is_writer)
   # Multi-host: the processes agree on a preemption at these steps (_agreed_preemption).
   preemption_sync_every = spec.log_every_steps or steps_per_epoch
-  with _sigterm_flag() as sigterm:
+  try:
     while step < total_steps:
       if step // steps_per_epoch + 1 != hparams_epoch:
         hparams_epoch = step // steps_per_epoch + 1
@@ -335,8 +461,8 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
         checkpoint_due = step % spec.checkpoint_every_steps == 0
       else:
         checkpoint_due = epoch_done
-      preempted = _agreed_preemption(sigterm["flag"], step, preemption_sync_every)
-      checkpoint_due = checkpoint_due or step == total_steps or preempted
+      preempted = _agreed_preemption(stop["signal"], step, preemption_sync_every)
+      checkpoint_due = checkpoint_due or step == total_steps or preempted is not None
       log_due = spec.log_every_steps > 0 and step % spec.log_every_steps == 0
       if log_due or epoch_done or checkpoint_due:
         flush()  # the only host syncs: log lines and rows are made from flushed values
@@ -375,17 +501,25 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
       if checkpoint_due:
         save(step, finished=step == total_steps)
         last_saved_step = step
-      if preempted and step < total_steps:
+      if step == total_steps:  # a signal during the last evaluation or save counts too
+        preempted = _agreed_preemption(stop["signal"], step, preemption_sync_every,
+                                       force=True)
+      if preempted is not None:
+        # Also on the last step: the run is complete and saved, but the signal asks the
+        # process to stop, and a pipeline of runs (PBA's search, then its training) must
+        # not start the next one. Rerunning reports the finished run.
         run_checkpoints.wait()
-        run_checkpoints.close()
-        writer.close()
-        progress.close()
-        raise PreemptedError(f"SIGTERM: saved a checkpoint at step {step} in "
-                             f"{run_checkpoints.directory}; rerun the same command to resume.")
-  progress.close()
+        name = signal.Signals(preempted).name
+        what = ("the final checkpoint" if step == total_steps
+                else "a checkpoint")
+        raise PreemptedError(f"{name}: saved {what} at step {step} in "
+                             f"{run_checkpoints.directory}; rerun the same command to "
+                             f"{'report the result' if step == total_steps else 'resume'}.",
+                             preempted)
+  finally:
+    progress.close()
+    writer.close()
   run_checkpoints.wait()
-  run_checkpoints.close()
-  writer.close()
   compiled = getattr(spec.train_step, "compiled", spec.train_step)
   return LoopResult(state, history, step, train_seconds(), compiled._cache_size())
 
@@ -402,11 +536,21 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   Returns the summary: the score (top-1, or Pearson for regression) at the last and the
   best epoch, and, when distilling, teacher–student agreement and KL on the test set.
-  Raises PreemptedError after saving when SIGTERM arrives, and FloatingPointError naming
-  the step when the loss stops being finite (the last checkpoint, all of whose steps had
-  finite losses, is kept).
+  Raises PreemptedError after saving when SIGTERM or SIGINT arrives, FloatingPointError
+  naming the step when the loss stops being finite (the last checkpoint, all of whose steps
+  had finite losses, is kept), ConfigChangedError or CheckpointMismatchError when
+  ``workdir`` holds another run (nothing is touched), WorkdirLockedError when another
+  process holds it, and DiskFullError before a checkpoint that would not fit. Rerunning a
+  finished run reports its summary without training.
   """
   setup_lib.check_config(config)  # before anything loads or is written
+  if not workdir:
+    raise ValueError("workdir is empty: name the run directory (--workdir=runs/NAME).")
+  with run_lock.hold(workdir):  # a second process on this workdir stops before loading
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   mesh = sharding.make_data_mesh()
   sharding.check_batch_divisible(config.batch_size, mesh, "config.batch_size")
   sharding.check_batch_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
@@ -494,10 +638,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                  # 1 unless something (a shape, a dtype, a Python value) changed between steps.
                  train_step_compilations=result.compilations)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-      f.write(metrics.summary_table(summary) + "\n")
+    files.write_json_atomically(os.path.join(workdir, "summary.json"), summary, indent=2)
+    files.write_text_atomically(os.path.join(workdir, "summary.md"),
+                                metrics.summary_table(summary) + "\n")
     metrics.plot_history(result.history, os.path.join(workdir, "curves.png"), score,
                          title=f"{config.method}: {run.describe['model']} on "
                                f"{run.describe['dataset']}")

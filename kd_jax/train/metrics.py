@@ -1,7 +1,8 @@
 """Run metrics: JSONL and TensorBoard logs, log lines, evaluation summaries, a table and a plot.
 
-Every row goes to ``<workdir>/metrics.jsonl`` (one JSON object per line) and to TensorBoard
-event files in ``<workdir>/tensorboard``. One unit, one naming in every row:
+Every row goes to ``<workdir>/metrics.jsonl`` (one JSON object per line; append-only, so
+read it with ``read_rows``, which applies the markers a resumed run appends) and to
+TensorBoard event files in ``<workdir>/tensorboard``. One unit, one naming in every row:
 
 - every row has ``step`` (global steps done), ``split`` and ``epoch`` (counted from 1);
 - a name means the same thing in every row, measured on the row's ``split``; a ``test`` row
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import os
 import time
@@ -56,42 +58,109 @@ def finalize_regression(sums: dict[str, float], predictions, labels) -> dict[str
           "loss": sums["loss"] / max(sums["count"], 1.0)}
 
 
+RESUMED = "resumed"  # the split of the marker row a resumed run appends
+
+
 class MetricWriter:
-  """Appends metric rows to JSONL and TensorBoard. Only process 0 writes."""
+  """Appends metric rows to ``metrics.jsonl`` and TensorBoard. Only process 0 writes.
+
+  The JSONL file is append-only: each row is flushed and fsynced as it is written, and a
+  resumed run never rewrites the file. It appends a marker row ``{"step": s, "split":
+  "resumed"}`` instead: the rows before it with a step past ``s`` were written by the
+  interrupted run and are superseded by the ones after it (``read_rows`` applies this).
+  A last line cut off by a kill mid-write is removed, with a warning naming the file.
+  TensorBoard is told to hide the superseded events (``purge_step``).
+  """
 
   def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
     self.enabled = enabled
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     self._tensorboard = None
+    self._file = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._drop_rows_after(resume_step)
+    has_rows = _repair_torn_tail(self.jsonl_path)
+    self._file = open(self.jsonl_path, "a")
+    if has_rows:
+      self._append({"step": int(resume_step), "split": RESUMED})
+    tensorboard_dir = os.path.join(workdir, "tensorboard")
     from tensorboardX import SummaryWriter  # imported here: only writers need it
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    # Events past the restored step are hidden (purged) in TensorBoard, as in the JSONL.
+    purge = int(resume_step) + 1 if os.path.isdir(tensorboard_dir) and os.listdir(
+        tensorboard_dir) else None
+    self._tensorboard = SummaryWriter(tensorboard_dir, purge_step=purge)
 
-  def _drop_rows_after(self, step: int) -> None:
-    """A resumed run redoes the steps after its checkpoint; drop their old rows."""
-    if not os.path.exists(self.jsonl_path):
-      return
-    with open(self.jsonl_path) as f:
-      rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    with open(self.jsonl_path, "w") as f:
-      f.writelines(rows)
+  def _append(self, row: dict) -> None:
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    os.fsync(self._file.fileno())
 
   def write(self, step: int, split: str, values: dict[str, Any]) -> None:
     if not self.enabled:
       return
     row = {"step": int(step), "split": split, **{k: _plain(v) for k, v in values.items()}}
-    with open(self.jsonl_path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    self._append(row)
     for name, value in values.items():
       if isinstance(value, (int, float, np.floating, np.integer)):
         self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
 
   def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
     if self._tensorboard is not None:
       self._tensorboard.close()
+      self._tensorboard = None
+
+
+def _repair_torn_tail(path: str) -> bool:
+  """Cuts a last line that has no newline (a row torn by a kill mid-write) off ``path``,
+  with a warning naming the file; returns whether any complete row remains."""
+  if not os.path.exists(path):
+    return False
+  with open(path, "rb+") as f:
+    data = f.read()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+      try:  # a whole row that lost only its newline (an editor) is kept
+        complete = isinstance(json.loads(data[end:]), dict)
+      except ValueError:
+        complete = False
+      if complete:
+        f.write(b"\n")
+        return True
+      logging.getLogger(__name__).warning(
+          "%s: its last line was cut off (%d bytes, a run stopped mid-write); removed it.",
+          path, len(data) - end)
+      f.truncate(end)
+  return end > 0
+
+
+def read_rows(workdir_or_path: str) -> list[dict[str, Any]]:
+  """The rows of a run's ``metrics.jsonl`` as an uninterrupted run would have written them:
+  each ``resumed`` marker drops the rows before it whose step is past the marker's, and the
+  markers themselves are left out. A line that is not JSON (a torn row) is skipped with a
+  warning naming the file and the line."""
+  path = workdir_or_path
+  if os.path.isdir(path):
+    path = os.path.join(path, "metrics.jsonl")
+  rows: list[dict[str, Any]] = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except ValueError:
+        logging.getLogger(__name__).warning("%s, line %d: not a JSON row; skipped.", path,
+                                            number)
+        continue
+      if row.get("split") == RESUMED:
+        rows = [kept for kept in rows if kept["step"] <= row["step"]]
+      else:
+        rows.append(row)
+  return rows
 
 
 def _plain(value):
@@ -247,5 +316,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: str, score: str = "top
                  title: str = ""):
   """Saves history_figure as a PNG at ``path``; returns the figure."""
   fig = history_figure(history, score, title)
-  fig.savefig(path, dpi=110)
+  temporary = f"{path}.tmp{os.getpid()}"
+  fig.savefig(temporary, dpi=110, format="png")
+  os.replace(temporary, path)  # a signal mid-write leaves the old plot, never half of one
   return fig

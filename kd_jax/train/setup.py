@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from typing import Any
 
@@ -68,8 +69,9 @@ def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
   """A frozen teacher from another run's checkpoints: ``(adapter, variables, meta)``.
 
   Image teachers are rebuilt from the run's ``model`` name; text teachers from the BERT
-  config saved in its metadata. Raises with the fix when the run is missing or was trained
-  on another dataset.
+  config saved in its metadata. The newest intact checkpoint is used (each is verified
+  against its checksums). Raises with the fix when the run is missing, damaged or was
+  trained on another dataset.
   """
   if not teacher_workdir:
     raise ValueError("this method needs a teacher: set --config.teacher_workdir to the "
@@ -97,7 +99,10 @@ def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
     teacher = adapters.LinenImageModel(models.create_model(teacher_config["model"],
                                                            num_classes, dtype))
     template = models.init_variables(teacher.module, jax.random.PRNGKey(0), image_shape)
-  variables, _ = store.restore_model(sharding.replicate(template, mesh))
+  # Verified against the checksums saved with it; a step that fails is skipped with a
+  # warning for the previous one (a student resumed with another teacher step is refused:
+  # kd_jax.train.loop.check_resume_identity).
+  variables, meta = store.restore_model(sharding.replicate(template, mesh))
   store.close()
   return teacher, variables, meta
 
@@ -271,6 +276,66 @@ def build_text_run(config, mesh) -> RunSetup:
   return setup
 
 
+# Numeric keys with a lower bound, checked before anything loads (a key a config does not
+# have is skipped: text configs have no augment block). (key, minimum, integer only)
+CONFIG_BOUNDS = (
+    ("num_epochs", 1, True), ("epoch_factor", 1, True), ("batch_size", 1, True),
+    ("eval_batch_size", 1, True), ("max_checkpoints_to_keep", 1, True),
+    ("checkpoint_every_steps", 0, True), ("log_every_steps", 0, True),
+    ("optimizer.learning_rate", 0, False), ("optimizer.weight_decay", 0, False),
+    ("kd.ce_weight", 0, False), ("kd.kd_weight", 0, False), ("view.weight", 0, False),
+    ("augment.crop_pad", 0, True), ("augment.cutout_size", 0, True),
+    ("backward.pool_every_epochs", 0, True), ("continuation.t_max", 1, True),
+    ("continuation.margin", 0, False), ("continuation.annealing_phase2_epochs", 0, True),
+    # role-wise (kd_jax/experiments/configs/rolewise.py): PBA's search
+    ("search.population", 1, True), ("search.epochs", 1, True),
+    ("search.exploit_every", 1, True), ("search.batch_size", 1, True),
+    ("search.train_examples", 1, True), ("student_learning_rate", 0, False))
+# Keys that must be strictly positive.
+CONFIG_POSITIVE = ("kd.temperature", "continuation.psi_ramp_epochs",
+                   "backward.divergence_temperature")
+
+
+def _config_items(config, prefix: str = ""):
+  """``(dotted key, value)`` for every leaf of a ConfigDict or dict."""
+  items = config.items() if hasattr(config, "items") else ()
+  for key, value in items:
+    if hasattr(value, "items"):
+      yield from _config_items(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def check_config_numbers(config) -> None:
+  """No NaN or infinite number anywhere in ``config`` (NaN passes every ``<`` test, so it
+  would slip through the others), and the bounds of CONFIG_BOUNDS and CONFIG_POSITIVE.
+  Raises ValueError naming the key, what it got and what would be right."""
+  values = dict(_config_items(config))
+  for key, value in values.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"config.{key} is {value}; it must be a finite number.")
+  for key, minimum, integer in CONFIG_BOUNDS:
+    if key not in values or values[key] is None:
+      continue
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+        or (integer and not float(value).is_integer()):
+      raise ValueError(f"config.{key} must be {'an integer' if integer else 'a number'} ≥ "
+                       f"{minimum}; got {value!r}.")
+    if value < minimum:
+      raise ValueError(f"config.{key} must be ≥ {minimum}; got {value!r}.")
+  if "seeds" in values and not values["seeds"]:
+    raise ValueError("config.seeds is empty; give at least one seed, e.g. "
+                     "'--config.seeds=(0,)'.")
+  for key in CONFIG_POSITIVE:
+    value = values.get(key)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+        or not value > 0:
+      raise ValueError(f"config.{key} must be a number > 0; got {value!r}.")
+
+
 def check_config(config) -> None:
   """Every name and option of ``config`` checked before any data, model or teacher loads:
   the method and view, the dataset, model, dtype and optimiser names, the view's block (its
@@ -281,6 +346,7 @@ def check_config(config) -> None:
   from kd_jax.data import DATASET_NAMES
   from kd_jax.data.text import TEXT_DATASET_NAMES
   from kd_jax.train import optim
+  check_config_numbers(config)
   if config.dataset not in DATASET_NAMES + TEXT_DATASET_NAMES:
     raise ValueError(f"config.dataset: unknown dataset {config.dataset!r}; valid names: "
                      f"{', '.join(DATASET_NAMES + TEXT_DATASET_NAMES)}.")

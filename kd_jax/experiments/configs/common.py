@@ -55,7 +55,8 @@ Keys (all overridable on the command line as ``--config.key=value``):
   allow_config_change           rerunning a command resumes its workdir; a config that would
                                 change the run's result (another method, lr, seed, ...) is
                                 refused with the keys named, unless this is True. num_epochs
-                                (a longer run) and teacher_workdir only warn.
+                                (a longer run) only warns; teacher_workdir may move, as the
+                                teacher itself is compared by the checksum of its parameters.
   max_checkpoints_to_keep, log_every_steps, progress_bar
   multihost                     call jax.distributed.initialize() first (multi-host jobs);
   coordinator_address, num_processes, process_id   its arguments when the cluster's
