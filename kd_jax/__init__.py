@@ -19,7 +19,8 @@ so ``import kd_jax`` stays cheap):
     train          step (make_train_step), loop (train_and_evaluate, run_loop), optim,
                    sharding, checkpoint, metrics, preprocess, setup
     pba            population-based augmentation search and schedule training (vmap)
-    data           in-memory datasets: load_dataset, DATASET_NAMES, text datasets
+    data           datasets behind one interface (pipeline.Split): open_images, in-memory
+                   and streamed splits (ImageNet, Tiny ImageNet, image folders), text datasets
 
 Entry points: ``kd_jax.train_and_evaluate(config, workdir)`` trains one run from a config
 (kd_jax/experiments/configs/); ``kd_jax.get_method(name, view)`` gives a method to build a

@@ -164,6 +164,11 @@ class _PopulationRun:
                     self.batch_sharding,
                     lambda v: (self.population, self.batch_size, *v.shape[2:]))
 
+  def batches(self, start_step: int, stop_step: int):
+    """The Loop's iterator over ``batch_at``, put on the devices two steps ahead."""
+    from kd_jax.data import pipeline
+    return pipeline.prefetch(map(self.batch_at, range(start_step, stop_step)), 2)
+
   def policies(self, per_trial) -> jax.Array:
     local = np.asarray(per_trial, np.int32)[self.trials]
     return jax.make_array_from_process_local_data(self.pop, local,
@@ -343,7 +348,7 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
   config = {"kind": "pba_search", "population": population, "epochs": epochs,
             "batch_size": batch_size, "exploit_every": exploit_every, "seed": seed,
             "mode": mode, "hparams": _hparams_record(hparams, epochs)}
-  spec = loop.Loop(run.step, run.batch_at, hparams_at, evaluate, run.steps_per_epoch,
+  spec = loop.Loop(run.step, run.batches, hparams_at, evaluate, run.steps_per_epoch,
                    epochs * run.steps_per_epoch, config, run.teacher_variables, {},
                    end_of_epoch=end_of_epoch, restore_extra=restore_extra,
                    extra_meta=lambda step: {"policies": pba["policies"].tolist(),
@@ -403,7 +408,7 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
             "epochs": epochs, "batch_size": batch_size, "mode": mode,
             "schedules": _schedules_to_meta(schedules),
             "hparams": _hparams_record(hparams, epochs)}
-  spec = loop.Loop(run.step, run.batch_at, hparams_at, evaluate, run.steps_per_epoch,
+  spec = loop.Loop(run.step, run.batches, hparams_at, evaluate, run.steps_per_epoch,
                    epochs * run.steps_per_epoch, config, run.teacher_variables, {},
                    checkpoint_every_steps=checkpoint_every_steps, max_checkpoints_to_keep=2,
                    log_every_steps=run.steps_per_epoch, progress_bar=progress_bar,

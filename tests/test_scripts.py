@@ -35,6 +35,17 @@ def test_bench_views_reports_every_method(tmp_path):
     assert label in report
 
 
+def test_bench_input_reports_every_path(tmp_path):
+  out = tmp_path / "bench.md"
+  _run("bench_input", "--images=20", "--batch=4", "--size=16", "--repeats=1",
+       "--student=mlp_tiny", "--teacher=cnn_tiny", "--step_image_size=8", "--step_batch=2",
+       f"--out={out}")
+  report = out.read_text()
+  for label in ("| floor |", "| pipeline, 2 workers |", "evaluation transform", "in memory",
+                "The KD step (mlp_tiny student, cnn_tiny teacher"):
+    assert label in report
+
+
 def test_sweep_then_agreement_and_teacher_stddev(tmp_path):
   digits = os.path.join(ROOT, "kd_jax", "experiments", "configs", "digits.py")
   runs = tmp_path / "runs"

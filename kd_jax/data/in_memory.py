@@ -78,15 +78,14 @@ class EpochSampler:
     self.process_index = process_index
     self.process_count = process_count
     self.steps_per_epoch = num_examples // global_batch_size
-    self._cached_epoch = None
-    self._cached_permutation = None
+    self._cache = (None, None)  # (epoch, permutation), one attribute: read by many threads
 
   def _permutation(self, epoch: int) -> np.ndarray:
-    if epoch != self._cached_epoch:
-      self._cached_permutation = np.random.default_rng([self.seed, epoch]).permutation(
-          self.num_examples)
-      self._cached_epoch = epoch
-    return self._cached_permutation
+    cached_epoch, permutation = self._cache
+    if epoch != cached_epoch:
+      permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+      self._cache = (epoch, permutation)
+    return permutation
 
   def position(self, step: int) -> dict[str, int]:
     """The (epoch, batch within epoch) that global step ``step`` reads; epochs count from 0."""
@@ -113,13 +112,6 @@ def eval_batches(data, batch_size: int, process_index: int = 0,
   ``mask`` (1 for real examples, 0 for padding), each this process's slice of a global batch
   of ``batch_size``.
   """
+  from kd_jax.data.pipeline import ArraySplit
   arrays = data if isinstance(data, dict) else {"image": data.images, "label": data.labels}
-  size = len(arrays["label"])
-  per_process = batch_size // process_count
-  for start in range(0, size, batch_size):
-    index = np.arange(start, start + batch_size)
-    mask = index < size
-    index = np.where(mask, index, 0)
-    local = slice(process_index * per_process, (process_index + 1) * per_process)
-    yield {**{name: values[index[local]] for name, values in arrays.items()},
-           "mask": mask[local].astype(np.float32)}
+  return ArraySplit(arrays).eval_batches(batch_size, process_index, process_count)

@@ -13,6 +13,7 @@ import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
+from kd_jax.data import pipeline, tfds_loaders
 from kd_jax.train import checkpoint, loop, metrics, run_lock, sharding
 
 VERBOSE = flags.DEFINE_bool("verbose", False, "Show the whole traceback of an error, not one "
@@ -22,7 +23,8 @@ VERBOSE = flags.DEFINE_bool("verbose", False, "Show the whole traceback of an er
 # a damaged run or teacher directory (CheckpointError); a full disk, a read-only or missing
 # directory (OSError); a directory another run holds (WorkdirLockedError).
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, checkpoint.CheckpointError,
-               run_lock.WorkdirLockedError)
+               run_lock.WorkdirLockedError, tfds_loaders.DatasetNotPreparedError,
+               pipeline.RecordError)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # The keys most runs set, listed by --help.
 COMMON_KEYS = ("method", "teacher_workdir", "num_epochs", "seed", "batch_size", "model",

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import methods
-from kd_jax.data import EpochSampler, eval_batches
+from kd_jax.data import EpochSampler, pipeline
 from kd_jax.methods import backward_kd
 from kd_jax.train import checkpoint, files, integrity, metrics, optim, run_lock
 from kd_jax.train import setup as setup_lib, sharding
@@ -45,6 +45,8 @@ _RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_di
                         "coordinator_address", "num_processes", "process_id",
                         "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_batch_size",
                         "allow_config_change", "teacher_workdir"}
+# Leaves of other blocks that cannot change the result: how the input is read, not what.
+_RESUME_NEUTRAL_LEAVES = {"input.workers", "input.prefetch"}
 # Keys a resumption may change with a warning: a longer run (num_epochs). The teacher's path
 # may move freely: the teacher itself is compared by its checksum (check_resume_identity).
 _RESUME_WARNING_KEYS = {"num_epochs"}
@@ -178,6 +180,7 @@ def check_resume_config(saved: dict, current: dict, workdir: str,
   saved, current = _flat_config(saved), _flat_config(current)
   changed = sorted(key for key in set(saved) | set(current)
                    if key.split(".")[0] not in _RESUME_NEUTRAL_KEYS
+                   and key not in _RESUME_NEUTRAL_LEAVES
                    and key.split(".")[0] not in ignored
                    and saved.get(key) != current.get(key))
   details = {key: f"{key}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
@@ -228,13 +231,15 @@ def check_resume_identity(saved: dict | None, current: dict, workdir: str,
       "--config.allow_config_change=True to resume anyway.")
 
 
-def evaluate(eval_step, variables, arrays, batch_size: int, mesh, teacher_variables,
+def evaluate(eval_step, variables, data, batch_size: int, mesh, teacher_variables,
              regression: bool = False) -> dict[str, float]:
-  """Top-1, loss and (with a teacher) agreement and KL over a whole dataset (``arrays``: an
-  ImageDataset or a dict of host arrays); Pearson/Spearman ×100 and MSE for regression."""
+  """Top-1, loss and (with a teacher) agreement and KL over a whole split (``data``: a
+  kd_jax.data Split, an ImageData, an ImageDataset or a dict of host arrays); Pearson/Spearman
+  ×100 and MSE for regression."""
+  split = _as_split(data)
   totals: dict[str, float] = {}
   predictions = []
-  for batch in eval_batches(arrays, batch_size, jax.process_index(), jax.process_count()):
+  for batch in split.eval_batches(batch_size, jax.process_index(), jax.process_count()):
     sums = jax.device_get(eval_step(variables, sharding.global_batch(batch, mesh),
                                     teacher_variables))
     if regression:
@@ -243,9 +248,19 @@ def evaluate(eval_step, variables, arrays, batch_size: int, mesh, teacher_variab
     for name, value in sums.items():
       totals[name] = totals.get(name, 0.0) + float(value)
   if regression:
-    labels = arrays["label"] if isinstance(arrays, dict) else arrays.labels
-    return metrics.finalize_regression(totals, np.concatenate(predictions), labels)
+    return metrics.finalize_regression(totals, np.concatenate(predictions),
+                                       split.arrays["label"])
   return metrics.finalize_eval(totals)
+
+
+def _as_split(data) -> pipeline.Split:
+  if hasattr(data, "eval_batches"):
+    return data
+  if hasattr(data, "split"):  # kd_jax.data.ImageData
+    return data.split
+  if isinstance(data, dict):
+    return pipeline.ArraySplit(data)
+  return pipeline.ArraySplit({"image": data.images, "label": data.labels})
 
 
 @dataclasses.dataclass
@@ -254,7 +269,9 @@ class Loop:
   it is evaluated, and the hooks a run adds. The same loop serves single runs (images,
   text) and populations (kd_jax.pba), so every guarantee holds on every path.
 
-  ``batch_at(step)``: the global batch of ``step`` (each process loads only its slice).
+  ``batches(start_step, stop_step)``: an iterator over the global batches of those steps,
+  as device arrays (each process reads only its share; kd_jax.data.pipeline); the loop
+  closes it when it stops.
   ``hparams_at(epoch)``: ``(device hparams, values to log)`` for ``epoch`` (from 1).
   ``evaluate(state, epoch)``: a dict of test values, or None to skip this epoch.
   ``start_of_epoch(state, epoch)``, ``end_of_epoch(state, epoch, row)``: hooks that may
@@ -267,7 +284,7 @@ class Loop:
   ``examples_per_step`` (0: not shown) and ``example_name`` give the lines' examples/s.
   """
   train_step: Any
-  batch_at: Any
+  batches: Any
   hparams_at: Any
   evaluate: Any
   steps_per_epoch: int
@@ -441,6 +458,7 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
     pending.clear()
 
   progress = _progress_bar(spec.progress_bar, total_steps, step, is_writer)
+  batches = spec.batches(step, total_steps)
   # Multi-host: the processes agree on a preemption at these steps (_agreed_preemption).
   preemption_sync_every = spec.log_every_steps or steps_per_epoch
   try:
@@ -450,7 +468,7 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
         hparams, logged_values = spec.hparams_at(hparams_epoch)
         if spec.start_of_epoch is not None and step % steps_per_epoch == 0:
           state = spec.start_of_epoch(state, hparams_epoch)
-      state, step_metrics = spec.train_step(state, spec.batch_at(step), spec.teacher_variables,
+      state, step_metrics = spec.train_step(state, next(batches), spec.teacher_variables,
                                             hparams, spec.teacher_constants)
       step += 1
       pending.append((step, step_metrics))
@@ -517,11 +535,29 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
                              f"{'report the result' if step == total_steps else 'resume'}.",
                              preempted)
   finally:
+    _close(batches)
     progress.close()
     writer.close()
   run_checkpoints.wait()
   compiled = getattr(spec.train_step, "compiled", spec.train_step)
   return LoopResult(state, history, step, train_seconds(), compiled._cache_size())
+
+
+def _close(iterator) -> None:
+  """Stops an input pipeline's threads (a generator's close; other iterators may have none)."""
+  close = getattr(iterator, "close", None)
+  if close is not None:
+    close()
+
+
+def device_batches(split, sampler, mesh, prefetch: int = 2):
+  """``batches(start_step, stop_step)`` for a Loop: ``split``'s batches for ``sampler``
+  (kd_jax.data.pipeline), put on the devices ``prefetch`` steps ahead in a background
+  thread, so reading, decoding and the host-to-device copy overlap the running step."""
+  def batches(start_step: int, stop_step: int):
+    return pipeline.prefetch(split.train_batches(sampler, start_step, stop_step), prefetch,
+                             lambda host_batch: sharding.global_batch(host_batch, mesh))
+  return batches
 
 
 def _chain_hooks(first, second):
@@ -571,10 +607,17 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   pool_every = (config.backward.pool_every_epochs
                 if run.modality == "image" and method.view == "backward" else 0)
   start_of_epoch = None
+  train_split = run.train
   if pool_every:
+    if not isinstance(run.train, pipeline.ArraySplit):  # check_config refuses this first
+      raise ValueError("pooled backward KD needs an in-memory dataset.")
     state["aux_pool"], start_of_epoch = backward_kd.pool_hook(
         run.student, run.teacher, run.teacher_variables, run.preprocess, run.pool_options,
-        run.train["image"], pool_every, min(config.eval_batch_size, run.num_train), mesh)
+        run.train.arrays["image"], pool_every, min(config.eval_batch_size, run.num_train),
+        mesh)
+    # Each example's pool entry is read by its index, which the batches carry.
+    train_split = pipeline.ArraySplit(
+        {**run.train.arrays, "index": np.arange(run.num_train, dtype=np.int32)})
 
   # A method that changes the run between epochs (Annealing-KD's two phases: a fresh
   # optimiser for phase 2) brings its own hooks; their state rides in the checkpoints.
@@ -606,20 +649,14 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     values = epoch_hparams(config, method, epoch, num_epochs)
     return _device_hparams(values, mesh), {k: values[k] for k in schedule_keys}
 
-  def batch_at(step):
-    local = sampler.local_indices(step)
-    host_batch = {name: values[local] for name, values in run.train.items()}
-    if pool_every:
-      host_batch["index"] = local.astype(np.int32)
-    return sharding.global_batch(host_batch, mesh)
-
   def evaluate_epoch(state, epoch):
     del epoch
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     return evaluate(eval_step, variables, run.test, config.eval_batch_size, mesh,
                     run.teacher_variables, run.regression)
 
-  spec = Loop(train_step, batch_at, hparams_at, evaluate_epoch, steps_per_epoch,
+  spec = Loop(train_step, device_batches(train_split, sampler, mesh, config.input.prefetch),
+              hparams_at, evaluate_epoch, steps_per_epoch,
               num_epochs * steps_per_epoch, config.to_dict(), run.teacher_variables,
               sharding.replicate(run.teacher_constants, mesh), lr_schedule,
               start_of_epoch=start_of_epoch, end_of_epoch=end_of_epoch,

@@ -2,9 +2,9 @@
 
 ``build_run(config, mesh)`` turns an image or a text config (one schema,
 kd_jax/experiments/configs/common.py) into a ``RunSetup``; the one loop (kd_jax.train.loop) then
-trains it without knowing which modality it is. Datasets are held on the host as dicts of
-arrays (uint8 images, or token ids) indexed by the sampler; each process reads only its
-slice of every global batch.
+trains it without knowing which modality it is. Its data are splits behind one interface
+(kd_jax.data.pipeline.Split): host arrays (uint8 images, token ids) or records streamed from
+prepared files; either way each process reads only its share of every global batch.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import methods, models
+from kd_jax.data.pipeline import ArraySplit
 from kd_jax.models import adapters
 from kd_jax.train import checkpoint, preprocess as preprocess_lib, sharding
 
@@ -38,8 +39,8 @@ class RunSetup:
   variables: dict                # the student's initial {"params", "batch_stats"}
   rng: jax.Array                 # the run's random stream (folded with the step)
   preprocess: Any
-  train: dict[str, np.ndarray]   # host arrays: "label" and what the preprocess reads
-  test: dict[str, np.ndarray]
+  train: Any                     # a kd_jax.data Split: "label" and what the preprocess reads
+  test: Any
   teacher: Any = None
   teacher_variables: dict = dataclasses.field(default_factory=dict)
   teacher_constants: dict = dataclasses.field(default_factory=dict)
@@ -50,7 +51,7 @@ class RunSetup:
 
   @property
   def num_train(self) -> int:
-    return len(self.train["label"])
+    return len(self.train)
 
 
 def dtype_of(name: str):
@@ -170,15 +171,22 @@ def compiled_image_step(student, optimizer, method, preprocess, mesh, *, teacher
       view=view, **step_options), mesh)
 
 
+def input_options(config) -> dict:
+  """kd_jax.data.open_images's keywords from ``config.input``."""
+  block = config.get("input", {})
+  return {"image_size": block.get("image_size", 0), "workers": block.get("workers", 2),
+          "prefetch": block.get("prefetch", 2), "jpeg_draft": block.get("jpeg_draft", False)}
+
+
 def build_image_run(config, mesh) -> RunSetup:
-  from kd_jax.data import load_dataset
+  from kd_jax.data import open_images
   from kd_jax.methods import backward_kd
   method = method_of(config)
   models.create_model(config.model, 1)  # fail early, listing the valid names
   dtype = dtype_of(config.dtype)
-  data_dir = config.data_dir
-  train = load_dataset(config.dataset, "train", data_dir, config.download)
-  test = load_dataset(config.dataset, "test", data_dir, config.download)
+  options = input_options(config)
+  train = open_images(config.dataset, "train", config.data_dir, config.download, **options)
+  test = open_images(config.dataset, "test", config.data_dir, config.download, **options)
   student = adapters.LinenImageModel(models.create_model(config.model, train.num_classes,
                                                          dtype))
   init_key, rng = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -194,9 +202,7 @@ def build_image_run(config, mesh) -> RunSetup:
     if method.view == "backward" and config.backward.pool_every_epochs:
       pool_options = {k: v for k, v in options.items() if k in backward_kd.SAMPLE_OPTIONS}
   setup = RunSetup("image", method, view, student, variables, rng, preprocess,
-                   {"image": train.images, "label": train.labels},
-                   {"image": test.images, "label": test.labels},
-                   pool_options=pool_options,
+                   train.split, test.split, pool_options=pool_options,
                    describe={"model": config.model, "dataset": config.dataset})
   if method.needs_teacher:
     setup.teacher, setup.teacher_variables, _ = load_teacher(
@@ -230,8 +236,9 @@ def _build_text_student(config, pretrained, num_labels, teacher_params, teacher_
                    "pretrained_layers, teacher_layers, random.")
 
 
-def _text_arrays(split) -> dict[str, np.ndarray]:
-  return {**{k: getattr(split, k) for k in adapters.TEXT_FIELDS}, "label": split.labels}
+def _text_arrays(split) -> ArraySplit:
+  return ArraySplit({**{k: getattr(split, k) for k in adapters.TEXT_FIELDS},
+                     "label": split.labels})
 
 
 def build_text_run(config, mesh) -> RunSetup:
@@ -286,6 +293,7 @@ CONFIG_BOUNDS = (
     ("kd.ce_weight", 0, False), ("kd.kd_weight", 0, False), ("view.weight", 0, False),
     ("augment.crop_pad", 0, True), ("augment.cutout_size", 0, True),
     ("backward.pool_every_epochs", 0, True), ("continuation.t_max", 1, True),
+    ("input.image_size", 0, True), ("input.workers", 1, True), ("input.prefetch", 0, True),
     ("continuation.margin", 0, False), ("continuation.annealing_phase2_epochs", 0, True),
     # role-wise (kd_jax/experiments/configs/rolewise.py): PBA's search
     ("search.population", 1, True), ("search.epochs", 1, True),
@@ -352,6 +360,7 @@ def check_config(config) -> None:
                      f"{', '.join(DATASET_NAMES + TEXT_DATASET_NAMES)}.")
   text = is_text_dataset(config.dataset)
   method = method_of(config)
+  _check_input(config, method)
   if not text:
     models.create_model(config.model, 1)  # raises, listing the valid names
     augment = config.get("augment", {})
@@ -388,6 +397,26 @@ def check_config(config) -> None:
       raise checkpoint.CheckpointError(
           f"config.teacher_workdir: {config.teacher_workdir} does not exist; train the "
           "teacher first (kd_jax.experiments.train_teacher) or point at its run directory.")
+
+
+def _check_input(config, method) -> None:
+  """The input block against the dataset: sizes only for streamed datasets, and no pool
+  of backward samples over a streamed training set (it would copy the dataset onto every
+  device)."""
+  from kd_jax.data import STREAMED_DATASETS
+  block = config.get("input", {})
+  if config.dataset not in STREAMED_DATASETS:
+    if block.get("image_size", 0):
+      raise ValueError(f"config.input.image_size applies to streamed datasets "
+                       f"({', '.join(STREAMED_DATASETS)}); {config.dataset!r} is held in memory "
+                       "at its own size. Leave it 0.")
+    return
+  if method.view == "backward" and config.backward.get("pool_every_epochs", 0):
+    raise ValueError(
+        f"config.backward.pool_every_epochs={config.backward.pool_every_epochs} keeps "
+        f"backward samples for the whole training set on every device, which a streamed "
+        f"dataset ({config.dataset}) does not fit; use the per-step variant, "
+        "--config.backward.pool_every_epochs=0 (new samples every step, the paper's).")
 
 
 def build_run(config, mesh) -> RunSetup:

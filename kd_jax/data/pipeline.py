@@ -1,0 +1,251 @@
+"""The one data interface of the training loop: a split of examples read by global step.
+
+A run's training data is a ``Split``: ``len(split)`` examples that the loop reads as
+``split.train_batches(sampler, start_step, stop_step)``, an iterator over this process's
+share of each global batch from ``start_step`` on, and ``split.eval_batches(batch_size, ...)``,
+masked sequential batches over the whole split. Two kinds sit behind it:
+
+- ``ArraySplit``: host arrays (digits, MNIST, CIFAR as uint8 images; token ids for text),
+  gathered with one fancy-indexing call per batch.
+- ``RecordSplit``: a random-access source of encoded records (a TFDS ArrayRecord split read
+  with ``tfds.data_source``, a grain ``ArrayRecordDataSource``, or any object with
+  ``__len__`` and ``__getitem__``), each decoded and cropped to a fixed size by a host
+  transform that runs in a pool of grain worker threads; only this process's examples are
+  ever read.
+
+What is the same for both, and what the loop relies on:
+
+- The batches are a pure function of (seed, step): ``kd_jax.data.EpochSampler`` says which
+  examples step ``s`` reads, and a host transform's randomness (a random-resized crop) is
+  drawn from ``numpy.random.default_rng([seed, step, position in the global batch])``. A
+  run resumed at step ``s`` needs no iterator state and sees exactly the batches of an
+  uninterrupted run.
+- The global batch is the same with 1 or N processes: each process reads and decodes only
+  its contiguous share of it (``EpochSampler.local_indices``), and a position's randomness
+  does not depend on which process holds it.
+- Everything after the fixed-size uint8 image (flip, padding crop, normalisation, mixup,
+  CutMix, picking, backward samples, policies) runs on the device inside the step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+
+# The stream a host transform draws from at (seed, step, position): a fixed first key keeps
+# it apart from the sampler's permutation stream, default_rng([seed, epoch]).
+_TRANSFORM_STREAM = 0x7A11
+
+
+class Split(Protocol):
+  """What the loop reads (see the module docstring)."""
+
+  def __len__(self) -> int: ...
+
+  def train_batches(self, sampler, start_step: int, stop_step: int
+                    ) -> Iterator[dict[str, np.ndarray]]: ...
+
+  def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1
+                   ) -> Iterator[dict[str, np.ndarray]]: ...
+
+
+def transform_rng(seed: int, step: int, position: int) -> np.random.Generator:
+  """The generator a host transform uses for the example at ``position`` of the global batch
+  of ``step``: the same on every process and on every rerun."""
+  return np.random.default_rng([_TRANSFORM_STREAM, seed, step, position])
+
+
+def _local_slice(batch_size: int, process_index: int, process_count: int) -> slice:
+  per_process = batch_size // process_count
+  return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
+def _eval_positions(size: int, batch_size: int, process_index: int, process_count: int):
+  """``(indices, mask)`` of this process's share of each sequential evaluation batch; the
+  last global batch is padded with example 0 and masked."""
+  local = _local_slice(batch_size, process_index, process_count)
+  for start in range(0, size, batch_size):
+    index = np.arange(start, start + batch_size)
+    mask = index < size
+    yield np.where(mask, index, 0)[local], mask[local].astype(np.float32)
+
+
+class ArraySplit:
+  """A split held in host memory as a dict of arrays with a ``label`` entry (uint8 images
+  ``[N, H, W, C]`` under ``image``, or token ids), gathered by one indexing call per batch
+  (the loop's prefetch thread runs it ahead of the step)."""
+
+  def __init__(self, arrays: dict[str, np.ndarray]):
+    if "label" not in arrays:
+      raise ValueError(f"an ArraySplit needs a 'label' array; got {sorted(arrays)}.")
+    sizes = {name: len(values) for name, values in arrays.items()}
+    if len(set(sizes.values())) != 1:
+      raise ValueError(f"every array of a split needs the same length; got {sizes}.")
+    self.arrays = arrays
+
+  def __len__(self) -> int:
+    return len(self.arrays["label"])
+
+  def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[indices] for name, values in self.arrays.items()}
+
+  def train_batches(self, sampler, start_step: int, stop_step: int):
+    return (self.gather(sampler.local_indices(step)) for step in range(start_step, stop_step))
+
+  def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
+    for index, mask in _eval_positions(len(self), batch_size, process_index, process_count):
+      yield {**self.gather(index), "mask": mask}
+
+
+class RecordSplit:
+  """A split read record by record from ``source`` (``len`` and ``[i]``), each record turned
+  into a dict of fixed-shape arrays by a host transform in ``workers`` grain threads.
+
+  ``train_transform(record, rng)`` and ``eval_transform(record)`` return e.g.
+  ``{"image": uint8 [S, S, 3], "label": int32}`` (kd_jax.data.images makes them for encoded
+  images). ``prefetch``: how many batches the threads decode ahead of the step. A record that
+  cannot be read or decoded raises ``RecordError`` naming the split and the record.
+  """
+
+  def __init__(self, source, train_transform: Callable[[Any, np.random.Generator], dict],
+               eval_transform: Callable[[Any], dict], *, name: str = "split",
+               workers: int = 2, prefetch: int = 2):
+    if workers < 1:
+      raise ValueError(f"workers must be ≥ 1 (threads that decode records); got {workers}.")
+    self.source = source
+    self.train_transform = train_transform
+    self.eval_transform = eval_transform
+    self.name = name
+    self.workers = workers
+    self.prefetch = prefetch
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def _read(self, index: int, transform, *args) -> dict:
+    try:
+      record = self.source[int(index)]
+    except Exception as error:
+      raise RecordError(f"{self.name}: record {int(index)} cannot be read "
+                        f"({type(error).__name__}: {error})") from error
+    try:
+      return transform(record, *args)
+    except RecordError:
+      raise
+    except Exception as error:
+      raise RecordError(f"{self.name}: record {int(index)} cannot be decoded "
+                        f"({type(error).__name__}: {error})") from error
+
+  def _threaded(self, dataset, per_batch: int):
+    import grain
+    options = grain.ReadOptions(num_threads=self.workers,
+                                prefetch_buffer_size=max(1, self.prefetch) * per_batch)
+    return iter(dataset.batch(per_batch).to_iter_dataset(options))
+
+  def train_batches(self, sampler, start_step: int, stop_step: int):
+    import grain
+    per_process = sampler.global_batch_size // sampler.process_count
+    first_position = sampler.process_index * per_process
+
+    def example(flat: int) -> dict:
+      step, offset = divmod(flat, per_process)
+      index = sampler.local_indices(step)[offset]
+      return self._read(index, self.train_transform,
+                        transform_rng(sampler.seed, step, first_position + offset))
+
+    flat = grain.MapDataset.range(start_step * per_process, stop_step * per_process)
+    return self._threaded(flat.map(example), per_process)
+
+  def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
+    import grain
+    per_process = batch_size // process_count
+    positions = list(_eval_positions(len(self), batch_size, process_index, process_count))
+    if not positions:
+      return iter(())
+    indices = np.concatenate([index for index, _ in positions])
+    masks = [mask for _, mask in positions]
+    examples = grain.MapDataset.source(indices).map(
+        lambda index: self._read(index, self.eval_transform))
+    return ({**batch, "mask": mask}
+            for batch, mask in zip(self._threaded(examples, per_process), masks))
+
+
+class RecordError(RuntimeError):
+  """A record of a streamed split cannot be read or decoded (the message names which)."""
+
+
+_DONE = object()
+
+
+def prefetch(iterator: Iterator, size: int, transform: Callable | None = None) -> Iterator:
+  """``iterator``'s items (through ``transform``), produced ``size`` ahead in a background
+  thread: host gathering, decoding and the copy to the devices overlap the running step. An
+  error in the thread is raised where its item would have been; ``close()`` stops the
+  thread (and closes ``iterator``). ``size`` 0: no thread."""
+  if size <= 0:
+    return (transform(item) if transform else item for item in iterator)
+  return _Prefetched(iterator, size, transform)
+
+
+class _Prefetched:
+  """The iterator ``prefetch`` returns (a class, so that ``close`` works before the first
+  item too)."""
+
+  def __init__(self, iterator: Iterator, size: int, transform: Callable | None):
+    self._iterator = iterator
+    self._items: queue.Queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._finished = False
+    self._thread = threading.Thread(target=self._produce, args=(transform,), daemon=True,
+                                    name="kd_jax-prefetch")
+    self._thread.start()
+
+  def _put(self, entry) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._items.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _produce(self, transform) -> None:
+    try:
+      for item in self._iterator:
+        if not self._put((transform(item) if transform else item, None)):
+          return
+      self._put((_DONE, None))
+    except BaseException as error:  # handed to the consumer, raised in its thread
+      self._put((_DONE, error))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._finished:
+      raise StopIteration
+    item, error = self._items.get()
+    if error is not None:
+      self.close()
+      raise error
+    if item is _DONE:
+      self.close()
+      raise StopIteration
+    return item
+
+  def close(self) -> None:
+    """Stops the thread after the item it is making, then closes the source iterator."""
+    if self._finished:
+      return
+    self._finished = True
+    self._stop.set()
+    self._thread.join()
+    close = getattr(self._iterator, "close", None)
+    if close is not None:
+      close()
+
+  def __del__(self):
+    self._stop.set()

@@ -1,0 +1,151 @@
+"""Streamed image datasets: prepared ArrayRecord files read record by record, no TensorFlow.
+
+``imagenet2012`` (TFDS's builder over the ILSVRC2012 tarballs), ``tiny_imagenet`` and
+``image_folder`` (kd_jax.data.builders) are prepared once, offline, by
+
+  python -m kd_jax.experiments.prepare_data --dataset=NAME --manual_dir=RAW --data_dir=OUT
+
+and read here with ``tfds.builder_from_directory(...).as_data_source`` (ArrayRecord random
+access; TensorFlow is never imported) with the image left encoded: each process decodes
+and crops only its own examples, in the pipeline's worker threads
+(kd_jax.data.pipeline.RecordSplit, kd_jax.data.images).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from kd_jax.data import images as images_lib
+from kd_jax.data.pipeline import RecordSplit
+from kd_jax.data.tfds_loaders import DatasetNotPreparedError
+
+# The per-channel statistics of pixel/255 that torchvision's ImageNet models were trained
+# with; ImageNet's own, so a converted torchvision teacher sees the inputs it expects.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedSpec:
+  """How a streamed dataset is read: its TFDS name, evaluation split, default image size,
+  host crops (kd_jax.data.images) and where its channel statistics come from
+  (``stats`` None: the training split's, recorded in the metadata when it was prepared)."""
+  tfds_name: str
+  eval_split: str
+  image_size: int
+  train_crop: str
+  eval_crop: str
+  stats: tuple | None = None
+  manual_files: str = ""
+
+
+STREAMED_DATASETS = {
+    "imagenet2012": StreamedSpec("imagenet2012", "validation", 224, "random_resized", "center",
+                                 IMAGENET_STATS,
+                                 "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"),
+    # 64×64 already: the host only decodes; the padding crop and flip run on the device.
+    "tiny_imagenet": StreamedSpec("tiny_imagenet", "validation", 64, "resize", "resize",
+                                  None, "tiny-imagenet-200.zip or tiny-imagenet-200/"),
+    "image_folder": StreamedSpec("image_folder", "validation", 224, "random_resized", "center",
+                                 None, "<class>/<image> folders (optionally train/, val/)"),
+}
+
+
+
+
+def prepare_command(name: str, data_dir: str | None) -> str:
+  return (f"python -m kd_jax.experiments.prepare_data --dataset={name} "
+          f"--manual_dir=RAW --data_dir={data_dir or 'OUT'}")
+
+
+def prepared_directory(name: str, data_dir: str | None) -> str:
+  """The newest prepared version of ``name`` under ``data_dir`` (``<data_dir>/<tfds
+  name>/<version>``, as TFDS lays it out)."""
+  spec = STREAMED_DATASETS[name]
+  if not data_dir:
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} is streamed from prepared files: set --config.data_dir to the "
+        f"directory `{prepare_command(name, None)}` wrote ({spec.manual_files} in RAW).")
+  root = os.path.join(os.path.expanduser(data_dir), spec.tfds_name)
+  versions = []
+  if os.path.isdir(root):
+    for version in os.listdir(root):
+      if os.path.isfile(os.path.join(root, version, "dataset_info.json")):
+        try:
+          versions.append((tuple(int(part) for part in version.split(".")), version))
+        except ValueError:
+          continue
+  if not versions:
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} is not prepared in {data_dir}: run "
+        f"`{prepare_command(name, data_dir)}` with {spec.manual_files} in RAW.")
+  return os.path.join(root, max(versions)[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedDataset:
+  """A split of a prepared dataset, with what the run needs to know about it."""
+  name: str
+  split: RecordSplit
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  image_shape: tuple[int, int, int]
+  directory: str
+
+  def __len__(self) -> int:
+    return len(self.split)
+
+
+def _info(directory: str) -> dict:
+  with open(os.path.join(directory, "dataset_info.json")) as f:
+    return json.load(f)
+
+
+def _metadata(directory: str) -> dict:
+  path = os.path.join(directory, "metadata.json")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: int = 0,
+                  workers: int = 2, prefetch: int = 2, jpeg_draft: bool = False
+                  ) -> StreamedDataset:
+  """Split ``split`` ("train" or "test", the dataset's evaluation split) of the prepared
+  dataset ``name``, read record by record; images come out ``image_size`` square (0: the
+  dataset's default) as uint8."""
+  import tensorflow_datasets as tfds
+  spec = STREAMED_DATASETS[name]
+  directory = prepared_directory(name, data_dir)
+  info = _info(directory)
+  if info.get("fileFormat", "tfrecord") != "array_record":
+    raise DatasetNotPreparedError(
+        f"{directory} was prepared as {info.get('fileFormat', 'tfrecord')} files; kd_jax reads "
+        f"ArrayRecord (random access): run `{prepare_command(name, data_dir)}`, which writes "
+        "them.")
+  tfds_split = "train" if split == "train" else spec.eval_split
+  splits = [entry["name"] for entry in info.get("splits", [])]
+  if tfds_split not in splits:
+    raise DatasetNotPreparedError(f"{directory} has splits {splits}, not {tfds_split!r}: "
+                                  f"prepare it again with its {spec.manual_files}.")
+  builder = tfds.builder_from_directory(directory)
+  source = builder.as_data_source(split=tfds_split,
+                                  decoders={"image": tfds.decode.SkipDecoding()})
+  size = image_size or spec.image_size
+  stats = spec.stats
+  if stats is None:
+    metadata = _metadata(directory)
+    if "mean" not in metadata or "std" not in metadata:
+      raise DatasetNotPreparedError(f"{directory} has no channel statistics in metadata.json; "
+                                    f"prepare it again: `{prepare_command(name, data_dir)}`.")
+    stats = (tuple(metadata["mean"]), tuple(metadata["std"]))
+  record_split = RecordSplit(
+      source, images_lib.train_transform(size, spec.train_crop, jpeg_draft),
+      images_lib.eval_transform(size, spec.eval_crop), name=f"{name} {tfds_split} ({directory})",
+      workers=workers, prefetch=prefetch)
+  num_classes = builder.info.features["label"].num_classes
+  return StreamedDataset(name, record_split, num_classes, tuple(stats[0]), tuple(stats[1]),
+                         (size, size, 3), directory)
