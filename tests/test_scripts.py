@@ -37,11 +37,12 @@ def test_bench_views_reports_every_method(tmp_path):
 
 def test_bench_input_reports_every_path(tmp_path):
   out = tmp_path / "bench.md"
-  _run("bench_input", "--images=20", "--batch=4", "--size=16", "--repeats=1",
-       "--student=mlp_tiny", "--teacher=cnn_tiny", "--step_image_size=8", "--step_batch=2",
-       f"--out={out}")
+  _run("bench_input", "--images=20", "--small_images=24", "--batch=4", "--size=16",
+       "--repeats=1", "--student=mlp_tiny", "--teacher=cnn_tiny", "--step_image_size=8",
+       "--step_batch=2", f"--out={out}")
   report = out.read_text()
   for label in ("| floor |", "| pipeline, 2 workers |", "evaluation transform", "in memory",
+                "64 × 64 decoded once into memory",
                 "The KD step (mlp_tiny student, cnn_tiny teacher"):
     assert label in report
 

@@ -181,6 +181,15 @@ def test_tiny_imagenet_from_the_zip_equals_from_the_folder_and_faults_are_named(
                                                                 split)
   train = open_images("tiny_imagenet", "train", tiny_data)
   assert (len(train), train.num_classes, train.image_shape) == (400, 200, (64, 64, 3))
+  # Decoded once into memory (its training transform draws nothing) or per batch: the same.
+  streaming = open_images("tiny_imagenet", "train", tiny_data, cache="stream")
+  assert type(train.split).__name__ == "ArraySplit"
+  assert type(streaming.split).__name__ == "RecordSplit"
+  sampler = EpochSampler(400, 40, seed=1)
+  for a, b in zip(train.split.train_batches(sampler, 9, 12),
+                  streaming.split.train_batches(sampler, 9, 12)):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
   assert len(open_images("tiny_imagenet", "test", tiny_data)) == 200
   labels = [label for _, label, _ in _records(tiny_data, "tiny_imagenet", "train")]
   assert np.bincount(labels).tolist() == [2] * 200  # sorted wnids, two images each
@@ -196,6 +205,26 @@ def test_tiny_imagenet_from_the_zip_equals_from_the_folder_and_faults_are_named(
                      match="not prepared in .*prepare_data --dataset=tiny_imagenet"):
     open_images("tiny_imagenet", "train", str(tmp_path / "nothing"))
   assert not os.path.exists(tmp_path / "out" / "tiny_imagenet" / "1.0.0")
+
+
+def test_a_damaged_shard_is_named(tiny_data, tmp_path):
+  import shutil
+  copy = str(tmp_path / "data")
+  shutil.copytree(tiny_data, copy)
+  directory = streamed.prepared_directory("tiny_imagenet", copy)
+  shard = os.path.join(directory, "tiny_imagenet-train.array_record-00000-of-00001")
+  with open(shard, "r+b") as f:  # scramble 400 bytes in the middle of the file
+    f.seek(os.path.getsize(shard) // 2)
+    data = f.read(400)
+    f.seek(os.path.getsize(shard) // 2)
+    f.write(bytes(b ^ 0xFF for b in data))
+  named = (r"tiny_imagenet train: record \d+ \(shard .*tiny_imagenet-train.array_record-"
+           r"00000-of-00001, record \d+\) cannot be read .*Corrupted")
+  train = open_images("tiny_imagenet", "train", copy, cache="stream")
+  with pytest.raises(RecordError, match=named):
+    list(train.split.train_batches(EpochSampler(len(train), 40, 0), 0, 10))
+  with pytest.raises(RecordError, match=named):  # decoding it into memory meets it at once
+    open_images("tiny_imagenet", "train", copy)
 
 
 def test_image_folder_with_and_without_val(tmp_path):
@@ -217,6 +246,8 @@ def test_image_folder_with_and_without_val(tmp_path):
   assert (len(open_images("image_folder", "train", out)),
           len(open_images("image_folder", "test", out))) == (24, 6)
   os.makedirs(tmp_path / "c" / "empty_class")
+  with pytest.raises(ValueError, match="would freeze one random crop per image"):
+    open_images("image_folder", "train", out, cache="memory")
   with pytest.raises(builders.ManualDataError, match="no class sub-folders|hold no images"):
     prepare_data.prepare("image_folder", str(tmp_path / "out_c"), str(tmp_path / "c"))
   with open(os.path.join(alone, "cat", "cat_0.jpg"), "wb") as f:
@@ -277,13 +308,14 @@ def test_pooled_backward_kd_is_refused_on_a_streamed_dataset(tiny_data, tmp_path
   assert not os.path.exists(tmp_path / "run")
 
 
-def test_streamed_run_killed_resumes_bit_identical_and_two_processes_equal_one(
+def test_streamed_run_killed_or_stopped_resumes_bit_identical_and_two_processes_equal_one(
     tiny_data, tmp_path):
   command = lambda workdir, *extra: [
       sys.executable, "-m", "kd_jax.experiments.train_teacher",
       f"--config={TINY_CONFIG}:scratch,cnn_tiny", f"--workdir={workdir}",
       f"--config.data_dir={tiny_data}",
-      *_overrides(num_epochs=3, checkpoint_every_steps=5), *extra]
+      *_overrides(num_epochs=3, checkpoint_every_steps=5, **{"input.cache": "stream"}),
+      *extra]
   straight = str(tmp_path / "straight")
   _run(command(straight))
   expected, step = _final_variables(straight)
@@ -291,6 +323,10 @@ def test_streamed_run_killed_resumes_bit_identical_and_two_processes_equal_one(
   killed = str(tmp_path / "killed")
   returncode, _ = _start_and_signal(command(killed), killed, signal.SIGKILL, min_checkpoints=2)
   assert returncode == -signal.SIGKILL and _checkpoint_steps(killed)[-1] < 30
+  # Resumed, then SIGTERM: it saves and exits 143; the third start finishes the run.
+  returncode, stderr = _start_and_signal(command(killed), killed, signal.SIGTERM, 0,
+                                         beyond_step=_checkpoint_steps(killed)[-1])
+  assert returncode == 143, stderr[-2000:]
   _run(command(killed))
   resumed, _ = _final_variables(killed)
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)

@@ -66,14 +66,17 @@ class ImageData:
 
 def open_images(name: str, split: str, data_dir: str | None = None, download: bool = False,
                 *, image_size: int = 0, workers: int = 2, prefetch: int = 2,
-                jpeg_draft: bool = False) -> ImageData:
+                jpeg_draft: bool = False, cache: str = "auto",
+                cache_limit_gb: float = 4.0) -> ImageData:
   """Split ``split`` ("train" or "test") of the image dataset ``name``; for streamed
   datasets, ``image_size`` (0: the dataset's default), ``workers`` (decoding threads),
-  ``prefetch`` (batches decoded ahead) and ``jpeg_draft`` (kd_jax.data.images)."""
+  ``prefetch`` (batches decoded ahead), ``jpeg_draft`` (kd_jax.data.images), ``cache`` and
+  ``cache_limit_gb`` (decode once into memory: kd_jax.data.streamed.load_streamed)."""
   if name in STREAMED_DATASETS:
     from kd_jax.data import streamed
     data = streamed.load_streamed(name, split, data_dir, image_size=image_size,
-                                  workers=workers, prefetch=prefetch, jpeg_draft=jpeg_draft)
+                                  workers=workers, prefetch=prefetch, jpeg_draft=jpeg_draft,
+                                  cache=cache, cache_limit_gb=cache_limit_gb)
     return ImageData(name, data.split, data.num_classes, data.mean, data.std,
                      data.image_shape, streamed=True)
   if image_size:

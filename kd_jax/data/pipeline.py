@@ -107,12 +107,14 @@ class RecordSplit:
   ``train_transform(record, rng)`` and ``eval_transform(record)`` return e.g.
   ``{"image": uint8 [S, S, 3], "label": int32}`` (kd_jax.data.images makes them for encoded
   images). ``prefetch``: how many batches the threads decode ahead of the step. A record that
-  cannot be read or decoded raises ``RecordError`` naming the split and the record.
+  cannot be read or decoded raises ``RecordError`` naming the split and the record, and where
+  it lies when ``locate(index)`` says (a shard file and the record's position in it).
   """
 
   def __init__(self, source, train_transform: Callable[[Any, np.random.Generator], dict],
                eval_transform: Callable[[Any], dict], *, name: str = "split",
-               workers: int = 2, prefetch: int = 2):
+               workers: int = 2, prefetch: int = 2,
+               locate: Callable[[int], str] | None = None):
     if workers < 1:
       raise ValueError(f"workers must be ≥ 1 (threads that decode records); got {workers}.")
     self.source = source
@@ -121,22 +123,32 @@ class RecordSplit:
     self.name = name
     self.workers = workers
     self.prefetch = prefetch
+    self.locate = locate
 
   def __len__(self) -> int:
     return len(self.source)
+
+  def _where(self, index: int) -> str:
+    where = f"{self.name}: record {index}"
+    if self.locate is not None:
+      try:
+        where += f" ({self.locate(index)})"
+      except Exception:  # noqa: BLE001 - the location is a courtesy; the error is the news
+        pass
+    return where
 
   def _read(self, index: int, transform, *args) -> dict:
     try:
       record = self.source[int(index)]
     except Exception as error:
-      raise RecordError(f"{self.name}: record {int(index)} cannot be read "
+      raise RecordError(f"{self._where(int(index))} cannot be read "
                         f"({type(error).__name__}: {error})") from error
     try:
       return transform(record, *args)
     except RecordError:
       raise
     except Exception as error:
-      raise RecordError(f"{self.name}: record {int(index)} cannot be decoded "
+      raise RecordError(f"{self._where(int(index))} cannot be decoded "
                         f"({type(error).__name__}: {error})") from error
 
   def _threaded(self, dataset, per_batch: int):
@@ -158,6 +170,29 @@ class RecordSplit:
 
     flat = grain.MapDataset.range(start_step * per_process, stop_step * per_process)
     return self._threaded(flat.map(example), per_process)
+
+  def materialize(self, train: bool = True, chunk: int = 256) -> ArraySplit:
+    """Every record decoded once, in the worker threads, into host arrays: for a split whose
+    transform draws no randomness (a training transform that only decodes and resizes, or
+    any evaluation transform), reading the arrays gives the same batches as streaming it,
+    without decoding every epoch again."""
+    import grain
+    if train:
+      transform = lambda index: self._read(index, self.train_transform, None)
+    else:
+      transform = lambda index: self._read(index, self.eval_transform)
+    examples = grain.MapDataset.range(len(self)).map(transform)
+    arrays: dict[str, np.ndarray] = {}
+    start = 0
+    for batch in self._threaded(examples, chunk):
+      if not arrays:
+        arrays = {name: np.empty((len(self), *values.shape[1:]), values.dtype)
+                  for name, values in batch.items()}
+      size = len(batch["label"])
+      for name, values in batch.items():
+        arrays[name][start:start + size] = values
+      start += size
+    return ArraySplit(arrays)
 
   def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
     import grain

@@ -16,6 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
+
+import numpy as np
 
 from kd_jax.data import images as images_lib
 from kd_jax.data.pipeline import RecordSplit
@@ -87,7 +90,7 @@ def prepared_directory(name: str, data_dir: str | None) -> str:
 class StreamedDataset:
   """A split of a prepared dataset, with what the run needs to know about it."""
   name: str
-  split: RecordSplit
+  split: Any  # a RecordSplit, or the ArraySplit it was decoded into (``cache``)
   num_classes: int
   mean: tuple[float, ...]
   std: tuple[float, ...]
@@ -111,12 +114,44 @@ def _metadata(directory: str) -> dict:
     return json.load(f)
 
 
+def shard_locator(directory: str, info: dict, split: str):
+  """``index -> "shard FILE, record j"`` for a TFDS split, from the shard lengths its
+  dataset_info.json records (the files hold the split's records in order)."""
+  entry = next(e for e in info["splits"] if e["name"] == split)
+  lengths = [int(length) for length in entry.get("shardLengths", [])]
+  ends = np.cumsum(lengths)
+  template = entry.get("filepathTemplate", "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
+
+  def locate(index: int) -> str:
+    shard = int(np.searchsorted(ends, index, side="right"))
+    first = int(ends[shard - 1]) if shard else 0
+    name = (template.replace("{DATASET}", info["name"]).replace("{SPLIT}", split)
+            .replace("{FILEFORMAT}", "array_record")
+            .replace("{SHARD_X_OF_Y}", f"{shard:05d}-of-{len(lengths):05d}"))
+    return f"shard {os.path.join(directory, name)}, record {index - first}"
+
+  return locate
+
+
+CACHE_MODES = ("auto", "memory", "stream")
+
+
 def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: int = 0,
-                  workers: int = 2, prefetch: int = 2, jpeg_draft: bool = False
-                  ) -> StreamedDataset:
+                  workers: int = 2, prefetch: int = 2, jpeg_draft: bool = False,
+                  cache: str = "auto", cache_limit_gb: float = 4.0) -> StreamedDataset:
   """Split ``split`` ("train" or "test", the dataset's evaluation split) of the prepared
   dataset ``name``, read record by record; images come out ``image_size`` square (0: the
-  dataset's default) as uint8."""
+  dataset's default) as uint8.
+
+  ``cache``: "stream" decodes every batch as it is read; "memory" decodes the split once
+  into host memory (kd_jax.data.pipeline.RecordSplit.materialize), which needs a transform
+  without randomness (an evaluation split, or a training crop of "resize"); "auto" takes
+  memory when that holds and the decoded split is under ``cache_limit_gb`` (Tiny ImageNet:
+  1.2 GB for training; results/bench_input_cpu.md compares the two), else streams. Both
+  give the same batches.
+  """
+  if cache not in CACHE_MODES:
+    raise ValueError(f"unknown input cache {cache!r}; valid: {', '.join(CACHE_MODES)}.")
   import tensorflow_datasets as tfds
   spec = STREAMED_DATASETS[name]
   directory = prepared_directory(name, data_dir)
@@ -144,8 +179,16 @@ def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: in
     stats = (tuple(metadata["mean"]), tuple(metadata["std"]))
   record_split = RecordSplit(
       source, images_lib.train_transform(size, spec.train_crop, jpeg_draft),
-      images_lib.eval_transform(size, spec.eval_crop), name=f"{name} {tfds_split} ({directory})",
-      workers=workers, prefetch=prefetch)
+      images_lib.eval_transform(size, spec.eval_crop), name=f"{name} {tfds_split}",
+      workers=workers, prefetch=prefetch, locate=shard_locator(directory, info, tfds_split))
   num_classes = builder.info.features["label"].num_classes
-  return StreamedDataset(name, record_split, num_classes, tuple(stats[0]), tuple(stats[1]),
+  deterministic = split != "train" or spec.train_crop == "resize"
+  decoded_gb = len(record_split) * size * size * 3 / 2 ** 30
+  if cache == "memory" and not deterministic:
+    raise ValueError(f"input.cache='memory' would freeze one random crop per image: {name}'s "
+                     f"training crop is {spec.train_crop!r}. Use 'stream' (or 'auto').")
+  chosen = record_split
+  if cache == "memory" or (cache == "auto" and deterministic and decoded_gb <= cache_limit_gb):
+    chosen = record_split.materialize(train=split == "train")
+  return StreamedDataset(name, chosen, num_classes, tuple(stats[0]), tuple(stats[1]),
                          (size, size, 3), directory)

@@ -46,7 +46,8 @@ _RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_di
                         "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_batch_size",
                         "allow_config_change", "teacher_workdir"}
 # Leaves of other blocks that cannot change the result: how the input is read, not what.
-_RESUME_NEUTRAL_LEAVES = {"input.workers", "input.prefetch"}
+_RESUME_NEUTRAL_LEAVES = {"input.workers", "input.prefetch", "input.cache",
+                          "input.cache_limit_gb"}
 # Keys a resumption may change with a warning: a longer run (num_epochs). The teacher's path
 # may move freely: the teacher itself is compared by its checksum (check_resume_identity).
 _RESUME_WARNING_KEYS = {"num_epochs"}

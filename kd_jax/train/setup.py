@@ -175,7 +175,8 @@ def input_options(config) -> dict:
   """kd_jax.data.open_images's keywords from ``config.input``."""
   block = config.get("input", {})
   return {"image_size": block.get("image_size", 0), "workers": block.get("workers", 2),
-          "prefetch": block.get("prefetch", 2), "jpeg_draft": block.get("jpeg_draft", False)}
+          "prefetch": block.get("prefetch", 2), "jpeg_draft": block.get("jpeg_draft", False),
+          "cache": block.get("cache", "auto"), "cache_limit_gb": block.get("cache_limit_gb", 4.0)}
 
 
 def build_image_run(config, mesh) -> RunSetup:
@@ -294,6 +295,7 @@ CONFIG_BOUNDS = (
     ("augment.crop_pad", 0, True), ("augment.cutout_size", 0, True),
     ("backward.pool_every_epochs", 0, True), ("continuation.t_max", 1, True),
     ("input.image_size", 0, True), ("input.workers", 1, True), ("input.prefetch", 0, True),
+    ("input.cache_limit_gb", 0, False),
     ("continuation.margin", 0, False), ("continuation.annealing_phase2_epochs", 0, True),
     # role-wise (kd_jax/experiments/configs/rolewise.py): PBA's search
     ("search.population", 1, True), ("search.epochs", 1, True),
@@ -405,6 +407,10 @@ def _check_input(config, method) -> None:
   device)."""
   from kd_jax.data import STREAMED_DATASETS
   block = config.get("input", {})
+  from kd_jax.data.streamed import CACHE_MODES
+  if block.get("cache", "auto") not in CACHE_MODES:
+    raise ValueError(f"config.input.cache: unknown mode {block.get('cache')!r}; valid: "
+                     f"{', '.join(CACHE_MODES)}.")
   if config.dataset not in STREAMED_DATASETS:
     if block.get("image_size", 0):
       raise ValueError(f"config.input.image_size applies to streamed datasets "

@@ -9,10 +9,12 @@ Keys (all overridable on the command line as ``--config.key=value``):
   seed                          initialisation, sampler order and augmentation randomness.
   num_epochs, batch_size, eval_batch_size
   dtype                         compute dtype, "float32" or "bfloat16" (parameters stay f32).
-  input.image_size, input.workers, input.prefetch, input.jpeg_draft   how streamed images
-                                are read: square size (0: the dataset's), decoding threads,
-                                batches read ahead, JPEG draft decoding (kd_jax.data.images).
-                                workers and prefetch never change a result.
+  input.image_size, input.workers, input.prefetch, input.jpeg_draft, input.cache,
+  input.cache_limit_gb          how streamed images are read: square size (0: the dataset's),
+                                decoding threads, batches read ahead, JPEG draft decoding
+                                (kd_jax.data.images), decoded once into memory or per batch
+                                (kd_jax.data.streamed). workers, prefetch and the cache never
+                                change a result.
   augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip;
   augment.autoaugment, augment.cutout_size   then an AutoAugment policy ("cifar10" |
                                 "imagenet"; "" none) and Cutout (pixels; 0 none), per image.
@@ -88,12 +90,16 @@ def base_config() -> ml_collections.ConfigDict:
   # How the host reads the data (kd_jax.data.open_images). image_size: the square size
   # streamed images are cropped to (0: the dataset's, e.g. 224 for ImageNet); workers:
   # threads that decode streamed records; prefetch: batches read and put on the devices
-  # ahead of the step; jpeg_draft: let the JPEG decoder downscale (faster, kd_jax.data.images).
+  # ahead of the step; jpeg_draft: let the JPEG decoder downscale (faster, kd_jax.data.images);
+  # cache: "auto" | "memory" | "stream", decode a split once into host memory where that
+  # gives the same batches and it fits in cache_limit_gb (kd_jax.data.streamed).
   config.input = ml_collections.ConfigDict()
   config.input.image_size = 0
   config.input.workers = 2
   config.input.prefetch = 2
   config.input.jpeg_draft = False
+  config.input.cache = "auto"
+  config.input.cache_limit_gb = 4.0
 
   config.augment = ml_collections.ConfigDict()
   config.augment.crop_pad = 4
