@@ -161,11 +161,12 @@ def tiny_data(tmp_path_factory):
 
 
 def _records(data_dir, name, split):
+  """The split's records in their stored order: (file name, label, bytes)."""
   directory = streamed.prepared_directory(name, data_dir)
   import tensorflow_datasets as tfds
   source = tfds.builder_from_directory(directory).as_data_source(
       split=split, decoders={"image": tfds.decode.SkipDecoding()})
-  return sorted((r["file_name"], r["label"], r["image"]) for r in source)
+  return [(r["file_name"], r["label"], r["image"]) for r in source]
 
 
 def test_tiny_imagenet_from_the_zip_equals_from_the_folder_and_faults_are_named(
@@ -176,7 +177,7 @@ def test_tiny_imagenet_from_the_zip_equals_from_the_folder_and_faults_are_named(
   raw_datasets.write_tiny_imagenet(raw, as_zip=True)
   zipped = str(tmp_path / "prepared")
   prepare_data.prepare("tiny_imagenet", zipped, raw)
-  for split in ("train", "validation"):
+  for split in ("train", "validation"):  # the same records in the same order
     assert _records(zipped, "tiny_imagenet", split) == _records(tiny_data, "tiny_imagenet",
                                                                 split)
   train = open_images("tiny_imagenet", "train", tiny_data)
@@ -241,13 +242,23 @@ def test_image_folder_with_and_without_val(tmp_path):
   assert batch["image"].shape == (6, 24, 24, 3)
   np.testing.assert_array_equal(np.sort(batch["label"]), [0, 0, 1, 1, 2, 2])
   alone = raw_datasets.write_image_folder(str(tmp_path / "b"), train_per_class=10)
-  out = str(tmp_path / "out_b")
-  prepare_data.prepare("image_folder", out, alone, holdout_fraction=0.2)
-  assert (len(open_images("image_folder", "train", out)),
-          len(open_images("image_folder", "test", out))) == (24, 6)
+  out_b = str(tmp_path / "out_b")
+  prepare_data.prepare("image_folder", out_b, alone, holdout_fraction=0.2)
+  assert (len(open_images("image_folder", "train", out_b)),
+          len(open_images("image_folder", "test", out_b))) == (24, 6)
+  prepare_data.prepare("image_folder", out_b, alone, holdout_fraction=0.2)  # done: no-op
+  with pytest.raises(ValueError, match="prepared from other files .* Use another --data_dir"):
+    prepare_data.prepare("image_folder", out_b, with_val)
+  # A run resumed on another prepared folder (same classes, other images) is refused.
+  config = _config("scratch,cnn_tiny", out, dataset="image_folder", batch_size=4,
+                   eval_batch_size=6, **{"input.image_size": 16, "augment.crop_pad": 2})
+  loop.train_and_evaluate(config, str(tmp_path / "run"))
+  config.data_dir = out_b
+  with pytest.raises(loop.ConfigChangedError, match="another dataset"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
   os.makedirs(tmp_path / "c" / "empty_class")
   with pytest.raises(ValueError, match="would freeze one random crop per image"):
-    open_images("image_folder", "train", out, cache="memory")
+    open_images("image_folder", "train", out_b, cache="memory")
   with pytest.raises(builders.ManualDataError, match="no class sub-folders|hold no images"):
     prepare_data.prepare("image_folder", str(tmp_path / "out_c"), str(tmp_path / "c"))
   with open(os.path.join(alone, "cat", "cat_0.jpg"), "wb") as f:
@@ -256,24 +267,61 @@ def test_image_folder_with_and_without_val(tmp_path):
     prepare_data.prepare("image_folder", str(tmp_path / "out_d"), alone)
 
 
-def test_imagenet_prepares_from_its_tarballs(tmp_path):
+@pytest.fixture(scope="module")
+def imagenet_data(tmp_path_factory):
+  """A fake ILSVRC2012: three classes of four JPEGs in the train tarball, eight in val."""
   import tensorflow_datasets as tfds
   from kd_jax.experiments import prepare_data
+  root = tmp_path_factory.mktemp("imagenet")
   wnids = open(tfds.core.tfds_path("datasets/imagenet2012/labels.txt")).read().split()
-  raw = str(tmp_path / "raw")
-  raw_datasets.write_imagenet(raw, wnids[:3], train_per_class=2, num_val=4)
+  raw_datasets.write_imagenet(str(root / "raw"), wnids[:3], train_per_class=4, num_val=8)
+  prepare_data.prepare("imagenet2012", str(root / "out"), str(root / "raw"))
+  return str(root / "out"), wnids
+
+
+def test_imagenet_prepares_from_its_tarballs(imagenet_data, tmp_path):
+  from kd_jax.experiments import prepare_data
+  out, wnids = imagenet_data
   with pytest.raises(FileNotFoundError, match="no ILSVRC2012_img_train.tar and no "
                                               "ILSVRC2012_img_val.tar"):
     prepare_data.prepare("imagenet2012", str(tmp_path / "out"), str(tmp_path))
-  out = str(tmp_path / "out")
-  prepare_data.prepare("imagenet2012", out, raw)
   train = open_images("imagenet2012", "train", out)
-  assert (len(train), train.num_classes, train.image_shape) == (6, 1000, (224, 224, 3))
+  assert (len(train), train.num_classes, train.image_shape) == (12, 1000, (224, 224, 3))
+  assert type(train.split).__name__ == "RecordSplit"  # a random crop per step: streamed
   for file_name, label, _ in _records(out, "imagenet2012", "train"):
     assert wnids[label] == file_name.decode().split("_")[0]
   test = open_images("imagenet2012", "test", out, image_size=32)
   batch = next(iter(test.split.eval_batches(4)))
   assert batch["image"].shape == (4, 32, 32, 3)
+
+
+def test_imagenet_config_roles_stream_end_to_end(imagenet_data, tmp_path):
+  """imagenet.py's roles on the fake ImageNet: a teacher, then KD, KD + CutMix-pick,
+  backward KD and Continuation-KD from it, each streaming random-resized crops."""
+  from kd_jax.experiments.configs import imagenet
+  out, _ = imagenet_data
+
+  def config(role, **extra):
+    config = imagenet.get_config(role)
+    settings = {"data_dir": out, "model": "cnn_tiny", "num_epochs": 1, "batch_size": 4,
+                "eval_batch_size": 4, "input.image_size": 32, "progress_bar": False,
+                "checkpoint_every_steps": 0, "log_every_steps": 0,
+                "teacher_workdir": str(tmp_path / "teacher"), **extra}
+    for key, value in settings.items():
+      target = config
+      *parents, leaf = key.split(".")
+      for parent in parents:
+        target = target[parent]
+      target[leaf] = value
+    return config
+
+  loop.train_and_evaluate(config("teacher", teacher_workdir=""), str(tmp_path / "teacher"))
+  for role, extra in (("kd", {}), ("kd_cutmix_pick", {}), ("kd", {"method": "backward_kd"}),
+                      ("kd", {"method": "continuation_kd"})):
+    summary = loop.train_and_evaluate(config(role, **extra),
+                                      str(tmp_path / f"{role}_{extra.get('method', '')}"))
+    assert summary["steps"] == 3 and summary["train_step_compilations"] == 1
+    assert np.isfinite(summary["last_loss"]) and 0 <= summary["last_agreement"] <= 100
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,7 @@ class ImageData:
   std: tuple[float, ...]
   image_shape: tuple[int, int, int]
   streamed: bool
+  fingerprint: str | None = None  # a streamed dataset's prepared files (kd_jax.data.streamed)
 
   def __len__(self) -> int:
     return len(self.split)
@@ -78,7 +79,7 @@ def open_images(name: str, split: str, data_dir: str | None = None, download: bo
                                   workers=workers, prefetch=prefetch, jpeg_draft=jpeg_draft,
                                   cache=cache, cache_limit_gb=cache_limit_gb)
     return ImageData(name, data.split, data.num_classes, data.mean, data.std,
-                     data.image_shape, streamed=True)
+                     data.image_shape, streamed=True, fingerprint=data.fingerprint)
   if image_size:
     raise ValueError(f"image_size applies to streamed datasets; {name!r} is held in memory "
                      "at its own size. Leave it 0.")

@@ -127,6 +127,39 @@ def tiny_imagenet_files(manual_dir: str) -> tuple[_Files, str]:
   return files, prefix
 
 
+def tiny_imagenet_layout(manual_dir: str):
+  """``(files, prefix, wnids, {"train": [(path, label)], "validation": [...]})`` of the Tiny
+  ImageNet in ``manual_dir``: labels are the sorted wnids' positions; a missing or
+  inconsistent file is named."""
+  files, prefix = tiny_imagenet_files(manual_dir)
+  wnids = sorted(line.strip() for line in files.read_text(prefix + "wnids.txt").splitlines()
+                 if line.strip())
+  if len(wnids) != 200:
+    raise ManualDataError(f"{files.where()}: {prefix}wnids.txt lists {len(wnids)} classes; "
+                          "Tiny ImageNet has 200.")
+  label_of = {wnid: index for index, wnid in enumerate(wnids)}
+  train = []
+  for wnid in wnids:
+    folder = f"{prefix}train/{wnid}/images"
+    if not files.exists(folder):
+      raise ManualDataError(f"{files.where()} has no {folder}/ (class {wnid} of wnids.txt).")
+    train += [(path, label_of[wnid]) for path in files.list(folder)]
+  validation = []
+  for line in files.read_text(prefix + "val/val_annotations.txt").splitlines():
+    fields = line.split("\t")
+    if len(fields) < 2:
+      continue
+    if fields[1] not in label_of:
+      raise ManualDataError(f"{files.where()}: val/val_annotations.txt names class "
+                            f"{fields[1]!r}, which is not in wnids.txt.")
+    path = f"{prefix}val/images/{fields[0]}"
+    if not files.exists(path):
+      raise ManualDataError(f"{files.where()} has no {path} (listed in "
+                            "val/val_annotations.txt).")
+    validation.append((path, label_of[fields[1]]))
+  return files, prefix, wnids, {"train": train, "validation": validation}
+
+
 class TinyImagenet(tfds.core.GeneratorBasedBuilder):
   """Tiny ImageNet (tiny-imagenet-200): 200 classes of 64 × 64 images, 500 training and 50
   validation images per class. Labels are the wnids in sorted order (the order
@@ -146,44 +179,23 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
-    files, prefix = tiny_imagenet_files(os.fspath(dl_manager.manual_dir))
-    wnids = sorted(line.strip() for line in files.read_text(prefix + "wnids.txt").splitlines()
-                   if line.strip())
-    if len(wnids) != 200:
-      raise ManualDataError(f"{files.where()}: {prefix}wnids.txt lists {len(wnids)} classes; "
-                            "Tiny ImageNet has 200.")
-    label_of = {wnid: index for index, wnid in enumerate(wnids)}
-    train = []
-    for wnid in wnids:
-      folder = f"{prefix}train/{wnid}/images"
-      if not files.exists(folder):
-        raise ManualDataError(f"{files.where()} has no {folder}/ (class {wnid} of wnids.txt).")
-      train += [(path, label_of[wnid]) for path in files.list(folder)]
-    validation = []
-    for line in files.read_text(prefix + "val/val_annotations.txt").splitlines():
-      fields = line.split("\t")
-      if len(fields) < 2:
-        continue
-      if fields[1] not in label_of:
-        raise ManualDataError(f"{files.where()}: val/val_annotations.txt names class "
-                              f"{fields[1]!r}, which is not in wnids.txt.")
-      path = f"{prefix}val/images/{fields[0]}"
-      if not files.exists(path):
-        raise ManualDataError(f"{files.where()} has no {path} (listed in "
-                              "val/val_annotations.txt).")
-      validation.append((path, label_of[fields[1]]))
+    files, prefix, wnids, splits = tiny_imagenet_layout(os.fspath(dl_manager.manual_dir))
+    train, validation = splits["train"], splits["validation"]
     self.info.features["label"].names = wnids
     self.info.metadata["mean"], self.info.metadata["std"] = channel_stats_of(
         lambda index: files.read(train[index][0]), len(train),
         lambda index: f"{files.where()}: {train[index][0]}")
-    return {"train": self._generate_examples(files, train),
-            "validation": self._generate_examples(files, validation)}
+    return {"train": self._generate_examples(files, prefix, train),
+            "validation": self._generate_examples(files, prefix, validation)}
 
-  def _generate_examples(self, files, examples):
+  def _generate_examples(self, files, prefix: str, examples):
     for path, label in examples:
       data = files.read(path)
       check_decodable(data, f"{files.where()}: {path}")
-      yield path, {"image": data, "label": label, "file_name": os.path.basename(path)}
+      # The key (which fixes the record order) is the path inside the dataset, the same from
+      # the zip or the folder, wherever it lies: every copy has the same order.
+      yield path[len(prefix):], {"image": data, "label": label,
+                                 "file_name": os.path.basename(path)}
 
 
 def image_folder_layout(manual_dir: str, holdout_fraction: float
@@ -286,14 +298,18 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         read, len(train), lambda index: train[index][0])
     self.info.metadata["holdout_fraction"] = (self._holdout_fraction
                                               if _held_out(dl_manager.manual_dir) else 0.0)
-    return {name: self._generate_examples(examples) for name, examples in splits.items()}
+    root = os.fspath(dl_manager.manual_dir)
+    return {name: self._generate_examples(root, examples) for name, examples in splits.items()}
 
-  def _generate_examples(self, examples):
+  def _generate_examples(self, root: str, examples):
     for path, label in examples:
       with open(path, "rb") as f:
         data = f.read()
       check_decodable(data, path)
-      yield path, {"image": data, "label": label, "file_name": os.path.basename(path)}
+      # Keyed by the path inside the folder (the key fixes the record order): every copy of
+      # the folder, wherever it lies, gives the same order.
+      yield os.path.relpath(path, root), {"image": data, "label": label,
+                                          "file_name": os.path.basename(path)}
 
 
 def _held_out(manual_dir) -> bool:

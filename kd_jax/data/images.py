@@ -122,8 +122,12 @@ def crop_and_resize(data, box_of, size: int, jpeg_draft: bool = False) -> np.nda
     image = image.convert("RGB")
   if (left, top, width, height) == (0, 0, *image.size) and image.size == (size, size):
     return _to_array(image)
-  resized = image.resize((size, size), Image.BILINEAR,
-                         box=(left, top, left + width, top + height))
+  if jpeg_draft:  # fractional box after the draft's scaling: resample it directly
+    resized = image.resize((size, size), Image.BILINEAR,
+                           box=(left, top, left + width, top + height))
+  else:  # torchvision's resized_crop: crop first, so no pixel outside the box is filtered in
+    resized = image.crop((left, top, left + width, top + height)).resize((size, size),
+                                                                        Image.BILINEAR)
   return _to_array(resized)
 
 
@@ -149,6 +153,7 @@ def train_transform(size: int, crop: str = "random_resized", jpeg_draft: bool = 
     raise ValueError(f"unknown training crop {crop!r}; valid: {', '.join(TRAIN_CROPS)}.")
   if size < 1:
     raise ValueError(f"image size must be ≥ 1; got {size}.")
+  _pil()  # a missing Pillow is named now, not blamed on the first record
 
   def transform(record, rng: np.random.Generator) -> dict:
     if crop == "random_resized":
@@ -167,6 +172,7 @@ def eval_transform(size: int, crop: str = "center"):
     raise ValueError(f"unknown evaluation crop {crop!r}; valid: {', '.join(EVAL_CROPS)}.")
   if size < 1:
     raise ValueError(f"image size must be ≥ 1; got {size}.")
+  _pil()
 
   def transform(record) -> dict:
     if crop == "center":

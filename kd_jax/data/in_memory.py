@@ -10,6 +10,7 @@ uninterrupted run would have seen, on any number of hosts.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -78,14 +79,20 @@ class EpochSampler:
     self.process_index = process_index
     self.process_count = process_count
     self.steps_per_epoch = num_examples // global_batch_size
-    self._cache = (None, None)  # (epoch, permutation), one attribute: read by many threads
+    # The orders of the two newest epochs: decoding threads (kd_jax.data.pipeline) read
+    # this per example, and at an epoch boundary some are still in the old epoch.
+    self._orders: dict[int, np.ndarray] = {}
+    self._lock = threading.Lock()
 
   def _permutation(self, epoch: int) -> np.ndarray:
-    cached_epoch, permutation = self._cache
-    if epoch != cached_epoch:
-      permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-      self._cache = (epoch, permutation)
-    return permutation
+    with self._lock:
+      order = self._orders.get(epoch)
+      if order is None:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+        self._orders[epoch] = order
+        while len(self._orders) > 2:
+          del self._orders[min(self._orders)]
+      return order
 
   def position(self, step: int) -> dict[str, int]:
     """The (epoch, batch within epoch) that global step ``step`` reads; epochs count from 0."""

@@ -22,7 +22,9 @@ What is the same for both, and what the loop relies on:
   uninterrupted run.
 - The global batch is the same with 1 or N processes: each process reads and decodes only
   its contiguous share of it (``EpochSampler.local_indices``), and a position's randomness
-  does not depend on which process holds it.
+  does not depend on which process holds it. (A split small enough to be decoded once into
+  memory, kd_jax.data.streamed's ``cache``, is decoded whole by every process, as the
+  in-memory datasets are loaded whole.)
 - Everything after the fixed-size uint8 image (flip, padding crop, normalisation, mixup,
   CutMix, picking, backward samples, policies) runs on the device inside the step.
 """
@@ -106,7 +108,8 @@ class RecordSplit:
 
   ``train_transform(record, rng)`` and ``eval_transform(record)`` return e.g.
   ``{"image": uint8 [S, S, 3], "label": int32}`` (kd_jax.data.images makes them for encoded
-  images). ``prefetch``: how many batches the threads decode ahead of the step. A record that
+  images). ``prefetch``: how many batches the threads decode ahead of the step (at least one
+  per worker). A record that
   cannot be read or decoded raises ``RecordError`` naming the split and the record, and where
   it lies when ``locate(index)`` says (a shard file and the record's position in it).
   """
@@ -152,19 +155,22 @@ class RecordSplit:
                         f"({type(error).__name__}: {error})") from error
 
   def _threaded(self, dataset, per_batch: int):
-    import grain
+    """Batches made in the worker threads, each thread decoding a whole batch (the least
+    overhead per example: results/bench_input_cpu.md), at most ``max(prefetch, workers)``
+    batches ahead of the consumer, in order."""
+    grain = _grain()
     options = grain.ReadOptions(num_threads=self.workers,
-                                prefetch_buffer_size=max(1, self.prefetch) * per_batch)
+                                prefetch_buffer_size=max(self.prefetch, self.workers, 1))
     return iter(dataset.batch(per_batch).to_iter_dataset(options))
 
   def train_batches(self, sampler, start_step: int, stop_step: int):
-    import grain
+    grain = _grain()
     per_process = sampler.global_batch_size // sampler.process_count
     first_position = sampler.process_index * per_process
 
     def example(flat: int) -> dict:
       step, offset = divmod(flat, per_process)
-      index = sampler.local_indices(step)[offset]
+      index = sampler.local_indices(step)[offset]  # the sampler caches the epoch's order
       return self._read(index, self.train_transform,
                         transform_rng(sampler.seed, step, first_position + offset))
 
@@ -176,7 +182,7 @@ class RecordSplit:
     transform draws no randomness (a training transform that only decodes and resizes, or
     any evaluation transform), reading the arrays gives the same batches as streaming it,
     without decoding every epoch again."""
-    import grain
+    grain = _grain()
     if train:
       transform = lambda index: self._read(index, self.train_transform, None)
     else:
@@ -184,18 +190,22 @@ class RecordSplit:
     examples = grain.MapDataset.range(len(self)).map(transform)
     arrays: dict[str, np.ndarray] = {}
     start = 0
-    for batch in self._threaded(examples, chunk):
-      if not arrays:
-        arrays = {name: np.empty((len(self), *values.shape[1:]), values.dtype)
-                  for name, values in batch.items()}
-      size = len(batch["label"])
-      for name, values in batch.items():
-        arrays[name][start:start + size] = values
-      start += size
+    batches = self._threaded(examples, chunk)
+    try:
+      for batch in batches:
+        if not arrays:
+          arrays = {name: np.empty((len(self), *values.shape[1:]), values.dtype)
+                    for name, values in batch.items()}
+        size = len(batch["label"])
+        for name, values in batch.items():
+          arrays[name][start:start + size] = values
+        start += size
+    finally:
+      _close(batches)
     return ArraySplit(arrays)
 
   def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
-    import grain
+    grain = _grain()
     per_process = batch_size // process_count
     positions = list(_eval_positions(len(self), batch_size, process_index, process_count))
     if not positions:
@@ -204,8 +214,30 @@ class RecordSplit:
     masks = [mask for _, mask in positions]
     examples = grain.MapDataset.source(indices).map(
         lambda index: self._read(index, self.eval_transform))
-    return ({**batch, "mask": mask}
-            for batch, mask in zip(self._threaded(examples, per_process), masks))
+    return self._masked(self._threaded(examples, per_process), masks)
+
+  @staticmethod
+  def _masked(batches, masks):
+    try:
+      for batch, mask in zip(batches, masks):
+        yield {**batch, "mask": mask}
+    finally:  # also when evaluation stops early (an error, a signal): stop the threads
+      _close(batches)
+
+
+def _grain():
+  try:
+    import grain
+  except ImportError as error:
+    raise ImportError("streamed datasets are read with grain: pip install -e '.[tfds]' "
+                      "(or pip install grain)") from error
+  return grain
+
+
+def _close(iterator) -> None:
+  close = getattr(iterator, "close", None)
+  if close is not None:
+    close()
 
 
 class RecordError(RuntimeError):
@@ -227,34 +259,18 @@ def prefetch(iterator: Iterator, size: int, transform: Callable | None = None) -
 
 class _Prefetched:
   """The iterator ``prefetch`` returns (a class, so that ``close`` works before the first
-  item too)."""
+  item too). The thread holds only the queue, the stop flag and the source, never this
+  object, so dropping an unclosed one stops its thread too."""
 
   def __init__(self, iterator: Iterator, size: int, transform: Callable | None):
     self._iterator = iterator
     self._items: queue.Queue = queue.Queue(maxsize=size)
     self._stop = threading.Event()
     self._finished = False
-    self._thread = threading.Thread(target=self._produce, args=(transform,), daemon=True,
-                                    name="kd_jax-prefetch")
+    self._thread = threading.Thread(
+        target=_produce, args=(iterator, transform, self._items, self._stop), daemon=True,
+        name="kd_jax-prefetch")
     self._thread.start()
-
-  def _put(self, entry) -> bool:
-    while not self._stop.is_set():
-      try:
-        self._items.put(entry, timeout=0.1)
-        return True
-      except queue.Full:
-        continue
-    return False
-
-  def _produce(self, transform) -> None:
-    try:
-      for item in self._iterator:
-        if not self._put((transform(item) if transform else item, None)):
-          return
-      self._put((_DONE, None))
-    except BaseException as error:  # handed to the consumer, raised in its thread
-      self._put((_DONE, error))
 
   def __iter__(self):
     return self
@@ -278,9 +294,27 @@ class _Prefetched:
     self._finished = True
     self._stop.set()
     self._thread.join()
-    close = getattr(self._iterator, "close", None)
-    if close is not None:
-      close()
+    _close(self._iterator)
 
   def __del__(self):
     self._stop.set()
+
+
+def _put(items: queue.Queue, stop: threading.Event, entry) -> bool:
+  while not stop.is_set():
+    try:
+      items.put(entry, timeout=0.1)
+      return True
+    except queue.Full:
+      continue
+  return False
+
+
+def _produce(iterator, transform, items: queue.Queue, stop: threading.Event) -> None:
+  try:
+    for item in iterator:
+      if not _put(items, stop, (transform(item) if transform else item, None)):
+        return
+    _put(items, stop, (_DONE, None))
+  except BaseException as error:  # handed to the consumer, raised in its thread
+    _put(items, stop, (_DONE, error))

@@ -14,6 +14,7 @@ and crops only its own examples, in the pipeline's worker threads
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -96,6 +97,7 @@ class StreamedDataset:
   std: tuple[float, ...]
   image_shape: tuple[int, int, int]
   directory: str
+  fingerprint: str = ""  # of the prepared files (dataset_fingerprint)
 
   def __len__(self) -> int:
     return len(self.split)
@@ -131,6 +133,18 @@ def shard_locator(directory: str, info: dict, split: str):
     return f"shard {os.path.join(directory, name)}, record {index - first}"
 
   return locate
+
+
+def dataset_fingerprint(directory: str, info: dict) -> str:
+  """What identifies a prepared dataset without reading it: its name, version, the records
+  and bytes of each shard of each split, and its recorded statistics (estimated from the
+  images). A run resumed on other data (another folder at the same data_dir, a newer
+  version) is refused by it (kd_jax.train.loop.check_resume_identity)."""
+  described = {"name": info.get("name"), "version": info.get("version"),
+               "splits": sorted((entry["name"], entry.get("shardLengths"), entry.get("numBytes"))
+                                for entry in info.get("splits", [])),
+               "metadata": _metadata(directory)}
+  return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 CACHE_MODES = ("auto", "memory", "stream")
@@ -191,4 +205,4 @@ def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: in
   if cache == "memory" or (cache == "auto" and deterministic and decoded_gb <= cache_limit_gb):
     chosen = record_split.materialize(train=split == "train")
   return StreamedDataset(name, chosen, num_classes, tuple(stats[0]), tuple(stats[1]),
-                         (size, size, 3), directory)
+                         (size, size, 3), directory, dataset_fingerprint(directory, info))

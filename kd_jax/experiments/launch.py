@@ -22,7 +22,8 @@ VERBOSE = flags.DEFINE_bool("verbose", False, "Show the whole traceback of an er
 # changed config on resume (ValueError, TypeError); a run that diverged (FloatingPointError);
 # a damaged run or teacher directory (CheckpointError); a full disk, a read-only or missing
 # directory (OSError); a directory another run holds (WorkdirLockedError).
-USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, checkpoint.CheckpointError,
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError,
+               checkpoint.CheckpointError,
                run_lock.WorkdirLockedError, tfds_loaders.DatasetNotPreparedError,
                pipeline.RecordError)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")

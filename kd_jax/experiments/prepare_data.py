@@ -19,6 +19,7 @@ preparing an already prepared dataset does nothing.
 
 from __future__ import annotations
 
+import json
 import os
 
 from absl import flags
@@ -80,10 +81,40 @@ def prepare(name: str, data_dir: str | None, manual_dir: str | None = None,
     raise FileNotFoundError(f"--manual_dir {manual_dir} does not exist.")
   tfds = _import_tfds()
   builder = streamed_builder(name, data_dir, manual_dir, holdout_fraction)
-  if not builder.is_prepared():
+  if builder.is_prepared():
+    check_prepared_from(name, os.fspath(builder.data_dir), manual_dir, holdout_fraction)
+  else:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return os.fspath(builder.data_dir)
+
+
+def check_prepared_from(name: str, directory: str, manual_dir: str,
+                        holdout_fraction: float) -> None:
+  """Preparing an already prepared dataset does nothing, unless ``manual_dir`` now holds
+  other files than it was prepared from (other classes, other image counts): that is
+  refused, since a run resumed on the new files would mix two datasets."""
+  if name == "imagenet2012":  # its layout is fixed; listing the 150 GB tarball is not cheap
+    return
+  from kd_jax.data import builders
+  if name == "tiny_imagenet":
+    _, _, classes, splits = builders.tiny_imagenet_layout(manual_dir)
+  else:
+    classes, splits = builders.image_folder_layout(manual_dir, holdout_fraction)
+  with open(os.path.join(directory, "dataset_info.json")) as f:
+    info = json.load(f)
+  stored = {entry["name"]: sum(int(n) for n in entry.get("shardLengths", []))
+            for entry in info.get("splits", [])}
+  found = {split: len(examples) for split, examples in splits.items()}
+  labels_file = os.path.join(directory, "label.labels.txt")
+  stored_classes = (open(labels_file).read().split() if os.path.isfile(labels_file)
+                    else list(classes))
+  if stored != found or stored_classes != list(classes):
+    raise ValueError(
+        f"{directory} holds {name} prepared from other files (splits {stored}, "
+        f"{len(stored_classes)} classes) than {manual_dir} has now (splits {found}, "
+        f"{len(classes)} classes); runs resuming on it would mix two datasets. Use another "
+        "--data_dir, or delete that directory to prepare it again.")
 
 
 def main(argv):

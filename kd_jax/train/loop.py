@@ -228,8 +228,8 @@ def check_resume_identity(saved: dict | None, current: dict, workdir: str,
     return
   raise ConfigChangedError(
       f"{workdir} was trained with another {', '.join(changed)} ({details}); resuming would "
-      "mix two. Use a new --workdir, point at the teacher it was trained with, or set "
-      "--config.allow_config_change=True to resume anyway.")
+      "mix two. Use a new --workdir, point at the teacher (or data_dir) it was trained "
+      "with, or set --config.allow_config_change=True to resume anyway.")
 
 
 def evaluate(eval_step, variables, data, batch_size: int, mesh, teacher_variables,
@@ -305,6 +305,7 @@ class Loop:
   score: str = "top1"
   examples_per_step: int = 0
   resume_ignored: tuple = ()  # config blocks this run does not read (check_resume_config)
+  identity: dict = dataclasses.field(default_factory=dict)  # more of run_identity's entries
   example_name: str = "examples"
 
 
@@ -364,7 +365,7 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
   # mid-epoch reports the same epoch means as an uninterrupted one).
   epoch_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
   seconds_before = 0.0  # wall-clock time of the loop in earlier (interrupted) processes
-  identity = run_identity(spec.teacher_variables)
+  identity = {**run_identity(spec.teacher_variables), **spec.identity}
 
   def check_meta(meta: dict) -> None:  # before anything is restored
     if "config" not in meta:
@@ -667,7 +668,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               log_every_steps=config.log_every_steps, progress_bar=config.progress_bar,
               score=score, examples_per_step=config.batch_size,
               example_name="images" if run.modality == "image" else "examples",
-              resume_ignored=unread_blocks(method))
+              resume_ignored=unread_blocks(method), identity=run.identity)
   result = run_loop(spec, state, workdir)
 
   summary = metrics.summarize(result.history, score)

@@ -47,6 +47,9 @@ class RunSetup:
   regression: bool = False
   pool_options: dict | None = None  # pooled backward KD: auxiliary_samples keywords
   meta: dict = dataclasses.field(default_factory=dict)  # saved with every checkpoint
+  # What the run depends on besides its config and teacher, compared on resume
+  # (kd_jax.train.loop.check_resume_identity): a streamed dataset's prepared files.
+  identity: dict = dataclasses.field(default_factory=dict)
   describe: dict = dataclasses.field(default_factory=dict)  # for the summary
 
   @property
@@ -204,6 +207,7 @@ def build_image_run(config, mesh) -> RunSetup:
       pool_options = {k: v for k, v in options.items() if k in backward_kd.SAMPLE_OPTIONS}
   setup = RunSetup("image", method, view, student, variables, rng, preprocess,
                    train.split, test.split, pool_options=pool_options,
+                   identity={"dataset": train.fingerprint} if train.fingerprint else {},
                    describe={"model": config.model, "dataset": config.dataset})
   if method.needs_teacher:
     setup.teacher, setup.teacher_variables, _ = load_teacher(
