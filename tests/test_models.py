@@ -26,6 +26,9 @@ CIFAR100_PARAMETER_COUNTS = {
     "vgg19": 20_086_692,
     "resnet50": 23_705_252, "mobilenetv2": 812_836, "shufflenetv2": 1_355_528,
 }
+# torchvision's ImageNet ResNets, 1,000 classes (torchvision.models.resnet18/34/50).
+IMAGENET_PARAMETER_COUNTS = {"imagenet_resnet18": 11_689_512, "imagenet_resnet34": 21_797_672,
+                             "imagenet_resnet50": 25_557_032}
 # The small nets on 8x8x1 digits, 10 classes.
 DIGITS_PARAMETER_COUNTS = {"cnn_tiny": 1_442, "cnn_small": 19_562, "cnn_medium": 223_690,
                            "mlp_tiny": 1_210, "mlp_small": 4_810}
@@ -48,8 +51,15 @@ def test_small_net_parameter_counts(name):
   assert _count(name, 10, (8, 8, 1)) == DIGITS_PARAMETER_COUNTS[name]
 
 
+@pytest.mark.parametrize("name", sorted(IMAGENET_PARAMETER_COUNTS))
+def test_imagenet_parameter_counts_equal_torchvision(name):
+  assert _count(name, 1000, (224, 224, 3)) == IMAGENET_PARAMETER_COUNTS[name]
+
+
 def test_every_registered_model_is_counted():
-  assert set(models.MODEL_NAMES) == set(CIFAR100_PARAMETER_COUNTS) | set(DIGITS_PARAMETER_COUNTS)
+  assert set(models.MODEL_NAMES) == (set(CIFAR100_PARAMETER_COUNTS)
+                                     | set(DIGITS_PARAMETER_COUNTS)
+                                     | set(IMAGENET_PARAMETER_COUNTS))
 
 
 def test_forward_shapes_and_batch_stats_update():

@@ -383,3 +383,49 @@ def test_cutmix_box_matches_the_official_rule(seed, alpha):
       augment.cutmix_box(box_key, height, width, jax.numpy.float32(lam)), box)
   np.testing.assert_array_equal(np.asarray(mixed), theirs.numpy().transpose(0, 2, 3, 1))
   assert float(kept) == pytest.approx(their_lam, abs=1e-6)
+
+
+# --- torchvision's ImageNet ResNets: the twins carry torchvision's state-dict keys, loaded
+# through kd_jax.models.pytorch (no torch on the kd_jax side). ---
+
+from tests.test_models import IMAGENET_PARAMETER_COUNTS  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(IMAGENET_PARAMETER_COUNTS))
+def test_torchvision_twin_has_torchvisions_parameter_count(name):
+  model = torch_models.create_torch_model(name, 1000)
+  assert torch_models.count_parameters(model) == IMAGENET_PARAMETER_COUNTS[name]
+  assert "layer1.0.conv1.weight" in model.state_dict()
+
+
+@pytest.mark.parametrize("name", ["imagenet_resnet18", "imagenet_resnet50"])
+def test_torchvision_weights_give_the_same_logits(name):
+  from kd_jax.models import pytorch
+  torch.manual_seed(0)
+  torch_model = torch_models.create_torch_model(name, 10)
+  torch_model.train()
+  with torch.no_grad():  # running statistics away from 0 and 1, so that they matter
+    torch_model(torch.randn(8, 3, 64, 64))
+  torch_model.eval()
+  state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  flax_model = models.create_model(name, 10)
+  template = jax.eval_shape(lambda: models.init_variables(flax_model, jax.random.PRNGKey(0),
+                                                          (64, 64, 3)))
+  variables = pytorch.variables_from_state_dict(state, template,
+                                                pytorch.torchvision_resnet_key)
+  x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  actual = np.asarray(flax_model.apply(variables, x, train=False))
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+  # A class count that differs is named, with both shapes.
+  other = jax.eval_shape(lambda: models.init_variables(models.create_model(name, 7),
+                                                       jax.random.PRNGKey(0), (64, 64, 3)))
+  with pytest.raises(ValueError, match=r"fc.weight: \(10, \d+\) in the file, \(7, \d+\) in "
+                                       r"the model.*has 10 classes, the model 7"):
+    pytorch.variables_from_state_dict(state, other, pytorch.torchvision_resnet_key)
+  del state["layer1.0.bn1.running_var"]
+  state["head.weight"] = state["fc.weight"]
+  with pytest.raises(ValueError, match=r"missing \['layer1_0.bn1.var'\], unexpected "
+                                       r"\['head.weight'\]"):
+    pytorch.variables_from_state_dict(state, template, pytorch.torchvision_resnet_key)

@@ -414,6 +414,76 @@ class ResNet18(StagedResNet):
                                                       activation_bits), block_input)
 
 
+class TorchvisionBasicBlock(nn.Module):
+  """torchvision's BasicBlock, with its attribute names (its state-dict keys)."""
+  expansion = 1
+
+  def __init__(self, cin, planes, stride=1):
+    super().__init__()
+    self.conv1 = _conv(cin, planes, 3, stride)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = _conv(planes, planes, 3)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.downsample = None
+    if stride != 1 or cin != planes:
+      self.downsample = nn.Sequential(_conv(cin, planes, 1, stride, 0), nn.BatchNorm2d(planes))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class TorchvisionBottleneck(nn.Module):
+  """torchvision's Bottleneck (the stride on the 3×3 convolution), with its names."""
+  expansion = 4
+
+  def __init__(self, cin, planes, stride=1):
+    super().__init__()
+    self.conv1 = _conv(cin, planes, 1, padding=0)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = _conv(planes, planes, 3, stride)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = _conv(planes, 4 * planes, 1, padding=0)
+    self.bn3 = nn.BatchNorm2d(4 * planes)
+    self.downsample = None
+    if stride != 1 or cin != 4 * planes:
+      self.downsample = nn.Sequential(_conv(cin, 4 * planes, 1, stride, 0),
+                                      nn.BatchNorm2d(4 * planes))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = F.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class TorchvisionResNet(nn.Module):
+  """torchvision.models.ResNet (7×7 stem, max pool, four stages, fc), written out so that
+  its state dict has torchvision's exact keys (``layer1.0.downsample.1.weight``, ...)."""
+
+  def __init__(self, block, stage_blocks, num_classes=1000):
+    super().__init__()
+    self.conv1 = _conv(3, 64, 7, 2, 3)
+    self.bn1 = nn.BatchNorm2d(64)
+    self.maxpool = nn.MaxPool2d(3, 2, 1)
+    cin = 64
+    for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), stage_blocks)):
+      layer = []
+      for index in range(blocks):
+        layer.append(block(cin, planes, 2 if stage > 0 and index == 0 else 1))
+        cin = planes * block.expansion
+      setattr(self, f"layer{stage + 1}", nn.Sequential(*layer))
+    self.fc = nn.Linear(cin, num_classes)
+    _init_conv_bn(self)
+
+  def forward(self, x):
+    x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+    for stage in range(1, 5):
+      x = getattr(self, f"layer{stage}")(x)
+    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def create_torch_model(name: str, num_classes: int, in_channels: int = 3,
                        image_size: int = 32) -> nn.Module:
   """The PyTorch twin of ``kd_jax.models.create_model(name, num_classes)``."""
@@ -441,6 +511,12 @@ def create_torch_model(name: str, num_classes: int, in_channels: int = 3,
       "resnet18_narrow_w2a2_fp_shortcut": lambda: ResNet18((16, 32, 64, 128), num_classes, 2,
                                                            2, quantised_shortcut=False),
       "shufflenetv2": lambda: ShuffleNetV2(num_classes),
+      "imagenet_resnet18": lambda: TorchvisionResNet(TorchvisionBasicBlock, (2, 2, 2, 2),
+                                                     num_classes),
+      "imagenet_resnet34": lambda: TorchvisionResNet(TorchvisionBasicBlock, (3, 4, 6, 3),
+                                                     num_classes),
+      "imagenet_resnet50": lambda: TorchvisionResNet(TorchvisionBottleneck, (3, 4, 6, 3),
+                                                     num_classes),
       "cnn_tiny": lambda: SmallCNN((8, 16), num_classes, in_channels),
       "cnn_small": lambda: SmallCNN((32, 64), num_classes, in_channels),
       "cnn_medium": lambda: SmallCNN((64, 128, 128), num_classes, in_channels),

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from kd_jax.models.mobile import MobileNetV2, ShuffleNetV2
 from kd_jax.models.resnet18 import ResNet18
 from kd_jax.models.resnet_cifar import CifarResNet
+from kd_jax.models.resnet_imagenet import BasicBlock, Bottleneck, ImageNetResNet
 from kd_jax.models.resnet_v2 import ResNetV2
 from kd_jax.models.small import MLP, SmallCNN
 from kd_jax.models.vgg import VGG, VGG_CONFIGS
@@ -52,6 +53,13 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet18_narrow_w2a2_fp_shortcut": functools.partial(
         ResNet18, widths=(16, 32, 64, 128), weight_bits=2, activation_bits=2,
         quantised_shortcut=False),
+    # torchvision's ImageNet ResNets (7×7 stride-2 stem and max pool: resnet_imagenet.py).
+    "imagenet_resnet18": functools.partial(ImageNetResNet, block=BasicBlock,
+                                           stage_blocks=(2, 2, 2, 2)),
+    "imagenet_resnet34": functools.partial(ImageNetResNet, block=BasicBlock,
+                                           stage_blocks=(3, 4, 6, 3)),
+    "imagenet_resnet50": functools.partial(ImageNetResNet, block=Bottleneck,
+                                           stage_blocks=(3, 4, 6, 3)),
     # Small nets for the embedded 8×8 digits and MNIST.
     "cnn_tiny": functools.partial(SmallCNN, widths=(8, 16)),
     "cnn_small": functools.partial(SmallCNN, widths=(32, 64)),
