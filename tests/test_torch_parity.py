@@ -429,3 +429,41 @@ def test_torchvision_weights_give_the_same_logits(name):
   with pytest.raises(ValueError, match=r"missing \['layer1_0.bn1.var'\], unexpected "
                                        r"\['head.weight'\]"):
     pytorch.variables_from_state_dict(state, template, pytorch.torchvision_resnet_key)
+
+
+def test_from_pytorch_reads_pth_checkpoints_and_safetensors_and_refuses_code(tmp_path):
+  import os
+  from safetensors.numpy import save_file
+  torch.manual_seed(1)
+  torch_model = torch_models.create_torch_model("imagenet_resnet18", 5)
+  torch_model.train()
+  with torch.no_grad():
+    torch_model(torch.randn(4, 3, 64, 64))
+  torch_model.eval()
+  x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  state = torch_model.state_dict()
+  torch.save(state, tmp_path / "bare.pth")
+  optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.1, momentum=0.9)
+  torch.save({"epoch": 240, "model": state, "accuracy": torch.tensor(71.5),
+              "optimizer": optimizer.state_dict()}, tmp_path / "repdistiller.pth")
+  save_file({k: v.numpy() for k, v in state.items()}, str(tmp_path / "weights.safetensors"))
+  flax_model = models.create_model("imagenet_resnet18", 5)
+  for name in ("bare.pth", "repdistiller.pth", "weights.safetensors"):
+    variables = models.from_pytorch("imagenet_resnet18", str(tmp_path / name))
+    actual = np.asarray(flax_model.apply(variables, x, train=False))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max(), err_msg=name)
+
+  marker = tmp_path / "ran"
+
+  class Payload:
+    def __reduce__(self):
+      return (os.system, (f"touch {marker}",))
+
+  torch.save({"model": Payload()}, tmp_path / "evil.pth")
+  from kd_jax.models import pytorch
+  with pytest.raises(pytorch.UnsafeCheckpointError, match=r"refusing to load posix.system"):
+    models.from_pytorch("imagenet_resnet18", str(tmp_path / "evil.pth"))
+  assert not marker.exists()

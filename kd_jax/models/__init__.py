@@ -93,3 +93,11 @@ def init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict:
 def count_parameters(params) -> int:
   """Number of trainable scalars (BatchNorm running statistics excluded, as in PyTorch)."""
   return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
+  """``{"params", "batch_stats"}`` for ``create_model(name, num_classes)`` read from a
+  PyTorch file (safetensors or a zip-format .pth, never unpickling anything but tensors):
+  kd_jax.models.pytorch.from_pytorch."""
+  from kd_jax.models import pytorch
+  return pytorch.from_pytorch(name, path, num_classes)
