@@ -387,3 +387,35 @@ def test_streamed_run_killed_or_stopped_resumes_bit_identical_and_two_processes_
   assert multi_step == 30
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), actual,
                expected)
+
+
+def test_a_pytorch_teacher_file_distils_on_streamed_imagenet_and_its_top1_comes_first(
+    imagenet_data, tmp_path, caplog):
+  """--config.teacher_checkpoint: torchvision's ResNet-18 layout saved by torch, read without
+  torch (kd_jax.models.from_pytorch); its top-1 is logged before the first step."""
+  import logging
+  torch = pytest.importorskip("torch")
+  from experiments.torch_reference import models as torch_models
+  from kd_jax.experiments.configs import imagenet
+  out, _ = imagenet_data
+  torch.manual_seed(0)
+  path = str(tmp_path / "resnet18.pth")
+  torch.save({"model": torch_models.create_torch_model("imagenet_resnet18", 1000).state_dict()},
+             path)
+  config = imagenet.get_config("kd")
+  for key, value in {"data_dir": out, "model": "cnn_tiny", "num_epochs": 1, "batch_size": 4,
+                     "eval_batch_size": 4, "progress_bar": False, "log_every_steps": 0,
+                     "teacher_workdir": "", "teacher_checkpoint": path,
+                     "teacher_model": "imagenet_resnet18"}.items():
+    config[key] = value
+  config.input.image_size = 32
+  with caplog.at_level(logging.INFO, logger="kd_jax"):
+    summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  lines = [r.getMessage() for r in caplog.records if r.name.startswith("kd_jax")]
+  first = next(i for i, line in enumerate(lines) if "teacher imagenet_resnet18 from" in line)
+  assert "top-1" in lines[first] and first < next(i for i, line in enumerate(lines)
+                                                  if "epoch 1/1 done" in line)
+  assert summary["steps"] == 3 and 0 <= summary["last_teacher_top1"] <= 100
+  config.teacher_model = ""
+  with pytest.raises(ValueError, match="teacher_checkpoint needs config.teacher_model"):
+    loop.train_and_evaluate(config, str(tmp_path / "other"))

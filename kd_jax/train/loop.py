@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir", "download",
                         "coordinator_address", "num_processes", "process_id",
                         "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_batch_size",
-                        "allow_config_change", "teacher_workdir"}
+                        "allow_config_change", "teacher_workdir", "teacher_checkpoint"}
 # Leaves of other blocks that cannot change the result: how the input is read, not what.
 _RESUME_NEUTRAL_LEAVES = {"input.workers", "input.prefetch", "input.cache",
                           "input.cache_limit_gb"}
@@ -656,6 +656,14 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     return evaluate(eval_step, variables, run.test, config.eval_batch_size, mesh,
                     run.teacher_variables, run.regression)
+
+  if config.get("teacher_checkpoint", "") and run.teacher is not None:
+    # A teacher converted from another framework: its accuracy first, so that a wrong
+    # conversion or a mismatched class order shows before any training.
+    teacher_top1 = evaluate_epoch(state, 0).get("teacher_top1")
+    if jax.process_index() == 0:
+      logger.info("teacher %s from %s: top-1 %.2f on the evaluation split", config.teacher_model,
+                  config.teacher_checkpoint, teacher_top1)
 
   spec = Loop(train_step, device_batches(train_split, sampler, mesh, config.input.prefetch),
               hparams_at, evaluate_epoch, steps_per_epoch,

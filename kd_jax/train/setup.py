@@ -209,10 +209,23 @@ def build_image_run(config, mesh) -> RunSetup:
                    train.split, test.split, pool_options=pool_options,
                    identity={"dataset": train.fingerprint} if train.fingerprint else {},
                    describe={"model": config.model, "dataset": config.dataset})
-  if method.needs_teacher:
+  if method.needs_teacher and config.get("teacher_checkpoint", ""):
+    setup.teacher, setup.teacher_variables = load_pytorch_teacher(
+        config.teacher_model, config.teacher_checkpoint, mesh, dtype, train.num_classes)
+    setup.describe["teacher"] = config.teacher_model
+  elif method.needs_teacher:
     setup.teacher, setup.teacher_variables, _ = load_teacher(
         config.teacher_workdir, train.name, mesh, dtype, train.num_classes, train.image_shape)
   return setup
+
+
+def load_pytorch_teacher(name: str, path: str, mesh, dtype=jnp.float32,
+                         num_classes: int | None = None):
+  """A frozen teacher read from a PyTorch file (kd_jax.models.from_pytorch): ``(adapter,
+  variables)``. Its class count must be the dataset's."""
+  variables = models.from_pytorch(name, path, num_classes)
+  teacher = adapters.LinenImageModel(models.create_model(name, num_classes, dtype))
+  return teacher, sharding.replicate(variables, mesh)
 
 
 def _build_text_student(config, pretrained, num_labels, teacher_params, teacher_config, key):
@@ -396,9 +409,25 @@ def check_config(config) -> None:
       method.schedule(1, config.num_epochs * config.get("epoch_factor", 1), **options)
     except (ValueError, TypeError) as error:
       raise ValueError(f"config.{block}: {error}") from None
-  if method.needs_teacher:
+  checkpoint_file = config.get("teacher_checkpoint", "")
+  if method.needs_teacher and checkpoint_file:
+    if text:
+      raise ValueError("config.teacher_checkpoint reads image models; a text teacher is a "
+                       "run directory (config.teacher_workdir).")
+    if config.get("teacher_workdir", ""):
+      raise ValueError("set config.teacher_checkpoint (a PyTorch file) or "
+                       "config.teacher_workdir (a kd_jax run), not both.")
+    if not config.get("teacher_model", ""):
+      raise ValueError("config.teacher_checkpoint needs config.teacher_model, the kd_jax "
+                       "model it holds (e.g. imagenet_resnet34).")
+    models.create_model(config.teacher_model, 1)  # raises, listing the valid names
+    if not os.path.isfile(checkpoint_file):
+      raise ValueError(f"config.teacher_checkpoint: {checkpoint_file} is not a file.")
+  elif method.needs_teacher:
     if not config.teacher_workdir:
-      raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
+      raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir "
+                       "(a kd_jax run) or config.teacher_checkpoint with "
+                       "config.teacher_model (a PyTorch file).")
     if not os.path.isdir(config.teacher_workdir):
       raise checkpoint.CheckpointError(
           f"config.teacher_workdir: {config.teacher_workdir} does not exist; train the "

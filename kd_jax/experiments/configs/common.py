@@ -6,6 +6,9 @@ Keys (all overridable on the command line as ``--config.key=value``):
   model                         student (or teacher) architecture, kd_jax.models.MODEL_NAMES.
   method                        "ce" (teacher / scratch) or a distillation method.
   teacher_workdir               run directory of the frozen teacher (methods with a teacher).
+  teacher_checkpoint, teacher_model   or the teacher from a PyTorch file and the kd_jax model
+                                it holds (kd_jax.models.from_pytorch); its top-1 on the
+                                evaluation split is logged before training.
   seed                          initialisation, sampler order and augmentation randomness.
   num_epochs, batch_size, eval_batch_size
   dtype                         compute dtype, "float32" or "bfloat16" (parameters stay f32).
@@ -81,6 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.model = "resnet20"
   config.method = "ce"
   config.teacher_workdir = ""
+  # Or a teacher from a PyTorch file (safetensors or .pth: kd_jax.models.from_pytorch) and
+  # the kd_jax model it holds, e.g. torchvision's ResNet-34 as "imagenet_resnet34".
+  config.teacher_checkpoint = ""
+  config.teacher_model = ""
   config.seed = 0
   config.num_epochs = 240
   config.batch_size = 64
