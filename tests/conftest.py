@@ -20,6 +20,11 @@ def tiny_config(role="scratch", **overrides):
   config.num_epochs = 2
   config.progress_bar = False
   config.checkpoint_every_steps = 0  # every epoch: the tests count on a checkpoint per epoch
+  return override(config, overrides)
+
+
+def override(config, overrides: dict):
+  """Sets ``{"dotted.key": value}`` in ``config`` (as --config.dotted.key=value would)."""
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split(".")

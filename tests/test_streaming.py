@@ -19,7 +19,7 @@ from kd_jax.data import EpochSampler, RecordError, RecordSplit, images, open_ima
 from kd_jax.experiments.configs import tiny_imagenet
 from kd_jax.train import loop
 from tests import raw_datasets
-from tests.conftest import ROOT
+from tests.conftest import ROOT, override
 from tests.test_loop import _final_variables
 from tests.test_processes import (_checkpoint_steps, _run, _run_two_processes,
                                   _start_and_signal, multihost_flags)
@@ -36,14 +36,7 @@ def _overrides(**extra):
 
 
 def _config(argument, data_dir, **extra):
-  config = tiny_imagenet.get_config(argument)
-  for key, value in {**SHORT, "data_dir": data_dir, **extra}.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return override(tiny_imagenet.get_config(argument), {**SHORT, "data_dir": data_dir, **extra})
 
 
 def test_crop_boxes_match_hand_computed_values():
@@ -302,18 +295,11 @@ def test_imagenet_config_roles_stream_end_to_end(imagenet_data, tmp_path):
   out, _ = imagenet_data
 
   def config(role, **extra):
-    config = imagenet.get_config(role)
-    settings = {"data_dir": out, "model": "cnn_tiny", "num_epochs": 1, "batch_size": 4,
-                "eval_batch_size": 4, "input.image_size": 32, "progress_bar": False,
-                "checkpoint_every_steps": 0, "log_every_steps": 0,
-                "teacher_workdir": str(tmp_path / "teacher"), **extra}
-    for key, value in settings.items():
-      target = config
-      *parents, leaf = key.split(".")
-      for parent in parents:
-        target = target[parent]
-      target[leaf] = value
-    return config
+    return override(imagenet.get_config(role), {
+        "data_dir": out, "model": "cnn_tiny", "num_epochs": 1, "batch_size": 4,
+        "eval_batch_size": 4, "input.image_size": 32, "progress_bar": False,
+        "checkpoint_every_steps": 0, "log_every_steps": 0,
+        "teacher_workdir": str(tmp_path / "teacher"), **extra})
 
   loop.train_and_evaluate(config("teacher", teacher_workdir=""), str(tmp_path / "teacher"))
   for role, extra in (("kd", {}), ("kd_cutmix_pick", {}), ("kd", {"method": "backward_kd"}),
@@ -402,13 +388,11 @@ def test_a_pytorch_teacher_file_distils_on_streamed_imagenet_and_its_top1_comes_
   path = str(tmp_path / "resnet18.pth")
   torch.save({"model": torch_models.create_torch_model("imagenet_resnet18", 1000).state_dict()},
              path)
-  config = imagenet.get_config("kd")
-  for key, value in {"data_dir": out, "model": "cnn_tiny", "num_epochs": 1, "batch_size": 4,
-                     "eval_batch_size": 4, "progress_bar": False, "log_every_steps": 0,
-                     "teacher_workdir": "", "teacher_checkpoint": path,
-                     "teacher_model": "imagenet_resnet18"}.items():
-    config[key] = value
-  config.input.image_size = 32
+  config = override(imagenet.get_config("kd"), {
+      "data_dir": out, "model": "cnn_tiny", "num_epochs": 1, "batch_size": 4,
+      "eval_batch_size": 4, "progress_bar": False, "log_every_steps": 0,
+      "teacher_workdir": "", "teacher_checkpoint": path, "teacher_model": "imagenet_resnet18",
+      "input.image_size": 32})
   with caplog.at_level(logging.INFO, logger="kd_jax"):
     summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
   lines = [r.getMessage() for r in caplog.records if r.name.startswith("kd_jax")]

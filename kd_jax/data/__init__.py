@@ -75,11 +75,9 @@ def open_images(name: str, split: str, data_dir: str | None = None, download: bo
   ``cache_limit_gb`` (decode once into memory: kd_jax.data.streamed.load_streamed)."""
   if name in STREAMED_DATASETS:
     from kd_jax.data import streamed
-    data = streamed.load_streamed(name, split, data_dir, image_size=image_size,
+    return streamed.load_streamed(name, split, data_dir, image_size=image_size,
                                   workers=workers, prefetch=prefetch, jpeg_draft=jpeg_draft,
                                   cache=cache, cache_limit_gb=cache_limit_gb)
-    return ImageData(name, data.split, data.num_classes, data.mean, data.std,
-                     data.image_shape, streamed=True, fingerprint=data.fingerprint)
   if image_size:
     raise ValueError(f"image_size applies to streamed datasets; {name!r} is held in memory "
                      "at its own size. Leave it 0.")

@@ -201,7 +201,7 @@ class RecordSplit:
           arrays[name][start:start + size] = values
         start += size
     finally:
-      _close(batches)
+      close_iterator(batches)
     return ArraySplit(arrays)
 
   def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
@@ -222,7 +222,7 @@ class RecordSplit:
       for batch, mask in zip(batches, masks):
         yield {**batch, "mask": mask}
     finally:  # also when evaluation stops early (an error, a signal): stop the threads
-      _close(batches)
+      close_iterator(batches)
 
 
 def _grain():
@@ -234,7 +234,8 @@ def _grain():
   return grain
 
 
-def _close(iterator) -> None:
+def close_iterator(iterator) -> None:
+  """Stops an input pipeline's threads: ``close()`` where the iterator has one."""
   close = getattr(iterator, "close", None)
   if close is not None:
     close()
@@ -294,7 +295,7 @@ class _Prefetched:
     self._finished = True
     self._stop.set()
     self._thread.join()
-    _close(self._iterator)
+    close_iterator(self._iterator)
 
   def __del__(self):
     self._stop.set()

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any
 
 import numpy as np
 
@@ -87,22 +86,6 @@ def prepared_directory(name: str, data_dir: str | None) -> str:
   return os.path.join(root, max(versions)[1])
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamedDataset:
-  """A split of a prepared dataset, with what the run needs to know about it."""
-  name: str
-  split: Any  # a RecordSplit, or the ArraySplit it was decoded into (``cache``)
-  num_classes: int
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  image_shape: tuple[int, int, int]
-  directory: str
-  fingerprint: str = ""  # of the prepared files (dataset_fingerprint)
-
-  def __len__(self) -> int:
-    return len(self.split)
-
-
 def _info(directory: str) -> dict:
   with open(os.path.join(directory, "dataset_info.json")) as f:
     return json.load(f)
@@ -152,10 +135,11 @@ CACHE_MODES = ("auto", "memory", "stream")
 
 def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: int = 0,
                   workers: int = 2, prefetch: int = 2, jpeg_draft: bool = False,
-                  cache: str = "auto", cache_limit_gb: float = 4.0) -> StreamedDataset:
+                  cache: str = "auto", cache_limit_gb: float = 4.0):
   """Split ``split`` ("train" or "test", the dataset's evaluation split) of the prepared
   dataset ``name``, read record by record; images come out ``image_size`` square (0: the
-  dataset's default) as uint8.
+  dataset's default) as uint8. Returns a kd_jax.data.ImageData whose split is a RecordSplit,
+  or the ArraySplit it was decoded into (``cache``).
 
   ``cache``: "stream" decodes every batch as it is read; "memory" decodes the split once
   into host memory (kd_jax.data.pipeline.RecordSplit.materialize), which needs a transform
@@ -204,5 +188,7 @@ def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: in
   chosen = record_split
   if cache == "memory" or (cache == "auto" and deterministic and decoded_gb <= cache_limit_gb):
     chosen = record_split.materialize(train=split == "train")
-  return StreamedDataset(name, chosen, num_classes, tuple(stats[0]), tuple(stats[1]),
-                         (size, size, 3), directory, dataset_fingerprint(directory, info))
+  from kd_jax.data import ImageData
+  return ImageData(name, chosen, num_classes, tuple(stats[0]), tuple(stats[1]),
+                   (size, size, 3), streamed=True,
+                   fingerprint=dataset_fingerprint(directory, info))

@@ -537,19 +537,12 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
                              f"{'report the result' if step == total_steps else 'resume'}.",
                              preempted)
   finally:
-    _close(batches)
+    pipeline.close_iterator(batches)
     progress.close()
     writer.close()
   run_checkpoints.wait()
   compiled = getattr(spec.train_step, "compiled", spec.train_step)
   return LoopResult(state, history, step, train_seconds(), compiled._cache_size())
-
-
-def _close(iterator) -> None:
-  """Stops an input pipeline's threads (a generator's close; other iterators may have none)."""
-  close = getattr(iterator, "close", None)
-  if close is not None:
-    close()
 
 
 def device_batches(split, sampler, mesh, prefetch: int = 2):

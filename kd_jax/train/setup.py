@@ -174,21 +174,13 @@ def compiled_image_step(student, optimizer, method, preprocess, mesh, *, teacher
       view=view, **step_options), mesh)
 
 
-def input_options(config) -> dict:
-  """kd_jax.data.open_images's keywords from ``config.input``."""
-  block = config.get("input", {})
-  return {"image_size": block.get("image_size", 0), "workers": block.get("workers", 2),
-          "prefetch": block.get("prefetch", 2), "jpeg_draft": block.get("jpeg_draft", False),
-          "cache": block.get("cache", "auto"), "cache_limit_gb": block.get("cache_limit_gb", 4.0)}
-
-
 def build_image_run(config, mesh) -> RunSetup:
   from kd_jax.data import open_images
   from kd_jax.methods import backward_kd
   method = method_of(config)
   models.create_model(config.model, 1)  # fail early, listing the valid names
   dtype = dtype_of(config.dtype)
-  options = input_options(config)
+  options = config.input.to_dict()  # its keys are open_images's keywords
   train = open_images(config.dataset, "train", config.data_dir, config.download, **options)
   test = open_images(config.dataset, "test", config.data_dir, config.download, **options)
   student = adapters.LinenImageModel(models.create_model(config.model, train.num_classes,
