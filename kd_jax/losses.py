@@ -57,13 +57,19 @@ def kd_kl(student_logits: jax.Array, teacher_logits: jax.Array,
   return jnp.asarray(temperature, dtype) ** 2 * kl
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array,
+                  label_smoothing: float | jax.Array = 0.0) -> jax.Array:
   """Cross-entropy ``−Σ_c y_c log softmax(z)_c``, per example.
+
+  With label smoothing ε the target is ``(1 − ε)·y + ε/C`` (Szegedy et al. 2016; PyTorch's
+  ``CrossEntropyLoss(label_smoothing=ε)``): ``(1 − ε)·CE(y) − ε·mean_c log softmax(z)_c``.
+  ε = 0 gives exactly the plain cross-entropy.
 
   Args:
     logits: ``[..., num_classes]``.
     labels: integer class ids ``[...]``, or class probabilities ``[..., num_classes]``
       (soft or mixed labels).
+    label_smoothing: ε in [0, 1) (may be traced).
 
   Returns:
     ``[...]`` in at least float32.
@@ -74,8 +80,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   dtype = validation.compute_dtype(logits)
   log_p = _log_softmax(logits, 1.0, dtype)
   if jnp.issubdtype(labels.dtype, jnp.integer):
-    return -jnp.take_along_axis(log_p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  return -jnp.sum(labels.astype(dtype) * log_p, axis=-1)
+    ce = -jnp.take_along_axis(log_p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  else:
+    ce = -jnp.sum(labels.astype(dtype) * log_p, axis=-1)
+  if isinstance(label_smoothing, (int, float)) and label_smoothing == 0:
+    return ce  # the graph without smoothing is exactly the plain one
+  epsilon = jnp.asarray(label_smoothing, dtype)
+  return (1 - epsilon) * ce - epsilon * jnp.mean(log_p, axis=-1)
 
 
 def entropy(logits: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Array:
@@ -94,7 +105,8 @@ def entropy(logits: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Arra
 
 def kd_objective(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
                  temperature: float | jax.Array, ce_weight: float | jax.Array,
-                 kd_weight: float | jax.Array) -> jax.Array:
+                 kd_weight: float | jax.Array,
+                 label_smoothing: float | jax.Array = 0.0) -> jax.Array:
   """Vanilla KD objective (Hinton et al. 2015), per example.
 
   ``ce_weight · CE(labels, student) + kd_weight · τ² · KL(p_T^τ || p_S^τ)``.
@@ -105,11 +117,13 @@ def kd_objective(student_logits: jax.Array, teacher_logits: jax.Array, labels: j
   Args:
     student_logits, teacher_logits: ``[..., num_classes]``, same shape.
     labels: integer ids ``[...]`` or probabilities ``[..., num_classes]``.
+    label_smoothing: ε of the cross-entropy term (``cross_entropy``); the KD term is the
+      teacher's, unsmoothed.
 
   Returns:
     ``[...]`` in at least float32.
   """
-  ce = cross_entropy(student_logits, labels)
+  ce = cross_entropy(student_logits, labels, label_smoothing)
   kd = kd_kl(student_logits, teacher_logits, temperature)
   return ce_weight * ce + kd_weight * kd
 

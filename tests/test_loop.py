@@ -233,6 +233,11 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
     ({"method": "continuation_kd", "continuation.reduction": "l2"},
      r"^config\.continuation\.reduction: unknown reduction 'l2'; valid: mean, sum\.$"),
     ({"optimizer.name": "adagrad"}, r"^config\.optimizer\.name: unknown optimizer 'adagrad'"),
+    ({"optimizer.schedule": "cos"}, r"^config\.optimizer: unknown lr schedule 'cos'; valid: "
+     r"step, cosine, linear"),
+    ({"optimizer.name": "adamw", "optimizer.warmup_epochs": 1.0},
+     r"^config\.optimizer: warmup_epochs is for the step and cosine schedules"),
+    ({"label_smoothing": 1.0}, r"^config\.label_smoothing must be in \[0, 1\)"),
     ({"dataset": "mnist1"}, r"^config\.dataset: unknown dataset 'mnist1'; valid names: digits"),
     ({"augment.autoaugment": "cifar"},
      r"^config\.augment: unknown AutoAugment policy 'cifar'; valid names: cifar10, imagenet"),

@@ -101,6 +101,25 @@ def test_cross_entropy_hand_computed_and_soft_labels():
                              rtol=1e-6)
 
 
+def test_label_smoothing_hand_computed():
+  """p = softmax([0, ln 3]) = [¼, ¾], label 1, ε 0.2, C 2: target [0.1, 0.9], CE =
+  −(0.1·ln ¼ + 0.9·ln ¾); the same with soft labels [0, 1]; ε 0 is the plain CE; KD's CE term
+  carries it and its KL term does not."""
+  logits = jnp.array([[0.0, math.log(3.0)]])
+  expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
+  np.testing.assert_allclose(losses.cross_entropy(logits, jnp.array([1]), 0.2), [expected],
+                             rtol=1e-6)
+  np.testing.assert_allclose(losses.cross_entropy(logits, jnp.array([[0.0, 1.0]]), 0.2),
+                             [expected], rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(losses.cross_entropy)(logits, jnp.array([1]), 0.0),
+                             [-math.log(0.75)], rtol=1e-6)
+  teacher = jnp.array([[1.0, 0.0]])
+  kd = losses.kd_objective(logits, teacher, jnp.array([1]), temperature=2.0, ce_weight=0.5,
+                           kd_weight=0.5, label_smoothing=0.2)
+  np.testing.assert_allclose(kd, 0.5 * expected + 0.5 * losses.kd_kl(logits, teacher, 2.0),
+                             rtol=1e-6)
+
+
 def test_entropy_hand_computed():
   np.testing.assert_allclose(losses.entropy(jnp.zeros((2, 4))), [math.log(4)] * 2, rtol=1e-6)
   # tau = 2 on (0, 2 log 3) is p = (1/4, 3/4).

@@ -785,3 +785,22 @@ def test_policy_valid_range_and_values():
   assert values["policy"].dtype == jnp.int32
   with pytest.raises(ValueError, match=r"a policy has shape \[30, 2\]"):
     rolewise.policy_values(np.ones((29, 2)))
+
+
+def test_label_smoothing_reaches_every_hard_label_term():
+  """config.label_smoothing → hparams_at → the CE of ce and kd (kd_weight 0 isolates it) and
+  of continuation_kd (ψ = 1); ε 0 adds no key, so the step is the one of before."""
+  logits = jnp.array([[0.0, 1.0, -1.0], [2.0, 0.5, 0.0]])
+  teacher = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+  labels = jnp.array([1, 0])
+  smoothed = losses.cross_entropy(logits, labels, 0.1)
+  assert "label_smoothing" not in methods.hparams_at(methods.METHODS["kd"], 1, 1, kd={})
+  for name in ("ce", "kd"):
+    method = methods.METHODS[name]
+    hparams = methods.hparams_at(method, 1, 1, kd={"ce_weight": 1.0, "kd_weight": 0.0},
+                                 label_smoothing=0.1)
+    np.testing.assert_allclose(method.objective(logits, teacher, labels, hparams), smoothed,
+                               rtol=1e-6, err_msg=name)
+  hparams = {"phi": 1.0, "psi": 1.0, "margin": 0.0, "label_smoothing": 0.1}
+  np.testing.assert_allclose(continuation_kd.continuation_objective(
+      logits, teacher, labels, hparams), smoothed, rtol=1e-6)

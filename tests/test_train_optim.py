@@ -1,5 +1,7 @@
-"""kd_jax.train.optim's role-kd additions, by hand: Adam with L2 weight decay on kernels,
-global-norm clipping ahead of everything, and the role-wise cifar100 config that uses them."""
+"""kd_jax.train.optim by hand: role-kd's additions (Adam with L2 weight decay on kernels,
+global-norm clipping ahead of everything, the role-wise cifar100 config that uses them) and
+the ImageNet recipes' (cosine and warm-up schedules, weight decay without BatchNorm
+parameters and biases, the lr scaled with the global batch)."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +116,66 @@ def test_rolewise_cifar100_uses_role_kd_optimiser_and_digits_is_unchanged():
   assert "adam" in optim.OPTIMIZER_NAMES and hasattr(setup, "check_config")
   cifar.optimizer.clip_global_norm = 5.0  # the command-line override still takes a float
   assert cifar.optimizer.clip_global_norm == 5.0
+
+
+def test_cosine_schedule_with_warmup_by_hand():
+  """lr 0.1, 10 steps an epoch, 10 epochs, 1 warm-up epoch: 0.1·(s + 1)/10 for s < 10, then
+  0.1·½(1 + cos(π(s − 10)/90)): 0.1 at step 10, 0.05 at 55, 0 at 100."""
+  _, schedule = optim.make_optimizer(name="sgd", learning_rate=0.1, steps_per_epoch=10,
+                                     num_epochs=10, schedule="cosine", warmup_epochs=1)
+  for step, expected in [(0, 0.01), (4, 0.05), (9, 0.1), (10, 0.1), (55, 0.05), (100, 0.0),
+                         (32, 0.05 * (1 + np.cos(np.pi * 22 / 90)))]:
+    np.testing.assert_allclose(schedule(step), expected, rtol=1e-6, atol=1e-9, err_msg=step)
+
+
+def test_step_schedule_with_warmup_keeps_its_milestones():
+  """Half an epoch of warm-up (5 steps) before the step schedule, whose milestone (epoch 2 =
+  step 20) stays where it was: 0.02, ..., 0.1 over steps 0-4, 0.1 until 19, 0.01 from 20."""
+  _, schedule = optim.make_optimizer(name="sgd", learning_rate=0.1, steps_per_epoch=10,
+                                     lr_milestones=(2,), warmup_epochs=0.5)
+  for step, expected in [(0, 0.02), (4, 0.1), (5, 0.1), (19, 0.1), (20, 0.01)]:
+    np.testing.assert_allclose(schedule(step), expected, rtol=1e-6, err_msg=step)
+
+
+def test_decay_norm_and_bias_false_spares_vectors_for_every_optimizer():
+  """sgd, wd 0.1, lr 1, no momentum, first step: kernel −(g + 0.1·w) = −[[0.6, 0.1]], bias −g
+  = −[0.2] with decay_norm_and_bias=False, −(0.2 + 0.3) with the default (PyTorch's). adamw's
+  default already spares the bias, True decays it (update − lr·wd·w)."""
+  params = {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([3.0])}
+  grads = {"kernel": jnp.array([[0.5, 0.3]]), "bias": jnp.array([0.2])}
+  sgd = dict(name="sgd", learning_rate=1.0, momentum=0.0, weight_decay=0.1)
+  spared = _one_update(grads, params, **sgd, decay_norm_and_bias=False)
+  np.testing.assert_allclose(spared["kernel"], [[-0.6, -0.1]], rtol=1e-6)
+  np.testing.assert_allclose(spared["bias"], [-0.2], rtol=1e-6)
+  np.testing.assert_allclose(_one_update(grads, params, **sgd)["bias"], [-0.5], rtol=1e-6)
+  adamw = dict(name="adamw", learning_rate=1e-3, weight_decay=0.1, num_epochs=100)
+  default_bias = _one_update(grads, params, **adamw)["bias"]
+  decayed_bias = _one_update(grads, params, **adamw, decay_norm_and_bias=True)["bias"]
+  lr0 = optim.warmup_linear_decay_schedule(1e-3, 1000, 0.1)(0)
+  np.testing.assert_allclose(decayed_bias - default_bias, [-lr0 * 0.1 * 3.0], rtol=1e-5)
+
+
+def test_lr_scales_with_the_global_batch():
+  """lr_reference_batch 256: lr 0.1 at global batch 1024 is 0.4 (Goyal et al.); 0 leaves it."""
+  _, scaled = optim.make_optimizer(name="sgd", learning_rate=0.1, steps_per_epoch=1,
+                                   lr_reference_batch=256, global_batch=1024)
+  _, plain = optim.make_optimizer(name="sgd", learning_rate=0.1, steps_per_epoch=1,
+                                  global_batch=1024)
+  np.testing.assert_allclose([scaled(0), plain(0)], [0.4, 0.1], rtol=1e-6)
+  with pytest.raises(ValueError, match="pass global_batch"):
+    optim.make_optimizer(name="sgd", learning_rate=0.1, steps_per_epoch=1,
+                         lr_reference_batch=256)
+
+
+def test_defaults_build_the_optimizers_of_before():
+  """No new key set: the schedules are the old ones (sgd step, adamw linear) and cosine
+  without num_epochs is refused."""
+  _, step = optim.make_optimizer(name="sgd", learning_rate=0.1, steps_per_epoch=2,
+                                 lr_milestones=(1,))
+  np.testing.assert_allclose([step(0), step(1), step(2)], [0.1, 0.1, 0.01], rtol=1e-6)
+  _, linear = optim.make_optimizer(name="adamw", learning_rate=0.1, steps_per_epoch=2,
+                                   num_epochs=4, warmup_fraction=0.25)
+  reference = optim.warmup_linear_decay_schedule(0.1, 8, 0.25)
+  np.testing.assert_allclose([linear(s) for s in range(8)], [reference(s) for s in range(8)])
+  with pytest.raises(ValueError, match="cosine lr schedule needs num_epochs"):
+    optim.make_optimizer(name="sgd", learning_rate=0.1, steps_per_epoch=1, schedule="cosine")

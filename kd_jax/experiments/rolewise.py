@@ -69,11 +69,15 @@ def _data(config):
   return train, test, search_train, search_val
 
 
-def _setup(config, data, model_name, learning_rate, steps_per_epoch, teacher_model=None):
+def _setup(config, data, model_name, learning_rate, steps_per_epoch, teacher_model=None,
+           batch_size=None):
+  """The population member's model and optimiser; ``batch_size`` (None: config.batch_size)
+  is the global batch an ``optimizer.lr_reference_batch`` scales the lr with."""
   model = models.create_model(model_name, data.num_classes)
   optimizer, _ = optim.make_optimizer(**{**config.optimizer.to_dict(),
                                          "learning_rate": learning_rate},
-                                      steps_per_epoch=steps_per_epoch)
+                                      steps_per_epoch=steps_per_epoch,
+                                      global_batch=batch_size or config.batch_size)
   fill = tuple(int(round(255 * m)) for m in data.mean)
   return pba.MemberSetup(model, optimizer, data.mean, data.std, fill, config.augment.crop_pad,
                          config.augment.flip, config.augment.cutout_size, teacher_model)
@@ -106,7 +110,7 @@ def _run_search(config, data, workdir, name, model_name, learning_rate, teacher=
   train, _, search_train, search_val = data
   steps = config.search.train_examples // config.search.batch_size
   setup = _setup(config, train, model_name, learning_rate, steps,
-                 teacher[0] if teacher else None)
+                 teacher[0] if teacher else None, batch_size=config.search.batch_size)
   hparams = _kd_hparams(config)
   if teacher:
     setup, hparams = _student_setup_and_hparams(config, setup, config.search.epochs)

@@ -103,12 +103,14 @@ def make_view(name: str | None, modality: str = "image", **options) -> ViewMaker
 
 
 def hparams_at(method: Method, epoch: int, num_epochs: int, *, kd: dict,
-               view_weight: float = 1.0, schedule_options: dict | None = None
-               ) -> dict[str, float]:
-  """Every value the step reads during ``epoch`` (counted from 1): KD's constants, then the
-  method's own schedule (φ, ψ, margin, ...). φ = ψ = 1 where the method has none."""
-  values = {**vanilla.kd_values(**kd, view_weight=view_weight), "phi": 1.0, "psi": 1.0,
-            "margin": 0.0}
+               view_weight: float = 1.0, schedule_options: dict | None = None,
+               label_smoothing: float = 0.0) -> dict[str, float]:
+  """Every value the step reads during ``epoch`` (counted from 1): KD's constants and the
+  label smoothing ε, then the method's own schedule (φ, ψ, margin, ...). φ = ψ = 1 where the
+  method has none."""
+  values = {**vanilla.kd_values(**kd, view_weight=view_weight,
+                                label_smoothing=label_smoothing),
+            "phi": 1.0, "psi": 1.0, "margin": 0.0}
   if method.schedule is not None:
     values.update(method.schedule(epoch, num_epochs, **(schedule_options or {})))
   return values

@@ -66,8 +66,10 @@ class ViewMaker:
     kd = losses.kd_kl(student_logits, view.teacher_logits, hparams["temperature"])
     loss = hparams["view_weight"] * hparams["kd_weight"] * jnp.mean(kd)
     if self.label_mixing:
-      ce = (view.lam * losses.cross_entropy(student_logits, view.labels)
-            + (1 - view.lam) * losses.cross_entropy(student_logits, view.partner_labels))
+      epsilon = hparams.get("label_smoothing", 0.0)
+      ce = (view.lam * losses.cross_entropy(student_logits, view.labels, epsilon)
+            + (1 - view.lam) * losses.cross_entropy(student_logits, view.partner_labels,
+                                                     epsilon))
       loss = loss + hparams["ce_weight"] * jnp.mean(ce)
     return loss
 

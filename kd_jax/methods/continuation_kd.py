@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax import continuation, losses
-from kd_jax.methods.vanilla import hard_label_loss
+from kd_jax.methods.vanilla import hard_label_loss, label_smoothing
 
 
 def continuation_objective(student_logits, teacher_logits, labels, hparams, *,
@@ -32,7 +32,7 @@ def continuation_objective(student_logits, teacher_logits, labels, hparams, *,
   kd_jax.losses.continuation_hinge."""
   hinge = losses.continuation_hinge(student_logits, teacher_logits, hparams["phi"],
                                     hparams["margin"], reduction)
-  hard = hard_label_loss(student_logits, labels, regression)
+  hard = hard_label_loss(student_logits, labels, regression, label_smoothing(hparams))
   return hparams["psi"] * hard + (1 - hparams["psi"]) * hinge
 
 

@@ -5,8 +5,9 @@
 (no "alpha"). On a regression task (GLUE STS-B, one output) the squared error replaces
 cross-entropy, and KD matches the teacher's score by squared error instead of the KL.
 
-The values these objectives read from ``hparams`` (temperature, ce_weight, kd_weight and
-the view weight) are constant over training; ``kd_values`` builds them.
+The values these objectives read from ``hparams`` (temperature, ce_weight, kd_weight, the
+view weight and label_smoothing, the ε of every hard-label cross-entropy) are constant over
+training; ``kd_values`` builds them.
 """
 
 from __future__ import annotations
@@ -16,17 +17,24 @@ import jax.numpy as jnp
 from kd_jax import losses
 
 
-def hard_label_loss(student_logits, labels, regression: bool = False):
-  """Cross-entropy on classes; ``(z_S[:, 0] − y)²`` on a regression task. ``[batch]``."""
+def hard_label_loss(student_logits, labels, regression: bool = False,
+                    label_smoothing: float | jnp.ndarray = 0.0):
+  """Cross-entropy on classes (with ``label_smoothing`` ε: kd_jax.losses.cross_entropy);
+  ``(z_S[:, 0] − y)²`` on a regression task (ε does not apply). ``[batch]``."""
   if regression:
     return jnp.square(student_logits[:, 0].astype(jnp.float32) - labels)
-  return losses.cross_entropy(student_logits, labels)
+  return losses.cross_entropy(student_logits, labels, label_smoothing)
+
+
+def label_smoothing(hparams) -> float | jnp.ndarray:
+  """ε from ``hparams`` (0 where they have none: hand-made hparams in tests and notebooks)."""
+  return hparams.get("label_smoothing", 0.0)
 
 
 def ce_objective(student_logits, teacher_logits, labels, hparams, *, regression=False):
   """Plain cross-entropy (squared error for regression); the teacher is not used."""
-  del teacher_logits, hparams
-  return hard_label_loss(student_logits, labels, regression)
+  del teacher_logits
+  return hard_label_loss(student_logits, labels, regression, label_smoothing(hparams))
 
 
 def kd_objective(student_logits, teacher_logits, labels, hparams, *, regression=False):
@@ -40,13 +48,20 @@ def kd_objective(student_logits, teacher_logits, labels, hparams, *, regression=
             + hparams["kd_weight"] * soft)
   return losses.kd_objective(student_logits, teacher_logits, labels,
                              temperature=hparams["temperature"],
-                             ce_weight=hparams["ce_weight"], kd_weight=hparams["kd_weight"])
+                             ce_weight=hparams["ce_weight"], kd_weight=hparams["kd_weight"],
+                             label_smoothing=label_smoothing(hparams))
 
 
 def kd_values(*, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9,
-              view_weight: float = 1.0) -> dict[str, float]:
-  """The constant values of KD: τ, the two loss weights and the weight of the view term."""
+              view_weight: float = 1.0, label_smoothing: float = 0.0) -> dict[str, float]:
+  """The constant values of KD: τ, the two loss weights, the weight of the view term and
+  the label smoothing ε of the hard-label cross-entropy (a key only when ε > 0)."""
   if temperature <= 0:
     raise ValueError(f"the KD temperature must be > 0; got {temperature}.")
-  return {"temperature": float(temperature), "ce_weight": float(ce_weight),
-          "kd_weight": float(kd_weight), "view_weight": float(view_weight)}
+  if not 0 <= label_smoothing < 1:
+    raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}.")
+  values = {"temperature": float(temperature), "ce_weight": float(ce_weight),
+            "kd_weight": float(kd_weight), "view_weight": float(view_weight)}
+  if label_smoothing:  # absent when 0: a run without it compiles the same step as before
+    values["label_smoothing"] = float(label_smoothing)
+  return values

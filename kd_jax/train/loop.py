@@ -137,7 +137,8 @@ def epoch_hparams(config, method: methods.Method, epoch: int, num_epochs: int
   block = method.schedule_block
   return methods.hparams_at(method, epoch, num_epochs, kd=config.kd.to_dict(),
                             view_weight=config.view.weight,
-                            schedule_options=config[block].to_dict() if block else None)
+                            schedule_options=config[block].to_dict() if block else None,
+                            label_smoothing=config.get("label_smoothing", 0.0))
 
 
 def _device_hparams(values: dict[str, float], mesh) -> dict[str, jax.Array]:
@@ -594,7 +595,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   num_epochs = config.num_epochs * config.epoch_factor
   optimizer, lr_schedule = optim.make_optimizer(
       **config.optimizer.to_dict(), steps_per_epoch=steps_per_epoch, num_epochs=num_epochs,
-      epoch_factor=config.epoch_factor)
+      epoch_factor=config.epoch_factor, global_batch=config.batch_size)
   state = sharding.replicate(state_lib.new_train_state(run.variables, optimizer, run.rng), mesh)
 
   # Pooled backward KD: generated samples for the whole training set, refreshed every

@@ -384,6 +384,16 @@ def check_config(config) -> None:
   if config.optimizer.name not in optim.OPTIMIZER_NAMES:
     raise ValueError(f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "
                      f"valid names: {', '.join(optim.OPTIMIZER_NAMES)}.")
+  try:  # the schedule, warm-up and lr-scaling keys, by building the optimiser once
+    optim.make_optimizer(**config.optimizer.to_dict(), steps_per_epoch=1,
+                         num_epochs=config.num_epochs * config.get("epoch_factor", 1),
+                         epoch_factor=config.get("epoch_factor", 1),
+                         global_batch=config.batch_size)
+  except (ValueError, TypeError) as error:
+    raise ValueError(f"config.optimizer: {error}") from None
+  if not 0 <= config.get("label_smoothing", 0.0) < 1:
+    raise ValueError(f"config.label_smoothing must be in [0, 1) (0: none, 0.1 in ImageNet "
+                     f"recipes); got {config.label_smoothing!r}.")
   if method.view is not None:
     try:
       methods.make_view(method.view, "text" if text else "image",

@@ -26,6 +26,16 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 warm-up over warmup_fraction of the steps, then linear decay;
                                 "adam": L2 weight_decay on kernels, adam_eps, the multi-step
                                 schedule (role-kd). clip_global_norm (any; None = off).
+                                The ImageNet recipes' options, any optimiser
+                                (kd_jax.train.optim): schedule ("" the optimiser's own |
+                                "step" | "cosine" | "linear"), warmup_epochs (linear warm-up
+                                of the step and cosine schedules), decay_norm_and_bias (None
+                                the optimiser's own | True | False: weight decay on BatchNorm
+                                parameters and biases), lr_reference_batch (0 | N: lr ×
+                                global batch / N).
+  label_smoothing               ε: the hard-label cross-entropy of every method is taken
+                                against (1 − ε)·one-hot + ε/C (0 = none; 0.1 in ImageNet
+                                recipes); the teacher terms are unchanged.
   kd.temperature, kd.ce_weight, kd.kd_weight   Hinton KD (explicit weights, no "alpha").
   view.name, view.weight         "" = the method's own view, or a view to combine with the
                                 method's objective (e.g. continuation_kd with cutmix_pick);
@@ -127,6 +137,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer.warmup_fraction = 0.1  # adamw only
   config.optimizer.adam_eps = 1e-5  # adam only
   config.optimizer.clip_global_norm = ml_collections.config_dict.placeholder(float)  # None: off
+  config.optimizer.schedule = ""  # "": sgd / adam "step", adamw "linear"
+  config.optimizer.warmup_epochs = 0.0
+  config.optimizer.decay_norm_and_bias = ml_collections.config_dict.placeholder(bool)
+  config.optimizer.lr_reference_batch = 0
+  config.label_smoothing = 0.0
 
   config.kd = ml_collections.ConfigDict()
   config.kd.temperature = 4.0
