@@ -3,9 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from kd_jax import models
+from kd_jax import losses, models
 from kd_jax.models import layers
 
 # Trainable parameters with 100 classes, as counted by PyTorch on RepDistiller's definitions
@@ -74,12 +75,46 @@ def test_forward_shapes_and_batch_stats_update():
   assert model.apply(variables, x, train=False).shape == (4, 100)
 
 
-def test_bfloat16_compute():
-  model = models.create_model("cnn_tiny", 10, dtype=jnp.bfloat16)
-  variables = models.init_variables(model, jax.random.PRNGKey(0), (8, 8, 1))
-  logits = model.apply(variables, jnp.ones((2, 8, 8, 1)), train=False)
-  assert logits.dtype == jnp.bfloat16
-  assert jax.tree.leaves(variables["params"])[0].dtype == jnp.float32
+# One model of each family (kd_jax.models.MODEL_FAMILIES), on small inputs to keep the
+# compilations short.
+BFLOAT16_MODELS = {"cnn_tiny": (8, 8, 1), "resnet8": (16, 16, 3),
+                   "resnet18_narrow_w2a2": (16, 16, 3), "imagenet_resnet18": (32, 32, 3)}
+
+
+@pytest.mark.parametrize("name", sorted(BFLOAT16_MODELS))
+def test_bfloat16_compute_keeps_float32_parameters_statistics_gradients_and_loss(name):
+  """dtype bfloat16: activations and logits in bfloat16, but parameters, BatchNorm running
+  statistics, gradients, SGD's momentum and the loss stay float32, and the logits are the
+  float32 model's to bfloat16 accuracy (same weights; not for the 2-bit model, whose
+  quantisers round bfloat16 inputs to other levels)."""
+  shape = BFLOAT16_MODELS[name]
+  model16 = models.create_model(name, 10, dtype=jnp.bfloat16)
+  model32 = models.create_model(name, 10)
+  variables = models.init_variables(model16, jax.random.PRNGKey(0), shape)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (4, *shape))
+  labels = jnp.arange(4) % 10
+  optimizer = optax.sgd(0.1, momentum=0.9)
+
+  @jax.jit  # one compilation: the train step's pieces and both evaluations
+  def run(variables):
+    def loss_fn(params):
+      logits, updated = model16.apply({**variables, "params": params}, x, train=True,
+                                      mutable=["batch_stats"])
+      return jnp.mean(losses.cross_entropy(logits, labels)), (logits, updated)
+    (loss, (logits, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        variables["params"])
+    _, opt_state = optimizer.update(grads, optimizer.init(variables["params"]))
+    return (loss, logits, updated, grads, opt_state,
+            model16.apply(variables, x, train=False), model32.apply(variables, x, train=False))
+
+  loss, logits, updated, grads, opt_state, eval16, eval32 = run(variables)
+  assert logits.dtype == eval16.dtype == jnp.bfloat16
+  assert loss.dtype == jnp.float32 and np.isfinite(loss)
+  for tree in (variables["params"], grads, updated.get("batch_stats", {}), opt_state):
+    assert {leaf.dtype for leaf in jax.tree.leaves(tree)} <= {jnp.dtype(jnp.float32)}
+  if "_w2a2" not in name:
+    scale = float(jnp.max(jnp.abs(eval32))) + 1e-3
+    assert float(jnp.max(jnp.abs(eval16.astype(jnp.float32) - eval32))) < 0.05 * scale
 
 
 def test_batchnorm_follows_pytorch_running_statistics():
@@ -96,3 +131,25 @@ def test_batchnorm_follows_pytorch_running_statistics():
 def test_unknown_model_lists_valid_names():
   with pytest.raises(ValueError, match="unknown model 'resnet21'.*resnet20"):
     models.create_model("resnet21", 10)
+
+
+def test_every_model_has_one_family_and_help_lists_them_by_family():
+  assert {models.model_family(name) for name in BFLOAT16_MODELS} == set(models.MODEL_FAMILIES)
+  named = [name for _, names in models.MODEL_FAMILIES.values() for name in names]
+  assert sorted(named) == sorted(models.MODEL_NAMES)  # each model in exactly one family
+  assert models.model_family("resnet50") == "cifar"
+  assert models.model_family("imagenet_resnet50") == "imagenet"
+  assert models.model_family("resnet18_w2a2") == "rolewise"
+  from kd_jax.experiments import launch
+  text = launch.help_text()
+  for description, names in models.MODEL_FAMILIES.values():
+    assert description.split(" (")[0] in text and names[-1] in text
+
+
+def test_cifar_stem_models_warn_on_large_images_naming_the_imagenet_model():
+  warning = models.input_size_warning("resnet50", (224, 224, 3))
+  assert "CIFAR network" in warning and "imagenet_resnet50" in warning
+  assert "imagenet_resnet18" in models.input_size_warning("resnet18_narrow_w2a2", (96, 96, 3))
+  assert models.input_size_warning("wrn_16_2", (64, 64, 3)) is None  # Tiny ImageNet: fine
+  assert models.input_size_warning("imagenet_resnet18", (224, 224, 3)) is None
+  assert models.input_size_warning("cnn_tiny", (224, 224, 3)) is None

@@ -34,9 +34,10 @@ COMMON_KEYS = ("method", "teacher_workdir", "num_epochs", "seed", "batch_size", 
 
 
 def help_text() -> str:
-  """The methods, views, config files and most used keys, for an entry point's --help."""
+  """The methods, views, models by family, config files and most used keys, for an entry
+  point's --help."""
   from kd_jax.experiments.configs import common
-  from kd_jax import methods
+  from kd_jax import methods, models
   config = common.base_config()
   files = []
   for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))):
@@ -53,6 +54,7 @@ def help_text() -> str:
       "Views to compose with any method (--config.view.name): "
       + ", ".join(methods.VIEW_NAMES) + "; each reads its own block (--config.cutmix_pick.score,"
       " --config.backward.steps, ...).",
+      "Models (--config.model, --config.teacher_model), by family:", models.families_text(),
       "Config files (--config=FILE:ARGUMENT):", *files,
       "Most used keys (defaults of kd_jax/experiments/configs/common.py, which documents "
       "every key):",

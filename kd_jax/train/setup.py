@@ -185,6 +185,10 @@ def build_image_run(config, mesh) -> RunSetup:
   test = open_images(config.dataset, "test", config.data_dir, config.download, **options)
   student = adapters.LinenImageModel(models.create_model(config.model, train.num_classes,
                                                          dtype))
+  for role, name in (("student", config.model), ("teacher", config.get("teacher_model", ""))):
+    warning = name and models.input_size_warning(name, train.image_shape)
+    if warning and (role == "student" or method.needs_teacher):
+      logger.warning("%s %s", role, warning)
   init_key, rng = jax.random.split(jax.random.PRNGKey(config.seed))
   variables = models.init_variables(student.module, init_key, train.image_shape)
   preprocess = preprocess_lib.image_preprocess(
