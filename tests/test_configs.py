@@ -22,6 +22,7 @@ CONFIG_ARGUMENTS = {
                            for role in ("teacher", "scratch", "kd", "annealing_kd",
                                         "continuation_kd")],
     "rolewise": ["digits", "mnist5k", "cifar100"],
+    "imagenet": ["teacher", "scratch", "kd", "kd_cutmix", "kd_cutmix_pick"],
 }
 
 
@@ -57,6 +58,10 @@ PAPER_TOP1 = {
     **{("cifar_continuation", f"cifar10,{role}"): top1 for role, top1 in {
         "teacher": 93.8, "scratch": 88.44, "kd": 88.45, "annealing_kd": 89.44,
         "continuation_kd": 90.21}.items()},
+    # Wang et al. 2022 Table 5 (ImageNet, torchvision's ResNet-34 → ResNet-18, 100 epochs).
+    **{("imagenet", role): top1 for role, top1 in {
+        "teacher": 73.31, "scratch": 69.75, "kd": 70.66, "kd_cutmix": 71.05,
+        "kd_cutmix_pick": 70.78}.items()},
     **{("cifar_continuation", f"cifar100,{role}"): top1 for role, top1 in {
         "teacher": 71.92, "scratch": 61.37, "kd": 61.41, "annealing_kd": 63.1,
         "continuation_kd": 64.2}.items()},
@@ -163,3 +168,43 @@ def test_glue_schedule_values_per_epoch(role):
       assert values["margin"] == 0.0
       if epoch == 27:
         assert values["phi"] == 1.0  # the unscaled teacher before the switch
+
+
+def test_tpu_pod_example_command_parses_and_passes_the_config_checks(tmp_path):
+  """experiments/launch_tpu_pod.sh's training command, its shell variables filled in: every
+  --config.KEY is a key of imagenet.py's config (values typed as the config's), and the
+  config passes the checks run before a job loads anything (the lr scaled to the global
+  batch: 0.1 per 256)."""
+  import os
+  import re
+  from kd_jax.experiments.configs import imagenet
+  from kd_jax.train import optim, setup
+  from tests.conftest import ROOT, override
+  with open(os.path.join(ROOT, "experiments", "launch_tpu_pod.sh")) as f:
+    script = f.read()
+  command = re.search(r"python -m kd_jax\.experiments\.distill(.*?)\"", script, re.S).group(1)
+  teacher = tmp_path / "resnet34.pth"
+  teacher.write_bytes(b"")
+  shell = {"$DATA": str(tmp_path), "$TEACHER": str(teacher), "$BATCH": "1024",
+           "$WORKDIR": str(tmp_path / "run")}
+  flags = dict(word.split("=", 1) for word in command.replace("\\", " ").split())
+  assert flags.pop("--config") == "kd_jax/experiments/configs/imagenet.py:kd_cutmix_pick"
+  assert flags.pop("--workdir") == "$WORKDIR"
+  config = imagenet.get_config("kd_cutmix_pick")
+  typed = {}
+  for flag, value in flags.items():
+    key = flag[len("--config."):]
+    node = config
+    for part in key.split("."):
+      node = node[part]  # KeyError: not a key of the config
+    value = shell.get(value, value)
+    if isinstance(node, bool):
+      typed[key] = value == "True"
+    else:  # None: a placeholder (data_dir), a string
+      typed[key] = value if node is None else type(node)(value)
+  config = override(config, typed)
+  assert config.multihost and config.batch_size == 1024 and config.dtype == "bfloat16"
+  setup.check_config(config)
+  _, schedule = optim.make_optimizer(**config.optimizer.to_dict(), steps_per_epoch=1,
+                                     global_batch=config.batch_size)
+  assert abs(float(schedule(0)) - 0.4) < 1e-7

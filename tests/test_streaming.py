@@ -290,7 +290,8 @@ def test_imagenet_prepares_from_its_tarballs(imagenet_data, tmp_path):
 
 def test_imagenet_config_roles_stream_end_to_end(imagenet_data, tmp_path):
   """imagenet.py's roles on the fake ImageNet: a teacher, then KD, KD + CutMix-pick,
-  backward KD and Continuation-KD from it, each streaming random-resized crops."""
+  backward KD and Continuation-KD from it (a kd_jax run in place of the default torchvision
+  file), each streaming random-resized crops."""
   from kd_jax.experiments.configs import imagenet
   out, _ = imagenet_data
 
@@ -299,8 +300,10 @@ def test_imagenet_config_roles_stream_end_to_end(imagenet_data, tmp_path):
         "data_dir": out, "model": "cnn_tiny", "num_epochs": 1, "batch_size": 4,
         "eval_batch_size": 4, "input.image_size": 32, "progress_bar": False,
         "checkpoint_every_steps": 0, "log_every_steps": 0,
-        "teacher_workdir": str(tmp_path / "teacher"), **extra})
+        "teacher_workdir": str(tmp_path / "teacher"), "teacher_checkpoint": "",
+        "teacher_model": "", **extra})
 
+  assert imagenet.get_config("kd").teacher_checkpoint == imagenet.TEACHER_CHECKPOINT
   loop.train_and_evaluate(config("teacher", teacher_workdir=""), str(tmp_path / "teacher"))
   for role, extra in (("kd", {}), ("kd_cutmix_pick", {}), ("kd", {"method": "backward_kd"}),
                       ("kd", {"method": "continuation_kd"})):
