@@ -467,3 +467,132 @@ def test_from_pytorch_reads_pth_checkpoints_and_safetensors_and_refuses_code(tmp
   with pytest.raises(pytorch.UnsafeCheckpointError, match=r"refusing to load posix.system"):
     models.from_pytorch("imagenet_resnet18", str(tmp_path / "evil.pth"))
   assert not marker.exists()
+
+
+# --- RepDistiller's CIFAR-100 checkpoints: twins with RepDistiller's module tree and keys
+# (experiments/torch_reference/repdistiller.py), loaded through kd_jax.models.from_pytorch. ---
+
+from experiments.torch_reference import repdistiller  # noqa: E402
+
+# One model a family; vgg13 has two convolutions a block (Sequential positions 3 and 4 read),
+# resnet8x4 a projection in its first stage, wrn_16_2 in each.
+REPDISTILLER_FAMILIES = ["resnet8x4", "wrn_16_2", "vgg13", "resnet50", "mobilenetv2",
+                         "shufflenetv2"]
+
+
+def _randomised_repdistiller_twin(name, num_classes, seed=0):
+  """The twin in eval mode, BatchNorm scales, shifts and running statistics away from 1 and
+  0 so that a misplaced one shows."""
+  torch.manual_seed(seed)
+  model = repdistiller.create_repdistiller_model(name, num_classes)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.normal_(0.0, 0.2)
+        module.running_mean.normal_(0.0, 0.2)
+        module.running_var.uniform_(0.5, 2.0)
+  return model.eval()
+
+
+def _save_like_repdistiller(model, path):
+  """A ``ckpt_epoch_240.pth`` as RepDistiller's train_teacher.py wrote it with the PyTorch 0.4
+  to 1.5 it was made for: the legacy (non-zip) format, tensors saved from the GPU (storage
+  classes ``torch.cuda.*``, location ``cuda:0``), the optimizer's momentum and the top-1 as a
+  one-element tensor beside the state dict."""
+  import io
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+  for parameter in list(model.parameters())[:3]:
+    optimizer.state[parameter]["momentum_buffer"] = torch.randn_like(parameter)
+  checkpoint = {"epoch": 240, "model": model.state_dict(), "accuracy": torch.tensor([73.1]),
+                "optimizer": optimizer.state_dict()}
+  buffer = io.BytesIO()
+  torch.save(checkpoint, buffer, _use_new_zipfile_serialization=False)
+  data = buffer.getvalue()
+  for cpu, gpu in ((b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n"),
+                   (b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")):
+    assert cpu in data
+    data = data.replace(cpu, gpu)
+  path.write_bytes(data)
+  return checkpoint
+
+
+@pytest.mark.parametrize("name", REPDISTILLER_FAMILIES)
+def test_repdistiller_checkpoints_give_the_same_logits(name, tmp_path):
+  """Each family's twin, its keys RepDistiller's, saved as RepDistiller's own checkpoint
+  (and, for the two small ones, as safetensors and as a zip-format {'model': ...} .pth, which
+  must give the same variables): from_pytorch takes the class count from the file's
+  classifier, and kd_jax's model gives PyTorch's eval-mode logits."""
+  twin = _randomised_repdistiller_twin(name, 10)
+  checkpoint = _save_like_repdistiller(twin, tmp_path / "ckpt_epoch_240.pth")
+  variables = models.from_pytorch(name, str(tmp_path / "ckpt_epoch_240.pth"))
+  if name in ("resnet8x4", "wrn_16_2"):
+    from kd_jax.models import pytorch
+    from safetensors.numpy import save_file
+    # The rest of the legacy file is read too: the top-1 and the optimizer's momentum.
+    read = pytorch.read_pth(str(tmp_path / "ckpt_epoch_240.pth"))
+    assert read["epoch"] == 240 and read["accuracy"].tolist() == [np.float32(73.1)]
+    for index, buffers in checkpoint["optimizer"]["state"].items():
+      np.testing.assert_array_equal(read["optimizer"]["state"][index]["momentum_buffer"],
+                                    buffers["momentum_buffer"].numpy())
+    state = twin.state_dict()
+    save_file({k: v.numpy() for k, v in state.items()}, str(tmp_path / "weights.safetensors"))
+    torch.save({"epoch": 240, "model": state}, tmp_path / "zip.pth")
+    for file in ("weights.safetensors", "zip.pth"):
+      jax.tree.map(np.testing.assert_array_equal, variables,
+                   models.from_pytorch(name, str(tmp_path / file)))
+  x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = twin(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  apply = jax.jit(models.create_model(name, 10).apply, static_argnames="train")
+  actual = np.asarray(apply(variables, x, train=False))
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", sorted(set(repdistiller.REPDISTILLER_NAMES)
+                                        - set(REPDISTILLER_FAMILIES)))
+def test_every_repdistiller_models_keys_map_completely(name):
+  """The other depths and widths: every key of RepDistiller's model (the twin's, built
+  without weights) lands on a kd_jax variable of its shape and every variable is filled."""
+  from kd_jax.models import pytorch
+  with torch.device("meta"):
+    twin = repdistiller.create_repdistiller_model(name, 100)
+  state = {key: np.broadcast_to(np.float32(0), value.shape)
+           for key, value in twin.state_dict().items()}
+  template = jax.eval_shape(lambda: models.init_variables(
+      models.create_model(name, 100), jax.random.PRNGKey(0), (32, 32, 3)))
+  variables = pytorch.variables_from_state_dict(state, template,
+                                                pytorch.PYTORCH_LAYOUTS[name].rename)
+  assert jax.tree.structure(variables) == jax.tree.structure(template)
+
+
+def test_from_pytorch_supports_every_repdistiller_model_and_names_the_rest():
+  from kd_jax.models import pytorch
+  supported = set(pytorch.PYTORCH_LAYOUTS)
+  assert supported <= set(models.MODEL_NAMES)
+  assert supported == set(repdistiller.REPDISTILLER_NAMES) | {
+      f"imagenet_resnet{depth}" for depth in (18, 34, 50)}
+  with pytest.raises(ValueError, match=r"^reading PyTorch weights for 'resnet18' is not "
+                                       r"supported; supported: imagenet_resnet18, .*, "
+                                       r"wrn_40_2\.$"):
+    models.from_pytorch("resnet18", "unread.pth")
+  with pytest.raises(ValueError, match=r"RepDistiller's 'ResNet50' is kd_jax's 'resnet50'"):
+    models.from_pytorch("ResNet50", "unread.pth")
+
+
+@pytest.mark.parametrize("saved, loaded_as", [("wrn_16_1", "resnet8"), ("vgg8", "wrn_16_1")])
+def test_a_file_of_another_model_names_its_missing_and_unexpected_keys(saved, loaded_as,
+                                                                       tmp_path):
+  """Also when the file's classifier is not the one the model's family has (vgg's
+  classifier.weight read for a wrn): its class count is taken, and the keys are compared."""
+  from safetensors.numpy import save_file
+  torch.manual_seed(0)
+  state = repdistiller.create_repdistiller_model(saved, 10).state_dict()
+  save_file({k: v.numpy() for k, v in state.items()}, str(tmp_path / "other.safetensors"))
+  expected = {("wrn_16_1", "resnet8"): r"missing \['layer1_0\.bn1\.bias', .*\] …, unexpected "
+                                       r"\['block1\.layer\.0\.bn1\.bias', .*\] …",
+              ("vgg8", "wrn_16_1"): r"missing \['block1_0\.bn1\.bias', .*\] …, unexpected "
+                                    r"\['block0\.0\.bias', .*\] …"}[(saved, loaded_as)]
+  with pytest.raises(ValueError, match=r"other\.safetensors does not fit the model: "
+                                       + expected):
+    models.from_pytorch(loaded_as, str(tmp_path / "other.safetensors"))

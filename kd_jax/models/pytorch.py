@@ -1,22 +1,48 @@
 """PyTorch state dicts onto kd_jax's Flax variables, without importing torch.
 
+``from_pytorch(name, path)`` reads a PyTorch file (``read_state_dict``: safetensors, or a
+``.pth`` in torch.save's zip format or its legacy pre-1.6 format, through an unpickler that
+builds only tensors, storages and plain containers) for the kd_jax model ``name``, by that
+model's entry in ``PYTORCH_LAYOUTS``: whose files it reads and how their keys are renamed.
+Two sources are supported:
+  * torchvision's ImageNet ResNets (``imagenet_resnet18/34/50``), e.g.
+    ``ResNet34_Weights.IMAGENET1K_V1`` saved with torch.save or as safetensors;
+  * RepDistiller's CIFAR-100 models (github HobbitLong/RepDistiller, ``models/``) under
+    kd_jax's names: its released teachers (``teachers_cifar100``, fetched by
+    ``scripts/fetch_pretrained_teachers.sh``: ``resnet32x4_vanilla/ckpt_epoch_240.pth``,
+    ``wrn_40_2_vanilla/...``, ``vgg13_vanilla``, ``ResNet50_vanilla``, ``resnet56``,
+    ``resnet110``) and any ``ckpt_epoch_*.pth`` / ``*_best.pth`` its ``train_teacher.py`` /
+    ``train_student.py`` writes: a dict ``{'model': state_dict, 'epoch': ..., 'optimizer':
+    ..., 'accuracy' or 'best_acc': ...}`` of CUDA tensors, in the legacy format when written
+    by the PyTorch 0.4-1.5 it was made for. (Its ``*_last.pth`` also pickles the argparse
+    options, which the unpickler refuses: take the ``ckpt_epoch_240.pth``.)
+
 ``variables_from_state_dict(state, template, rename)`` takes a state dict as NumPy arrays
 (``{"layer1.0.conv1.weight": array, ...}``), renames each key to a kd_jax module path
 (``rename``: e.g. ``torchvision_resnet_key``), converts the layouts (convolutions OIHW →
-HWIO, linear OI → IO, BatchNorm weight/bias/running_mean/running_var → scale/bias and the
-``batch_stats`` mean/var) and checks every key and shape against ``template`` (the Flax
-variables of the model it is for): missing and unexpected keys are named, and a shape that
-differs names the key and both shapes (a class count that differs says so).
+HWIO, grouped and depthwise ones included: PyTorch's ``[O, I/groups, kh, kw]`` is Flax's
+``feature_group_count`` kernel ``[kh, kw, I/groups, O]``; linear OI → IO; BatchNorm
+weight/bias/running_mean/running_var → scale/bias and the ``batch_stats`` mean/var) and
+checks every key and shape against ``template`` (the Flax variables of the model it is for):
+missing and unexpected keys are named, and a shape that differs names the key and both
+shapes (a class count that differs says so).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import re
+import struct
 from typing import Callable
 
 import numpy as np
 
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
+# The classifiers' weights: torchvision's and RepDistiller's resnet/wrn, its resnetv2 and
+# ShuffleV2, its vgg, its MobileNetV2 (a Sequential).
+_CLASSIFIER_KEYS = ("fc.weight", "linear.weight", "classifier.weight", "classifier.0.weight")
+_CLASSIFIER_PREFIXES = ("fc.", "linear.", "classifier.")
 
 
 def torchvision_resnet_key(key: str) -> str:
@@ -25,6 +51,64 @@ def torchvision_resnet_key(key: str) -> str:
   key = re.sub(r"^layer(\d+)\.(\d+)\.", r"layer\1_\2.", key)
   return key.replace("downsample.0.", "downsample_conv.").replace("downsample.1.",
                                                                  "downsample_bn.")
+
+
+# RepDistiller's CIFAR models (models/*.py). Its resnet.py lays its blocks out as torchvision
+# does (``layer1.0.downsample.0``): torchvision_resnet_key serves it too.
+
+def repdistiller_wrn_key(key: str) -> str:
+  """wrn.py: ``block1.layer.0.convShortcut.weight`` → ``block1_0.shortcut_conv.weight``."""
+  key = re.sub(r"^block(\d+)\.layer\.(\d+)\.", r"block\1_\2.", key)
+  return key.replace(".convShortcut.", ".shortcut_conv.")
+
+
+def repdistiller_vgg_key(key: str) -> str:
+  """vgg.py's ``*_bn`` models: ``blockB`` is a Sequential of (conv, BN, ReLU) triples, so
+  position 3j is convolution j and 3j+1 its BatchNorm: ``block2.3.weight`` →
+  ``block2_conv1.weight``, ``block2.4.running_mean`` → ``block2_bn1.running_mean``."""
+  match = re.fullmatch(r"block(\d+)\.(\d+)\.(\w+)", key)
+  if match is None:
+    return key
+  layer, position = divmod(int(match[2]), 3)
+  kind = {0: "conv", 1: "bn"}.get(position)
+  return f"block{match[1]}_{kind}{layer}.{match[3]}" if kind else key
+
+
+def repdistiller_resnetv2_key(key: str) -> str:
+  """resnetv2.py (ResNet50): ``layer2.0.shortcut.1.weight`` → ``layer2_0.shortcut_bn.weight``."""
+  key = re.sub(r"^layer(\d+)\.(\d+)\.", r"layer\1_\2.", key)
+  return key.replace(".shortcut.0.", ".shortcut_conv.").replace(".shortcut.1.", ".shortcut_bn.")
+
+
+# mobilenetv2.py: an inverted residual's ``conv`` Sequential holds (conv, BN, ReLU) × 2 and
+# (conv, BN); the stem, the head and the classifier are Sequentials too.
+_MOBILENETV2_BLOCK_LAYERS = {"0": "expand_conv", "1": "expand_bn", "3": "depthwise_conv",
+                             "4": "depthwise_bn", "6": "project_conv", "7": "project_bn"}
+_MOBILENETV2_OUTER_LAYERS = {"conv1.0": "stem_conv", "conv1.1": "stem_bn", "conv2.0": "head_conv",
+                             "conv2.1": "head_bn", "classifier.0": "classifier"}
+
+
+def repdistiller_mobilenetv2_key(key: str) -> str:
+  """mobilenetv2.py (``mobile_half``): ``blocks.2.1.conv.4.weight`` →
+  ``stage2_1.depthwise_bn.weight``, ``conv1.0.weight`` → ``stem_conv.weight``,
+  ``classifier.0.weight`` → ``classifier.weight``."""
+  module, _, suffix = key.rpartition(".")
+  match = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.conv\.(\d+)", module)
+  if match and match[3] in _MOBILENETV2_BLOCK_LAYERS:
+    module = f"stage{match[1]}_{match[2]}.{_MOBILENETV2_BLOCK_LAYERS[match[3]]}"
+  else:
+    module = _MOBILENETV2_OUTER_LAYERS.get(module, module)
+  return f"{module}.{suffix}"
+
+
+def repdistiller_shufflenetv2_key(key: str) -> str:
+  """ShuffleNetv2.py (``ShuffleV2``): ``layerK.0`` is the down-sampling block, ``layerK_down``;
+  ``layerK.i`` for i ≥ 1 is basic block ``layerK_{i-1}``."""
+  match = re.match(r"layer(\d+)\.(\d+)\.", key)
+  if match is None:
+    return key
+  index = int(match[2])
+  return f"layer{match[1]}_{'down' if index == 0 else index - 1}.{key[match.end():]}"
 
 
 def _flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
@@ -86,7 +170,7 @@ def variables_from_state_dict(state: dict[str, np.ndarray], template: dict,
                     for collection in ("params", "batch_stats")
                     for path, value in _flatten(template.get(collection, {})).items()}
   found: dict[tuple, np.ndarray] = {}
-  unexpected, mismatched = [], []
+  matched, unexpected, mismatched = set(), [], []
   for key, value in state.items():
     if key.endswith(_IGNORED_SUFFIXES):
       continue
@@ -95,26 +179,29 @@ def variables_from_state_dict(state: dict[str, np.ndarray], template: dict,
     if target is None:
       unexpected.append(key)
       continue
+    matched.add(target)
     array = _to_flax_layout(np.asarray(value), target[1])
     expected = tuple(template_paths[target].shape)
     if array.shape != expected:  # named in the file's (PyTorch) layout
       mismatched.append((key, tuple(np.shape(value)), _torch_shape(expected, target[1])))
       continue
     found[target] = array.astype(template_paths[target].dtype)
+  # Keys that do not match (a file of another model) say more than the shapes that differ.
+  missing = sorted(".".join(path) for collection, path in template_paths
+                   if (collection, path) not in matched)
+  if missing or unexpected:
+    shapes = f"; {len(mismatched)} shape(s) differ besides" if mismatched else ""
+    raise ValueError(f"{where} does not fit the model: missing {missing[:8]}"
+                     f"{' …' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                     f"{' …' if len(unexpected) > 8 else ''}{shapes}.")
   if mismatched:
     details = "; ".join(f"{key}: {shape} in the file, {expected} in the model"
                         for key, shape, expected in mismatched[:5])
-    classes = [m for m in mismatched if m[0].startswith(("fc.", "linear.", "classifier"))]
+    classes = [m for m in mismatched if m[0].startswith(_CLASSIFIER_PREFIXES)]
     hint = (f" (the file's classifier has {classes[0][1][0]} classes, the model "
             f"{classes[0][2][0]}: pass num_classes to match)" if classes else "")
     raise ValueError(f"{where} does not fit the model: {len(mismatched)} shape(s) differ: "
                      f"{details}{hint}.")
-  missing = sorted(".".join(path) for collection, path in template_paths
-                   if (collection, path) not in found)
-  if missing or unexpected:
-    raise ValueError(f"{where} does not fit the model: missing {missing[:8]}"
-                     f"{' …' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                     f"{' …' if len(unexpected) > 8 else ''}.")
   variables = {collection: _unflatten({path: value for (c, path), value in found.items()
                                        if c == collection})
                for collection in ("params", "batch_stats")}
@@ -144,10 +231,27 @@ def _numpy_dtype(name: str):
   return dtype
 
 
+class _PendingStorage:
+  """A legacy file's storage: its bytes follow the pickle that refers to it (``array`` is set
+  once they are read)."""
+
+  def __init__(self, dtype, numel: int):
+    self.dtype, self.numel, self.array = dtype, numel, None
+
+
+class _PendingTensor:
+  """A tensor on a _PendingStorage: ``_rebuild_tensor``'s arguments, until its bytes come."""
+
+  def __init__(self, *arguments):
+    self.arguments = arguments
+
+
 def _rebuild_tensor(storage, offset, size, stride, *unused):
   """A tensor as a NumPy array: ``size`` elements of ``storage`` from ``offset`` with
   ``stride`` (in elements), copied so that it owns its memory."""
   del unused  # requires_grad, backward hooks, metadata
+  if isinstance(storage, _PendingStorage):
+    return _PendingTensor(storage, offset, size, stride)
   if not size:
     return np.array(storage[offset])
   item = storage.itemsize
@@ -161,6 +265,22 @@ def _rebuild_parameter(data, *unused):
   return data
 
 
+def _resolve(value):
+  """``value`` with every _PendingTensor made an array (its storage's bytes now read);
+  dicts (OrderedDicts included) and lists are changed in place."""
+  if isinstance(value, _PendingTensor):
+    storage, *rest = value.arguments
+    return _rebuild_tensor(storage.array, *rest)
+  if isinstance(value, dict):
+    for key, item in value.items():
+      value[key] = _resolve(item)
+  elif isinstance(value, list):
+    value[:] = [_resolve(item) for item in value]
+  elif isinstance(value, tuple):
+    return tuple(_resolve(item) for item in value)
+  return value
+
+
 class _Storage:
   """The pickled storage class (torch.FloatStorage, ...): only its name is used."""
 
@@ -168,7 +288,11 @@ class _Storage:
     self.name = name
 
 
-def _restricted_unpickler(data: bytes, read_record):
+def _restricted_unpickler(file, load_storage=None):
+  """An unpickler of ``file`` that builds only tensors (through ``load_storage(key, dtype,
+  numel)``, which returns the storage's array or a _PendingStorage), storages, OrderedDicts
+  and plain containers. Storages are named ``torch.FloatStorage`` ..., or
+  ``torch.cuda.FloatStorage`` ... in files PyTorch before 2.0 saved from the GPU."""
   import collections
   import pickle
 
@@ -176,7 +300,8 @@ def _restricted_unpickler(data: bytes, read_record):
              ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
              ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
              ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-             **{("torch", name): _Storage(name) for name in _STORAGE_DTYPES}}
+             **{(module, name): _Storage(name) for name in _STORAGE_DTYPES
+                for module in ("torch", "torch.cuda")}}
 
   class Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
@@ -188,34 +313,86 @@ def _restricted_unpickler(data: bytes, read_record):
           "anything else could run code. Save model.state_dict() instead of the model.")
 
     def persistent_load(self, pid):
+      # zip format: (kind, storage class, key, location, numel); the legacy one adds the
+      # view metadata, None since PyTorch 0.4.
       kind, storage, key, _, numel = pid[:5]
-      if kind != "storage" or not isinstance(storage, _Storage):
+      if kind != "storage" or not isinstance(storage, _Storage) or load_storage is None:
         raise UnsafeCheckpointError(f"unexpected persistent id {pid[:2]!r} in the .pth file.")
-      dtype = _numpy_dtype(storage.name)
-      return np.frombuffer(read_record(str(key)), dtype=dtype, count=int(numel))
+      if len(pid) > 5 and pid[5] is not None:
+        raise ValueError("the .pth file holds storage views (saved by PyTorch before 0.4); "
+                         "re-save it with a newer PyTorch.")
+      return load_storage(str(key), _numpy_dtype(storage.name), int(numel))
 
-  return Unpickler(__import__("io").BytesIO(data))
+  return Unpickler(file)
+
+
+# torch.save's format before PyTorch 1.6 (and after, with _use_new_zipfile_serialization=
+# False): pickles of this magic number, the protocol version and the system's sizes, then of
+# the object (storages by key), then of the storage keys; then each of those storages in
+# turn: its element count (int64) and its bytes.
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+def _read_legacy_pth(file, path: str) -> object:
+  try:
+    magic = _restricted_unpickler(file).load()
+  except Exception:  # not a pickle at all: the message below says what is readable
+    magic = None
+  if magic != _LEGACY_MAGIC:
+    raise ValueError(f"{path} is not a PyTorch file (neither torch.save's zip format nor its "
+                     "legacy one); re-save it with torch.save(state_dict, path) or as "
+                     "safetensors.")
+  protocol = _restricted_unpickler(file).load()
+  system = _restricted_unpickler(file).load()
+  little_endian = system.get("little_endian", True) if isinstance(system, dict) else True
+  if protocol != _LEGACY_PROTOCOL or not little_endian:
+    raise ValueError(f"{path} is a legacy PyTorch file of protocol {protocol}, "
+                     f"{'little' if little_endian else 'big'}-endian; only protocol "
+                     f"{_LEGACY_PROTOCOL}, little-endian, is read.")
+  storages: dict[str, _PendingStorage] = {}
+  result = _restricted_unpickler(
+      file, lambda key, dtype, numel: storages.setdefault(key, _PendingStorage(dtype, numel))
+  ).load()
+  for key in _restricted_unpickler(file).load():
+    if key not in storages:
+      raise ValueError(f"{path} lists storage {key!r}, which nothing in it refers to.")
+    storage = storages[key]
+    header = file.read(8)
+    numel = struct.unpack("<q", header)[0] if len(header) == 8 else -1
+    data = file.read(max(numel, 0) * np.dtype(storage.dtype).itemsize)
+    if numel != storage.numel or len(data) < numel * np.dtype(storage.dtype).itemsize:
+      raise ValueError(f"{path} is truncated or damaged: storage {key!r} should hold "
+                       f"{storage.numel} elements.")
+    storage.array = np.frombuffer(data, dtype=storage.dtype, count=numel)
+  unread = [key for key, storage in storages.items() if storage.array is None]
+  if unread:
+    raise ValueError(f"{path} lacks the bytes of storages {unread[:4]}.")
+  return _resolve(result)
 
 
 def read_pth(path: str) -> object:
-  """The object a zip-format ``.pth`` / ``.pt`` file holds, its tensors as NumPy arrays,
-  through an unpickler that builds only tensors, storages and ordered dicts."""
+  """The object a ``.pth`` / ``.pt`` file holds (torch.save's zip format, PyTorch ≥ 1.6, or
+  its legacy format), its tensors as NumPy arrays, through an unpickler that builds only
+  tensors, storages and ordered dicts."""
   import zipfile
   if not zipfile.is_zipfile(path):
-    raise ValueError(f"{path} is not a zip-format PyTorch file (torch.save since 1.6); "
-                     "re-save it with torch.save(state_dict, path) or as safetensors.")
+    with open(path, "rb") as file:
+      return _read_legacy_pth(file, path)
   with zipfile.ZipFile(path) as archive:
     names = archive.namelist()
     pickles = [name for name in names if name.endswith("/data.pkl")]
     if len(pickles) != 1:
       raise ValueError(f"{path} holds no single data.pkl; it is not a torch.save file.")
     root = pickles[0][:-len("data.pkl")]
-    return _restricted_unpickler(archive.read(pickles[0]),
-                                 lambda key: archive.read(f"{root}data/{key}")).load()
+    return _restricted_unpickler(
+        io.BytesIO(archive.read(pickles[0])),
+        lambda key, dtype, numel: np.frombuffer(archive.read(f"{root}data/{key}"), dtype=dtype,
+                                                count=numel)).load()
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A state dict from a ``.safetensors`` file or a zip-format ``.pth`` / ``.pt`` (a bare
+  """A state dict from a ``.safetensors`` file or a ``.pth`` / ``.pt`` (``read_pth``; a bare
   state dict, or a checkpoint that holds one under ``model`` or ``state_dict``, as
   RepDistiller's and mdistiller's do); DataParallel's ``module.`` prefixes are removed."""
   if path.endswith(".safetensors"):
@@ -237,31 +414,82 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   return dict(state)
 
 
-# How each family's PyTorch keys map onto kd_jax's names.
-_RENAMES = {"imagenet_": torchvision_resnet_key}
+@dataclasses.dataclass(frozen=True)
+class PytorchLayout:
+  """Whose PyTorch files a kd_jax model reads, and how: ``rename`` maps their keys to kd_jax's
+  module paths, ``classifier`` is the key whose rows count the classes, ``image_size`` the
+  side of the images the template variables are shaped for."""
+  source: str
+  rename: Callable[[str], str]
+  classifier: str
+  image_size: int
+
+
+_TORCHVISION = PytorchLayout("torchvision's ResNets", torchvision_resnet_key, "fc.weight", 64)
+_REPDISTILLER_RESNET = PytorchLayout("RepDistiller's resnet.py", torchvision_resnet_key,
+                                     "fc.weight", 32)
+_REPDISTILLER_WRN = PytorchLayout("RepDistiller's wrn.py", repdistiller_wrn_key, "fc.weight", 32)
+_REPDISTILLER_VGG = PytorchLayout("RepDistiller's vgg.py (*_bn)", repdistiller_vgg_key,
+                                  "classifier.weight", 32)
+
+# kd_jax's model name → the layout of the PyTorch files it reads (RepDistiller's models under
+# kd_jax's names: its ResNet50, MobileNetV2 (mobile_half) and ShuffleV2 are resnet50,
+# mobilenetv2 and shufflenetv2; its vggN is vggN_bn).
+PYTORCH_LAYOUTS: dict[str, PytorchLayout] = {
+    **{f"imagenet_resnet{depth}": _TORCHVISION for depth in (18, 34, 50)},
+    **{f"resnet{depth}": _REPDISTILLER_RESNET for depth in (8, 14, 20, 32, 44, 56, 110)},
+    "resnet8x4": _REPDISTILLER_RESNET, "resnet32x4": _REPDISTILLER_RESNET,
+    **{f"wrn_{depth}_{k}": _REPDISTILLER_WRN for depth, k in ((16, 1), (16, 2), (40, 1),
+                                                              (40, 2))},
+    **{f"vgg{depth}": _REPDISTILLER_VGG for depth in (8, 11, 13, 16, 19)},
+    "resnet50": PytorchLayout("RepDistiller's resnetv2.py (ResNet50)",
+                              repdistiller_resnetv2_key, "linear.weight", 32),
+    "mobilenetv2": PytorchLayout("RepDistiller's mobilenetv2.py (MobileNetV2, mobile_half)",
+                                 repdistiller_mobilenetv2_key, "classifier.0.weight", 32),
+    "shufflenetv2": PytorchLayout("RepDistiller's ShuffleNetv2.py (ShuffleV2)",
+                                  repdistiller_shufflenetv2_key, "linear.weight", 32),
+}
+# RepDistiller's model_dict names that kd_jax spells otherwise, for the error message.
+_REPDISTILLER_NAMES = {"ResNet50": "resnet50", "MobileNetV2": "mobilenetv2",
+                       "mobile_half": "mobilenetv2", "ShuffleV2": "shufflenetv2",
+                       **{f"vgg{depth}_bn": f"vgg{depth}" for depth in (8, 11, 13, 16, 19)}}
 
 
 def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
   """``{"params", "batch_stats"}`` for ``kd_jax.models.create_model(name, num_classes)``
-  from a PyTorch file (``read_state_dict``): torchvision's ResNets (``imagenet_resnet18/34/
-  50``, e.g. ``ResNet34_Weights.IMAGENET1K_V1`` saved with torch.save or as safetensors).
+  from a PyTorch file (``read_state_dict``: safetensors, or a zip-format or legacy ``.pth``,
+  a bare state dict or a checkpoint holding it under ``model``), laid out as
+  ``PYTORCH_LAYOUTS[name]`` says:
+    * ``imagenet_resnet18/34/50``: torchvision's ResNets (e.g.
+      ``ResNet34_Weights.IMAGENET1K_V1`` saved with torch.save or as safetensors);
+    * ``resnet8/14/20/32/44/56/110``, ``resnet8x4``, ``resnet32x4``, ``wrn_16_1/16_2/40_1/
+      40_2``, ``vgg8/11/13/16/19``, ``resnet50``, ``mobilenetv2``, ``shufflenetv2``:
+      RepDistiller's CIFAR-100 models of those names (its ``vggN_bn``, ``ResNet50``,
+      ``MobileNetV2`` = ``mobile_half``, ``ShuffleV2``), e.g. its released teacher
+      ``resnet32x4_vanilla/ckpt_epoch_240.pth``, a dict ``{'model': state_dict, 'epoch':
+      240, 'optimizer': ..., 'accuracy': ...}`` (the rest of the dict is not used).
   ``num_classes`` None: the file's classifier's. Every key and shape is checked
-  (``variables_from_state_dict``)."""
+  (``variables_from_state_dict``): a file of another model names its missing and unexpected
+  keys."""
   import jax
   from kd_jax import models
-  rename = next((function for prefix, function in _RENAMES.items()
-                 if name.startswith(prefix)), None)
-  if rename is None:
-    raise ValueError(f"reading PyTorch weights for {name!r} is not supported yet; supported: "
-                     f"{', '.join(n for n in models.MODEL_NAMES if n.startswith('imagenet_'))}.")
+  layout = PYTORCH_LAYOUTS.get(name)
+  if layout is None:
+    hint = (f" (RepDistiller's {name!r} is kd_jax's {_REPDISTILLER_NAMES[name]!r})"
+            if name in _REPDISTILLER_NAMES else "")
+    raise ValueError(f"reading PyTorch weights for {name!r} is not supported{hint}; "
+                     f"supported: {', '.join(sorted(PYTORCH_LAYOUTS))}.")
   state = read_state_dict(path)
   if num_classes is None:
-    classifier = state.get("fc.weight")
+    # Another family's classifier serves too: the key check then names what differs.
+    classifier = next((state[key] for key in (layout.classifier, *_CLASSIFIER_KEYS)
+                       if key in state), None)
     if classifier is None:
-      raise ValueError(f"{path} has no fc.weight to take the class count from; pass "
-                       "num_classes.")
+      raise ValueError(f"{path} has no {layout.classifier} (the classifier of "
+                       f"{layout.source}) to take the class count from; pass num_classes.")
     num_classes = int(classifier.shape[0])
   model = models.create_model(name, num_classes)
+  size = layout.image_size
   template = jax.eval_shape(lambda: models.init_variables(model, jax.random.PRNGKey(0),
-                                                          (64, 64, 3)))
-  return variables_from_state_dict(state, template, rename, where=path)
+                                                          (size, size, 3)))
+  return variables_from_state_dict(state, template, layout.rename, where=path)
