@@ -158,7 +158,7 @@ def count_parameters(params) -> int:
 
 def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
   """``{"params", "batch_stats"}`` for ``create_model(name, num_classes)`` read from a
-  PyTorch file (safetensors or a zip-format .pth, never unpickling anything but tensors):
-  kd_jax.models.pytorch.from_pytorch."""
+  PyTorch file (safetensors or a .pth, never unpickling anything but tensors): torchvision's
+  ImageNet ResNets and RepDistiller's CIFAR-100 models (kd_jax.models.pytorch.from_pytorch)."""
   from kd_jax.models import pytorch
   return pytorch.from_pytorch(name, path, num_classes)
