@@ -1,7 +1,8 @@
 """Weight conversion between kd_jax's Flax variables and the PyTorch twins, both ways.
 
 Module names match, so a Flax path ``("layer1_0", "conv1", "kernel")`` is the PyTorch key
-``"layer1_0.conv1.weight"``. Convolution kernels go HWIO ↔ OIHW, dense kernels IO ↔ OI,
+``"layer1_0.conv1.weight"``; a twin that keeps another library's key names (torchvision's
+``layer1.0.conv1.weight``) says how they read in kd_jax with a ``flax_key`` function. Convolution kernels go HWIO ↔ OIHW, dense kernels IO ↔ OI,
 BatchNorm ``scale/bias/mean/var`` ↔ ``weight/bias/running_mean/running_var``.
 """
 
@@ -42,17 +43,20 @@ def flax_to_torch(variables: dict, model: torch.nn.Module) -> None:
     for path, value in flax.traverse_util.flatten_dict(variables.get(collection, {})).items():
       state[_torch_key(path, suffixes)] = torch.from_numpy(
           np.array(_to_torch_layout(np.asarray(value, np.float32)), copy=True))
-  expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
-  missing, unexpected = expected - set(state), set(state) - expected
+  flax_key = getattr(model, "flax_key", lambda key: key)
+  torch_keys = {flax_key(k): k for k in model.state_dict()
+                if not k.endswith("num_batches_tracked")}
+  missing, unexpected = set(torch_keys) - set(state), set(state) - set(torch_keys)
   if missing or unexpected:
     raise ValueError(f"weights do not match the PyTorch model: missing {sorted(missing)}, "
                      f"unexpected {sorted(unexpected)}.")
-  model.load_state_dict(state, strict=False)
+  model.load_state_dict({torch_keys[key]: value for key, value in state.items()}, strict=False)
 
 
 def torch_to_flax(model: torch.nn.Module, variables_template: dict) -> dict:
   """Returns Flax variables shaped like ``variables_template`` with ``model``'s weights."""
-  torch_state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+  flax_key = getattr(model, "flax_key", lambda key: key)
+  torch_state = {flax_key(k): v.detach().cpu().numpy() for k, v in model.state_dict().items()}
   result = {}
   for collection, suffixes in (("params", _PARAM_SUFFIX), ("batch_stats", _STAT_SUFFIX)):
     flat = {}

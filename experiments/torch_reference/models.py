@@ -11,6 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from kd_jax.models.pytorch import torchvision_resnet_key
 from kd_jax.models.vgg import VGG_CONFIGS
 
 
@@ -460,7 +461,10 @@ class TorchvisionBottleneck(nn.Module):
 
 class TorchvisionResNet(nn.Module):
   """torchvision.models.ResNet (7×7 stem, max pool, four stages, fc), written out so that
-  its state dict has torchvision's exact keys (``layer1.0.downsample.1.weight``, ...)."""
+  its state dict has torchvision's exact keys (``layer1.0.downsample.1.weight``, ...);
+  ``flax_key`` renames them to kd_jax's (convert.py uses it)."""
+
+  flax_key = staticmethod(torchvision_resnet_key)
 
   def __init__(self, block, stage_blocks, num_classes=1000):
     super().__init__()
