@@ -8,6 +8,9 @@
 #   TPU=my-v4-32 ZONE=us-central2-b REPO=URL bash experiments/launch_tpu_pod.sh setup  # once
 #   TPU=my-v4-32 ZONE=us-central2-b bash experiments/launch_tpu_pod.sh train   # rerun = resume
 #
+# Training runs in the background on every host (nohup: a dropped ssh session does not stop
+# it), each host writing kd_jax/train.log; the run's own log and metrics are in $WORKDIR.
+#
 # Before: ImageNet prepared once (python -m kd_jax.experiments.prepare_data
 # --dataset=imagenet2012 --manual_dir=RAW --data_dir=$DATA, on any machine with the [tfds]
 # extra), on a disk every host mounts at $DATA (a read-only persistent disk, or a copy per
@@ -33,11 +36,11 @@ case "${1:-train}" in
     ;;
   train)
     on_all_hosts "cd kd_jax && . .venv/bin/activate && \
-      python -m kd_jax.experiments.distill \
+      nohup python -m kd_jax.experiments.distill \
         --config=kd_jax/experiments/configs/imagenet.py:kd_cutmix_pick \
         --config.multihost=True --config.dtype=bfloat16 --config.batch_size=$BATCH \
         --config.data_dir=$DATA --config.teacher_checkpoint=$TEACHER \
-        --config.input.workers=16 --workdir=$WORKDIR"
+        --config.input.workers=16 --workdir=$WORKDIR > train.log 2>&1 &"
     ;;
   *)
     echo "usage: TPU=NAME ZONE=ZONE [REPO=URL] bash $0 setup|train" >&2

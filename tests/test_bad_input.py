@@ -206,3 +206,15 @@ def test_bench_vs_torch_names_the_valid_suites_and_gpu_precisions():
     measure(Settings(suites=("images", "video")))
   with pytest.raises(ValueError, match="unknown gpu_precision 'fp16'; valid: tf32, float32"):
     measure(Settings(gpu_precision="fp16"))
+
+
+def test_label_smoothing_is_refused_where_it_would_be_ignored():
+  """The role-wise stages train with role-kd's losses, which have no smoothed labels:
+  setting it there is an error, not a no-op."""
+  from kd_jax.experiments import rolewise
+  from kd_jax.experiments.configs import rolewise as rolewise_configs
+  config = rolewise_configs.get_config("digits")
+  rolewise.check_config(config)
+  config.label_smoothing = 0.1
+  with pytest.raises(ValueError, match="label_smoothing is not supported by the role-wise"):
+    rolewise.check_config(config)

@@ -182,7 +182,7 @@ def test_tpu_pod_example_command_parses_and_passes_the_config_checks(tmp_path):
   from tests.conftest import ROOT, override
   with open(os.path.join(ROOT, "experiments", "launch_tpu_pod.sh")) as f:
     script = f.read()
-  command = re.search(r"python -m kd_jax\.experiments\.distill(.*?)\"", script, re.S).group(1)
+  command = re.search(r"python -m kd_jax\.experiments\.distill(.*?)>", script, re.S).group(1)
   teacher = tmp_path / "resnet34.pth"
   teacher.write_bytes(b"")
   shell = {"$DATA": str(tmp_path), "$TEACHER": str(teacher), "$BATCH": "1024",
@@ -204,6 +204,8 @@ def test_tpu_pod_example_command_parses_and_passes_the_config_checks(tmp_path):
       typed[key] = value if node is None else type(node)(value)
   config = override(config, typed)
   assert config.multihost and config.batch_size == 1024 and config.dtype == "bfloat16"
+  for devices in (8, 16, 32):  # 8 GPUs, a v4-32's or a v5e-32's chips; 4 or 8 hosts
+    assert config.batch_size % devices == 0 and config.eval_batch_size % devices == 0
   setup.check_config(config)
   _, schedule = optim.make_optimizer(**config.optimizer.to_dict(), steps_per_epoch=1,
                                      global_batch=config.batch_size)

@@ -221,6 +221,16 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
   loop.check_resume_config(saved, {"seed": 0, "kd": {"temperature": 4.0, "new": 1}}, "w")
   with pytest.raises(loop.ConfigChangedError, match=r"kd\.temperature: 4\.0 -> 2\.0\."):
     loop.check_resume_config(saved, {"seed": 0, "kd": {"temperature": 2.0, "new": 1}}, "w")
+  # ... unless it was added with the value of the code of before (ADDED_KEY_DEFAULTS): a run
+  # saved before label smoothing existed trained without it.
+  loop.check_resume_config(saved, {"seed": 0, "kd": {"temperature": 4.0},
+                                   "label_smoothing": 0.0}, "w")
+  with pytest.raises(loop.ConfigChangedError, match=r"label_smoothing: 0\.0 -> 0\.1"):
+    loop.check_resume_config(saved, {"seed": 0, "kd": {"temperature": 4.0},
+                                     "label_smoothing": 0.1}, "w")
+  # The teacher's name may change with its path: the teacher is compared by its checksum.
+  loop.check_resume_config({**saved, "teacher_model": ""},
+                           {**saved, "teacher_model": "imagenet_resnet34"}, "w")
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -153,3 +153,18 @@ def test_cifar_stem_models_warn_on_large_images_naming_the_imagenet_model():
   assert models.input_size_warning("wrn_16_2", (64, 64, 3)) is None  # Tiny ImageNet: fine
   assert models.input_size_warning("imagenet_resnet18", (224, 224, 3)) is None
   assert models.input_size_warning("cnn_tiny", (224, 224, 3)) is None
+
+
+def test_a_pth_tensor_reaching_outside_its_storage_is_refused():
+  """A .pth says where each tensor lies in its storage; a layout past the storage's end (or
+  with a negative offset or stride) would make as_strided read other memory."""
+  from kd_jax.models import pytorch
+  storage = np.arange(4, dtype=np.float32)
+  np.testing.assert_array_equal(pytorch._rebuild_tensor(storage, 1, (3,), (1,)), [1, 2, 3])
+  np.testing.assert_array_equal(pytorch._rebuild_tensor(storage, 0, (2, 2), (1, 2)),
+                                [[0, 2], [1, 3]])
+  assert pytorch._rebuild_tensor(storage, 0, (0, 5), (5, 1)).shape == (0, 5)
+  for offset, size, stride in ((0, (12,), (1,)), (2, (2, 2), (2, 1)), (-1, (2,), (1,)),
+                               (3, (2,), (-1,))):
+    with pytest.raises(pytorch.UnsafeCheckpointError, match="damaged|invalid layout"):
+      pytorch._rebuild_tensor(storage, offset, size, stride)

@@ -25,7 +25,7 @@ REPDISTILLER_NAMES = {
     "resnet8x4": "resnet8x4", "resnet32x4": "resnet32x4",
     **{f"wrn_{d}_{k}": f"wrn_{d}_{k}" for d, k in ((16, 1), (16, 2), (40, 1), (40, 2))},
     **{f"vgg{d}": f"vgg{d}" for d in (8, 11, 13, 16, 19)},  # the *_bn constructors
-    "resnet50": "ResNet50", "mobilenetv2": "MobileNetV2", "shufflenetv2": "ShuffleV2",
+    "resnet50": "ResNet50", "mobilenetv2": "mobile_half", "shufflenetv2": "ShuffleV2",
 }
 
 

@@ -331,10 +331,18 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
   return final
 
 
+def check_config(config) -> None:
+  """The numbers' bounds, and no option the role-wise stages would ignore."""
+  setup_lib.check_config_numbers(config)
+  if config.get("label_smoothing", 0.0):  # PBA's members train with role-kd's plain losses
+    raise ValueError("config.label_smoothing is not supported by the role-wise stages "
+                     "(PBA's searches and trainings use role-kd's losses); set it to 0.")
+
+
 def main(argv):
   del argv
   config, workdir, stage = _CONFIG.value, launch.check_workdir(_WORKDIR.value), _STAGE.value
-  setup_lib.check_config_numbers(config)
+  check_config(config)
   launch.start(config)
   logger.setLevel(logging.INFO)
   arguments = reporting.script_arguments("rolewise")

@@ -248,15 +248,30 @@ class _PendingTensor:
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
   """A tensor as a NumPy array: ``size`` elements of ``storage`` from ``offset`` with
-  ``stride`` (in elements), copied so that it owns its memory."""
+  ``stride`` (in elements), copied so that it owns its memory. The file says where the
+  tensor lies: a view that would reach outside its storage is refused (as_strided itself
+  would read whatever memory lies there)."""
   del unused  # requires_grad, backward hooks, metadata
   if isinstance(storage, _PendingStorage):
     return _PendingTensor(storage, offset, size, stride)
+  if not isinstance(storage, np.ndarray):
+    raise UnsafeCheckpointError("a tensor in the .pth file is not built on a storage.")
+  offset, size, stride = int(offset), tuple(map(int, size)), tuple(map(int, stride))
+  if (offset < 0 or len(size) != len(stride) or any(n < 0 for n in size)
+      or any(step < 0 for step in stride)):
+    raise UnsafeCheckpointError(f"a tensor in the .pth file has an invalid layout (offset "
+                                f"{offset}, size {size}, stride {stride}).")
+  if 0 in size:
+    return np.zeros(size, storage.dtype)
+  last = offset + sum((n - 1) * step for n, step in zip(size, stride))
+  if last >= storage.size:
+    raise UnsafeCheckpointError(f"a tensor in the .pth file reaches element {last} of a "
+                                f"storage of {storage.size}: the file is damaged.")
   if not size:
     return np.array(storage[offset])
   item = storage.itemsize
-  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                         strides=tuple(s * item for s in stride))
+  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
+                                         strides=tuple(step * item for step in stride))
   return np.array(view)
 
 
@@ -296,10 +311,18 @@ def _restricted_unpickler(file, load_storage=None):
   import collections
   import pickle
 
+  # Fresh functions for each file: a pickle's BUILD opcode can set attributes of the objects
+  # it is given, and must not reach this module's own functions.
+  def rebuild_tensor(*arguments):
+    return _rebuild_tensor(*arguments)
+
+  def rebuild_parameter(*arguments):
+    return _rebuild_parameter(*arguments)
+
   allowed = {("collections", "OrderedDict"): collections.OrderedDict,
-             ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-             ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-             ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+             ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+             ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
+             ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
              **{(module, name): _Storage(name) for name in _STORAGE_DTYPES
                 for module in ("torch", "torch.cuda")}}
 
@@ -360,7 +383,8 @@ def _read_legacy_pth(file, path: str) -> object:
     storage = storages[key]
     header = file.read(8)
     numel = struct.unpack("<q", header)[0] if len(header) == 8 else -1
-    data = file.read(max(numel, 0) * np.dtype(storage.dtype).itemsize)
+    # The count is checked before reading, so a damaged header cannot ask for any memory.
+    data = file.read(numel * np.dtype(storage.dtype).itemsize) if numel == storage.numel else b""
     if numel != storage.numel or len(data) < numel * np.dtype(storage.dtype).itemsize:
       raise ValueError(f"{path} is truncated or damaged: storage {key!r} should hold "
                        f"{storage.numel} elements.")
@@ -376,8 +400,11 @@ def read_pth(path: str) -> object:
   its legacy format), its tensors as NumPy arrays, through an unpickler that builds only
   tensors, storages and ordered dicts."""
   import zipfile
-  if not zipfile.is_zipfile(path):
-    with open(path, "rb") as file:
+  with open(path, "rb") as file:
+    # As torch.load decides: a zip archive starts with a local file header; is_zipfile looks
+    # for the directory at the end, which a legacy file's tensor bytes could imitate.
+    if file.read(4) != b"PK\x03\x04":
+      file.seek(0)
       return _read_legacy_pth(file, path)
   with zipfile.ZipFile(path) as archive:
     names = archive.namelist()

@@ -44,13 +44,21 @@ logger = logging.getLogger(__name__)
 _RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir", "download",
                         "coordinator_address", "num_processes", "process_id",
                         "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_batch_size",
-                        "allow_config_change", "teacher_workdir", "teacher_checkpoint"}
+                        "allow_config_change", "teacher_workdir", "teacher_checkpoint",
+                        "teacher_model"}
 # Leaves of other blocks that cannot change the result: how the input is read, not what.
 _RESUME_NEUTRAL_LEAVES = {"input.workers", "input.prefetch", "input.cache",
                           "input.cache_limit_gb"}
 # Keys a resumption may change with a warning: a longer run (num_epochs). The teacher's path
-# may move freely: the teacher itself is compared by its checksum (check_resume_identity).
+# and model name may change freely: the teacher itself is compared by its checksum
+# (check_resume_identity).
 _RESUME_WARNING_KEYS = {"num_epochs"}
+# Keys added to the config since runs were first saved, with the value that gives the code
+# of before: a checkpoint without one of them was trained with that value, so resuming it
+# with another is a change like any other.
+ADDED_KEY_DEFAULTS = {"label_smoothing": 0.0, "optimizer.schedule": "",
+                      "optimizer.warmup_epochs": 0.0, "optimizer.decay_norm_and_bias": None,
+                      "optimizer.lr_reference_batch": 0}
 
 
 class ConfigChangedError(ValueError):
@@ -180,6 +188,8 @@ def check_resume_config(saved: dict, current: dict, workdir: str,
   one side has (the config schema grew or was renamed since the checkpoint was written) are
   warned about: the run was trained with the code of its time."""
   saved, current = _flat_config(saved), _flat_config(current)
+  saved = {**{key: value for key, value in ADDED_KEY_DEFAULTS.items() if key in current},
+           **saved}
   changed = sorted(key for key in set(saved) | set(current)
                    if key.split(".")[0] not in _RESUME_NEUTRAL_KEYS
                    and key not in _RESUME_NEUTRAL_LEAVES

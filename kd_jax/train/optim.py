@@ -28,10 +28,12 @@ The ImageNet recipes' options (Goyal et al. 2017, torchvision's references), for
 three optimisers; each one's default leaves the optimisers above exactly as they were:
 - ``schedule``: "" (the optimiser's own: "step" for sgd and adam, "linear" for adamw),
   "step" (× ``lr_decay`` at each of ``lr_milestones``), "cosine" (half a cosine from the peak
-  to 0 at the last step) or "linear" (to 0 at the last step).
+  down to 0 after the last step) or "linear" (likewise linearly; with BERT's warm-up over
+  ``warmup_fraction`` of the steps, which starts at 0).
 - ``warmup_epochs`` (step and cosine schedules): the lr rises linearly to its peak over that
-  many epochs, reaching ``(s + 1)/w`` of it at step s so that no step is taken with lr 0 (the
-  linear schedule keeps BERT's ``warmup_fraction`` of the steps, which starts at 0).
+  many epochs, reaching ``(s + 1)/w`` of it at step s so that no step is taken with lr 0. It
+  is not multiplied by ``epoch_factor`` (a warm-up is about the first steps, not the run's
+  length); the cosine's length is the whole (multiplied) run.
 - ``decay_norm_and_bias``: None (the optimiser's own: sgd decays every parameter, as
   PyTorch's ``weight_decay`` does; adam and adamw only kernels) or True / False: whether
   parameters with at most one dimension (BatchNorm and LayerNorm scales and shifts, biases)
@@ -158,7 +160,11 @@ def _schedule(name, learning_rate, steps_per_epoch, num_epochs, lr_milestones, l
   total_steps = num_epochs * steps_per_epoch
   if name == "linear":
     return warmup_linear_decay_schedule(learning_rate, total_steps, warmup_fraction)
-  return cosine_schedule(learning_rate, total_steps, int(round(warmup_epochs * steps_per_epoch)))
+  warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+  if warmup_steps >= total_steps:
+    raise ValueError(f"warmup_epochs ({warmup_epochs}) must be shorter than the run "
+                     f"({num_epochs} epochs), or the cosine never decays.")
+  return cosine_schedule(learning_rate, total_steps, warmup_steps)
 
 
 def _optimizer(name, schedule, momentum, nesterov, weight_decay, decay_norm_and_bias,

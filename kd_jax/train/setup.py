@@ -268,6 +268,9 @@ def build_text_run(config, mesh) -> RunSetup:
   if method.view is not None and regression:
     raise ValueError("token-level backward KD needs class probabilities; "
                      f"{config.dataset} is a regression task.")
+  if regression and config.get("label_smoothing", 0.0):
+    raise ValueError(f"config.label_smoothing smooths class labels; {config.dataset} is a "
+                     "regression task (its loss is the squared error): set it to 0.")
   teacher = teacher_variables = None
   if method.needs_teacher or config.student.init == "teacher_layers":
     teacher, teacher_variables, _ = load_teacher(config.teacher_workdir, data.name, mesh)
@@ -430,6 +433,10 @@ def check_config(config) -> None:
     if not os.path.isfile(checkpoint_file):
       raise ValueError(f"config.teacher_checkpoint: {checkpoint_file} is not a file.")
   elif method.needs_teacher:
+    if config.get("teacher_model", ""):
+      raise ValueError("config.teacher_model names the model in config.teacher_checkpoint, "
+                       "which is empty; a teacher run directory records its own model: set "
+                       "--config.teacher_model= (or give the checkpoint).")
     if not config.teacher_workdir:
       raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir "
                        "(a kd_jax run) or config.teacher_checkpoint with "

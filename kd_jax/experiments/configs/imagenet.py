@@ -20,7 +20,7 @@ internet; no torch is needed to read it):
 
 The teacher's top-1 on the validation split is logged before training (73.31 for this file
 in the paper; a wrong conversion shows at once). A teacher trained with kd_jax instead:
---config.teacher_checkpoint= --config.teacher_workdir=runs/imagenet/teacher.
+--config.teacher_checkpoint= --config.teacher_model= --config.teacher_workdir=runs/imagenet/teacher.
 
 The study's other views of the same protocol: --config.view.name=cutout --config.cutout.size=56
 (Cutout 56), --config.view.name=autoaugment --config.autoaugment.policy=imagenet.
@@ -66,7 +66,7 @@ def get_config(role: str = "kd"):
     config.teacher_model = TEACHER_MODEL
   config.num_epochs = 100
   config.batch_size = 256
-  config.eval_batch_size = 250
+  config.eval_batch_size = 256  # divides over 8 GPUs or a pod slice's 16 or 32 chips
   config.augment.crop_pad = 0  # the random-resized crop happens on the host
   config.augment.flip = True
   config.input.workers = 8
