@@ -7,11 +7,12 @@ from absl import app, flags
 
 from experiments import bench_vs_torch
 from kd_jax.experiments import reporting
-from experiments.bench_vs_torch import SUITES, Settings, harness, measure
+from experiments.bench_vs_torch import DEFAULT_SUITES, SUITES, Settings, harness, measure
 
 __doc__ = bench_vs_torch.__doc__  # what --help prints: the package's description
 
-_SUITES = flags.DEFINE_list("suites", list(SUITES), f"Tables to time: {', '.join(SUITES)}.")
+_SUITES = flags.DEFINE_list("suites", list(DEFAULT_SUITES),
+                            f"Tables to time: {', '.join(SUITES)}.")
 _TEACHER = flags.DEFINE_string("teacher", "resnet20", "Image teacher.")
 _STUDENT = flags.DEFINE_string("student", "resnet8", "Image student.")
 _ROLEWISE_TEACHER = flags.DEFINE_string("rolewise_teacher", "resnet18_narrow",
@@ -35,13 +36,24 @@ _THREADS = flags.DEFINE_integer("threads", 0, "CPU threads for PyTorch (0: all c
 _GPU_PRECISION = flags.DEFINE_enum("gpu_precision", "tf32", ["tf32", "float32"],
                                    "On a GPU, both sides' float32 matmuls and convolutions: "
                                    "TF32 or full float32.")
+_IMAGENET_TEACHER = flags.DEFINE_string("imagenet_teacher", Settings.imagenet_teacher,
+                                        "ImageNet teacher (the imagenet config's).")
+_IMAGENET_STUDENT = flags.DEFINE_string("imagenet_student", Settings.imagenet_student,
+                                        "ImageNet student (the imagenet config's).")
+_IMAGENET_BATCH = flags.DEFINE_integer("imagenet_batch", 256, "ImageNet batch size (images); "
+                                       "on a GPU 256 or the largest that fits.")
+_IMAGENET_IMAGE_SIZE = flags.DEFINE_integer("imagenet_image_size", 224,
+                                            "ImageNet crop side (smaller for tests).")
+_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "The accelerator's dense bf16 peak in "
+                                  "TFLOP/s for the ImageNet table's MFU (0: by device kind).")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown tables here (and a .png beside it).")
 
 # Run as ``python -m``, absl files these flags under this file's path; the report's command
 # (reporting.command_line) looks them up under the script's module name.
 for _holder in (_SUITES, _TEACHER, _STUDENT, _ROLEWISE_TEACHER, _ROLEWISE_STUDENT, _BATCH,
                 _IMAGE_SIZE, _CLASSES, _TEXT_SIZE, _TEXT_BATCH, _TEXT_LENGTH, _REPEATS,
-                _WARMUP, _METHODS, _TORCH_COMPILE, _THREADS, _GPU_PRECISION, _OUT):
+                _WARMUP, _METHODS, _TORCH_COMPILE, _THREADS, _GPU_PRECISION, _IMAGENET_TEACHER,
+                _IMAGENET_STUDENT, _IMAGENET_BATCH, _IMAGENET_IMAGE_SIZE, _PEAK_TFLOPS, _OUT):
   flags.FLAGS.register_flag_by_module("experiments.bench_vs_torch",
                                       flags.FLAGS[_holder.name])
 
@@ -56,7 +68,9 @@ def main(argv):
       repeats=_REPEATS.value, warmup=_WARMUP.value,
       methods=tuple(_METHODS.value) if _METHODS.value else None,
       torch_compile=_TORCH_COMPILE.value, threads=_THREADS.value,
-      gpu_precision=_GPU_PRECISION.value)
+      gpu_precision=_GPU_PRECISION.value, imagenet_teacher=_IMAGENET_TEACHER.value,
+      imagenet_student=_IMAGENET_STUDENT.value, imagenet_batch=_IMAGENET_BATCH.value,
+      imagenet_image_size=_IMAGENET_IMAGE_SIZE.value, peak_tflops=_PEAK_TFLOPS.value)
   try:
     lines, suites, sides, times = measure(settings)
   except ValueError as error:

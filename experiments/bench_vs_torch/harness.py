@@ -1,5 +1,5 @@
-"""What the three suites share: settings, runners, compiling and timing one step, PyTorch's
-peak memory, and the report (tables and chart).
+"""What the suites share: settings, runners, compiling and timing one step, PyTorch's
+peak memory, model-FLOPs utilisation, and the report (tables and chart).
 
 The alternating timing itself is kd_jax.experiments.benchmark's; peak memory is counted as the
 package docstring says.
@@ -19,8 +19,12 @@ import jax
 import numpy as np
 
 from kd_jax.experiments import benchmark
+from kd_jax.experiments.configs import imagenet as imagenet_config
 
-SUITES = ("images", "rolewise", "text")
+SUITES = ("images", "rolewise", "text", "imagenet")
+# What runs without --suites: the imagenet suite (ResNet-34 → ResNet-18 at 224×224) is asked
+# for by name, since on a CPU it takes minutes a step at its GPU batch.
+DEFAULT_SUITES = ("images", "rolewise", "text")
 # The methods' hyperparameters, the same on both sides (the text suite overrides KD's).
 HPARAMS = dict(temperature=4.0, ce_weight=0.1, kd_weight=0.9, view_weight=1.0, phi=0.5,
                psi=0.5, margin=0.1)
@@ -29,7 +33,7 @@ HPARAMS = dict(temperature=4.0, ce_weight=0.1, kd_weight=0.9, view_weight=1.0, p
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What to time (the command line's flags)."""
-  suites: tuple[str, ...] = SUITES
+  suites: tuple[str, ...] = DEFAULT_SUITES
   teacher: str = "resnet20"
   student: str = "resnet8"
   rolewise_teacher: str = "resnet18_narrow"
@@ -46,6 +50,11 @@ class Settings:
   torch_compile: bool = True
   threads: int = 0
   gpu_precision: str = "tf32"  # "tf32" | "float32": matmuls and convolutions, both sides
+  imagenet_teacher: str = imagenet_config.TEACHER_MODEL  # ResNet-34, torchvision's
+  imagenet_student: str = imagenet_config.STUDENT_MODEL  # ResNet-18
+  imagenet_batch: int = 256
+  imagenet_image_size: int = 224
+  peak_tflops: float = 0.0  # the accelerator's dense bf16 peak for MFU; 0: by device kind
 
 
 @dataclasses.dataclass
@@ -64,6 +73,57 @@ class Suite:
   batch: int
   labels: list[str]    # rows, the plain-KD baseline first
   runners: dict        # (label, side) -> Runner
+  precision: str = "float32"  # what the steps compute in, for the report's first line
+  # Model-FLOPs utilisation column (``mfu``): ``peak_flops`` in FLOP/s (None: '—') and
+  # ``peak_source``, what that peak is or why there is none (bf16_peak).
+  mfu: bool = False
+  peak_flops: float | None = None
+  peak_source: str = ""
+  notes: tuple[str, ...] = ()  # paragraphs under the table
+
+
+# Dense (no sparsity) bfloat16 peaks in FLOP/s by ``jax.devices()[0].device_kind`` exactly as
+# JAX reports it: an NVIDIA GPU's CUDA device name (torch.cuda.get_device_name's too), a TPU's
+# generation ("TPU v5 lite" is v5e, "TPU v5" v5p). From the vendors' data sheets.
+BF16_PEAK_FLOPS = {
+    "NVIDIA H100 80GB HBM3": 989e12,  # H100 SXM
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H200": 989e12,  # H200 SXM
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5": 459e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+}
+
+
+def bf16_peak(platform: str, device_kind: str, peak_tflops: float = 0.0):
+  """The accelerator's dense bf16 peak in FLOP/s and what it is, or None and why there is
+  none: ``peak_tflops`` (> 0) overrides; a CPU and a device kind missing from
+  BF16_PEAK_FLOPS have none. Raises ValueError for a negative ``peak_tflops``."""
+  if peak_tflops < 0:
+    raise ValueError(f"peak_tflops must be ≥ 0 (0: look the device kind up); got {peak_tflops}")
+  if peak_tflops:
+    return peak_tflops * 1e12, f"{peak_tflops:g} TFLOP/s, given by --peak_tflops"
+  if platform == "cpu":
+    return None, "a CPU has no bf16 peak in the table (--peak_tflops sets one)"
+  if device_kind in BF16_PEAK_FLOPS:
+    return (BF16_PEAK_FLOPS[device_kind],
+            f"{BF16_PEAK_FLOPS[device_kind] / 1e12:g} TFLOP/s, {device_kind}'s dense bf16 peak")
+  return None, (f"no dense bf16 peak known for device kind {device_kind!r} (--peak_tflops "
+                "sets one)")
+
+
+def mfu(flops: float | None, seconds: float, peak_flops: float | None) -> float | None:
+  """Model-FLOPs utilisation: a step's FLOPs ÷ (its time × the peak); None without both."""
+  if not flops or not peak_flops or not seconds > 0:
+    return None
+  return flops / (seconds * peak_flops)
 
 
 def compile_jax(jitted, *args):
@@ -158,26 +218,54 @@ def reset_torch_compile(side):
 
 # --- The report. ---
 
+# A step whose slowest timed round took over this many times its fastest is named under its
+# table (on a shared machine, other work slows some rounds).
+UNEVEN = 3
+
+
 def suite_lines(suite: Suite, sides, times: dict) -> list[str]:
   """A suite's two tables from its runners' times ({(label, side): benchmark.Timing})."""
   median = {key: timing.median for key, timing in times.items()}
+  mfu_column = " MFU |" if suite.mfu else ""
   lines = [f"### {suite.title}", "",
            f"| method | implementation | step (ms) | {suite.unit}/s | JAX speed ÷ this | "
-           "÷ own KD step | compile (s) | peak memory (MiB) |",
-           "|---|---|---|---|---|---|---|---|"]
+           "÷ own KD step | compile (s) | peak memory (MiB) |" + mfu_column,
+           "|---|---|---|---|---|---|---|---|" + "---|" * suite.mfu]
   kd = suite.labels[0]
   for label in suite.labels:
     for side in sides:
       if (label, side) not in suite.runners:
-        lines.append(f"| {label} | {side} | failed | — | — | — | — | — |")
+        lines.append(f"| {label} | {side} | failed | — | — | — | — | — |"
+                     + " — |" * suite.mfu)
         continue
       runner, seconds = suite.runners[label, side], median[label, side]
       own_kd = seconds / median[kd, side] if (kd, side) in median else float("nan")
       memory = mebibytes(runner.memory)
+      # Every side's MFU counts the JAX step's FLOPs: the same models doing the same work.
+      utilisation = mfu(suite.runners[label, "JAX"].flops, seconds, suite.peak_flops)
       lines.append(f"| {label} | {side} | {times[label, side].ms()} | "
                    f"{suite.batch / seconds:.0f} | "
                    f"{seconds / median[label, 'JAX']:.2f} | {own_kd:.2f} | "
-                   f"{runner.compile_seconds:.1f} | {memory} |")
+                   f"{runner.compile_seconds:.1f} | {memory} |"
+                   + (f" {percent(utilisation)} |" if suite.mfu else ""))
+  if suite.mfu:
+    flops = ", ".join(f"{label} {teraflop(suite.runners[label, 'JAX'].flops)}"
+                      for label in suite.labels)
+    lines += ["", f"MFU: the compiled JAX step's FLOPs (XLA cost analysis: {flops} a step) "
+              "÷ (median step time × the accelerator's peak), every implementation counted "
+              "with the JAX step's FLOPs (the same models doing the same work). Peak: "
+              + (suite.peak_source + "." if suite.peak_flops else
+                 f"none, so MFU '—': {suite.peak_source}.")]
+  for note in suite.notes:
+    lines += ["", note]
+  uneven = [f"{label} {side} {times[label, side].max / times[label, side].min:.0f}×"
+            for label in suite.labels for side in sides if (label, side) in times
+            and times[label, side].max > UNEVEN * times[label, side].min]
+  if uneven:
+    lines += ["", f"Uneven rounds (slowest ÷ fastest over {UNEVEN}×): {', '.join(uneven)}. "
+              "Such spreads usually come from rounds slowed by something outside the step "
+              "(other work on a shared machine), so these medians may overstate what a step "
+              "costs; the minima come closer."]
   lines += ["", f"Cost over plain KD ({kd}) against what the extra passes predict (the "
             "compiled JAX step's FLOPs ÷ the KD step's, XLA cost analysis):", "",
             "| method | FLOPs ÷ KD | " + " | ".join(f"{side} time ÷ KD" for side in sides)
@@ -192,6 +280,14 @@ def suite_lines(suite: Suite, sides, times: dict) -> list[str]:
     lines.append(f"| {label} | {predicted:.2f} | " + " | ".join(f"{r:.2f}" for r in ratios)
                  + f" | {ratios[0] / predicted:.2f} |")
   return lines + [""]
+
+
+def percent(fraction: float | None) -> str:
+  return "—" if fraction is None else f"{100 * fraction:.1f} %"
+
+
+def teraflop(flops: float | None) -> str:
+  return "—" if not flops else f"{flops / 1e12:.3g} TFLOP"
 
 
 def mebibytes(size: int | None) -> str:
