@@ -421,7 +421,7 @@ def test_torchvision_twin_has_torchvisions_parameter_count(name):
   assert "layer1.0.conv1.weight" in model.state_dict()
 
 
-@pytest.mark.parametrize("name", ["imagenet_resnet18", "imagenet_resnet50"])
+@pytest.mark.parametrize("name", sorted(IMAGENET_PARAMETER_COUNTS))
 def test_torchvision_weights_give_the_same_logits(name):
   from kd_jax.models import pytorch
   torch.manual_seed(0)
