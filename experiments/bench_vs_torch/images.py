@@ -164,21 +164,28 @@ def torch_image_runner(pair: ImagePair, method_name, view_options, device,
         x = x.contiguous(memory_format=torch.channels_last)
       torch_steps.distill_step(student, teacher, optimizer, x, labels, objective=objective,
                                view=view, options=options, hparams=HPARAMS,
-                               draws=torch_steps.draw_view(view, rng, x, options))
+                               draws=torch_steps.draw_view(view, rng, x, options),
+                               forward_context=torch_forward_context(pair, device))
     harness.synchronize(device)
 
   return harness.torch_timed(run, device, allocated_before)
 
 
+def torch_forward_context(pair: ImagePair, device):
+  """What a PyTorch step's forward passes run under: ``torch.autocast`` to bfloat16 for a
+  bfloat16 pair (the backward pass and the optimiser step outside it, as PyTorch advises)."""
+  import torch
+  if pair.dtype == "bfloat16":
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+  return contextlib.nullcontext
+
+
 @contextlib.contextmanager
 def torch_speed_context(pair: ImagePair, device):
-  """Around a PyTorch step: ``torch.autocast`` to bfloat16 for a bfloat16 pair, and for a
-  tuned pair on a GPU ``cudnn.benchmark`` (restored after, so that other suites' steps keep
-  PyTorch's defaults)."""
+  """Around a PyTorch step, for a tuned pair on a GPU: ``cudnn.benchmark`` (restored after,
+  so that other suites' steps keep PyTorch's defaults)."""
   import torch
   with contextlib.ExitStack() as stack:
-    if pair.dtype == "bfloat16":
-      stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
     if pair.torch_tuned and device.type == "cuda":
       saved = torch.backends.cudnn.benchmark
       torch.backends.cudnn.benchmark = True

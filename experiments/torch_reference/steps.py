@@ -19,6 +19,7 @@ same draws; ``draw_view`` makes them from a NumPy generator for benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -242,30 +243,33 @@ def draw_view(view: str, rng: np.random.Generator, images, options: dict):
 
 def distill_step(student, teacher, optimizer, images, labels, *, objective: str = "kd",
                  view: str = "none", draws=None, options: dict | None = None,
-                 hparams: dict) -> float:
+                 hparams: dict, forward_context=contextlib.nullcontext) -> float:
   """One training step of any method: objective on x, teacher-labelled KD on the view x'.
 
   ``hparams``: temperature, ce_weight, kd_weight, view_weight, phi, psi, margin (floats).
-  Returns the loss.
+  ``forward_context()`` is entered around the forward passes and the loss only (e.g.
+  ``torch.autocast``, which PyTorch's documentation keeps out of ``backward()`` and the
+  optimiser step). Returns the loss.
   """
-  teacher_logits = None
-  if teacher is not None:
-    teacher.eval()
-    with torch.no_grad():
-      teacher_logits = teacher(images)
-  inputs = images
-  if view != "none":
-    view_images, view_teacher = make_view(view, teacher, student, images, draws=draws,
-                                          options=options or {},
-                                          temperature=hparams["temperature"])
-    inputs = torch.cat([images, view_images])
-  student.train()
-  logits = student(inputs)
-  batch = labels.shape[0]
-  loss = objective_loss(objective, logits[:batch], teacher_logits, labels, hparams)
-  if view != "none":
-    loss = loss + hparams["view_weight"] * hparams["kd_weight"] * kd_loss(
-        logits[batch:], view_teacher, hparams["temperature"])
+  with forward_context():
+    teacher_logits = None
+    if teacher is not None:
+      teacher.eval()
+      with torch.no_grad():
+        teacher_logits = teacher(images)
+    inputs = images
+    if view != "none":
+      view_images, view_teacher = make_view(view, teacher, student, images, draws=draws,
+                                            options=options or {},
+                                            temperature=hparams["temperature"])
+      inputs = torch.cat([images, view_images])
+    student.train()
+    logits = student(inputs)
+    batch = labels.shape[0]
+    loss = objective_loss(objective, logits[:batch], teacher_logits, labels, hparams)
+    if view != "none":
+      loss = loss + hparams["view_weight"] * hparams["kd_weight"] * kd_loss(
+          logits[batch:], view_teacher, hparams["temperature"])
   optimizer.zero_grad()
   loss.backward()
   optimizer.step()
