@@ -83,8 +83,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
     ce = -jnp.take_along_axis(log_p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
   else:
     ce = -jnp.sum(labels.astype(dtype) * log_p, axis=-1)
-  if isinstance(label_smoothing, (int, float)) and label_smoothing == 0:
-    return ce  # the graph without smoothing is exactly the plain one
+  if isinstance(label_smoothing, (int, float)):
+    if not 0 <= label_smoothing < 1:
+      raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}.")
+    if label_smoothing == 0:
+      return ce  # the graph without smoothing is exactly the plain one
   epsilon = jnp.asarray(label_smoothing, dtype)
   return (1 - epsilon) * ce - epsilon * jnp.mean(log_p, axis=-1)
 

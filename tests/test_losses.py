@@ -118,6 +118,8 @@ def test_label_smoothing_hand_computed():
                            kd_weight=0.5, label_smoothing=0.2)
   np.testing.assert_allclose(kd, 0.5 * expected + 0.5 * losses.kd_kl(logits, teacher, 2.0),
                              rtol=1e-6)
+  with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\); got 1.5"):
+    losses.cross_entropy(logits, jnp.array([1]), 1.5)
 
 
 def test_entropy_hand_computed():

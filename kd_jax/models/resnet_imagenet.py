@@ -22,28 +22,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kd_jax.models import layers
-
-
-class BasicBlock(nn.Module):
-  planes: int
-  stride: int = 1
-  dtype: Any = jnp.float32
-  expansion = 1
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    y = layers.conv(self.planes, 3, self.stride, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn1")(y, train))
-    y = layers.conv(self.planes, 3, dtype=self.dtype, name="conv2")(y)
-    y = layers.BatchNorm(dtype=self.dtype, name="bn2")(y, train)
-    return nn.relu(y + _shortcut(x, self.planes, self.stride, self.dtype, train))
+# torchvision's basic block is RepDistiller's CIFAR one (two 3×3 convolutions, a 1×1
+# projection where the shape changes), with the same module names.
+from kd_jax.models.resnet_cifar import BasicBlock
 
 
 class Bottleneck(nn.Module):
   planes: int
   stride: int = 1
   dtype: Any = jnp.float32
-  expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -53,16 +40,12 @@ class Bottleneck(nn.Module):
     y = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn2")(y, train))
     y = layers.conv(4 * self.planes, 1, dtype=self.dtype, name="conv3")(y)
     y = layers.BatchNorm(dtype=self.dtype, name="bn3")(y, train)
-    return nn.relu(y + _shortcut(x, 4 * self.planes, self.stride, self.dtype, train))
-
-
-def _shortcut(x, out_channels: int, stride: int, dtype, train: bool):
-  """The identity, or torchvision's ``downsample`` (1×1 convolution + BatchNorm) where the
-  stride or the width changes. Called inside the block's compact ``__call__``."""
-  if stride == 1 and x.shape[-1] == out_channels:
-    return x
-  y = layers.conv(out_channels, 1, stride, padding=0, dtype=dtype, name="downsample_conv")(x)
-  return layers.BatchNorm(dtype=dtype, name="downsample_bn")(y, train)
+    residual = x
+    if self.stride != 1 or x.shape[-1] != 4 * self.planes:  # torchvision's downsample
+      residual = layers.conv(4 * self.planes, 1, self.stride, dtype=self.dtype,
+                             name="downsample_conv")(x)
+      residual = layers.BatchNorm(dtype=self.dtype, name="downsample_bn")(residual, train)
+    return nn.relu(y + residual)
 
 
 class ImageNetResNet(nn.Module):
