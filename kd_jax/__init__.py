@@ -25,22 +25,35 @@ so ``import kd_jax`` stays cheap):
 Entry points: ``kd_jax.train_and_evaluate(config, workdir)`` trains one run from a config
 (kd_jax/experiments/configs/); ``kd_jax.get_method(name, view)`` gives a method to build a
 step with ``kd_jax.train.step.make_train_step``. The scripts are ``kd_jax.experiments``
-(``python -m kd_jax.experiments.demo``; they need the ``[experiments]`` extra). Nothing here imports torch or tensorflow; the TFDS
-loaders import them lazily.
+(``python -m kd_jax.experiments.demo``; they need the ``[experiments]`` extra).
+Nothing here imports torch or tensorflow; the TFDS loaders import them lazily.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-SUBMODULES = ("augment", "backward", "continuation", "data", "diagnostics", "losses",
-              "methods", "models", "pba", "policies", "quant", "train", "validation")
+SUBMODULES = (
+  "augment",
+  "backward",
+  "continuation",
+  "data",
+  "diagnostics",
+  "losses",
+  "methods",
+  "models",
+  "pba",
+  "policies",
+  "quant",
+  "train",
+  "validation",
+)
 # Entry points: name -> (module, attribute), loaded on first use.
 ENTRY_POINTS = {
-    "train_and_evaluate": ("kd_jax.train.loop", "train_and_evaluate"),
-    "get_method": ("kd_jax.methods", "get_method"),
-    "make_view": ("kd_jax.methods", "make_view"),
-    "make_train_step": ("kd_jax.train.step", "make_train_step"),
+  "train_and_evaluate": ("kd_jax.train.loop", "train_and_evaluate"),
+  "get_method": ("kd_jax.methods", "get_method"),
+  "make_view": ("kd_jax.methods", "make_view"),
+  "make_train_step": ("kd_jax.train.step", "make_train_step"),
 }
 
 __all__ = [*SUBMODULES, *ENTRY_POINTS, "__version__"]
@@ -52,8 +65,7 @@ def __getattr__(name):
   if name in ENTRY_POINTS:
     module, attribute = ENTRY_POINTS[name]
     return getattr(importlib.import_module(module), attribute)
-  raise AttributeError(f"module 'kd_jax' has no attribute {name!r}; it has: "
-                       f"{', '.join(__all__)}.")
+  raise AttributeError(f"module 'kd_jax' has no attribute {name!r}; it has: {', '.join(__all__)}.")
 
 
 def __dir__():

@@ -16,8 +16,9 @@ from kd_jax import validation
 _check_images = validation.check_image_layout
 
 
-def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
-                     flip: bool = True, *, per_image: bool = True) -> jax.Array:
+def random_crop_flip(
+  key: jax.Array, images: jax.Array, pad: int = 4, flip: bool = True, *, per_image: bool = True
+) -> jax.Array:
   """Standard CIFAR training view: zero-pad, random crop back to size, random h-flip.
 
   Equivalent to torchvision's ``RandomCrop(size, padding=pad)`` followed by
@@ -55,8 +56,9 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4,
   return images
 
 
-def cutout(key: jax.Array, images: jax.Array, size: int, *, per_image: bool = True,
-           fill=0.0) -> jax.Array:
+def cutout(
+  key: jax.Array, images: jax.Array, size: int, *, per_image: bool = True, fill=0.0
+) -> jax.Array:
   """Cutout (DeVries & Taylor 2017): a ``size × size`` square set to ``fill``.
 
   The centre is uniform over the pixels and the square is clipped to the image (rows
@@ -81,16 +83,19 @@ def cutout(key: jax.Array, images: jax.Array, size: int, *, per_image: bool = Tr
   cols = jax.random.randint(col_key, (draws, 1, 1), 0, width)
   grid_rows = jnp.arange(height)[None, :, None]
   grid_cols = jnp.arange(width)[None, None, :]
-  inside = ((grid_rows >= jnp.maximum(0, rows - size // 2))
-            & (grid_rows < jnp.minimum(height, rows + size // 2))
-            & (grid_cols >= jnp.maximum(0, cols - size // 2))
-            & (grid_cols < jnp.minimum(width, cols + size // 2)))
+  inside = (
+    (grid_rows >= jnp.maximum(0, rows - size // 2))
+    & (grid_rows < jnp.minimum(height, rows + size // 2))
+    & (grid_cols >= jnp.maximum(0, cols - size // 2))
+    & (grid_cols < jnp.minimum(width, cols + size // 2))
+  )
   fill = jnp.asarray(fill, images.dtype)
   return jnp.where(inside[..., None], fill, images)
 
 
-def normalize(images: jax.Array, mean, std, dtype=jnp.float32, *,
-              max_value: float | None = None) -> jax.Array:
+def normalize(
+  images: jax.Array, mean, std, dtype=jnp.float32, *, max_value: float | None = None
+) -> jax.Array:
   """Maps raw pixels to ``(x / max_value − mean) / std`` per channel, in ``dtype``.
 
   Args:
@@ -106,13 +111,17 @@ def normalize(images: jax.Array, mean, std, dtype=jnp.float32, *,
   channels = images.shape[-1]
   for name, value in (("mean", mean), ("std", std)):
     if np.size(value) not in (1, channels):
-      raise ValueError(f"{name} has {np.size(value)} values for images with {channels} "
-                       f"channel(s); give one value or one per channel.")
+      raise ValueError(
+        f"{name} has {np.size(value)} values for images with {channels} "
+        f"channel(s); give one value or one per channel."
+      )
   if max_value is None:
     if not jnp.issubdtype(images.dtype, jnp.integer):
-      raise TypeError(f"normalize got {images.dtype} images: say their scale with "
-                      "max_value=255.0 (pixels in 0..255) or max_value=1.0 (pixels in "
-                      "[0, 1]); integer images default to 255.")
+      raise TypeError(
+        f"normalize got {images.dtype} images: say their scale with "
+        "max_value=255.0 (pixels in 0..255) or max_value=1.0 (pixels in "
+        "[0, 1]); integer images default to 255."
+      )
     max_value = 255.0
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)

@@ -14,7 +14,7 @@ per-example gradient.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,8 @@ def per_example_divergence(teacher_logits, student_logits, kind: str = "kl", tem
   """
   if kind == "kl":
     return losses.kd_kl(student_logits, teacher_logits, temperature) / jnp.square(
-        jnp.asarray(temperature, jnp.float32))
+      jnp.asarray(temperature, jnp.float32)
+    )
   if kind == "l1":
     return jnp.mean(jnp.abs(teacher_logits - student_logits), axis=-1)
   if kind == "mse":
@@ -41,8 +42,14 @@ def per_example_divergence(teacher_logits, student_logits, kind: str = "kl", tem
   raise ValueError(f"unknown divergence {kind!r}; valid names: {', '.join(DIVERGENCES)}.")
 
 
-def divergence_input_grad(teacher_fn: Callable, student_fn: Callable, x: jax.Array, *,
-                          divergence: str = "kl", temperature=1.0) -> jax.Array:
+def divergence_input_grad(
+  teacher_fn: Callable,
+  student_fn: Callable,
+  x: jax.Array,
+  *,
+  divergence: str = "kl",
+  temperature=1.0,
+) -> jax.Array:
   """``∇_x Σ_i D(T(x_i), S(x_i))``: each example's divergence gradient, shaped like ``x``.
 
   Args:
@@ -60,8 +67,9 @@ def divergence_input_grad(teacher_fn: Callable, student_fn: Callable, x: jax.Arr
   student_fn = validation.logits_function("student_fn", student_fn)
 
   def total(inputs):
-    return jnp.sum(per_example_divergence(teacher_fn(inputs), student_fn(inputs), divergence,
-                                          temperature))
+    return jnp.sum(
+      per_example_divergence(teacher_fn(inputs), student_fn(inputs), divergence, temperature)
+    )
 
   return jax.grad(total)(x)
 
@@ -88,9 +96,19 @@ def _project(x_aux, x, epsilon, how: str):
   return x + delta
 
 
-def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, *,
-                      steps: int = 1, step_size, normalize: str = "sign", epsilon=None,
-                      clip=None, divergence: str = "kl", temperature=1.0) -> jax.Array:
+def auxiliary_samples(
+  teacher_fn: Callable,
+  student_fn: Callable,
+  x: jax.Array,
+  *,
+  steps: int = 1,
+  step_size,
+  normalize: str = "sign",
+  epsilon=None,
+  clip=None,
+  divergence: str = "kl",
+  temperature=1.0,
+) -> jax.Array:
   """K gradient-ascent steps on the teacher–student divergence, from x.
 
   ``x_aux ← x_aux + η·normalize(∇_x D(T(x_aux), S(x_aux)))``, then (optionally) projection
@@ -117,8 +135,9 @@ def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, 
   steps = validation.static_int("steps", steps, minimum=1)
 
   def body(x_aux):
-    grad = divergence_input_grad(teacher_fn, student_fn, x_aux, divergence=divergence,
-                                 temperature=temperature)
+    grad = divergence_input_grad(
+      teacher_fn, student_fn, x_aux, divergence=divergence, temperature=temperature
+    )
     x_aux = x_aux + step_size * _normalize(grad, normalize).astype(x_aux.dtype)
     if epsilon is not None:
       x_aux = _project(x_aux, x, epsilon, normalize)
@@ -141,11 +160,22 @@ def auxiliary_samples(teacher_fn: Callable, student_fn: Callable, x: jax.Array, 
 TOKEN_NORMALIZATIONS = ("l2", "none")
 
 
-def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teacher_table,
-                               student_table, input_ids, perturb_mask, *, steps: int = 1,
-                               step_size, normalize: str = "l2", divergence: str = "kl",
-                               temperature=1.0, project_to_tokens: bool = False,
-                               teacher_gram=None):
+def token_auxiliary_embeddings(
+  teacher_fn: Callable,
+  student_fn: Callable,
+  teacher_table,
+  student_table,
+  input_ids,
+  perturb_mask,
+  *,
+  steps: int = 1,
+  step_size,
+  normalize: str = "l2",
+  divergence: str = "kl",
+  temperature=1.0,
+  project_to_tokens: bool = False,
+  teacher_gram=None,
+):
   """Backward-pass KD over tokens: K ascent steps on a relaxed one-hot sequence X.
 
   Teacher and student share a vocabulary but have their own embedding tables E_T ``[V, d_T]``
@@ -178,9 +208,11 @@ def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teach
     token ids when ``project_to_tokens``; all under ``stop_gradient``.
   """
   if normalize not in TOKEN_NORMALIZATIONS:
-    raise ValueError(f"unknown token normalize {normalize!r}; valid names: "
-                     f"{', '.join(TOKEN_NORMALIZATIONS)} (sign needs the vocabulary-wide "
-                     "gradient, which this formulation never forms).")
+    raise ValueError(
+      f"unknown token normalize {normalize!r}; valid names: "
+      f"{', '.join(TOKEN_NORMALIZATIONS)} (sign needs the vocabulary-wide "
+      "gradient, which this formulation never forms)."
+    )
   if divergence not in DIVERGENCES:
     raise ValueError(f"unknown divergence {divergence!r}; valid names: {', '.join(DIVERGENCES)}.")
   steps = validation.static_int("steps", steps, minimum=1)
@@ -188,19 +220,24 @@ def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teach
   teacher_fn = validation.logits_function("teacher_fn", teacher_fn)
   student_fn = validation.logits_function("student_fn", student_fn)
   if input_ids.shape != perturb_mask.shape:
-    raise ValueError(f"perturb_mask has shape {perturb_mask.shape}; input_ids has "
-                     f"{input_ids.shape}.")
+    raise ValueError(
+      f"perturb_mask has shape {perturb_mask.shape}; input_ids has {input_ids.shape}."
+    )
   teacher_table = jax.lax.stop_gradient(jnp.asarray(teacher_table, jnp.float32))
   student_table = jax.lax.stop_gradient(jnp.asarray(student_table, jnp.float32))
-  gram_tt = (teacher_table.T @ teacher_table if teacher_gram is None   # [d_T, d_T]
-             else jax.lax.stop_gradient(jnp.asarray(teacher_gram, jnp.float32)))
-  gram_ts = teacher_table.T @ student_table   # [d_T, d_S]
-  gram_ss = student_table.T @ student_table   # [d_S, d_S]
+  gram_tt = (
+    teacher_table.T @ teacher_table
+    if teacher_gram is None  # [d_T, d_T]
+    else jax.lax.stop_gradient(jnp.asarray(teacher_gram, jnp.float32))
+  )
+  gram_ts = teacher_table.T @ student_table  # [d_T, d_S]
+  gram_ss = student_table.T @ student_table  # [d_S, d_S]
   mask = perturb_mask[..., None].astype(jnp.float32)
 
   def total(e_teacher, e_student):
-    return jnp.sum(per_example_divergence(teacher_fn(e_teacher), student_fn(e_student),
-                                          divergence, temperature))
+    return jnp.sum(
+      per_example_divergence(teacher_fn(e_teacher), student_fn(e_student), divergence, temperature)
+    )
 
   e_teacher = jnp.take(teacher_table, input_ids, axis=0)
   e_student = jnp.take(student_table, input_ids, axis=0)
@@ -211,9 +248,11 @@ def token_auxiliary_embeddings(teacher_fn: Callable, student_fn: Callable, teach
     a, b = a * mask, b * mask
     scale = step_size
     if normalize == "l2":
-      squared = (jnp.einsum("bld,de,ble->b", a, gram_tt, a)
-                 + 2 * jnp.einsum("bld,de,ble->b", a, gram_ts, b)
-                 + jnp.einsum("bld,de,ble->b", b, gram_ss, b))
+      squared = (
+        jnp.einsum("bld,de,ble->b", a, gram_tt, a)
+        + 2 * jnp.einsum("bld,de,ble->b", a, gram_ts, b)
+        + jnp.einsum("bld,de,ble->b", b, gram_ss, b)
+      )
       scale = step_size / jnp.sqrt(jnp.maximum(squared, 1e-24))[:, None, None]
     e_teacher = e_teacher + scale * (a @ gram_tt + b @ gram_ts.T)
     e_student = e_student + scale * (a @ gram_ts + b @ gram_ss)

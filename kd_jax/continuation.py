@@ -99,15 +99,18 @@ def psi_at(schedule: str, epoch: int, *, ramp_epochs: int, switch_epoch: int) ->
   raise ValueError(f"unknown psi schedule {schedule!r}; valid names: {', '.join(PSI_SCHEDULES)}.")
 
 
-def schedule_values(epoch: int, num_epochs: int, t_max: int, psi_schedule: str, *,
-                    ramp_epochs: int, switch_epoch: int) -> dict[str, float]:
+def schedule_values(
+  epoch: int, num_epochs: int, t_max: int, psi_schedule: str, *, ramp_epochs: int, switch_epoch: int
+) -> dict[str, float]:
   """T, φ and ψ for one epoch."""
   temperature = temperature_at(epoch, num_epochs, t_max)
   if _on_host(temperature):
     temperature = float(temperature)
-  return {"continuation_temperature": temperature, "phi": phi(temperature, t_max),
-          "psi": psi_at(psi_schedule, epoch, ramp_epochs=ramp_epochs,
-                        switch_epoch=switch_epoch)}
+  return {
+    "continuation_temperature": temperature,
+    "phi": phi(temperature, t_max),
+    "psi": psi_at(psi_schedule, epoch, ramp_epochs=ramp_epochs, switch_epoch=switch_epoch),
+  }
 
 
 def annealing_switch_epoch(num_epochs: int, t_max: int) -> int:

@@ -28,11 +28,14 @@ def teacher_stddev(teacher_probabilities, block_size: int, ddof: int = 1) -> jnp
   """
   probabilities = jnp.asarray(teacher_probabilities, jnp.float32)
   if probabilities.ndim != 2:
-    raise ValueError(f"teacher_probabilities must have shape [num_samples, num_classes]; got "
-                     f"{probabilities.shape}.")
+    raise ValueError(
+      f"teacher_probabilities must have shape [num_samples, num_classes]; got "
+      f"{probabilities.shape}."
+    )
   num_blocks = probabilities.shape[0] // block_size if block_size >= 1 else 0
   if num_blocks < 2:
-    raise ValueError(f"need at least 2 blocks of {block_size} samples; got "
-                     f"{probabilities.shape[0]} samples.")
-  blocks = probabilities[:num_blocks * block_size].reshape(num_blocks, block_size, -1)
+    raise ValueError(
+      f"need at least 2 blocks of {block_size} samples; got {probabilities.shape[0]} samples."
+    )
+  blocks = probabilities[: num_blocks * block_size].reshape(num_blocks, block_size, -1)
   return jnp.mean(jnp.std(jnp.mean(blocks, axis=1), axis=0, ddof=ddof))

@@ -30,8 +30,9 @@ def _log_softmax(logits, temperature, dtype):
   return jax.nn.log_softmax(logits.astype(dtype) / jnp.asarray(temperature, dtype), axis=-1)
 
 
-def kd_kl(student_logits: jax.Array, teacher_logits: jax.Array,
-          temperature: float | jax.Array = 4.0) -> jax.Array:
+def kd_kl(
+  student_logits: jax.Array, teacher_logits: jax.Array, temperature: float | jax.Array = 4.0
+) -> jax.Array:
   """Hinton et al. (2015) distillation term, per example.
 
   ``τ² · KL(softmax(teacher/τ) || softmax(student/τ))``. The τ² factor keeps the gradient
@@ -57,8 +58,9 @@ def kd_kl(student_logits: jax.Array, teacher_logits: jax.Array,
   return jnp.asarray(temperature, dtype) ** 2 * kl
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  label_smoothing: float | jax.Array = 0.0) -> jax.Array:
+def cross_entropy(
+  logits: jax.Array, labels: jax.Array, label_smoothing: float | jax.Array = 0.0
+) -> jax.Array:
   """Cross-entropy ``−Σ_c y_c log softmax(z)_c``, per example.
 
   With label smoothing ε the target is ``(1 − ε)·y + ε/C`` (Szegedy et al. 2016; PyTorch's
@@ -106,10 +108,16 @@ def entropy(logits: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Arra
   return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
 
-def kd_objective(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
-                 temperature: float | jax.Array, ce_weight: float | jax.Array,
-                 kd_weight: float | jax.Array,
-                 label_smoothing: float | jax.Array = 0.0) -> jax.Array:
+def kd_objective(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  labels: jax.Array,
+  *,
+  temperature: float | jax.Array,
+  ce_weight: float | jax.Array,
+  kd_weight: float | jax.Array,
+  label_smoothing: float | jax.Array = 0.0,
+) -> jax.Array:
   """Vanilla KD objective (Hinton et al. 2015), per example.
 
   ``ce_weight · CE(labels, student) + kd_weight · τ² · KL(p_T^τ || p_S^τ)``.
@@ -134,9 +142,13 @@ def kd_objective(student_logits: jax.Array, teacher_logits: jax.Array, labels: j
 HINGE_REDUCTIONS = ("mean", "sum")
 
 
-def continuation_hinge(student_logits: jax.Array, teacher_logits: jax.Array,
-                       phi: float | jax.Array, margin: float | jax.Array,
-                       reduction: str = "sum") -> jax.Array:
+def continuation_hinge(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  phi: float | jax.Array,
+  margin: float | jax.Array,
+  reduction: str = "sum",
+) -> jax.Array:
   """Continuation-KD's hinge (Jafari et al. 2022), per example.
 
   ``max(0, r_c (z_S − φ·z_T)² − margin·φ)`` on logits, not probabilities, where ``r_c`` is
@@ -160,8 +172,9 @@ def continuation_hinge(student_logits: jax.Array, teacher_logits: jax.Array,
   validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
   validation.check_non_negative("margin", margin)
   if reduction not in HINGE_REDUCTIONS:
-    raise ValueError(f"unknown hinge reduction {reduction!r}; valid: "
-                     f"{', '.join(HINGE_REDUCTIONS)}.")
+    raise ValueError(
+      f"unknown hinge reduction {reduction!r}; valid: {', '.join(HINGE_REDUCTIONS)}."
+    )
   dtype = validation.compute_dtype(student_logits, teacher_logits)
   phi = jnp.asarray(phi, dtype)
   gap = student_logits.astype(dtype) - phi * teacher_logits.astype(dtype)

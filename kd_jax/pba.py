@@ -27,7 +27,8 @@ import logging
 import os
 import signal
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,11 +54,12 @@ class MemberSetup:
   ``method``: a kd_jax.methods name; None means "kd" with a teacher and "ce" without.
   ``view``: an extra view maker (kd_jax.methods.make_view) to compose with the policy.
   """
+
   model: Any
   optimizer: optax.GradientTransformation
   mean: tuple
   std: tuple
-  fill: tuple          # uint8 fill of uncovered / cut-out pixels (the dataset mean)
+  fill: tuple  # uint8 fill of uncovered / cut-out pixels (the dataset mean)
   pad: int = 4
   flip: bool = True
   cutout_size: int = 16
@@ -67,13 +69,15 @@ class MemberSetup:
 
   @property
   def preprocess(self) -> rolewise.PolicyPreprocess:
-    return rolewise.PolicyPreprocess(tuple(self.mean), tuple(self.std), tuple(self.fill),
-                                     self.pad, self.flip, self.cutout_size)
+    return rolewise.PolicyPreprocess(
+      tuple(self.mean), tuple(self.std), tuple(self.fill), self.pad, self.flip, self.cutout_size
+    )
 
 
 def _adapter(model):
-  return model if model is None or hasattr(model, "apply_train") else \
-      adapters.LinenImageModel(model)
+  return (
+    model if model is None or hasattr(model, "apply_train") else adapters.LinenImageModel(model)
+  )
 
 
 def make_member_step(setup: MemberSetup) -> Callable:
@@ -82,9 +86,14 @@ def make_member_step(setup: MemberSetup) -> Callable:
   ``hparams["policy"]`` (kd_jax.methods.rolewise.policy_values)."""
   name = setup.method or ("kd" if setup.teacher_model is not None else "ce")
   method = methods.get_method(name, setup.view.name if setup.view is not None else None)
-  return step_lib.make_train_step(_adapter(setup.model), setup.optimizer, method,
-                                  setup.preprocess, teacher=_adapter(setup.teacher_model),
-                                  view=setup.view)
+  return step_lib.make_train_step(
+    _adapter(setup.model),
+    setup.optimizer,
+    method,
+    setup.preprocess,
+    teacher=_adapter(setup.teacher_model),
+    view=setup.view,
+  )
 
 
 def make_population_step(setup: MemberSetup, mesh: Mesh, mode: str = "vmap") -> Callable:
@@ -118,8 +127,10 @@ def _local_block(sharding, global_shape) -> tuple[slice, ...]:
   index_map = sharding.addressable_devices_indices_map(global_shape)
   block = []
   for axis, size in enumerate(global_shape):
-    ranges = [index[axis].indices(size) if axis < len(index) else (0, size, 1)
-              for index in index_map.values()]
+    ranges = [
+      index[axis].indices(size) if axis < len(index) else (0, size, 1)
+      for index in index_map.values()
+    ]
     block.append(slice(min(r[0] for r in ranges), max(r[1] for r in ranges)))
   return tuple(block)
 
@@ -128,9 +139,21 @@ class _PopulationRun:
   """The pieces kd_jax.train.loop.run_loop needs for a population: batches of this process's
   trials, per-trial evaluation on a shared set, the stacked state."""
 
-  def __init__(self, setup, seeds, train_images, train_labels, batch_size, mesh, mode,
-               init_variables, teacher_variables, eval_batch_size):
+  def __init__(
+    self,
+    setup,
+    seeds,
+    train_images,
+    train_labels,
+    batch_size,
+    mesh,
+    mode,
+    init_variables,
+    teacher_variables,
+    eval_batch_size,
+  ):
     from kd_jax.data.in_memory import EpochSampler
+
     self.population = len(seeds)
     self.mesh = mesh
     self.pop, self.replicated = _pop_sharding(mesh), NamedSharding(mesh, PartitionSpec())
@@ -140,48 +163,63 @@ class _PopulationRun:
     self.samplers = [EpochSampler(len(train_labels), batch_size, int(seed)) for seed in seeds]
     self.steps_per_epoch = self.samplers[0].steps_per_epoch
     self.images, self.labels = train_images, train_labels
-    self.state = jax.device_put(init_population(
-        setup.model, setup.optimizer, train_images.shape[1:], seeds, init_variables), self.pop)
+    self.state = jax.device_put(
+      init_population(setup.model, setup.optimizer, train_images.shape[1:], seeds, init_variables),
+      self.pop,
+    )
     self.step = make_population_step(setup, mesh, mode)
     model = _adapter(setup.model)
     self.eval_step = jax.jit(
-        jax.vmap(step_lib.make_eval_step(model, setup.preprocess), in_axes=(0, None, None)),
-        in_shardings=(self.pop, self.replicated, self.replicated), out_shardings=self.replicated)
+      jax.vmap(step_lib.make_eval_step(model, setup.preprocess), in_axes=(0, None, None)),
+      in_shardings=(self.pop, self.replicated, self.replicated),
+      out_shardings=self.replicated,
+    )
     self.teacher_variables = jax.device_put(teacher_variables or {}, self.replicated)
     self.eval_batch_size = eval_batch_size
 
   def put(self, host: dict, sharding, global_shape_of) -> dict:
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v),
-                                                      global_shape_of(v))
-            for k, v in host.items()}
+    return {
+      k: jax.make_array_from_process_local_data(sharding, np.asarray(v), global_shape_of(v))
+      for k, v in host.items()
+    }
 
   def batch_at(self, step: int) -> dict:
     """This process's block of the trials' batches for global step ``step``: its trials,
     and of each trial's batch the examples its devices hold."""
-    index = np.stack([self.samplers[t].global_indices(step)[self.examples]
-                      for t in range(self.population)[self.trials]])
-    return self.put({"image": self.images[index], "label": self.labels[index]},
-                    self.batch_sharding,
-                    lambda v: (self.population, self.batch_size, *v.shape[2:]))
+    index = np.stack(
+      [
+        self.samplers[t].global_indices(step)[self.examples]
+        for t in range(self.population)[self.trials]
+      ]
+    )
+    return self.put(
+      {"image": self.images[index], "label": self.labels[index]},
+      self.batch_sharding,
+      lambda v: (self.population, self.batch_size, *v.shape[2:]),
+    )
 
   def batches(self, start_step: int, stop_step: int):
     """The Loop's iterator over ``batch_at``, put on the devices two steps ahead."""
     from kd_jax.data import pipeline
+
     return pipeline.prefetch(map(self.batch_at, range(start_step, stop_step)), 2)
 
   def policies(self, per_trial) -> jax.Array:
     local = np.asarray(per_trial, np.int32)[self.trials]
-    return jax.make_array_from_process_local_data(self.pop, local,
-                                                  (self.population, *local.shape[1:]))
+    return jax.make_array_from_process_local_data(
+      self.pop, local, (self.population, *local.shape[1:])
+    )
 
   def accuracy(self, state, images, labels) -> np.ndarray:
     """Accuracy (%) of every trial on ``images`` (the same set for all), masked batches."""
     from kd_jax.data.in_memory import eval_batches
+
     correct = np.zeros(self.population)
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     for batch in eval_batches({"image": images, "label": labels}, self.eval_batch_size):
-      sums = self.eval_step(variables, self.put(batch, self.replicated, lambda v: v.shape),
-                            self.teacher_variables)
+      sums = self.eval_step(
+        variables, self.put(batch, self.replicated, lambda v: v.shape), self.teacher_variables
+      )
       correct += np.asarray(jax.device_get(sums["correct"]))
     return 100.0 * correct / len(labels)
 
@@ -195,20 +233,25 @@ def _shared_hparams(hparams, epoch: int) -> dict[str, float]:
 
 def _shared_values(hparams, sharding):
   """``epoch -> device arrays`` of the shared values."""
+
   def at(epoch):
-    return jax.device_put({k: jnp.float32(v) for k, v in _shared_hparams(hparams, epoch).items()},
-                          sharding)
+    return jax.device_put(
+      {k: jnp.float32(v) for k, v in _shared_hparams(hparams, epoch).items()}, sharding
+    )
+
   return at
 
 
 def _hparams_record(hparams, epochs: int) -> list:
   """The shared values of every epoch, for the run's config (a resume checks them)."""
-  return [{k: float(v) for k, v in _shared_hparams(hparams, e).items()}
-          for e in range(1, epochs + 1)]
+  return [
+    {k: float(v) for k, v in _shared_hparams(hparams, e).items()} for e in range(1, epochs + 1)
+  ]
 
 
-def exploit_and_explore(rng: np.random.Generator, key, scores, state, population_policies,
-                        fraction: float = 0.25):
+def exploit_and_explore(
+  rng: np.random.Generator, key, scores, state, population_policies, fraction: float = 0.25
+):
   """PBA's exploit/explore: the bottom ``fraction`` of trials (by ``scores``) each copy a
   random trial of the top ``fraction`` (weights, BatchNorm statistics, optimiser state and
   policy), then explore the copied policy. Returns (state, policies, [(loser, winner)]).
@@ -217,7 +260,7 @@ def exploit_and_explore(rng: np.random.Generator, key, scores, state, population
   population = len(scores)
   quarter = max(1, int(population * fraction)) if population > 1 else 0
   order = np.argsort(-scores, kind="stable")
-  winners, losers = order[:quarter], order[population - quarter:]
+  winners, losers = order[:quarter], order[population - quarter :]
   sources = np.arange(population)
   copies = []
   for loser in losers:
@@ -225,8 +268,10 @@ def exploit_and_explore(rng: np.random.Generator, key, scores, state, population
     sources[loser] = winner
     copies.append([int(loser), winner])
   sources_j = jnp.asarray(sources)
-  copied = {k: (v if k in ("rng", "step") else jax.tree.map(lambda x: x[sources_j], v))
-            for k, v in state.items()}
+  copied = {
+    k: (v if k in ("rng", "step") else jax.tree.map(lambda x: x[sources_j], v))
+    for k, v in state.items()
+  }
   new_policies = jnp.asarray(population_policies)[sources_j]
   explored = jax.vmap(policies.explore)(jax.random.split(key, population), new_policies)
   is_loser = jnp.zeros(population, bool).at[jnp.asarray(losers, jnp.int32)].set(True)
@@ -236,20 +281,23 @@ def exploit_and_explore(rng: np.random.Generator, key, scores, state, population
 
 @dataclasses.dataclass
 class SearchResult:
-  schedules: list            # per trial: [(start_epoch, policy [30, 2]), ...]
-  final_scores: list         # validation accuracy per trial at the end
+  schedules: list  # per trial: [(start_epoch, policy [30, 2]), ...]
+  final_scores: list  # validation accuracy per trial at the end
   best_trial: int
-  history: list              # per exploit round: epoch, scores, copies
+  history: list  # per exploit round: epoch, scores, copies
 
   @property
   def best_schedule(self):
     return self.schedules[self.best_trial]
 
   def to_json(self) -> dict:
-    return {"best_trial": self.best_trial, "final_scores": self.final_scores,
-            "history": self.history,
-            "best_schedule": json.loads(policies.schedule_to_json(self.best_schedule)),
-            "schedules": [json.loads(policies.schedule_to_json(s)) for s in self.schedules]}
+    return {
+      "best_trial": self.best_trial,
+      "final_scores": self.final_scores,
+      "history": self.history,
+      "best_schedule": json.loads(policies.schedule_to_json(self.best_schedule)),
+      "schedules": [json.loads(policies.schedule_to_json(s)) for s in self.schedules],
+    }
 
 
 def _schedules_to_meta(schedules):
@@ -257,8 +305,9 @@ def _schedules_to_meta(schedules):
 
 
 def _schedules_from_meta(raw):
-  return [[(int(e), np.asarray(p, np.int32).reshape(policies.NUM_TUPLES, 2)) for e, p in s]
-          for s in raw]
+  return [
+    [(int(e), np.asarray(p, np.int32).reshape(policies.NUM_TUPLES, 2)) for e, p in s] for s in raw
+  ]
 
 
 @contextlib.contextmanager
@@ -266,20 +315,40 @@ def _no_resume_without_workdir():
   """A run without a workdir checkpoints into a temporary directory that goes with it: a
   signal's "rerun to resume" would be untrue there."""
   from kd_jax.train import loop
+
   try:
     yield
   except loop.PreemptedError as preempted:
-    raise loop.PreemptedError(f"{signal.Signals(preempted.signum).name}: stopped; this run "
-                              "had no workdir, so nothing was kept to resume from (pass "
-                              "workdir= to make it resumable).", preempted.signum) from None
+    raise loop.PreemptedError(
+      f"{signal.Signals(preempted.signum).name}: stopped; this run "
+      "had no workdir, so nothing was kept to resume from (pass "
+      "workdir= to make it resumable).",
+      preempted.signum,
+    ) from None
 
 
-def search(setup: MemberSetup, train_images, train_labels, val_images, val_labels, *,
-           population: int = 16, epochs: int, batch_size: int, exploit_every: int = 3,
-           seed: int = 0, workdir: str | None = None, teacher_variables=None, hparams=None,
-           init_variables=None, eval_batch_size: int = 500, mesh: Mesh | None = None,
-           mode: str = "vmap", checkpoint_every_steps: int = 0,
-           progress_bar: bool = False) -> SearchResult:
+def search(
+  setup: MemberSetup,
+  train_images,
+  train_labels,
+  val_images,
+  val_labels,
+  *,
+  population: int = 16,
+  epochs: int,
+  batch_size: int,
+  exploit_every: int = 3,
+  seed: int = 0,
+  workdir: str | None = None,
+  teacher_variables=None,
+  hparams=None,
+  init_variables=None,
+  eval_batch_size: int = 500,
+  mesh: Mesh | None = None,
+  mode: str = "vmap",
+  checkpoint_every_steps: int = 0,
+  progress_bar: bool = False,
+) -> SearchResult:
   """Runs PBA and returns every trial's schedule and the best one.
 
   Every ``exploit_every`` epochs (and at the end) all trials are scored on the validation
@@ -291,22 +360,48 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
   schedule, e.g. ``lambda e: kd_jax.methods.hparams_at(method, e, epochs, kd=...)``).
   """
   from kd_jax.train import loop
+
   if workdir is None:
     with tempfile.TemporaryDirectory() as scratch, _no_resume_without_workdir():
-      return search(setup, train_images, train_labels, val_images, val_labels,
-                    population=population, epochs=epochs, batch_size=batch_size,
-                    exploit_every=exploit_every, seed=seed, workdir=scratch,
-                    teacher_variables=teacher_variables, hparams=hparams,
-                    init_variables=init_variables, eval_batch_size=eval_batch_size, mesh=mesh,
-                    mode=mode, checkpoint_every_steps=checkpoint_every_steps)
+      return search(
+        setup,
+        train_images,
+        train_labels,
+        val_images,
+        val_labels,
+        population=population,
+        epochs=epochs,
+        batch_size=batch_size,
+        exploit_every=exploit_every,
+        seed=seed,
+        workdir=scratch,
+        teacher_variables=teacher_variables,
+        hparams=hparams,
+        init_variables=init_variables,
+        eval_batch_size=eval_batch_size,
+        mesh=mesh,
+        mode=mode,
+        checkpoint_every_steps=checkpoint_every_steps,
+      )
   mesh = mesh or make_population_mesh(population)
   seeds = [seed * 1000 + t for t in range(population)]
-  run = _PopulationRun(setup, seeds, train_images, train_labels, batch_size, mesh, mode,
-                       init_variables, teacher_variables, eval_batch_size)
+  run = _PopulationRun(
+    setup,
+    seeds,
+    train_images,
+    train_labels,
+    batch_size,
+    mesh,
+    mode,
+    init_variables,
+    teacher_variables,
+    eval_batch_size,
+  )
   shared = _shared_values(hparams, run.replicated)
-  pba = {"policies": np.zeros((population, policies.NUM_TUPLES, 2), np.int32),
-         "schedules": [[(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))]
-                       for _ in range(population)]}
+  pba = {
+    "policies": np.zeros((population, policies.NUM_TUPLES, 2), np.int32),
+    "schedules": [[(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))] for _ in range(population)],
+  }
 
   def hparams_at(epoch):
     return {**shared(epoch), "policy": run.policies(pba["policies"])}, {}
@@ -315,8 +410,11 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
     if epoch % exploit_every and epoch != epochs:
       return None
     scores = run.accuracy(state, val_images, val_labels)
-    return {"scores": [round(float(s), 3) for s in scores], "best": float(scores.max()),
-            "median": float(np.median(scores))}
+    return {
+      "scores": [round(float(s), 3) for s in scores],
+      "best": float(scores.max()),
+      "median": float(np.median(scores)),
+    }
 
   def end_of_epoch(state, epoch, row):
     if "scores" not in row:
@@ -327,8 +425,9 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
       return state
     rng = np.random.default_rng([seed, epoch])
     key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
-    state, new_policies, copies = exploit_and_explore(rng, key, np.asarray(row["scores"]),
-                                                      state, pba["policies"])
+    state, new_policies, copies = exploit_and_explore(
+      rng, key, np.asarray(row["scores"]), state, pba["policies"]
+    )
     row["copies"] = copies
     host_policies = np.asarray(new_policies)
     previous = [list(s) for s in pba["schedules"]]
@@ -337,7 +436,8 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
     for trial in range(population):
       if not np.array_equal(pba["schedules"][trial][-1][1], host_policies[trial]):
         pba["schedules"][trial] = [e for e in pba["schedules"][trial] if e[0] < epoch] + [
-            (epoch, host_policies[trial])]
+          (epoch, host_policies[trial])
+        ]
     pba["policies"] = host_policies
     return jax.device_put(state, run.pop)
 
@@ -345,31 +445,71 @@ def search(setup: MemberSetup, train_images, train_labels, val_images, val_label
     pba["policies"] = np.asarray(meta["policies"], np.int32)
     pba["schedules"] = _schedules_from_meta(meta["schedules"])
 
-  config = {"kind": "pba_search", "population": population, "epochs": epochs,
-            "batch_size": batch_size, "exploit_every": exploit_every, "seed": seed,
-            "mode": mode, "hparams": _hparams_record(hparams, epochs)}
-  spec = loop.Loop(run.step, run.batches, hparams_at, evaluate, run.steps_per_epoch,
-                   epochs * run.steps_per_epoch, config, run.teacher_variables, {},
-                   end_of_epoch=end_of_epoch, restore_extra=restore_extra,
-                   extra_meta=lambda step: {"policies": pba["policies"].tolist(),
-                                            "schedules": _schedules_to_meta(pba["schedules"])},
-                   checkpoint_every_steps=checkpoint_every_steps,
-                   max_checkpoints_to_keep=2, log_every_steps=run.steps_per_epoch,
-                   progress_bar=progress_bar, score="best",
-                   examples_per_step=population * batch_size, example_name="images")
+  config = {
+    "kind": "pba_search",
+    "population": population,
+    "epochs": epochs,
+    "batch_size": batch_size,
+    "exploit_every": exploit_every,
+    "seed": seed,
+    "mode": mode,
+    "hparams": _hparams_record(hparams, epochs),
+  }
+  spec = loop.Loop(
+    run.step,
+    run.batches,
+    hparams_at,
+    evaluate,
+    run.steps_per_epoch,
+    epochs * run.steps_per_epoch,
+    config,
+    run.teacher_variables,
+    {},
+    end_of_epoch=end_of_epoch,
+    restore_extra=restore_extra,
+    extra_meta=lambda step: {
+      "policies": pba["policies"].tolist(),
+      "schedules": _schedules_to_meta(pba["schedules"]),
+    },
+    checkpoint_every_steps=checkpoint_every_steps,
+    max_checkpoints_to_keep=2,
+    log_every_steps=run.steps_per_epoch,
+    progress_bar=progress_bar,
+    score="best",
+    examples_per_step=population * batch_size,
+    example_name="images",
+  )
   result = loop.run_loop(spec, run.state, workdir)
-  history = [{"epoch": row["epoch"], "scores": row["scores"], "copies": row["copies"]}
-             for row in result.history if "scores" in row]
+  history = [
+    {"epoch": row["epoch"], "scores": row["scores"], "copies": row["copies"]}
+    for row in result.history
+    if "scores" in row
+  ]
   final = history[-1]["scores"]
   return SearchResult(pba["schedules"], final, int(np.argmax(final)), history)
 
 
-def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, train_labels,
-                         test_images, test_labels, *, epochs: int, batch_size: int,
-                         teacher_variables=None, hparams=None, init_variables=None,
-                         eval_batch_size: int = 500, mesh: Mesh | None = None,
-                         mode: str = "vmap", workdir: str | None = None,
-                         checkpoint_every_steps: int = 0, progress_bar: bool = False) -> dict:
+def train_with_schedules(
+  setup: MemberSetup,
+  schedules,
+  seeds,
+  train_images,
+  train_labels,
+  test_images,
+  test_labels,
+  *,
+  epochs: int,
+  batch_size: int,
+  teacher_variables=None,
+  hparams=None,
+  init_variables=None,
+  eval_batch_size: int = 500,
+  mesh: Mesh | None = None,
+  mode: str = "vmap",
+  workdir: str | None = None,
+  checkpoint_every_steps: int = 0,
+  progress_bar: bool = False,
+) -> dict:
   """Trains one model per (schedule, seed) pair as one population; returns per-member test
   accuracy after every epoch (``history``, [epochs, members]), the final one, the training
   time and the final stacked ``state``.
@@ -379,19 +519,44 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
   loop: with a ``workdir`` it checkpoints and resumes (a temporary directory when None).
   """
   from kd_jax.train import loop
+
   members = len(schedules)
   if len(seeds) != members:
     raise ValueError(f"{members} schedules but {len(seeds)} seeds; give one seed per member.")
   if workdir is None:
     with tempfile.TemporaryDirectory() as scratch, _no_resume_without_workdir():
       return train_with_schedules(
-          setup, schedules, seeds, train_images, train_labels, test_images, test_labels,
-          epochs=epochs, batch_size=batch_size, teacher_variables=teacher_variables,
-          hparams=hparams, init_variables=init_variables, eval_batch_size=eval_batch_size,
-          mesh=mesh, mode=mode, workdir=scratch, checkpoint_every_steps=checkpoint_every_steps)
+        setup,
+        schedules,
+        seeds,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        epochs=epochs,
+        batch_size=batch_size,
+        teacher_variables=teacher_variables,
+        hparams=hparams,
+        init_variables=init_variables,
+        eval_batch_size=eval_batch_size,
+        mesh=mesh,
+        mode=mode,
+        workdir=scratch,
+        checkpoint_every_steps=checkpoint_every_steps,
+      )
   mesh = mesh or make_population_mesh(members)
-  run = _PopulationRun(setup, seeds, train_images, train_labels, batch_size, mesh, mode,
-                       init_variables, teacher_variables, eval_batch_size)
+  run = _PopulationRun(
+    setup,
+    seeds,
+    train_images,
+    train_labels,
+    batch_size,
+    mesh,
+    mode,
+    init_variables,
+    teacher_variables,
+    eval_batch_size,
+  )
   shared = _shared_values(hparams, run.replicated)
 
   def hparams_at(epoch):
@@ -404,20 +569,43 @@ def train_with_schedules(setup: MemberSetup, schedules, seeds, train_images, tra
     # Each member's test top-1 (%), and their mean (metrics.jsonl's names).
     return {"member_top1": accuracy.tolist(), "top1": float(np.mean(accuracy))}
 
-  config = {"kind": "pba_schedules", "members": members, "seeds": [int(s) for s in seeds],
-            "epochs": epochs, "batch_size": batch_size, "mode": mode,
-            "schedules": _schedules_to_meta(schedules),
-            "hparams": _hparams_record(hparams, epochs)}
-  spec = loop.Loop(run.step, run.batches, hparams_at, evaluate, run.steps_per_epoch,
-                   epochs * run.steps_per_epoch, config, run.teacher_variables, {},
-                   checkpoint_every_steps=checkpoint_every_steps, max_checkpoints_to_keep=2,
-                   log_every_steps=run.steps_per_epoch, progress_bar=progress_bar,
-                   examples_per_step=members * batch_size, example_name="images")
+  config = {
+    "kind": "pba_schedules",
+    "members": members,
+    "seeds": [int(s) for s in seeds],
+    "epochs": epochs,
+    "batch_size": batch_size,
+    "mode": mode,
+    "schedules": _schedules_to_meta(schedules),
+    "hparams": _hparams_record(hparams, epochs),
+  }
+  spec = loop.Loop(
+    run.step,
+    run.batches,
+    hparams_at,
+    evaluate,
+    run.steps_per_epoch,
+    epochs * run.steps_per_epoch,
+    config,
+    run.teacher_variables,
+    {},
+    checkpoint_every_steps=checkpoint_every_steps,
+    max_checkpoints_to_keep=2,
+    log_every_steps=run.steps_per_epoch,
+    progress_bar=progress_bar,
+    examples_per_step=members * batch_size,
+    example_name="images",
+  )
   result = loop.run_loop(spec, run.state, workdir)
   # "accuracy": the name in checkpoints written before metrics.jsonl's one naming.
   history = [row.get("member_top1", row.get("accuracy")) for row in result.history]
-  return {"history": history, "final": history[-1], "train_seconds": result.train_seconds,
-          "state": result.state, "compilations": result.compilations}
+  return {
+    "history": history,
+    "final": history[-1],
+    "train_seconds": result.train_seconds,
+    "state": result.state,
+    "compilations": result.compilations,
+  }
 
 
 def save_result(path: str, result: SearchResult) -> None:
@@ -425,5 +613,6 @@ def save_result(path: str, result: SearchResult) -> None:
   if jax.process_index() != 0:
     return
   from kd_jax.train import files
+
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   files.write_json_atomically(path, result.to_json(), indent=None)

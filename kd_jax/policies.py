@@ -24,20 +24,48 @@ from __future__ import annotations
 
 import ast
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-OPERATIONS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
-              "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX",
-              "TranslateY", "Cutout")
+OPERATIONS = (
+  "AutoContrast",
+  "Equalize",
+  "Invert",
+  "Rotate",
+  "Posterize",
+  "Solarize",
+  "Color",
+  "Contrast",
+  "Brightness",
+  "Sharpness",
+  "ShearX",
+  "ShearY",
+  "TranslateX",
+  "TranslateY",
+  "Cutout",
+)
 # The order of the 15 operations in PBA's (and role-wise KD's) released policy files: the
 # iteration order of a Python 2 dict, which differs from the order above.
-PY2_FILE_ORDER = ("Rotate", "TranslateX", "TranslateY", "Brightness", "Color", "Invert",
-                  "Sharpness", "Posterize", "ShearX", "Solarize", "ShearY", "Equalize",
-                  "AutoContrast", "Cutout", "Contrast")
+PY2_FILE_ORDER = (
+  "Rotate",
+  "TranslateX",
+  "TranslateY",
+  "Brightness",
+  "Color",
+  "Invert",
+  "Sharpness",
+  "Posterize",
+  "ShearX",
+  "Solarize",
+  "ShearY",
+  "Equalize",
+  "AutoContrast",
+  "Cutout",
+  "Contrast",
+)
 NUM_TUPLES = 30
 MAX_PROBABILITY, MAX_MAGNITUDE = 10, 9
 COUNT_PROBABILITIES = (0.2, 0.3, 0.5)
@@ -45,13 +73,15 @@ COUNT_PROBABILITIES = (0.2, 0.3, 0.5)
 
 # --- The operations: (image float32 [H, W, C] with uint8 values, level, key, fill) -> image. ---
 
+
 def _gray(image):
   """PIL's RGB → L: (299·R + 587·G + 114·B)/1000 in its 16-bit fixed point, rounded."""
   if image.shape[-1] == 1:
     return image[..., 0]
   rgb = image.astype(jnp.int32)
-  return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
-          ).astype(jnp.float32)
+  return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(
+    jnp.float32
+  )
 
 
 def _blend(degenerate, image, factor):
@@ -166,7 +196,7 @@ def sharpness_by(image, factor):
   """Blend with PIL's SMOOTH filter (3×3 kernel, centre 5, others 1, /13; border kept)."""
   padded = jnp.pad(image, ((1, 1), (1, 1), (0, 0)))
   h, w = image.shape[:2]
-  total = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+  total = sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
   smooth = jnp.floor(jnp.clip((total + 4 * image) / 13.0, 0, 255) + 0.5)
   rows = jnp.arange(h)[:, None, None]
   cols = jnp.arange(w)[None, :, None]
@@ -178,8 +208,9 @@ def _affine(image, matrix, fill):
   """PIL's Image.transform(AFFINE, matrix, NEAREST): output pixel centre → input pixel."""
   h, w = image.shape[:2]
   a, b, c, d, e, f = matrix
-  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) + 0.5,
-                        jnp.arange(w, dtype=jnp.float32) + 0.5, indexing="ij")
+  ys, xs = jnp.meshgrid(
+    jnp.arange(h, dtype=jnp.float32) + 0.5, jnp.arange(w, dtype=jnp.float32) + 0.5, indexing="ij"
+  )
   x_in = a * xs + b * ys + c
   y_in = d * xs + e * ys + f
   xi = jnp.where(x_in < 0, -1, jnp.floor(x_in)).astype(jnp.int32)
@@ -259,8 +290,12 @@ def cutout_square(image, size, key, fill):
   cx = jax.random.randint(cx_key, (), 0, w)
   rows = jnp.arange(h)[:, None]
   cols = jnp.arange(w)[None, :]
-  inside = ((rows >= jnp.maximum(0, cy - size // 2)) & (rows < jnp.minimum(h, cy + size // 2))
-            & (cols >= jnp.maximum(0, cx - size // 2)) & (cols < jnp.minimum(w, cx + size // 2)))
+  inside = (
+    (rows >= jnp.maximum(0, cy - size // 2))
+    & (rows < jnp.minimum(h, cy + size // 2))
+    & (cols >= jnp.maximum(0, cx - size // 2))
+    & (cols < jnp.minimum(w, cx + size // 2))
+  )
   return jnp.where(inside[..., None], fill, image)
 
 
@@ -268,13 +303,27 @@ def cutout(image, level, key, fill):
   return cutout_square(image, _pixels(level, 20, image.shape[0]), key, fill)  # 2·L px at 32
 
 
-_FUNCTIONS = {"AutoContrast": auto_contrast, "Equalize": equalize, "Invert": invert,
-              "Rotate": rotate, "Posterize": posterize, "Solarize": solarize, "Color": color,
-              "Contrast": contrast, "Brightness": brightness, "Sharpness": sharpness,
-              "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
-              "TranslateY": translate_y, "Cutout": cutout}
-BRANCHES = tuple(_FUNCTIONS[name] for name in OPERATIONS) + (
-    lambda image, level, key, fill: image,)  # index 15: no operation
+_FUNCTIONS = {
+  "AutoContrast": auto_contrast,
+  "Equalize": equalize,
+  "Invert": invert,
+  "Rotate": rotate,
+  "Posterize": posterize,
+  "Solarize": solarize,
+  "Color": color,
+  "Contrast": contrast,
+  "Brightness": brightness,
+  "Sharpness": sharpness,
+  "ShearX": shear_x,
+  "ShearY": shear_y,
+  "TranslateX": translate_x,
+  "TranslateY": translate_y,
+  "Cutout": cutout,
+}
+BRANCHES = (
+  *(_FUNCTIONS[name] for name in OPERATIONS),
+  lambda image, level, key, fill: image,
+)  # index 15: no operation
 IDENTITY = len(OPERATIONS)
 
 
@@ -286,15 +335,18 @@ def check_pixel_images(name: str, images, *, integers_only: bool) -> None:
   dtype = jnp.asarray(images).dtype if not hasattr(images, "dtype") else images.dtype
   if jnp.issubdtype(dtype, jnp.integer):
     return
-  advice = ("for images in [0, 1] pass (images * 255).round().astype(jnp.uint8); for "
-            "normalised ones, undo the normalisation first")
+  advice = (
+    "for images in [0, 1] pass (images * 255).round().astype(jnp.uint8); for "
+    "normalised ones, undo the normalisation first"
+  )
   if integers_only:
     raise TypeError(f"{name} must be uint8 pixel levels 0..255; got dtype {dtype}: {advice}.")
   if not isinstance(images, jax.core.Tracer):
     values = np.asarray(images)
     if values.size and values.max() <= 1.0 and values.max() > 0:
-      raise ValueError(f"{name} must hold pixel levels 0..255; these {dtype} values all lie "
-                       f"in [0, 1]: {advice}.")
+      raise ValueError(
+        f"{name} must hold pixel levels 0..255; these {dtype} values all lie in [0, 1]: {advice}."
+      )
 
 
 def apply_operation(name: str, image, level, key=None, fill=128.0):
@@ -304,12 +356,17 @@ def apply_operation(name: str, image, level, key=None, fill=128.0):
     raise ValueError(f"unknown operation {name!r}; valid names: {', '.join(OPERATIONS)}.")
   check_pixel_images("image", image, integers_only=True)
   key = jax.random.PRNGKey(0) if key is None else key
-  out = _FUNCTIONS[name](jnp.asarray(image, jnp.float32), jnp.asarray(level, jnp.int32), key,
-                         jnp.asarray(fill, jnp.float32))
+  out = _FUNCTIONS[name](
+    jnp.asarray(image, jnp.float32),
+    jnp.asarray(level, jnp.int32),
+    key,
+    jnp.asarray(fill, jnp.float32),
+  )
   return out.astype(jnp.uint8)
 
 
 # --- Policies. ---
+
 
 def check_policy(policy, population: bool = True) -> None:
   """A policy is int ``[30, 2]`` (probability, magnitude per tuple); with ``population``,
@@ -318,8 +375,10 @@ def check_policy(policy, population: bool = True) -> None:
   allowed = len(shape) == 2 or (population and len(shape) == 3)
   if shape[-2:] != (NUM_TUPLES, 2) or not allowed:
     either = f", or [P, {NUM_TUPLES}, 2] for a population" if population else ""
-    raise ValueError(f"a policy has shape [{NUM_TUPLES}, 2] (probability, magnitude) per "
-                     f"tuple{either}; got {shape}.")
+    raise ValueError(
+      f"a policy has shape [{NUM_TUPLES}, 2] (probability, magnitude) per "
+      f"tuple{either}; got {shape}."
+    )
 
 
 def zero_policy(population: int | None = None) -> jax.Array:
@@ -341,8 +400,7 @@ def apply_policy(key, image, policy, fill):
     chosen = fires & (rank == slot)
     position = jnp.argmax(chosen)
     tuple_index = order[position]
-    branch = jnp.where(jnp.any(chosen) & (count >= slot), tuple_index % len(OPERATIONS),
-                       IDENTITY)
+    branch = jnp.where(jnp.any(chosen) & (count >= slot), tuple_index % len(OPERATIONS), IDENTITY)
     image = jax.lax.switch(branch, BRANCHES, image, policy[tuple_index, 1], slot_key, fill)
     image = jnp.clip(jnp.round(image), 0, 255)
   return image
@@ -356,8 +414,17 @@ def default_loop() -> str:
   return "map" if jax.default_backend() == "cpu" else "vmap"
 
 
-def augment_batch(key, images, policy, *, fill, pad: int = 4, flip: bool = True,
-                  cutout_size: int = 16, loop: str | None = None):
+def augment_batch(
+  key,
+  images,
+  policy,
+  *,
+  fill,
+  pad: int = 4,
+  flip: bool = True,
+  cutout_size: int = 16,
+  loop: str | None = None,
+):
   """A policy, then pad-and-crop, flip and cutout, per image; uint8 in, uint8 out.
 
   Args:
@@ -379,7 +446,7 @@ def augment_batch(key, images, policy, *, fill, pad: int = 4, flip: bool = True,
   if loop not in LOOPS:
     raise ValueError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}.")
   fill = jnp.broadcast_to(jnp.asarray(fill, jnp.float32), images.shape[-1:])
-  h, w = images.shape[1:3]
+  _h, _w = images.shape[1:3]
 
   def one(key, image):
     policy_key, crop_key, flip_key, cut_key = jax.random.split(key, 4)
@@ -409,21 +476,26 @@ def explore(key, policy, resample_probability: float = 0.2):
   shape = jnp.shape(policy)
   uniform = jax.random.randint(value_key, shape, 0, limits + 1)
   shift = jax.random.randint(amount_key, shape, 0, 4) * jnp.where(
-      jax.random.bernoulli(sign_key, 0.5, shape), 1, -1)
+    jax.random.bernoulli(sign_key, 0.5, shape), 1, -1
+  )
   perturbed = jnp.clip(policy + shift, 0, limits)
-  return jnp.where(jax.random.bernoulli(resample_key, resample_probability, shape), uniform,
-                   perturbed).astype(jnp.int32)
+  return jnp.where(
+    jax.random.bernoulli(resample_key, resample_probability, shape), uniform, perturbed
+  ).astype(jnp.int32)
 
 
 def describe(policy) -> list[tuple[str, float, int]]:
   """``[(operation, probability, magnitude), ...]`` of the 30 tuples (for reports)."""
   check_policy(policy)
   policy = np.asarray(policy)
-  return [(OPERATIONS[k % len(OPERATIONS)], float(policy[k, 0]) / MAX_PROBABILITY,
-           int(policy[k, 1])) for k in range(NUM_TUPLES)]
+  return [
+    (OPERATIONS[k % len(OPERATIONS)], float(policy[k, 0]) / MAX_PROBABILITY, int(policy[k, 1]))
+    for k in range(NUM_TUPLES)
+  ]
 
 
 # --- Schedules: which policy is in force from which epoch. ---
+
 
 def policy_at(schedule: Sequence[tuple[int, np.ndarray]], epoch: int) -> np.ndarray:
   """The policy of ``schedule`` (``[(start_epoch, policy), ...]``, sorted) at ``epoch``."""
@@ -437,17 +509,26 @@ def policy_at(schedule: Sequence[tuple[int, np.ndarray]], epoch: int) -> np.ndar
 
 
 def schedule_to_json(schedule) -> str:
-  return json.dumps({"operations": list(OPERATIONS), "schedule": [
-      [int(start), np.asarray(policy).reshape(-1).tolist()] for start, policy in schedule]})
+  return json.dumps(
+    {
+      "operations": list(OPERATIONS),
+      "schedule": [
+        [int(start), np.asarray(policy).reshape(-1).tolist()] for start, policy in schedule
+      ],
+    }
+  )
 
 
 def schedule_from_json(text: str) -> list[tuple[int, np.ndarray]]:
   data = json.loads(text)
   if tuple(data.get("operations", OPERATIONS)) != OPERATIONS:
-    raise ValueError("schedule file lists its operations in another order than "
-                     "kd_jax.policies.OPERATIONS.")
-  return [(int(start), np.asarray(flat, np.int32).reshape(NUM_TUPLES, 2))
-          for start, flat in data["schedule"]]
+    raise ValueError(
+      "schedule file lists its operations in another order than kd_jax.policies.OPERATIONS."
+    )
+  return [
+    (int(start), np.asarray(flat, np.int32).reshape(NUM_TUPLES, 2))
+    for start, flat in data["schedule"]
+  ]
 
 
 def from_file_encoding(flat: Sequence[int], order: Sequence[str] = PY2_FILE_ORDER) -> np.ndarray:
@@ -508,68 +589,81 @@ def read_pba_schedule(path: str, epochs: int) -> list[tuple[int, np.ndarray]]:
 
 # --- AutoAugment (Cubuk et al. 2019): the searched policies, on the operations above. ---
 
-AUTOAUGMENT_OPERATIONS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
-                          "Brightness", "Color", "Contrast", "Sharpness", "Posterize",
-                          "Solarize", "AutoContrast", "Equalize", "Invert")
+AUTOAUGMENT_OPERATIONS = (
+  "ShearX",
+  "ShearY",
+  "TranslateX",
+  "TranslateY",
+  "Rotate",
+  "Brightness",
+  "Color",
+  "Contrast",
+  "Sharpness",
+  "Posterize",
+  "Solarize",
+  "AutoContrast",
+  "Equalize",
+  "Invert",
+)
 AUTOAUGMENT_BINS = 10
 # Each policy: 25 sub-policies of two (operation, probability, magnitude bin or None); the
 # lists of the AutoAugment paper as torchvision ships them (AutoAugmentPolicy.CIFAR10 and
 # .IMAGENET), the ones Wang et al.'s official code applies.
 AUTOAUGMENT_POLICIES = {
-    "cifar10": (
-        (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
-        (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
-        (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
-        (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
-        (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
-        (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
-        (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
-        (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
-        (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
-        (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
-        (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
-        (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
-        (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
-        (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
-        (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
-        (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
-        (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
-        (("Color", 0.9, 9), ("Equalize", 0.6, None)),
-        (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
-        (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
-        (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
-        (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
-        (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
-        (("Equalize", 0.8, None), ("Invert", 0.1, None)),
-        (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
-    ),
-    "imagenet": (
-        (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
-        (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
-        (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
-        (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
-        (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
-        (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
-        (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
-        (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
-        (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
-        (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
-        (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
-        (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
-        (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
-        (("Invert", 0.6, None), ("Equalize", 1.0, None)),
-        (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
-        (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
-        (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
-        (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
-        (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
-        (("Color", 0.4, 0), ("Equalize", 0.6, None)),
-        (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
-        (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
-        (("Invert", 0.6, None), ("Equalize", 1.0, None)),
-        (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
-        (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
-    ),
+  "cifar10": (
+    (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+    (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+    (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
+    (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
+    (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+    (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
+    (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+    (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
+    (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+    (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
+    (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+    (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
+    (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+    (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
+    (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
+    (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+    (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
+    (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+    (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
+    (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
+    (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+    (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+  ),
+  "imagenet": (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+  ),
 }
 _UNSIGNED = ("Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
 
@@ -584,15 +678,20 @@ def autoaugment_magnitudes(height: int, width: int) -> tuple[np.ndarray, np.ndar
   ``8 − round(bin / 2.25)`` bits, solarize inverts values ≥ 255..0; the last three take none.
   """
   ramp = np.linspace(0.0, 1.0, AUTOAUGMENT_BINS)
-  table = {"ShearX": 0.3 * ramp, "ShearY": 0.3 * ramp,
-           "TranslateX": 150.0 / 331.0 * width * ramp,
-           "TranslateY": 150.0 / 331.0 * height * ramp, "Rotate": 30.0 * ramp,
-           "Posterize": 8 - np.round(np.arange(AUTOAUGMENT_BINS) / ((AUTOAUGMENT_BINS - 1) / 4)),
-           "Solarize": 255.0 * (1.0 - ramp)}
+  table = {
+    "ShearX": 0.3 * ramp,
+    "ShearY": 0.3 * ramp,
+    "TranslateX": 150.0 / 331.0 * width * ramp,
+    "TranslateY": 150.0 / 331.0 * height * ramp,
+    "Rotate": 30.0 * ramp,
+    "Posterize": 8 - np.round(np.arange(AUTOAUGMENT_BINS) / ((AUTOAUGMENT_BINS - 1) / 4)),
+    "Solarize": 255.0 * (1.0 - ramp),
+  }
   for name in ("Brightness", "Color", "Contrast", "Sharpness"):
     table[name] = 0.9 * ramp
-  magnitudes = np.stack([table.get(name, np.zeros(AUTOAUGMENT_BINS))
-                         for name in AUTOAUGMENT_OPERATIONS]).astype(np.float32)
+  magnitudes = np.stack(
+    [table.get(name, np.zeros(AUTOAUGMENT_BINS)) for name in AUTOAUGMENT_OPERATIONS]
+  ).astype(np.float32)
   signed = np.asarray([name not in _UNSIGNED for name in AUTOAUGMENT_OPERATIONS])
   return magnitudes, signed
 
@@ -603,53 +702,64 @@ def encode_autoaugment(policy) -> dict[str, np.ndarray]:
   (AUTOAUGMENT_OPERATIONS indices), ``probability`` [S, 2] float, ``bin`` [S, 2] int."""
   if isinstance(policy, str):
     if policy not in AUTOAUGMENT_POLICIES:
-      raise ValueError(f"unknown AutoAugment policy {policy!r}; valid names: "
-                       f"{', '.join(AUTOAUGMENT_POLICIES)}, or a list of sub-policies.")
+      raise ValueError(
+        f"unknown AutoAugment policy {policy!r}; valid names: "
+        f"{', '.join(AUTOAUGMENT_POLICIES)}, or a list of sub-policies."
+      )
     policy = AUTOAUGMENT_POLICIES[policy]
   operation, probability, bins = [], [], []
   for number, sub_policy in enumerate(policy):
     if len(sub_policy) != 2:
-      raise ValueError(f"AutoAugment sub-policy {number} has {len(sub_policy)} operations; "
-                       "each has two (operation, probability, magnitude_bin or None).")
+      raise ValueError(
+        f"AutoAugment sub-policy {number} has {len(sub_policy)} operations; "
+        "each has two (operation, probability, magnitude_bin or None)."
+      )
     for name, p, magnitude_bin in sub_policy:
       if name not in AUTOAUGMENT_OPERATIONS:
-        raise ValueError(f"AutoAugment sub-policy {number}: unknown operation {name!r}; "
-                         f"valid: {', '.join(AUTOAUGMENT_OPERATIONS)}.")
+        raise ValueError(
+          f"AutoAugment sub-policy {number}: unknown operation {name!r}; "
+          f"valid: {', '.join(AUTOAUGMENT_OPERATIONS)}."
+        )
       if not 0.0 <= p <= 1.0:
-        raise ValueError(f"AutoAugment sub-policy {number}: probability {p} of {name} is "
-                         "not in [0, 1].")
+        raise ValueError(
+          f"AutoAugment sub-policy {number}: probability {p} of {name} is not in [0, 1]."
+        )
       needs_bin = name not in ("AutoContrast", "Equalize", "Invert")
       if needs_bin and not (magnitude_bin is not None and 0 <= magnitude_bin < AUTOAUGMENT_BINS):
-        raise ValueError(f"AutoAugment sub-policy {number}: {name} needs a magnitude bin "
-                         f"0..{AUTOAUGMENT_BINS - 1}; got {magnitude_bin!r}.")
+        raise ValueError(
+          f"AutoAugment sub-policy {number}: {name} needs a magnitude bin "
+          f"0..{AUTOAUGMENT_BINS - 1}; got {magnitude_bin!r}."
+        )
       operation.append(AUTOAUGMENT_OPERATIONS.index(name))
       probability.append(p)
       bins.append(magnitude_bin or 0)
   if not operation:
     raise ValueError("an AutoAugment policy needs at least one sub-policy.")
-  return {"operation": np.asarray(operation, np.int32).reshape(-1, 2),
-          "probability": np.asarray(probability, np.float32).reshape(-1, 2),
-          "bin": np.asarray(bins, np.int32).reshape(-1, 2)}
+  return {
+    "operation": np.asarray(operation, np.int32).reshape(-1, 2),
+    "probability": np.asarray(probability, np.float32).reshape(-1, 2),
+    "bin": np.asarray(bins, np.int32).reshape(-1, 2),
+  }
 
 
 # One branch per AUTOAUGMENT_OPERATIONS entry, (image, magnitude, fill) -> image, then the
 # identity (an operation that does not fire).
 AUTOAUGMENT_BRANCHES = (
-    lambda image, m, fill: shear_x_by(image, m, fill),
-    lambda image, m, fill: shear_y_by(image, m, fill),
-    lambda image, m, fill: translate_x_by(image, jnp.trunc(m), fill),
-    lambda image, m, fill: translate_y_by(image, jnp.trunc(m), fill),
-    lambda image, m, fill: rotate_degrees(image, m, fill),
-    lambda image, m, fill: brightness_by(image, 1.0 + m),
-    lambda image, m, fill: color_by(image, 1.0 + m),
-    lambda image, m, fill: contrast_by(image, 1.0 + m),
-    lambda image, m, fill: sharpness_by(image, 1.0 + m),
-    lambda image, m, fill: posterize_bits(image, m.astype(jnp.int32)),
-    lambda image, m, fill: solarize_above(image, m),
-    lambda image, m, fill: auto_contrast(image, 0, None, fill),
-    lambda image, m, fill: equalize(image, 0, None, fill),
-    lambda image, m, fill: invert(image, 0, None, fill),
-    lambda image, m, fill: image,
+  lambda image, m, fill: shear_x_by(image, m, fill),
+  lambda image, m, fill: shear_y_by(image, m, fill),
+  lambda image, m, fill: translate_x_by(image, jnp.trunc(m), fill),
+  lambda image, m, fill: translate_y_by(image, jnp.trunc(m), fill),
+  lambda image, m, fill: rotate_degrees(image, m, fill),
+  lambda image, m, fill: brightness_by(image, 1.0 + m),
+  lambda image, m, fill: color_by(image, 1.0 + m),
+  lambda image, m, fill: contrast_by(image, 1.0 + m),
+  lambda image, m, fill: sharpness_by(image, 1.0 + m),
+  lambda image, m, fill: posterize_bits(image, m.astype(jnp.int32)),
+  lambda image, m, fill: solarize_above(image, m),
+  lambda image, m, fill: auto_contrast(image, 0, None, fill),
+  lambda image, m, fill: equalize(image, 0, None, fill),
+  lambda image, m, fill: invert(image, 0, None, fill),
+  lambda image, m, fill: image,
 )
 
 
@@ -672,8 +782,9 @@ def apply_autoaugment(key, image, encoded, magnitudes, signed, fill):
   return image
 
 
-def autoaugment_batch(key, images, policy="cifar10", *, fill=0.0, per_image: bool = True,
-                      loop: str | None = None):
+def autoaugment_batch(
+  key, images, policy="cifar10", *, fill=0.0, per_image: bool = True, loop: str | None = None
+):
   """AutoAugment on a batch of uint8-valued images ``[B, H, W, C]``, on device; jit-able.
 
   Each image (or, with ``per_image=False``, the whole batch at once, as torchvision
@@ -695,6 +806,7 @@ def autoaugment_batch(key, images, policy="cifar10", *, fill=0.0, per_image: boo
     loop: "map" or "vmap", as in ``augment_batch`` (None: ``default_loop()``).
   """
   from kd_jax import validation
+
   validation.check_image_layout("images", images)
   check_pixel_images("images", images, integers_only=False)
   encoded = {k: jnp.asarray(v) for k, v in encode_autoaugment(policy).items()}
@@ -705,8 +817,9 @@ def autoaugment_batch(key, images, policy="cifar10", *, fill=0.0, per_image: boo
     raise ValueError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}.")
 
   def one(key, image):
-    return apply_autoaugment(key, image.astype(jnp.float32), encoded, magnitudes, signed,
-                             fill).astype(images.dtype)
+    return apply_autoaugment(
+      key, image.astype(jnp.float32), encoded, magnitudes, signed, fill
+    ).astype(images.dtype)
 
   if not per_image:
     return jax.vmap(lambda image: one(key, image))(images)

@@ -19,7 +19,7 @@ from kd_jax import validation
 
 def quantize_unit(v, bits: int):
   """Q_k on [0, 1] with a straight-through gradient."""
-  levels = 2 ** bits - 1
+  levels = 2**bits - 1
   rounded = jnp.round(v * levels) / levels
   return v + jax.lax.stop_gradient(rounded - v)
 

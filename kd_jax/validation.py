@@ -14,11 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+
 def check_floating(name: str, x) -> None:
   """Raises TypeError unless ``x`` has a floating dtype."""
   if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
     raise TypeError(
-        f"{name} must have a floating dtype (float32, bfloat16, ...); got {jnp.asarray(x).dtype}.")
+      f"{name} must have a floating dtype (float32, bfloat16, ...); got {jnp.asarray(x).dtype}."
+    )
 
 
 def check_logits(name: str, logits) -> None:
@@ -31,7 +33,8 @@ def check_logits(name: str, logits) -> None:
 def check_same_shape(name_a: str, a, name_b: str, b) -> None:
   if jnp.shape(a) != jnp.shape(b):
     raise ValueError(
-        f"{name_a} and {name_b} must have the same shape; got {jnp.shape(a)} and {jnp.shape(b)}.")
+      f"{name_a} and {name_b} must have the same shape; got {jnp.shape(a)} and {jnp.shape(b)}."
+    )
 
 
 def check_labels(logits_name: str, logits, labels_name: str, labels) -> None:
@@ -41,17 +44,20 @@ def check_labels(logits_name: str, logits, labels_name: str, labels) -> None:
   if jnp.issubdtype(dtype, jnp.integer):
     if labels_shape != logits_shape[:-1]:
       raise ValueError(
-          f"integer {labels_name} must have shape {logits_shape[:-1]} (the shape of "
-          f"{logits_name} {logits_shape} without its class axis); got {labels_shape}.")
+        f"integer {labels_name} must have shape {logits_shape[:-1]} (the shape of "
+        f"{logits_name} {logits_shape} without its class axis); got {labels_shape}."
+      )
     _check_label_range(labels_name, labels, logits_shape[-1])
   elif jnp.issubdtype(dtype, jnp.floating):
     if labels_shape != logits_shape:
       raise ValueError(
-          f"probability {labels_name} must have the shape of {logits_name} {logits_shape}; "
-          f"got {labels_shape}.")
+        f"probability {labels_name} must have the shape of {logits_name} {logits_shape}; "
+        f"got {labels_shape}."
+      )
   else:
-    raise TypeError(f"{labels_name} must be integer class ids or floating probabilities; "
-                    f"got dtype {dtype}.")
+    raise TypeError(
+      f"{labels_name} must be integer class ids or floating probabilities; got dtype {dtype}."
+    )
 
 
 def _check_label_range(name: str, labels, num_classes: int) -> None:
@@ -60,8 +66,10 @@ def _check_label_range(name: str, labels, num_classes: int) -> None:
   if not isinstance(labels, jax.core.Tracer):
     values = np.asarray(labels)
     if values.size and not 0 <= values.min() <= values.max() < num_classes:
-      raise ValueError(f"{name} must be class ids in [0, {num_classes}); got values from "
-                       f"{values.min()} to {values.max()}.")
+      raise ValueError(
+        f"{name} must be class ids in [0, {num_classes}); got values from "
+        f"{values.min()} to {values.max()}."
+      )
 
 
 def checked_labels(labels, num_classes: int, name: str = "labels"):
@@ -82,8 +90,11 @@ def checked_labels(labels, num_classes: int, name: str = "labels"):
   Traced, it needs checkify (JAX refuses an unfunctionalised check under jit).
   """
   if isinstance(labels, jax.core.Tracer):
-    checkify.check(jnp.all((labels >= 0) & (labels < num_classes)),
-                   f"{name} must be class ids in [0, {num_classes}); got {{}}.", labels)
+    checkify.check(
+      jnp.all((labels >= 0) & (labels < num_classes)),
+      f"{name} must be class ids in [0, {num_classes}); got {{}}.",
+      labels,
+    )
   else:
     _check_label_range(name, labels, num_classes)
   return labels
@@ -95,7 +106,8 @@ def concrete_number(value):
   if isinstance(value, jax.core.Tracer):
     return None
   if isinstance(value, (int, float, np.number)) or (
-      isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0):
+    isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
+  ):
     return np.asarray(value).item()
   return None
 
@@ -104,8 +116,9 @@ def _check_number_type(name: str, value) -> None:
   """Numbers, NumPy and JAX arrays pass; a string (``"-4"`` from a config file), None or a
   bool is refused instead of being converted somewhere inside."""
   if isinstance(value, (str, bytes, bool)) or value is None:
-    raise TypeError(f"{name} must be a number or a numeric array; got {value!r} "
-                    f"({type(value).__name__}).")
+    raise TypeError(
+      f"{name} must be a number or a numeric array; got {value!r} ({type(value).__name__})."
+    )
 
 
 def _check_traced(name: str, value, condition: str, holds) -> None:
@@ -149,20 +162,27 @@ def check_non_negative(name: str, value) -> None:
     raise ValueError(f"{name} must be ≥ 0; got {value}.")
 
 
-def static_int(name: str, value, minimum: int | None = None,
-               maximum: int | None = None) -> int:
+def static_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
   """A shape-fixing argument as a Python int: Python and NumPy integers pass (``np.int64``
   from an array's ``.shape`` arithmetic or a config), anything else is a clear error."""
   try:
     number = operator.index(value)
   except TypeError:
     number = None
-  if number is None or isinstance(value, bool) or (minimum is not None and number < minimum) \
-      or (maximum is not None and number > maximum):
-    bounds = f" in [{minimum}, {maximum}]" if maximum is not None else (
-        f" ≥ {minimum}" if minimum is not None else "")
-    raise ValueError(f"{name} must be an integer{bounds} (a Python or NumPy int: it fixes "
-                     f"shapes); got {value!r}.")
+  if (
+    number is None
+    or isinstance(value, bool)
+    or (minimum is not None and number < minimum)
+    or (maximum is not None and number > maximum)
+  ):
+    bounds = (
+      f" in [{minimum}, {maximum}]"
+      if maximum is not None
+      else (f" ≥ {minimum}" if minimum is not None else "")
+    )
+    raise ValueError(
+      f"{name} must be an integer{bounds} (a Python or NumPy int: it fixes shapes); got {value!r}."
+    )
   return number
 
 
@@ -172,12 +192,13 @@ def check_image_layout(name: str, images) -> None:
   over the wrong axes without any error."""
   shape = jnp.shape(images)
   if len(shape) != 4:
-    raise ValueError(f"{name} must have shape [batch, height, width, channels]; "
-                     f"got shape {shape}.")
+    raise ValueError(f"{name} must have shape [batch, height, width, channels]; got shape {shape}.")
   if shape[1] in (1, 3) and shape[3] > 4:
-    raise ValueError(f"{name} has shape {shape}, which looks like [batch, channels, height, "
-                     f"width] (NCHW); kd_jax takes [batch, height, width, channels] (NHWC): "
-                     f"use images.transpose(0, 2, 3, 1).")
+    raise ValueError(
+      f"{name} has shape {shape}, which looks like [batch, channels, height, "
+      f"width] (NCHW); kd_jax takes [batch, height, width, channels] (NHWC): "
+      f"use images.transpose(0, 2, 3, 1)."
+    )
 
 
 def compute_dtype(*arrays):
@@ -197,9 +218,11 @@ class _CheckedLogits:
     if not hasattr(out, "shape") or not hasattr(out, "dtype"):
       kind = type(out).__name__
       size = f" of {len(out)} items" if isinstance(out, (tuple, list, dict)) else ""
-      raise TypeError(f"{self._name} must return the logits array [batch, classes]; it "
-                      f"returned a {kind}{size}. Return the logits alone, e.g. "
-                      "lambda x: model.apply(variables, x)[0].")
+      raise TypeError(
+        f"{self._name} must return the logits array [batch, classes]; it "
+        f"returned a {kind}{size}. Return the logits alone, e.g. "
+        "lambda x: model.apply(variables, x)[0]."
+      )
     return out
 
   def __getattr__(self, attribute):

@@ -29,8 +29,9 @@ IN_MEMORY_DATASETS = EMBEDDED_DATASETS + TFDS_DATASETS
 DATASET_NAMES = IN_MEMORY_DATASETS + STREAMED_DATASETS
 
 
-def load_dataset(name: str, split: str, data_dir: str | None = None,
-                 download: bool = False) -> ImageDataset:
+def load_dataset(
+  name: str, split: str, data_dir: str | None = None, download: bool = False
+) -> ImageDataset:
   """Loads split ``split`` of the in-memory dataset ``name`` into host memory.
 
   Embedded datasets need nothing; TFDS datasets must be prepared in ``data_dir`` (or be
@@ -38,20 +39,24 @@ def load_dataset(name: str, split: str, data_dir: str | None = None,
   """
   if name in EMBEDDED_DATASETS:
     from kd_jax.data import embedded
+
     loader = {"digits": embedded.load_digits, "mnist5k": embedded.load_mnist5k}[name]
     return loader(split)
   if name in TFDS_DATASETS:
     from kd_jax.data import tfds_loaders
+
     return tfds_loaders.load_tfds_images(name, split, data_dir, download)
   if name in STREAMED_DATASETS:
-    raise ValueError(f"{name!r} is streamed, not held in memory: open it with "
-                     "kd_jax.data.open_images.")
+    raise ValueError(
+      f"{name!r} is streamed, not held in memory: open it with kd_jax.data.open_images."
+    )
   raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageData:
   """One split of an image dataset as the loop reads it."""
+
   name: str
   split: Split
   num_classes: int
@@ -65,27 +70,64 @@ class ImageData:
     return len(self.split)
 
 
-def open_images(name: str, split: str, data_dir: str | None = None, download: bool = False,
-                *, image_size: int = 0, workers: int = 2, prefetch: int = 2,
-                jpeg_draft: bool = False, cache: str = "auto",
-                cache_limit_gb: float = 4.0) -> ImageData:
+def open_images(
+  name: str,
+  split: str,
+  data_dir: str | None = None,
+  download: bool = False,
+  *,
+  image_size: int = 0,
+  workers: int = 2,
+  prefetch: int = 2,
+  jpeg_draft: bool = False,
+  cache: str = "auto",
+  cache_limit_gb: float = 4.0,
+) -> ImageData:
   """Split ``split`` ("train" or "test") of the image dataset ``name``; for streamed
   datasets, ``image_size`` (0: the dataset's default), ``workers`` (decoding threads),
   ``prefetch`` (batches decoded ahead), ``jpeg_draft`` (kd_jax.data.images), ``cache`` and
   ``cache_limit_gb`` (decode once into memory: kd_jax.data.streamed.load_streamed)."""
   if name in STREAMED_DATASETS:
     from kd_jax.data import streamed
-    return streamed.load_streamed(name, split, data_dir, image_size=image_size,
-                                  workers=workers, prefetch=prefetch, jpeg_draft=jpeg_draft,
-                                  cache=cache, cache_limit_gb=cache_limit_gb)
+
+    return streamed.load_streamed(
+      name,
+      split,
+      data_dir,
+      image_size=image_size,
+      workers=workers,
+      prefetch=prefetch,
+      jpeg_draft=jpeg_draft,
+      cache=cache,
+      cache_limit_gb=cache_limit_gb,
+    )
   if image_size:
-    raise ValueError(f"image_size applies to streamed datasets; {name!r} is held in memory "
-                     "at its own size. Leave it 0.")
+    raise ValueError(
+      f"image_size applies to streamed datasets; {name!r} is held in memory "
+      "at its own size. Leave it 0."
+    )
   data = load_dataset(name, split, data_dir, download)
-  return ImageData(data.name, ArraySplit({"image": data.images, "label": data.labels}),
-                   data.num_classes, data.mean, data.std, data.image_shape, streamed=False)
+  return ImageData(
+    data.name,
+    ArraySplit({"image": data.images, "label": data.labels}),
+    data.num_classes,
+    data.mean,
+    data.std,
+    data.image_shape,
+    streamed=False,
+  )
 
 
-__all__ = ["ArraySplit", "DATASET_NAMES", "EpochSampler", "ImageData", "ImageDataset",
-           "RecordError", "RecordSplit", "Split", "eval_batches", "load_dataset",
-           "open_images"]
+__all__ = [
+  "DATASET_NAMES",
+  "ArraySplit",
+  "EpochSampler",
+  "ImageData",
+  "ImageDataset",
+  "RecordError",
+  "RecordSplit",
+  "Split",
+  "eval_batches",
+  "load_dataset",
+  "open_images",
+]

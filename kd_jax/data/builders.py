@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -35,6 +36,7 @@ def channel_stats_of(read_image, count: int, where, sample: int = STATS_SAMPLE, 
   """Mean and std per channel of pixel/255 over ``sample`` of ``count`` images
   (``read_image(i)`` gives image ``i``'s bytes, ``where(i)`` names it), decoded as RGB."""
   from kd_jax.data import images as images_lib
+
   chosen = np.sort(np.random.default_rng(seed).permutation(count)[:sample])
   sums, squares, pixels = np.zeros(3), np.zeros(3), 0
   for index in chosen:
@@ -43,21 +45,26 @@ def channel_stats_of(read_image, count: int, where, sample: int = STATS_SAMPLE, 
     image = images_lib.open_image(data)
     values = np.asarray(image.convert("RGB"), np.float64).reshape(-1, 3) / 255.0
     sums += values.sum(0)
-    squares += (values ** 2).sum(0)
+    squares += (values**2).sum(0)
     pixels += len(values)
   mean = sums / max(pixels, 1)
-  std = np.sqrt(np.maximum(squares / max(pixels, 1) - mean ** 2, 0.0))
+  std = np.sqrt(np.maximum(squares / max(pixels, 1) - mean**2, 0.0))
   return [float(v) for v in mean], [float(v) for v in std]
 
 
 def _features(num_classes: int | None = None, names=None, shape=(None, None, 3)):
-  label = (tfds.features.ClassLabel(names=list(names)) if names is not None
-           else tfds.features.ClassLabel(num_classes=num_classes))
-  return tfds.features.FeaturesDict({
+  label = (
+    tfds.features.ClassLabel(names=list(names))
+    if names is not None
+    else tfds.features.ClassLabel(num_classes=num_classes)
+  )
+  return tfds.features.FeaturesDict(
+    {
       "image": tfds.features.Image(shape=shape),
       "label": label,
       "file_name": tfds.features.Text(),
-  })
+    }
+  )
 
 
 class _Files:
@@ -71,8 +78,9 @@ class _Files:
 
   def exists(self, path: str) -> bool:
     if self.zip is not None:
-      return path in self.names or any(name.startswith(path.rstrip("/") + "/")
-                                       for name in self.names)
+      return path in self.names or any(
+        name.startswith(path.rstrip("/") + "/") for name in self.names
+      )
     return os.path.exists(os.path.join(self.root, path))
 
   def read(self, path: str) -> bytes:
@@ -88,11 +96,17 @@ class _Files:
     """Image files directly inside ``folder`` (sorted relative paths)."""
     folder = folder.rstrip("/") + "/"
     if self.zip is not None:
-      return sorted(name for name in self.names if name.startswith(folder)
-                    and "/" not in name[len(folder):] and _is_image(name))
+      return sorted(
+        name
+        for name in self.names
+        if name.startswith(folder) and "/" not in name[len(folder) :] and _is_image(name)
+      )
     full = os.path.join(self.root, folder)
-    return sorted(folder + name for name in os.listdir(full) if _is_image(name)
-                  and os.path.isfile(os.path.join(full, name)))
+    return sorted(
+      folder + name
+      for name in os.listdir(full)
+      if _is_image(name) and os.path.isfile(os.path.join(full, name))
+    )
 
   def where(self) -> str:
     return self.root
@@ -111,19 +125,24 @@ def tiny_imagenet_files(manual_dir: str) -> tuple[_Files, str]:
     files, prefix = _Files(folder), ""
   elif os.path.isfile(archive):
     if not zipfile.is_zipfile(archive):
-      raise ManualDataError(f"{archive} is not a zip archive (a partial download?); fetch "
-                            "it again from http://cs231n.stanford.edu/tiny-imagenet-200.zip.")
+      raise ManualDataError(
+        f"{archive} is not a zip archive (a partial download?); fetch "
+        "it again from http://cs231n.stanford.edu/tiny-imagenet-200.zip."
+      )
     files, prefix = _Files(archive), TINY_IMAGENET_FOLDER + "/"
   else:
     raise ManualDataError(
-        f"{manual_dir} holds neither {TINY_IMAGENET_FOLDER}/ nor {TINY_IMAGENET_ZIP}; "
-        "download http://cs231n.stanford.edu/tiny-imagenet-200.zip into it (unzipped or not).")
+      f"{manual_dir} holds neither {TINY_IMAGENET_FOLDER}/ nor {TINY_IMAGENET_ZIP}; "
+      "download http://cs231n.stanford.edu/tiny-imagenet-200.zip into it (unzipped or not)."
+    )
   for needed in ("wnids.txt", "train", "val/val_annotations.txt", "val/images"):
     if not files.exists(prefix + needed):
-      raise ManualDataError(f"{files.where()} has no {prefix + needed}: the "
-                            f"{TINY_IMAGENET_FOLDER} layout needs wnids.txt, "
-                            "train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
-                            "val/val_annotations.txt.")
+      raise ManualDataError(
+        f"{files.where()} has no {prefix + needed}: the "
+        f"{TINY_IMAGENET_FOLDER} layout needs wnids.txt, "
+        "train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
+        "val/val_annotations.txt."
+      )
   return files, prefix
 
 
@@ -132,11 +151,13 @@ def tiny_imagenet_layout(manual_dir: str):
   ImageNet in ``manual_dir``: labels are the sorted wnids' positions; a missing or
   inconsistent file is named."""
   files, prefix = tiny_imagenet_files(manual_dir)
-  wnids = sorted(line.strip() for line in files.read_text(prefix + "wnids.txt").splitlines()
-                 if line.strip())
+  wnids = sorted(
+    line.strip() for line in files.read_text(prefix + "wnids.txt").splitlines() if line.strip()
+  )
   if len(wnids) != 200:
-    raise ManualDataError(f"{files.where()}: {prefix}wnids.txt lists {len(wnids)} classes; "
-                          "Tiny ImageNet has 200.")
+    raise ManualDataError(
+      f"{files.where()}: {prefix}wnids.txt lists {len(wnids)} classes; Tiny ImageNet has 200."
+    )
   label_of = {wnid: index for index, wnid in enumerate(wnids)}
   train = []
   for wnid in wnids:
@@ -150,12 +171,13 @@ def tiny_imagenet_layout(manual_dir: str):
     if len(fields) < 2:
       continue
     if fields[1] not in label_of:
-      raise ManualDataError(f"{files.where()}: val/val_annotations.txt names class "
-                            f"{fields[1]!r}, which is not in wnids.txt.")
+      raise ManualDataError(
+        f"{files.where()}: val/val_annotations.txt names class "
+        f"{fields[1]!r}, which is not in wnids.txt."
+      )
     path = f"{prefix}val/images/{fields[0]}"
     if not files.exists(path):
-      raise ManualDataError(f"{files.where()} has no {path} (listed in "
-                            "val/val_annotations.txt).")
+      raise ManualDataError(f"{files.where()} has no {path} (listed in val/val_annotations.txt).")
     validation.append((path, label_of[fields[1]]))
   return files, prefix, wnids, {"train": train, "validation": validation}
 
@@ -166,27 +188,35 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
   torchvision's ImageFolder gives, so PyTorch-trained teachers' outputs line up)."""
 
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "kd_jax's builder: file bytes as published, sorted wnids."}
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+    "1.0.0": "kd_jax's builder: file bytes as published, sorted wnids."
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      f"Place {TINY_IMAGENET_ZIP} (http://cs231n.stanford.edu/tiny-imagenet-200.zip), or "
-      f"the {TINY_IMAGENET_FOLDER}/ folder it unzips to, in manual_dir.")
+    f"Place {TINY_IMAGENET_ZIP} (http://cs231n.stanford.edu/tiny-imagenet-200.zip), or "
+    f"the {TINY_IMAGENET_FOLDER}/ folder it unzips to, in manual_dir."
+  )
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=_features(num_classes=200, shape=(64, 64, 3)),
-        supervised_keys=("image", "label"),
-        homepage="http://cs231n.stanford.edu/",
-        metadata=tfds.core.MetadataDict())
+      features=_features(num_classes=200, shape=(64, 64, 3)),
+      supervised_keys=("image", "label"),
+      homepage="http://cs231n.stanford.edu/",
+      metadata=tfds.core.MetadataDict(),
+    )
 
   def _split_generators(self, dl_manager):
     files, prefix, wnids, splits = tiny_imagenet_layout(os.fspath(dl_manager.manual_dir))
     train, validation = splits["train"], splits["validation"]
     self.info.features["label"].names = wnids
     self.info.metadata["mean"], self.info.metadata["std"] = channel_stats_of(
-        lambda index: files.read(train[index][0]), len(train),
-        lambda index: f"{files.where()}: {train[index][0]}")
-    return {"train": self._generate_examples(files, prefix, train),
-            "validation": self._generate_examples(files, prefix, validation)}
+      lambda index: files.read(train[index][0]),
+      len(train),
+      lambda index: f"{files.where()}: {train[index][0]}",
+    )
+    return {
+      "train": self._generate_examples(files, prefix, train),
+      "validation": self._generate_examples(files, prefix, validation),
+    }
 
   def _generate_examples(self, files, prefix: str, examples):
     for path, label in examples:
@@ -194,12 +224,15 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
       check_decodable(data, f"{files.where()}: {path}")
       # The key (which fixes the record order) is the path inside the dataset, the same from
       # the zip or the folder, wherever it lies: every copy has the same order.
-      yield path[len(prefix):], {"image": data, "label": label,
-                                 "file_name": os.path.basename(path)}
+      yield (
+        path[len(prefix) :],
+        {"image": data, "label": label, "file_name": os.path.basename(path)},
+      )
 
 
-def image_folder_layout(manual_dir: str, holdout_fraction: float
-                        ) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+def image_folder_layout(
+  manual_dir: str, holdout_fraction: float
+) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
   """``(class names, {"train": [(path, label)], "validation": [...]})`` of an image folder.
 
   Layouts: ``RAW/train/<class>/*`` with ``RAW/val/<class>/*`` (or ``validation/``); or class
@@ -208,53 +241,79 @@ def image_folder_layout(manual_dir: str, holdout_fraction: float
   out for validation. Classes are the sorted sub-folder names, as torchvision's ImageFolder.
   """
   if not os.path.isdir(manual_dir):
-    raise ManualDataError(f"{manual_dir} is not a directory; point --manual_dir at the folder "
-                          "of class sub-folders.")
+    raise ManualDataError(
+      f"{manual_dir} is not a directory; point --manual_dir at the folder of class sub-folders."
+    )
   train_root = os.path.join(manual_dir, "train")
   if not os.path.isdir(train_root):
     train_root = manual_dir
-  val_root = next((os.path.join(manual_dir, name) for name in ("val", "validation")
-                   if os.path.isdir(os.path.join(manual_dir, name))), None)
-  classes = sorted(name for name in os.listdir(train_root)
-                   if os.path.isdir(os.path.join(train_root, name))
-                   and name not in ("val", "validation"))
+  val_root = next(
+    (
+      os.path.join(manual_dir, name)
+      for name in ("val", "validation")
+      if os.path.isdir(os.path.join(manual_dir, name))
+    ),
+    None,
+  )
+  classes = sorted(
+    name
+    for name in os.listdir(train_root)
+    if os.path.isdir(os.path.join(train_root, name)) and name not in ("val", "validation")
+  )
   if not classes:
-    raise ManualDataError(f"{train_root} has no class sub-folders; the layout is "
-                          "<class>/<image> (optionally under train/ and val/).")
+    raise ManualDataError(
+      f"{train_root} has no class sub-folders; the layout is "
+      "<class>/<image> (optionally under train/ and val/)."
+    )
 
   def listing(root):
     found = []
     for label, name in enumerate(classes):
       folder = os.path.join(root, name)
-      paths = (sorted(os.path.join(folder, f) for f in os.listdir(folder) if _is_image(f)
-                      and os.path.isfile(os.path.join(folder, f)))
-               if os.path.isdir(folder) else [])
+      paths = (
+        sorted(
+          os.path.join(folder, f)
+          for f in os.listdir(folder)
+          if _is_image(f) and os.path.isfile(os.path.join(folder, f))
+        )
+        if os.path.isdir(folder)
+        else []
+      )
       found.append([(path, label) for path in paths])
     return found
 
   train = listing(train_root)
   empty = [classes[label] for label, paths in enumerate(train) if not paths]
   if empty:
-    raise ManualDataError(f"{train_root}: class folder(s) {', '.join(empty[:5])} hold no "
-                          f"images ({', '.join(IMAGE_EXTENSIONS)}).")
+    raise ManualDataError(
+      f"{train_root}: class folder(s) {', '.join(empty[:5])} hold no "
+      f"images ({', '.join(IMAGE_EXTENSIONS)})."
+    )
   if val_root is not None:
-    extra = sorted(set(name for name in os.listdir(val_root)
-                       if os.path.isdir(os.path.join(val_root, name))) - set(classes))
+    extra = sorted(
+      set(name for name in os.listdir(val_root) if os.path.isdir(os.path.join(val_root, name)))
+      - set(classes)
+    )
     if extra:
-      raise ManualDataError(f"{val_root} has class folder(s) {', '.join(extra[:5])} that "
-                            f"{train_root} has not.")
+      raise ManualDataError(
+        f"{val_root} has class folder(s) {', '.join(extra[:5])} that {train_root} has not."
+      )
     validation = [example for paths in listing(val_root) for example in paths]
     return classes, {"train": [e for paths in train for e in paths], "validation": validation}
   if not 0 < holdout_fraction < 1:
-    raise ManualDataError(f"{manual_dir} has no val/ folder, so a fraction of each class is "
-                          f"held out; holdout_fraction must be in (0, 1), got "
-                          f"{holdout_fraction}.")
+    raise ManualDataError(
+      f"{manual_dir} has no val/ folder, so a fraction of each class is "
+      f"held out; holdout_fraction must be in (0, 1), got "
+      f"{holdout_fraction}."
+    )
   rng = np.random.default_rng(0)
   kept, held = [], []
   for paths in train:
     if len(paths) < 2:
-      raise ManualDataError(f"class {classes[paths[0][1]]!r} has one image; holding out a "
-                            "validation image needs at least two (or add a val/ folder).")
+      raise ManualDataError(
+        f"class {classes[paths[0][1]]!r} has one image; holding out a "
+        "validation image needs at least two (or add a val/ folder)."
+      )
     order = rng.permutation(len(paths))
     count = min(max(1, int(round(holdout_fraction * len(paths)))), len(paths) - 1)
     held += [paths[i] for i in sorted(order[:count])]
@@ -268,7 +327,9 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
   (prepare_data does this); read back from its files with the names it recorded."""
 
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "kd_jax's builder: file bytes as they are, sorted class folders."}
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+    "1.0.0": "kd_jax's builder: file bytes as they are, sorted class folders."
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir holds <class>/<image> (optionally train/, val/)."
 
   def __init__(self, *, class_names=None, holdout_fraction: float = 0.1, **kwargs):
@@ -279,15 +340,18 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
   def _info(self):
     names = self._class_names if self._class_names is not None else ["unknown"]
     return self.dataset_info_from_configs(
-        features=_features(names=names), supervised_keys=("image", "label"),
-        metadata=tfds.core.MetadataDict())
+      features=_features(names=names),
+      supervised_keys=("image", "label"),
+      metadata=tfds.core.MetadataDict(),
+    )
 
   def _split_generators(self, dl_manager):
-    classes, splits = image_folder_layout(os.fspath(dl_manager.manual_dir),
-                                          self._holdout_fraction)
+    classes, splits = image_folder_layout(os.fspath(dl_manager.manual_dir), self._holdout_fraction)
     if classes != self._class_names:
-      raise ManualDataError("the builder's class names differ from the folder's; build it "
-                            "with class_names=image_folder_layout(...)[0].")
+      raise ManualDataError(
+        "the builder's class names differ from the folder's; build it "
+        "with class_names=image_folder_layout(...)[0]."
+      )
     train = splits["train"]
 
     def read(index):
@@ -295,9 +359,11 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         return f.read()
 
     self.info.metadata["mean"], self.info.metadata["std"] = channel_stats_of(
-        read, len(train), lambda index: train[index][0])
-    self.info.metadata["holdout_fraction"] = (self._holdout_fraction
-                                              if _held_out(dl_manager.manual_dir) else 0.0)
+      read, len(train), lambda index: train[index][0]
+    )
+    self.info.metadata["holdout_fraction"] = (
+      self._holdout_fraction if _held_out(dl_manager.manual_dir) else 0.0
+    )
     root = os.fspath(dl_manager.manual_dir)
     return {name: self._generate_examples(root, examples) for name, examples in splits.items()}
 
@@ -308,8 +374,10 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
       check_decodable(data, path)
       # Keyed by the path inside the folder (the key fixes the record order): every copy of
       # the folder, wherever it lies, gives the same order.
-      yield os.path.relpath(path, root), {"image": data, "label": label,
-                                          "file_name": os.path.basename(path)}
+      yield (
+        os.path.relpath(path, root),
+        {"image": data, "label": label, "file_name": os.path.basename(path)},
+      )
 
 
 def _held_out(manual_dir) -> bool:
@@ -319,6 +387,7 @@ def _held_out(manual_dir) -> bool:
 def check_decodable(data: bytes, where: str) -> None:
   """Raises ManualDataError naming ``where`` when ``data`` is not an image PIL can decode."""
   from PIL import Image
+
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.verify()

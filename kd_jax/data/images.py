@@ -47,9 +47,9 @@ def open_image(data):
   return Image.open(io.BytesIO(bytes(data)))
 
 
-def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
-                            ) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+  width: int, height: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
   """``(left, top, crop_width, crop_height)`` of a random-resized crop, torchvision's way."""
   area = width * height
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -123,11 +123,13 @@ def crop_and_resize(data, box_of, size: int, jpeg_draft: bool = False) -> np.nda
   if (left, top, width, height) == (0, 0, *image.size) and image.size == (size, size):
     return _to_array(image)
   if jpeg_draft:  # fractional box after the draft's scaling: resample it directly
-    resized = image.resize((size, size), Image.BILINEAR,
-                           box=(left, top, left + width, top + height))
+    resized = image.resize(
+      (size, size), Image.BILINEAR, box=(left, top, left + width, top + height)
+    )
   else:  # torchvision's resized_crop: crop first, so no pixel outside the box is filtered in
-    resized = image.crop((left, top, left + width, top + height)).resize((size, size),
-                                                                        Image.BILINEAR)
+    resized = image.crop((left, top, left + width, top + height)).resize(
+      (size, size), Image.BILINEAR
+    )
   return _to_array(resized)
 
 
@@ -160,8 +162,10 @@ def train_transform(size: int, crop: str = "random_resized", jpeg_draft: bool = 
       box_of = lambda width, height: random_resized_crop_box(width, height, rng)
     else:
       box_of = lambda width, height: (0, 0, width, height)
-    return {"image": crop_and_resize(record["image"], box_of, size, jpeg_draft),
-            "label": _label(record)}
+    return {
+      "image": crop_and_resize(record["image"], box_of, size, jpeg_draft),
+      "label": _label(record),
+    }
 
   return transform
 
@@ -178,8 +182,7 @@ def eval_transform(size: int, crop: str = "center"):
     if crop == "center":
       image = center_crop(record["image"], size)
     else:
-      image = crop_and_resize(record["image"], lambda width, height: (0, 0, width, height),
-                              size)
+      image = crop_and_resize(record["image"], lambda width, height: (0, 0, width, height), size)
     return {"image": image, "label": _label(record)}
 
   return transform

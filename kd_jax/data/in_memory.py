@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -22,6 +22,7 @@ class ImageDataset:
 
   ``mean`` and ``std`` are per-channel statistics of pixel/255, used to normalise on device.
   """
+
   name: str
   images: np.ndarray
   labels: np.ndarray
@@ -31,11 +32,14 @@ class ImageDataset:
 
   def __post_init__(self):
     if self.images.ndim != 4 or self.images.dtype != np.uint8:
-      raise ValueError(f"{self.name}: images must be uint8 [N, H, W, C]; got "
-                       f"{self.images.dtype} {self.images.shape}.")
+      raise ValueError(
+        f"{self.name}: images must be uint8 [N, H, W, C]; got "
+        f"{self.images.dtype} {self.images.shape}."
+      )
     if self.labels.shape != (self.images.shape[0],):
-      raise ValueError(f"{self.name}: labels must have shape ({self.images.shape[0]},); got "
-                       f"{self.labels.shape}.")
+      raise ValueError(
+        f"{self.name}: labels must have shape ({self.images.shape[0]},); got {self.labels.shape}."
+      )
     channels = self.images.shape[-1]
     if len(self.mean) != channels or len(self.std) != channels:
       raise ValueError(f"{self.name}: mean and std need {channels} values, one per channel.")
@@ -65,14 +69,23 @@ class EpochSampler:
   contiguous slice of the global batch.
   """
 
-  def __init__(self, num_examples: int, global_batch_size: int, seed: int,
-               process_index: int = 0, process_count: int = 1):
+  def __init__(
+    self,
+    num_examples: int,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
     if global_batch_size < 1 or global_batch_size > num_examples:
-      raise ValueError(f"batch size must be in [1, {num_examples}] (the dataset size); "
-                       f"got {global_batch_size}.")
+      raise ValueError(
+        f"batch size must be in [1, {num_examples}] (the dataset size); got {global_batch_size}."
+      )
     if global_batch_size % process_count:
-      raise ValueError(f"global batch size {global_batch_size} must be divisible by the "
-                       f"number of processes {process_count}.")
+      raise ValueError(
+        f"global batch size {global_batch_size} must be divisible by the "
+        f"number of processes {process_count}."
+      )
     self.num_examples = num_examples
     self.global_batch_size = global_batch_size
     self.seed = seed
@@ -101,17 +114,18 @@ class EpochSampler:
   def global_indices(self, step: int) -> np.ndarray:
     position = self.position(step)
     start = position["batch_in_epoch"] * self.global_batch_size
-    return self._permutation(position["epoch"])[start:start + self.global_batch_size]
+    return self._permutation(position["epoch"])[start : start + self.global_batch_size]
 
   def local_indices(self, step: int) -> np.ndarray:
     """This process's share of the global batch for ``step``."""
     per_process = self.global_batch_size // self.process_count
     start = self.process_index * per_process
-    return self.global_indices(step)[start:start + per_process]
+    return self.global_indices(step)[start : start + per_process]
 
 
-def eval_batches(data, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  data, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
   """Sequential batches over a whole dataset, the last one padded and masked.
 
   ``data``: an ImageDataset, or a dict of host arrays with a ``label`` entry (token ids,
@@ -120,5 +134,6 @@ def eval_batches(data, batch_size: int, process_index: int = 0,
   of ``batch_size``.
   """
   from kd_jax.data.pipeline import ArraySplit
+
   arrays = data if isinstance(data, dict) else {"image": data.images, "label": data.labels}
   return ArraySplit(arrays).eval_batches(batch_size, process_index, process_count)

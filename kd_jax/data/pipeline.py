@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,11 +48,13 @@ class Split(Protocol):
 
   def __len__(self) -> int: ...
 
-  def train_batches(self, sampler, start_step: int, stop_step: int
-                    ) -> Iterator[dict[str, np.ndarray]]: ...
+  def train_batches(
+    self, sampler, start_step: int, stop_step: int
+  ) -> Iterator[dict[str, np.ndarray]]: ...
 
-  def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1
-                   ) -> Iterator[dict[str, np.ndarray]]: ...
+  def eval_batches(
+    self, batch_size: int, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[dict[str, np.ndarray]]: ...
 
 
 def transform_rng(seed: int, step: int, position: int) -> np.random.Generator:
@@ -114,10 +117,17 @@ class RecordSplit:
   it lies when ``locate(index)`` says (a shard file and the record's position in it).
   """
 
-  def __init__(self, source, train_transform: Callable[[Any, np.random.Generator], dict],
-               eval_transform: Callable[[Any], dict], *, name: str = "split",
-               workers: int = 2, prefetch: int = 2,
-               locate: Callable[[int], str] | None = None):
+  def __init__(
+    self,
+    source,
+    train_transform: Callable[[Any, np.random.Generator], dict],
+    eval_transform: Callable[[Any], dict],
+    *,
+    name: str = "split",
+    workers: int = 2,
+    prefetch: int = 2,
+    locate: Callable[[int], str] | None = None,
+  ):
     if workers < 1:
       raise ValueError(f"workers must be ≥ 1 (threads that decode records); got {workers}.")
     self.source = source
@@ -136,7 +146,7 @@ class RecordSplit:
     if self.locate is not None:
       try:
         where += f" ({self.locate(index)})"
-      except Exception:  # noqa: BLE001 - the location is a courtesy; the error is the news
+      except Exception:
         pass
     return where
 
@@ -144,23 +154,26 @@ class RecordSplit:
     try:
       record = self.source[int(index)]
     except Exception as error:
-      raise RecordError(f"{self._where(int(index))} cannot be read "
-                        f"({type(error).__name__}: {error})") from error
+      raise RecordError(
+        f"{self._where(int(index))} cannot be read ({type(error).__name__}: {error})"
+      ) from error
     try:
       return transform(record, *args)
     except RecordError:
       raise
     except Exception as error:
-      raise RecordError(f"{self._where(int(index))} cannot be decoded "
-                        f"({type(error).__name__}: {error})") from error
+      raise RecordError(
+        f"{self._where(int(index))} cannot be decoded ({type(error).__name__}: {error})"
+      ) from error
 
   def _threaded(self, dataset, per_batch: int):
     """Batches made in the worker threads, each thread decoding a whole batch (the least
     overhead per example: results/bench_input_cpu.md), at most ``max(prefetch, workers)``
     batches ahead of the consumer, in order."""
     grain = _grain()
-    options = grain.ReadOptions(num_threads=self.workers,
-                                prefetch_buffer_size=max(self.prefetch, self.workers, 1))
+    options = grain.ReadOptions(
+      num_threads=self.workers, prefetch_buffer_size=max(self.prefetch, self.workers, 1)
+    )
     return iter(dataset.batch(per_batch).to_iter_dataset(options))
 
   def train_batches(self, sampler, start_step: int, stop_step: int):
@@ -171,8 +184,9 @@ class RecordSplit:
     def example(flat: int) -> dict:
       step, offset = divmod(flat, per_process)
       index = sampler.local_indices(step)[offset]  # the sampler caches the epoch's order
-      return self._read(index, self.train_transform,
-                        transform_rng(sampler.seed, step, first_position + offset))
+      return self._read(
+        index, self.train_transform, transform_rng(sampler.seed, step, first_position + offset)
+      )
 
     flat = grain.MapDataset.range(start_step * per_process, stop_step * per_process)
     return self._threaded(flat.map(example), per_process)
@@ -194,11 +208,13 @@ class RecordSplit:
     try:
       for batch in batches:
         if not arrays:
-          arrays = {name: np.empty((len(self), *values.shape[1:]), values.dtype)
-                    for name, values in batch.items()}
+          arrays = {
+            name: np.empty((len(self), *values.shape[1:]), values.dtype)
+            for name, values in batch.items()
+          }
         size = len(batch["label"])
         for name, values in batch.items():
-          arrays[name][start:start + size] = values
+          arrays[name][start : start + size] = values
         start += size
     finally:
       close_iterator(batches)
@@ -213,7 +229,8 @@ class RecordSplit:
     indices = np.concatenate([index for index, _ in positions])
     masks = [mask for _, mask in positions]
     examples = grain.MapDataset.source(indices).map(
-        lambda index: self._read(index, self.eval_transform))
+      lambda index: self._read(index, self.eval_transform)
+    )
     return self._masked(self._threaded(examples, per_process), masks)
 
   @staticmethod
@@ -229,8 +246,9 @@ def _grain():
   try:
     import grain
   except ImportError as error:
-    raise ImportError("streamed datasets are read with grain: pip install -e '.[tfds]' "
-                      "(or pip install grain)") from error
+    raise ImportError(
+      "streamed datasets are read with grain: pip install -e '.[tfds]' (or pip install grain)"
+    ) from error
   return grain
 
 
@@ -269,8 +287,11 @@ class _Prefetched:
     self._stop = threading.Event()
     self._finished = False
     self._thread = threading.Thread(
-        target=_produce, args=(iterator, transform, self._items, self._stop), daemon=True,
-        name="kd_jax-prefetch")
+      target=_produce,
+      args=(iterator, transform, self._items, self._stop),
+      daemon=True,
+      name="kd_jax-prefetch",
+    )
     self._thread.start()
 
   def __iter__(self):

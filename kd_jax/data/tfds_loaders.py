@@ -14,8 +14,8 @@ from kd_jax.data.in_memory import ImageDataset, channel_stats
 
 # Per-channel statistics used by RepDistiller and the CIFAR literature (pixel / 255).
 CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+  "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+  "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
 
 
@@ -27,17 +27,20 @@ def _import_tfds():
   try:
     import tensorflow_datasets as tfds
   except ImportError as error:
-    raise ImportError("TFDS datasets need tensorflow-datasets and tensorflow-cpu: "
-                      "pip install -e '.[tfds]'") from error
+    raise ImportError(
+      "TFDS datasets need tensorflow-datasets and tensorflow-cpu: pip install -e '.[tfds]'"
+    ) from error
   return tfds
 
 
 def _how_to_prepare(name: str, data_dir) -> str:
   where = data_dir or "~/tensorflow_datasets"
-  return (f"dataset {name!r} is not prepared in {where}. On a machine with internet run "
-          f"`python -m kd_jax.experiments.prepare_data --dataset {name} --data_dir {where}` "
-          f"(or `tfds build {name} --data_dir {where}`) and copy that directory here, or "
-          f"pass --config.data_dir to where it is.")
+  return (
+    f"dataset {name!r} is not prepared in {where}. On a machine with internet run "
+    f"`python -m kd_jax.experiments.prepare_data --dataset {name} --data_dir {where}` "
+    f"(or `tfds build {name} --data_dir {where}`) and copy that directory here, or "
+    f"pass --config.data_dir to where it is."
+  )
 
 
 def prepare(name: str, data_dir: str | None = None, download: bool = True):
@@ -52,12 +55,14 @@ def prepare(name: str, data_dir: str | None = None, download: bool = True):
     builder.download_and_prepare()
   except Exception as error:  # network errors come in many types; name the remedy
     raise DatasetNotPreparedError(
-        f"{_how_to_prepare(name, data_dir)} Downloading it failed: {error}") from error
+      f"{_how_to_prepare(name, data_dir)} Downloading it failed: {error}"
+    ) from error
   return builder
 
 
-def load_tfds_images(name: str, split: str, data_dir: str | None = None,
-                     download: bool = False) -> ImageDataset:
+def load_tfds_images(
+  name: str, split: str, data_dir: str | None = None, download: bool = False
+) -> ImageDataset:
   """Loads a prepared TFDS image dataset with ``image`` and ``label`` features."""
   builder = prepare(name, data_dir, download)
   if split not in builder.info.splits:
@@ -69,4 +74,3 @@ def load_tfds_images(name: str, split: str, data_dir: str | None = None,
   num_classes = builder.info.features["label"].num_classes
   mean, std = CIFAR_STATS.get(name) or channel_stats(images)
   return ImageDataset(name, images, labels, num_classes, mean, std)
-

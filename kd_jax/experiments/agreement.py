@@ -22,10 +22,11 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from kd_jax.experiments import launch, reporting
 from kd_jax import backward, losses
 from kd_jax.data import eval_batches, load_dataset
-from kd_jax.train import preprocess as preprocess_lib, setup, sharding
+from kd_jax.experiments import launch, reporting
+from kd_jax.train import preprocess as preprocess_lib
+from kd_jax.train import setup, sharding
 
 _RUNS = flags.DEFINE_string("runs", "runs/demo", "Directory with the demo's runs.")
 _ROWS = flags.DEFINE_list("rows", ["scratch", "kd", "backward_kd"], "Run name prefixes.")
@@ -49,8 +50,9 @@ def measure(student_dir, teacher_dir, data, mesh, noise: float = 0.5, step_size:
     teacher_fn = lambda v: teacher.predict(teacher_variables, v)
     student_fn = lambda v: student.predict(student_variables, v)
     noisy = x + noise * jax.random.normal(key, x.shape)
-    moved = backward.auxiliary_samples(teacher_fn, student_fn, x, steps=1,
-                                       step_size=step_size, clip=(low, high))
+    moved = backward.auxiliary_samples(
+      teacher_fn, student_fn, x, steps=1, step_size=step_size, clip=(low, high)
+    )
     sums = {}
     for name, inputs in (("clean", x), ("noise", noisy), ("gradient", moved)):
       t, s = teacher_fn(inputs), student_fn(inputs)
@@ -68,31 +70,52 @@ def measure(student_dir, teacher_dir, data, mesh, noise: float = 0.5, step_size:
   return {k: (100.0 if k.startswith("agree") else 1.0) * v / count for k, v in totals.items()}
 
 
-def agreement_table(runs: str, rows: list[str], seeds: list[int], data, mesh,
-                    noise: float = 0.5, step_size: float = 0.1) -> dict:
+def agreement_table(
+  runs: str,
+  rows: list[str],
+  seeds: list[int],
+  data,
+  mesh,
+  noise: float = 0.5,
+  step_size: float = 0.1,
+) -> dict:
   """{row: {measure: [value per seed]}} for ``<runs>/<row>_seed<s>`` against their teachers."""
   table = {}
   for row in rows:
-    results = [measure(os.path.join(runs, f"{row}_seed{seed}"),
-                       os.path.join(runs, f"teacher_seed{seed}"), data, mesh, noise, step_size)
-               for seed in seeds]
+    results = [
+      measure(
+        os.path.join(runs, f"{row}_seed{seed}"),
+        os.path.join(runs, f"teacher_seed{seed}"),
+        data,
+        mesh,
+        noise,
+        step_size,
+      )
+      for seed in seeds
+    ]
     table[row] = {k: [r[k] for r in results] for k in results[0]}
   return table
 
 
-def report_lines(table: dict, dataset: str, runs: str, seeds: list[int], noise: float,
-                 step_size: float) -> list[str]:
-  lines = [f"Teacher–student agreement on the {dataset} test set, runs in "
-           f"{runs}, seeds {', '.join(map(str, seeds))} (mean ± std). Noise σ = "
-           f"{noise}; gradient: one signed step of η = {step_size} up the KL of each "
-           "student, clipped to valid pixels.", "",
-           "| student | agreement clean (%) | KL clean | agreement noise (%) | "
-           "agreement gradient-perturbed (%) | KL gradient-perturbed |",
-           "|---|---|---|---|---|---|"]
+def report_lines(
+  table: dict, dataset: str, runs: str, seeds: list[int], noise: float, step_size: float
+) -> list[str]:
+  lines = [
+    f"Teacher–student agreement on the {dataset} test set, runs in "
+    f"{runs}, seeds {', '.join(map(str, seeds))} (mean ± std). Noise σ = "
+    f"{noise}; gradient: one signed step of η = {step_size} up the KL of each "
+    "student, clipped to valid pixels.",
+    "",
+    "| student | agreement clean (%) | KL clean | agreement noise (%) | "
+    "agreement gradient-perturbed (%) | KL gradient-perturbed |",
+    "|---|---|---|---|---|---|",
+  ]
   for row, values in table.items():
-    lines.append(f"| {row} | {reporting.mean_std(values['agree_clean'])} | "
-                 f"{reporting.mean_std(values['kl_clean'], 3)} | {reporting.mean_std(values['agree_noise'])} | "
-                 f"{reporting.mean_std(values['agree_gradient'])} | {reporting.mean_std(values['kl_gradient'], 3)} |")
+    lines.append(
+      f"| {row} | {reporting.mean_std(values['agree_clean'])} | "
+      f"{reporting.mean_std(values['kl_clean'], 3)} | {reporting.mean_std(values['agree_noise'])} | "
+      f"{reporting.mean_std(values['agree_gradient'])} | {reporting.mean_std(values['kl_gradient'], 3)} |"
+    )
   return lines
 
 
@@ -102,8 +125,7 @@ def main(argv):
   data = load_dataset(_DATASET.value, "test")
   mesh = sharding.make_data_mesh()
   seeds = [int(s) for s in _SEEDS.value]
-  table = agreement_table(_RUNS.value, _ROWS.value, seeds, data, mesh, _NOISE.value,
-                          _STEP.value)
+  table = agreement_table(_RUNS.value, _ROWS.value, seeds, data, mesh, _NOISE.value, _STEP.value)
   lines = report_lines(table, _DATASET.value, _RUNS.value, seeds, _NOISE.value, _STEP.value)
   reporting.finish_report(lines, "agreement", _OUT.value)
 

@@ -38,8 +38,11 @@ from absl import app, flags
 
 from kd_jax.experiments import benchmark, reporting
 
-_IMAGES = flags.DEFINE_integer("images", 2560, "JPEGs written (a fifth held out for the "
-                               "evaluation transform, the rest read per timed pass).")
+_IMAGES = flags.DEFINE_integer(
+  "images",
+  2560,
+  "JPEGs written (a fifth held out for the evaluation transform, the rest read per timed pass).",
+)
 _BATCH = flags.DEFINE_integer("batch", 64, "Global batch of the pipeline.")
 _SIZE = flags.DEFINE_integer("size", 224, "Crop size.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds (each runs every candidate).")
@@ -47,8 +50,11 @@ _STUDENT = flags.DEFINE_string("student", "resnet18", "Student of the KD step ti
 _TEACHER = flags.DEFINE_string("teacher", "resnet50", "Teacher of the KD step timed beside.")
 _STEP_SIZE = flags.DEFINE_integer("step_image_size", 64, "Image side of the timed KD step.")
 _STEP_BATCH = flags.DEFINE_integer("step_batch", 32, "Batch of the timed KD step.")
-_SMALL = flags.DEFINE_integer("small_images", 4096, "64 × 64 JPEGs (Tiny ImageNet's size) "
-                              "for the streamed-or-in-memory comparison.")
+_SMALL = flags.DEFINE_integer(
+  "small_images",
+  4096,
+  "64 × 64 JPEGs (Tiny ImageNet's size) for the streamed-or-in-memory comparison.",
+)
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown report here.")
 
 
@@ -56,17 +62,17 @@ def synthetic_jpeg(rng: np.random.Generator, size=None) -> bytes:
   """A photograph-like JPEG: smooth colour gradients and blobs, fine texture, quality 90;
   about 500 × 375 unless ``size`` (width, height) is given."""
   from PIL import Image
+
   width, height = size or (int(rng.integers(400, 600)), int(rng.integers(300, 450)))
   y, x = np.mgrid[0:height, 0:width] / max(width, height)
   image = np.zeros((height, width, 3))
   for channel in range(3):
     for _ in range(4):
-      fx, fy, phase = rng.uniform(0.5, 6, 2).tolist() + [rng.uniform(0, 6.3)]
+      fx, fy, phase = [*rng.uniform(0.5, 6, 2).tolist(), rng.uniform(0, 6.3)]
       image[..., channel] += np.sin(2 * np.pi * (fx * x + fy * y) + phase)
   image = 128 + 30 * image + rng.normal(0, 12, image.shape)
   buffer = io.BytesIO()
-  Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, format="JPEG",
-                                                                 quality=90)
+  Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
   return buffer.getvalue()
 
 
@@ -87,7 +93,9 @@ def write_folder(root: str, count: int, seed: int = 0, size=None) -> float:
 def plain_loop(source, count: int, size: int, seed: int = 0):
   """The floor: decode and random-resized-crop each record, one thread, no pipeline."""
   from PIL import Image
+
   from kd_jax.data import images
+
   rng = np.random.default_rng(seed)
   out = []
   for index in range(count):
@@ -106,35 +114,57 @@ def kd_step_rate(student: str, teacher: str, image_size: int, batch: int, repeat
   """Images per second of the compiled KD step (student forward+backward, teacher forward)."""
   from kd_jax import methods, models
   from kd_jax.models import adapters
-  from kd_jax.train import optim, preprocess as preprocess_lib, sharding
-  from kd_jax.train import state as state_lib, step as step_lib
+  from kd_jax.train import optim, sharding
+  from kd_jax.train import preprocess as preprocess_lib
+  from kd_jax.train import state as state_lib
+  from kd_jax.train import step as step_lib
+
   mesh = sharding.make_data_mesh()
   shape = (image_size, image_size, 3)
   student_model = adapters.LinenImageModel(models.create_model(student, 1000))
   teacher_model = adapters.LinenImageModel(models.create_model(teacher, 1000))
-  optimizer, _ = optim.make_optimizer(name="sgd", learning_rate=0.1, momentum=0.9,
-                                      weight_decay=1e-4, lr_milestones=(),
-                                      steps_per_epoch=1)
+  optimizer, _ = optim.make_optimizer(
+    name="sgd",
+    learning_rate=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    lr_milestones=(),
+    steps_per_epoch=1,
+  )
   preprocess = preprocess_lib.image_preprocess((0.5,) * 3, (0.25,) * 3, 0, True)
-  state = sharding.replicate(state_lib.new_train_state(
-      models.init_variables(student_model.module, jax.random.PRNGKey(0), shape), optimizer,
-      jax.random.PRNGKey(1)), mesh)
+  state = sharding.replicate(
+    state_lib.new_train_state(
+      models.init_variables(student_model.module, jax.random.PRNGKey(0), shape),
+      optimizer,
+      jax.random.PRNGKey(1),
+    ),
+    mesh,
+  )
   teacher_variables = sharding.replicate(
-      models.init_variables(teacher_model.module, jax.random.PRNGKey(2), shape), mesh)
+    models.init_variables(teacher_model.module, jax.random.PRNGKey(2), shape), mesh
+  )
   method = methods.get_method("kd")
-  train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
-      student_model, optimizer, method, preprocess, teacher=teacher_model), mesh)
+  train_step = step_lib.jit_data_parallel(
+    step_lib.make_train_step(student_model, optimizer, method, preprocess, teacher=teacher_model),
+    mesh,
+  )
   rng = np.random.default_rng(0)
-  batch_arrays = sharding.global_batch({
+  batch_arrays = sharding.global_batch(
+    {
       "image": rng.integers(0, 256, (batch, *shape), dtype=np.uint8),
-      "label": rng.integers(0, 1000, batch).astype(np.int32)}, mesh)
-  hparams = sharding.replicate({k: np.float32(v) for k, v in methods.hparams_at(
-      method, 1, 1, kd={}).items()}, mesh)
+      "label": rng.integers(0, 1000, batch).astype(np.int32),
+    },
+    mesh,
+  )
+  hparams = sharding.replicate(
+    {k: np.float32(v) for k, v in methods.hparams_at(method, 1, 1, kd={}).items()}, mesh
+  )
   holder = {"state": state}
 
   def run():
-    holder["state"], metrics = train_step(holder["state"], batch_arrays, teacher_variables,
-                                          hparams, {})
+    holder["state"], metrics = train_step(
+      holder["state"], batch_arrays, teacher_variables, hparams, {}
+    )
     return metrics
 
   timing = benchmark.time_one(run, warmup=1, repeats=repeats)
@@ -144,89 +174,125 @@ def kd_step_rate(student: str, teacher: str, image_size: int, batch: int, repeat
 def main(argv):
   del argv
   import time
+
   from kd_jax.data import ArraySplit, EpochSampler, RecordSplit, images, open_images
   from kd_jax.experiments import prepare_data
+
   cores = os.cpu_count() or 1
   count, size, batch = _IMAGES.value, _SIZE.value, _BATCH.value
   with tempfile.TemporaryDirectory() as scratch:
     raw, data_dir = os.path.join(scratch, "raw"), os.path.join(scratch, "prepared")
     mean_kb = write_folder(raw, count)
     prepare_data.prepare("image_folder", data_dir, raw, holdout_fraction=0.2)
-    splits = {workers: open_images("image_folder", "train", data_dir, image_size=size,
-                                   workers=workers).split for workers in (1, 2)}
-    drafted = open_images("image_folder", "train", data_dir, image_size=size, workers=2,
-                          jpeg_draft=True).split
-    evaluation = open_images("image_folder", "test", data_dir, image_size=size, workers=2,
-                             cache="stream").split  # decoded per batch, as ImageNet's 50,000
+    splits = {
+      workers: open_images(
+        "image_folder", "train", data_dir, image_size=size, workers=workers
+      ).split
+      for workers in (1, 2)
+    }
+    drafted = open_images(
+      "image_folder", "train", data_dir, image_size=size, workers=2, jpeg_draft=True
+    ).split
+    evaluation = open_images(
+      "image_folder", "test", data_dir, image_size=size, workers=2, cache="stream"
+    ).split  # decoded per batch, as ImageNet's 50,000
     available = len(splits[1])
     steps = available // batch
     images_per_pass = steps * batch
     sampler = EpochSampler(available, batch, seed=0)
-    in_memory = ArraySplit({"image": np.random.default_rng(0).integers(
-        0, 256, (50_000, 32, 32, 3), dtype=np.uint8), "label": np.zeros(50_000, np.int32)})
+    in_memory = ArraySplit(
+      {
+        "image": np.random.default_rng(0).integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8),
+        "label": np.zeros(50_000, np.int32),
+      }
+    )
     memory_sampler = EpochSampler(50_000, batch, seed=0)
     memory_steps = 200
     small_raw, small_dir = os.path.join(scratch, "small"), os.path.join(scratch, "small_prep")
     small_kb = write_folder(small_raw, _SMALL.value, seed=1, size=(64, 64))
     prepare_data.prepare("image_folder", small_dir, small_raw, holdout_fraction=0.01)
-    small_source = open_images("image_folder", "train", small_dir, image_size=64,
-                               cache="stream").split.source
-    small_stream = RecordSplit(small_source, images.train_transform(64, "resize"),
-                               images.eval_transform(64, "resize"), workers=2)
+    small_source = open_images(
+      "image_folder", "train", small_dir, image_size=64, cache="stream"
+    ).split.source
+    small_stream = RecordSplit(
+      small_source,
+      images.train_transform(64, "resize"),
+      images.eval_transform(64, "resize"),
+      workers=2,
+    )
     start = time.perf_counter()
     small_memory = small_stream.materialize()
     small_decode_seconds = time.perf_counter() - start
     small_steps = len(small_stream) // batch
     small_sampler = EpochSampler(len(small_stream), batch, seed=0)
     candidates = {
-        "floor": lambda: plain_loop(splits[1].source, images_per_pass, size),
-        "pipeline, 1 worker": lambda: drain(splits[1].train_batches(sampler, 0, steps)),
-        "pipeline, 2 workers": lambda: drain(splits[2].train_batches(sampler, 0, steps)),
-        "pipeline, 2 workers, JPEG draft": lambda: drain(drafted.train_batches(sampler, 0,
-                                                                               steps)),
-        "evaluation transform, 2 workers": lambda: drain(evaluation.eval_batches(batch)),
-        "in memory, 32 × 32": lambda: drain(in_memory.train_batches(memory_sampler, 0,
-                                                                    memory_steps)),
-        "64 × 64 JPEGs streamed, 2 workers": lambda: drain(small_stream.train_batches(
-            small_sampler, 0, small_steps)),
-        "64 × 64 decoded once into memory": lambda: drain(small_memory.train_batches(
-            small_sampler, 0, small_steps)),
+      "floor": lambda: plain_loop(splits[1].source, images_per_pass, size),
+      "pipeline, 1 worker": lambda: drain(splits[1].train_batches(sampler, 0, steps)),
+      "pipeline, 2 workers": lambda: drain(splits[2].train_batches(sampler, 0, steps)),
+      "pipeline, 2 workers, JPEG draft": lambda: drain(drafted.train_batches(sampler, 0, steps)),
+      "evaluation transform, 2 workers": lambda: drain(evaluation.eval_batches(batch)),
+      "in memory, 32 × 32": lambda: drain(in_memory.train_batches(memory_sampler, 0, memory_steps)),
+      "64 × 64 JPEGs streamed, 2 workers": lambda: drain(
+        small_stream.train_batches(small_sampler, 0, small_steps)
+      ),
+      "64 × 64 decoded once into memory": lambda: drain(
+        small_memory.train_batches(small_sampler, 0, small_steps)
+      ),
     }
     timings = benchmark.time_alternating(candidates, warmup=1, repeats=_REPEATS.value)
     eval_images = len(evaluation)
-  images_of = {"floor": images_per_pass, "evaluation transform, 2 workers": eval_images,
-               "in memory, 32 × 32": memory_steps * batch,
-               "64 × 64 JPEGs streamed, 2 workers": small_steps * batch,
-               "64 × 64 decoded once into memory": small_steps * batch}
-  threads = {"floor": 1, "pipeline, 1 worker": 1, "pipeline, 2 workers": 2,
-             "pipeline, 2 workers, JPEG draft": 2, "evaluation transform, 2 workers": 2,
-             "in memory, 32 × 32": 1, "64 × 64 JPEGs streamed, 2 workers": 2,
-             "64 × 64 decoded once into memory": 1}
+  images_of = {
+    "floor": images_per_pass,
+    "evaluation transform, 2 workers": eval_images,
+    "in memory, 32 × 32": memory_steps * batch,
+    "64 × 64 JPEGs streamed, 2 workers": small_steps * batch,
+    "64 × 64 decoded once into memory": small_steps * batch,
+  }
+  threads = {
+    "floor": 1,
+    "pipeline, 1 worker": 1,
+    "pipeline, 2 workers": 2,
+    "pipeline, 2 workers, JPEG draft": 2,
+    "evaluation transform, 2 workers": 2,
+    "in memory, 32 × 32": 1,
+    "64 × 64 JPEGs streamed, 2 workers": 2,
+    "64 × 64 decoded once into memory": 1,
+  }
   floor_rate = images_per_pass / np.asarray(timings["floor"].samples)
   lines = [
-      f"Input pipeline throughput (issue 26): {count} synthetic JPEGs of {mean_kb:.0f} KB on "
-      f"average (about 500 × 375, quality 90), cropped to {size} × {size}; batch {batch}; "
-      f"{_REPEATS.value} alternating rounds, median (min–max). Machine: {cores} CPU cores, "
-      f"{jax.devices()[0].platform.upper()}, JAX {jax.__version__}.", "",
-      "| path | images/s | images/s per core | per core vs the floor |",
-      "|---|---|---|---|"]
+    f"Input pipeline throughput (issue 26): {count} synthetic JPEGs of {mean_kb:.0f} KB on "
+    f"average (about 500 × 375, quality 90), cropped to {size} × {size}; batch {batch}; "
+    f"{_REPEATS.value} alternating rounds, median (min–max). Machine: {cores} CPU cores, "
+    f"{jax.devices()[0].platform.upper()}, JAX {jax.__version__}.",
+    "",
+    "| path | images/s | images/s per core | per core vs the floor |",
+    "|---|---|---|---|",
+  ]
   for name, timing in timings.items():
     images = images_of.get(name, images_per_pass)
     rates = images / np.asarray(timing.samples)
     per_core = rates / min(threads[name], cores)
     ratio = per_core / np.median(floor_rate)
-    lines.append(f"| {name} | {np.median(rates):.0f} ({rates.min():.0f}–{rates.max():.0f}) | "
-                 f"{np.median(per_core):.0f} | {np.median(ratio):.2f} "
-                 f"({ratio.min():.2f}–{ratio.max():.2f}) |")
-  step_rate, step_timing = kd_step_rate(_STUDENT.value, _TEACHER.value, _STEP_SIZE.value,
-                                        _STEP_BATCH.value, max(2, _REPEATS.value // 2))
-  lines += ["", f"64 × 64 JPEGs ({small_kb:.1f} KB on average): decoding all "
-                f"{len(small_memory)} once into memory took {small_decode_seconds:.2f} s with 2 "
-                f"workers ({len(small_memory) / small_decode_seconds:.0f} images/s), paid once "
-                "per run.", "", f"The KD step ({_STUDENT.value} student, {_TEACHER.value} teacher, "
-                f"{_STEP_SIZE.value} × {_STEP_SIZE.value}, batch {_STEP_BATCH.value}, "
-                f"float32) consumes {step_rate:.1f} images/s on this machine (step "
-                f"{step_timing.ms(0)} ms)."]
+    lines.append(
+      f"| {name} | {np.median(rates):.0f} ({rates.min():.0f}–{rates.max():.0f}) | "
+      f"{np.median(per_core):.0f} | {np.median(ratio):.2f} "
+      f"({ratio.min():.2f}–{ratio.max():.2f}) |"
+    )
+  step_rate, step_timing = kd_step_rate(
+    _STUDENT.value, _TEACHER.value, _STEP_SIZE.value, _STEP_BATCH.value, max(2, _REPEATS.value // 2)
+  )
+  lines += [
+    "",
+    f"64 × 64 JPEGs ({small_kb:.1f} KB on average): decoding all "
+    f"{len(small_memory)} once into memory took {small_decode_seconds:.2f} s with 2 "
+    f"workers ({len(small_memory) / small_decode_seconds:.0f} images/s), paid once "
+    "per run.",
+    "",
+    f"The KD step ({_STUDENT.value} student, {_TEACHER.value} teacher, "
+    f"{_STEP_SIZE.value} × {_STEP_SIZE.value}, batch {_STEP_BATCH.value}, "
+    f"float32) consumes {step_rate:.1f} images/s on this machine (step "
+    f"{step_timing.ms(0)} ms).",
+  ]
   reporting.finish_report(lines, "bench_input", _OUT.value)
 
 

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from kd_jax.experiments import benchmark, reporting
 from kd_jax import policies
+from kd_jax.experiments import benchmark, reporting
 
 _BATCH = flags.DEFINE_integer("batch", 64, "Images per batch.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Square image side (3 channels).")
@@ -31,8 +31,7 @@ FILL = (129, 124, 112)  # CIFAR-100's mean colour
 CUTOUT = 8
 
 
-def measure(batch: int = 64, image_size: int = 32, repeats: int = 20,
-            warmup: int = 3) -> list[str]:
+def measure(batch: int = 64, image_size: int = 32, repeats: int = 20, warmup: int = 3) -> list[str]:
   """The report: both loops of policies.augment_batch timed in turns, with FLOP counts."""
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8)
@@ -40,8 +39,11 @@ def measure(batch: int = 64, image_size: int = 32, repeats: int = 20,
   key = jax.random.PRNGKey(0)
   runs, flops, compile_seconds = {}, {}, {}
   for loop in policies.LOOPS:
-    jitted = jax.jit(lambda k, x, p, loop=loop: policies.augment_batch(
-        k, x, p, fill=FILL, cutout_size=CUTOUT, loop=loop))
+    jitted = jax.jit(
+      lambda k, x, p, loop=loop: policies.augment_batch(
+        k, x, p, fill=FILL, cutout_size=CUTOUT, loop=loop
+      )
+    )
     start = time.perf_counter()
     compiled = jitted.lower(key, images, policy).compile()
     compile_seconds[loop] = time.perf_counter() - start
@@ -52,19 +54,27 @@ def measure(batch: int = 64, image_size: int = 32, repeats: int = 20,
   times = benchmark.time_alternating(runs, warmup=warmup, repeats=repeats)  # compiled above
   median = {loop: t.median for loop, t in times.items()}
 
-  lines = [f"Policy + pad-crop/flip + cutout {CUTOUT} on {batch} uint8 images "
-           f"{image_size}×{image_size}×3, one random policy; "
-           f"{jax.devices()[0].platform.upper()} ({jax.devices()[0].device_kind}), "
-           f"JAX {jax.__version__}; {benchmark.protocol(warmup, repeats)}.", "",
-           "| loop | ms per batch | time ÷ map | XLA MFLOP | compile (s) |",
-           "|---|---|---|---|---|"]
+  lines = [
+    f"Policy + pad-crop/flip + cutout {CUTOUT} on {batch} uint8 images "
+    f"{image_size}×{image_size}×3, one random policy; "
+    f"{jax.devices()[0].platform.upper()} ({jax.devices()[0].device_kind}), "
+    f"JAX {jax.__version__}; {benchmark.protocol(warmup, repeats)}.",
+    "",
+    "| loop | ms per batch | time ÷ map | XLA MFLOP | compile (s) |",
+    "|---|---|---|---|---|",
+  ]
   for loop in policies.LOOPS:
     mflop = f"{flops[loop] / 1e6:.1f}" if flops[loop] else "—"
-    lines.append(f"| {loop} | {times[loop].ms(2)} | {median[loop] / median['map']:.1f} | "
-                 f"{mflop} | {compile_seconds[loop]:.1f} |")
-  lines += ["", "XLA's FLOP count of the map loop covers its body once and none of the "
-            "operations it picks at run time; the vmap count is every operation on every "
-            f"image. kd_jax's default on this backend: {policies.default_loop()}."]
+    lines.append(
+      f"| {loop} | {times[loop].ms(2)} | {median[loop] / median['map']:.1f} | "
+      f"{mflop} | {compile_seconds[loop]:.1f} |"
+    )
+  lines += [
+    "",
+    "XLA's FLOP count of the map loop covers its body once and none of the "
+    "operations it picks at run time; the vmap count is every operation on every "
+    f"image. kd_jax's default on this backend: {policies.default_loop()}.",
+  ]
   return lines
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Timing:
   """Seconds of one candidate over the timed rounds."""
+
   samples: tuple[float, ...]
 
   @property
@@ -42,18 +44,25 @@ class Timing:
 
   def ms(self, digits: int = 1) -> str:
     """``"median (min–max)"`` in milliseconds, for a table cell."""
-    return (f"{1000 * self.median:.{digits}f} ({1000 * self.min:.{digits}f}–"
-            f"{1000 * self.max:.{digits}f})")
+    return (
+      f"{1000 * self.median:.{digits}f} ({1000 * self.min:.{digits}f}–{1000 * self.max:.{digits}f})"
+    )
 
 
 def _wait(value: Any) -> None:
   """Blocks until a JAX result is computed (a no-op for anything else)."""
   import jax
+
   jax.block_until_ready(value)
 
 
-def time_alternating(candidates: Mapping[Hashable, Callable[[], Any]], *, warmup: int,
-                     repeats: int, first_call: bool = False) -> dict[Hashable, Timing]:
+def time_alternating(
+  candidates: Mapping[Hashable, Callable[[], Any]],
+  *,
+  warmup: int,
+  repeats: int,
+  first_call: bool = False,
+) -> dict[Hashable, Timing]:
   """Times each candidate (a function of no argument; JAX results are waited for).
 
   ``first_call``: also make one untimed call of each first (compilation), for candidates
@@ -88,7 +97,7 @@ def timed_call(run: Callable[[], Any]) -> float:
 
 def protocol(warmup: int, repeats: int) -> str:
   """How the times were taken, for a report's first line."""
-  return (f"median (min–max) of {repeats} alternating rounds after {warmup} warm-up rounds")
+  return f"median (min–max) of {repeats} alternating rounds after {warmup} warm-up rounds"
 
 
 def from_samples(samples: Sequence[float]) -> Timing:

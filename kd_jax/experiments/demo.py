@@ -30,9 +30,10 @@ import time
 import numpy as np
 from absl import flags
 
-from kd_jax.experiments import launch, reporting, shared
 from kd_jax.data import load_dataset
-from kd_jax.train import loop, preprocess as preprocess_lib, setup, sharding
+from kd_jax.experiments import launch, reporting, shared
+from kd_jax.train import loop, setup, sharding
+from kd_jax.train import preprocess as preprocess_lib
 from kd_jax.train import step as step_lib
 
 DATASETS = shared.DATASETS
@@ -45,20 +46,26 @@ _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Also write the results 
 # (row name, config role, method or None for the role's own). Each method adds its row;
 # the students distil from the teacher of the same seed.
 ROWS = (
-    ("teacher", "teacher", None),
-    ("student from scratch", "scratch", None),
-    ("KD student", "kd", "kd"),
-    ("KD + mixup view", "kd", "kd_mixup"),
-    ("KD + CutMix view", "kd", "kd_cutmix"),
-    ("KD + CutMix-pick view", "kd", "kd_cutmix_pick"),
-    ("backward-pass KD", "kd", "backward_kd"),
-    ("Annealing-KD", "kd", "annealing_kd"),
-    ("Continuation-KD", "kd", "continuation_kd"),
+  ("teacher", "teacher", None),
+  ("student from scratch", "scratch", None),
+  ("KD student", "kd", "kd"),
+  ("KD + mixup view", "kd", "kd_mixup"),
+  ("KD + CutMix view", "kd", "kd_cutmix"),
+  ("KD + CutMix-pick view", "kd", "kd_cutmix_pick"),
+  ("backward-pass KD", "kd", "backward_kd"),
+  ("Annealing-KD", "kd", "annealing_kd"),
+  ("Continuation-KD", "kd", "continuation_kd"),
 )
 
 
-def _config(role: str, method: str | None, seed: int, teacher_dir: str | None,
-            num_epochs: int | None = None, dataset: str = "digits"):
+def _config(
+  role: str,
+  method: str | None,
+  seed: int,
+  teacher_dir: str | None,
+  num_epochs: int | None = None,
+  dataset: str = "digits",
+):
   config = DATASETS[dataset][0].get_config(role)
   config.method = method or config.method
   config.seed = seed
@@ -77,24 +84,27 @@ def agreement_with(student_dir: str, teacher_dir: str, config) -> dict[str, floa
   dtype = setup.dtype_of(config.dtype)
   student_model, student_variables = setup.load_trained(student_dir, test_data, mesh, dtype)
   teacher_model, teacher_variables = setup.load_trained(teacher_dir, test_data, mesh, dtype)
-  preprocess = preprocess_lib.image_preprocess(test_data.mean, test_data.std,
-                                               compute_dtype=dtype)
-  eval_step = step_lib.jit_eval(step_lib.make_eval_step(student_model, preprocess,
-                                                        teacher_model), mesh)
-  return loop.evaluate(eval_step, student_variables, test_data, config.eval_batch_size, mesh,
-                       teacher_variables)
+  preprocess = preprocess_lib.image_preprocess(test_data.mean, test_data.std, compute_dtype=dtype)
+  eval_step = step_lib.jit_eval(
+    step_lib.make_eval_step(student_model, preprocess, teacher_model), mesh
+  )
+  return loop.evaluate(
+    eval_step, student_variables, test_data, config.eval_batch_size, mesh, teacher_variables
+  )
 
 
-def run_demo(workdir: str, seeds: list[int], num_epochs: int | None = None,
-             dataset: str = "digits") -> dict:
+def run_demo(
+  workdir: str, seeds: list[int], num_epochs: int | None = None, dataset: str = "digits"
+) -> dict:
   """Trains (or reads back) every row for every seed under ``workdir``; their summaries."""
   results = {name: [] for name, _, _ in ROWS}
   for seed in seeds:
     for name, role, method in ROWS:
       run_dir = os.path.join(workdir, f"{method or role}_seed{seed}")
       teacher_dir = os.path.join(workdir, f"teacher_seed{seed}")
-      config = _config(role, method, seed, teacher_dir if role == "kd" else None, num_epochs,
-                       dataset)
+      config = _config(
+        role, method, seed, teacher_dir if role == "kd" else None, num_epochs, dataset
+      )
       summary = loop.train_and_evaluate(config, run_dir)
       summary["seconds"] = summary["train_seconds"]  # measured by the run, across resumes
       if "last_agreement" in summary:  # distilled: measured against its teacher already
@@ -105,38 +115,53 @@ def run_demo(workdir: str, seeds: list[int], num_epochs: int | None = None,
         summary["agreement"] = measured["agreement"]
         summary["kl_teacher_student"] = measured["kl_teacher_student"]
       results[name].append(summary)
-      print(f"seed {seed} {name}: last top-1 {summary['last_top1']:.2f} "
-            f"({summary['seconds']:.1f} s)", flush=True)
+      print(
+        f"seed {seed} {name}: last top-1 {summary['last_top1']:.2f} ({summary['seconds']:.1f} s)",
+        flush=True,
+      )
   return results
 
 
 def results_table(results: dict, seeds: list[int], dataset: str = "digits") -> str:
   module, description = DATASETS[dataset]
   teacher, student = module.TEACHER_MODEL, module.STUDENT_MODEL
-  lines = [f"{description}, teacher {teacher}, student {student}, seeds "
-           f"{', '.join(map(str, seeds))}; mean ± std over seeds.", "",
-           "| run | test top-1, last epoch (%) | test top-1, best epoch (%) | "
-           "agreement with teacher (%) | KL(teacher ‖ student) | training seconds per run |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+    f"{description}, teacher {teacher}, student {student}, seeds "
+    f"{', '.join(map(str, seeds))}; mean ± std over seeds.",
+    "",
+    "| run | test top-1, last epoch (%) | test top-1, best epoch (%) | "
+    "agreement with teacher (%) | KL(teacher ‖ student) | training seconds per run |",
+    "|---|---|---|---|---|---|",
+  ]
   for name, rows in results.items():
-    agreement = reporting.mean_std([r["agreement"] for r in rows]) if "agreement" in rows[0] else "—"
-    kl = (reporting.mean_std([r["kl_teacher_student"] for r in rows])
-          if "kl_teacher_student" in rows[0] else "—")
-    lines.append(f"| {name} | {reporting.mean_std([r['last_top1'] for r in rows])} | "
-                 f"{reporting.mean_std([r['best_top1'] for r in rows])} | {agreement} | {kl} | "
-                 f"{np.mean([r['seconds'] for r in rows]):.1f} |")
+    agreement = (
+      reporting.mean_std([r["agreement"] for r in rows]) if "agreement" in rows[0] else "—"
+    )
+    kl = (
+      reporting.mean_std([r["kl_teacher_student"] for r in rows])
+      if "kl_teacher_student" in rows[0]
+      else "—"
+    )
+    lines.append(
+      f"| {name} | {reporting.mean_std([r['last_top1'] for r in rows])} | "
+      f"{reporting.mean_std([r['best_top1'] for r in rows])} | {agreement} | {kl} | "
+      f"{np.mean([r['seconds'] for r in rows]):.1f} |"
+    )
   return "\n".join(lines)
 
 
 def plot_results(results: dict, path: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   names = list(results)
   means = [np.mean([r["last_top1"] for r in results[n]]) for n in names]
-  stds = [np.std([r["last_top1"] for r in results[n]], ddof=1) if len(results[n]) > 1 else 0
-          for n in names]
+  stds = [
+    np.std([r["last_top1"] for r in results[n]], ddof=1) if len(results[n]) > 1 else 0
+    for n in names
+  ]
   fig, ax = plt.subplots(figsize=(7, 3.2))
   ax.barh(names, means, xerr=stds, color="tab:blue", alpha=0.8)
   ax.set_xlim(min(means) - 5, 100)
@@ -164,8 +189,10 @@ def main(argv):
   start = time.time()
   results = run_demo(_WORKDIR.value, seeds, _NUM_EPOCHS.value, _DATASET.value)
   table = results_table(results, seeds, _DATASET.value)
-  report = (f"{table}\n\nMachine: {shared.machine_description()}. Whole demo: "
-            f"{time.time() - start:.0f} s.\nCommand: {reporting.command_line('demo')}\n")
+  report = (
+    f"{table}\n\nMachine: {shared.machine_description()}. Whole demo: "
+    f"{time.time() - start:.0f} s.\nCommand: {reporting.command_line('demo')}\n"
+  )
   print("\n" + report)
   for folder in filter(None, (_WORKDIR.value, _RESULTS_DIR.value)):
     write_results(folder, report, results, _DATASET.value)

@@ -9,13 +9,14 @@ Expected result: for seed 0 of the config's kd row, one sample of the KD row of
 results/demo_digits.md (its 5-seed mean ± std); each config's docstring names its own.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from kd_jax.experiments import launch
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (file.py:arg).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Path to a config file (file.py:arg).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, summary).")
 flags.mark_flags_as_required(["config", "workdir"])
 __doc__ += launch.help_text()

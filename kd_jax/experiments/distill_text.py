@@ -11,13 +11,14 @@ Expected result: configs/rotten_tomatoes.py's docstring names it (results/text_r
 measured on a shortened version of that config).
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from kd_jax.experiments import launch
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (file.py:arg).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Path to a config file (file.py:arg).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, summary).")
 flags.mark_flags_as_required(["config", "workdir"])
 __doc__ += launch.help_text()

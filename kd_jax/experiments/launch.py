@@ -16,28 +16,46 @@ from absl import logging as absl_logging
 from kd_jax.data import pipeline, tfds_loaders
 from kd_jax.train import checkpoint, loop, metrics, run_lock, sharding
 
-VERBOSE = flags.DEFINE_bool("verbose", False, "Show the whole traceback of an error, not one "
-                            "line.")
+VERBOSE = flags.DEFINE_bool("verbose", False, "Show the whole traceback of an error, not one line.")
 # What a user or the machine can get wrong, each as one line: names, options, paths and a
 # changed config on resume (ValueError, TypeError); a run that diverged (FloatingPointError);
 # a damaged run or teacher directory (CheckpointError); a full disk, a read-only or missing
 # directory (OSError); a directory another run holds (WorkdirLockedError).
-USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError,
-               checkpoint.CheckpointError,
-               run_lock.WorkdirLockedError, tfds_loaders.DatasetNotPreparedError,
-               pipeline.RecordError)
+USER_ERRORS = (
+  ValueError,
+  TypeError,
+  OSError,
+  ImportError,
+  FloatingPointError,
+  checkpoint.CheckpointError,
+  run_lock.WorkdirLockedError,
+  tfds_loaders.DatasetNotPreparedError,
+  pipeline.RecordError,
+)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # The keys most runs set, listed by --help.
-COMMON_KEYS = ("method", "teacher_workdir", "num_epochs", "seed", "batch_size", "model",
-               "dataset", "optimizer.learning_rate", "kd.temperature", "view.name",
-               "allow_config_change", "progress_bar")
+COMMON_KEYS = (
+  "method",
+  "teacher_workdir",
+  "num_epochs",
+  "seed",
+  "batch_size",
+  "model",
+  "dataset",
+  "optimizer.learning_rate",
+  "kd.temperature",
+  "view.name",
+  "allow_config_change",
+  "progress_bar",
+)
 
 
 def help_text() -> str:
   """The methods, views, models by family, config files and most used keys, for an entry
   point's --help."""
-  from kd_jax.experiments.configs import common
   from kd_jax import methods, models
+  from kd_jax.experiments.configs import common
+
   config = common.base_config()
   files = []
   for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))):
@@ -47,18 +65,30 @@ def help_text() -> str:
     with open(path) as f:
       first = (ast.get_docstring(ast.parse(f.read())) or "").splitlines()[:1]
     files.append(f"  kd_jax/experiments/configs/{name:<24} {''.join(first)}")
-  keys = [f"  --config.{key}={config[key.split('.')[0]][key.split('.')[1]]!r}" if "." in key
-          else f"  --config.{key}={config[key]!r}" for key in COMMON_KEYS]
-  return "\n".join([
-      "", "Methods (--config.method): " + ", ".join(methods.METHODS) + ".",
+  keys = [
+    f"  --config.{key}={config[key.split('.')[0]][key.split('.')[1]]!r}"
+    if "." in key
+    else f"  --config.{key}={config[key]!r}"
+    for key in COMMON_KEYS
+  ]
+  return "\n".join(
+    [
+      "",
+      "Methods (--config.method): " + ", ".join(methods.METHODS) + ".",
       "Views to compose with any method (--config.view.name): "
-      + ", ".join(methods.VIEW_NAMES) + "; each reads its own block (--config.cutmix_pick.score,"
+      + ", ".join(methods.VIEW_NAMES)
+      + "; each reads its own block (--config.cutmix_pick.score,"
       " --config.backward.steps, ...).",
-      "Models (--config.model, --config.teacher_model), by family:", models.families_text(),
-      "Config files (--config=FILE:ARGUMENT):", *files,
+      "Models (--config.model, --config.teacher_model), by family:",
+      models.families_text(),
+      "Config files (--config=FILE:ARGUMENT):",
+      *files,
       "Most used keys (defaults of kd_jax/experiments/configs/common.py, which documents "
       "every key):",
-      *keys, ""])
+      *keys,
+      "",
+    ]
+  )
 
 
 def resolve_config_path(value: str) -> str:
@@ -79,8 +109,12 @@ def parse_flags(argv):
   override of a key the config does not have (a typo) and any other flag mistake (an unknown
   flag, a value of the wrong type, a missing required flag) are one line naming the
   argument instead of a traceback."""
-  argv = [f"--config={resolve_config_path(word[len('--config='):])}"
-          if word.startswith("--config=") else word for word in argv]
+  argv = [
+    f"--config={resolve_config_path(word[len('--config=') :])}"
+    if word.startswith("--config=")
+    else word
+    for word in argv
+  ]
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as error:
@@ -102,11 +136,18 @@ def unknown_key_message(error: Exception, argv) -> str:
   suggestion = ""
   if "Did you mean" in rest and '"' in rest:
     suggestion = f"; did you mean {rest.split(chr(34))[1]!r}?"
-  culprit = next((word.split("=")[0] for word in argv
-                  if word.startswith("--config.") and key in word.split("=")[0].split(".")),
-                 "a --config override")
-  return (f"error: {culprit}: the config has no key {key!r}{suggestion} (--help lists the "
-          "common keys; kd_jax/experiments/configs/common.py documents them all).")
+  culprit = next(
+    (
+      word.split("=")[0]
+      for word in argv
+      if word.startswith("--config.") and key in word.split("=")[0].split(".")
+    ),
+    "a --config override",
+  )
+  return (
+    f"error: {culprit}: the config has no key {key!r}{suggestion} (--help lists the "
+    "common keys; kd_jax/experiments/configs/common.py documents them all)."
+  )
 
 
 def one_line_errors(main):
@@ -116,6 +157,7 @@ def one_line_errors(main):
   full disk or a directory in use exit with status 1 and one line; SIGTERM or SIGINT during training
   saves and exits with 143 or 130 (``exit_143_on_sigterm``), and Ctrl-C outside the
   training loop (nothing in flight) exits with 130 and one line."""
+
   @functools.wraps(main)
   def guarded(argv):
     try:
@@ -124,14 +166,18 @@ def one_line_errors(main):
     except KeyboardInterrupt:
       if VERBOSE.value:
         raise
-      print("interrupted (SIGINT); the newest complete checkpoint is kept: rerun the same "
-            "command to resume.", file=sys.stderr)
+      print(
+        "interrupted (SIGINT); the newest complete checkpoint is kept: rerun the same "
+        "command to resume.",
+        file=sys.stderr,
+      )
       sys.exit(130)
     except USER_ERRORS as error:
       if VERBOSE.value:
         raise
       print(f"error: {error_line(error)}", file=sys.stderr)
       sys.exit(2 if isinstance(error, (ValueError, TypeError)) else 1)
+
   return guarded
 
 
@@ -174,8 +220,10 @@ def _quiet_closed_event_loops(unraisable) -> None:
   """Drops the "Event loop is closed" errors that TensorStore's late callbacks raise after
   Orbax gave up a read of a damaged file (kd_jax reports the damage itself, in one line);
   anything else goes to Python's default hook."""
-  if isinstance(unraisable.exc_value, RuntimeError) and str(
-      unraisable.exc_value) == "Event loop is closed":
+  if (
+    isinstance(unraisable.exc_value, RuntimeError)
+    and str(unraisable.exc_value) == "Event loop is closed"
+  ):
     return
   sys.__unraisablehook__(unraisable)
 
@@ -185,10 +233,12 @@ def start(config) -> None:
   from the config, or from the cluster's environment where they are None)."""
   configure_logging()
   if config.get("multihost", False):
-    sharding.initialize_multihost(config.coordinator_address, config.num_processes,
-                                  config.process_id)
-  logging.getLogger("kd_jax").info("JAX devices: %s (process %d of %d)", jax.devices(),
-                                   jax.process_index(), jax.process_count())
+    sharding.initialize_multihost(
+      config.coordinator_address, config.num_processes, config.process_id
+    )
+  logging.getLogger("kd_jax").info(
+    "JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count()
+  )
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,8 +25,7 @@ SCRIPTS = "kd_jax.experiments"  # the installed scripts' package
 CLONE_SCRIPTS = "experiments"  # the clone-only ones' (they import torch; see experiments/)
 
 
-def script_arguments(module: str, exclude: Sequence[str] = (),
-                     package: str = SCRIPTS) -> list[str]:
+def script_arguments(module: str, exclude: Sequence[str] = (), package: str = SCRIPTS) -> list[str]:
   """Every flag the script ``<package>.<module>`` defines, with the value it ran with.
 
   Defaults are written out too, so the command reruns the same job even after a default
@@ -35,6 +34,7 @@ def script_arguments(module: str, exclude: Sequence[str] = (),
   """
   from absl import flags
   from ml_collections.config_flags import config_flags
+
   values = flags.FLAGS
   by_module = values.flags_by_module_dict()
   names = [f"{package}.{module}"]
@@ -56,8 +56,12 @@ def script_arguments(module: str, exclude: Sequence[str] = (),
   return arguments
 
 
-def command_line(module: str, arguments: Sequence[str] | None = None,
-                 exclude: Sequence[str] = (), package: str = SCRIPTS) -> str:
+def command_line(
+  module: str,
+  arguments: Sequence[str] | None = None,
+  exclude: Sequence[str] = (),
+  package: str = SCRIPTS,
+) -> str:
   """The shell command that reruns the script ``<package>.<module>``: every flag of it,
   defaults included. ``package`` is SCRIPTS, or CLONE_SCRIPTS for the scripts that only a
   clone has."""
@@ -68,9 +72,15 @@ def command_line(module: str, arguments: Sequence[str] | None = None,
   return " ".join(["python -m", f"{package}.{module}", *map(shlex.quote, arguments)])
 
 
-def finish_report(lines: list[str], module: str, out_path: str | None,
-                  arguments: Sequence[str] | None = None, exclude: Sequence[str] = (),
-                  before: Sequence[str] = (), package: str = SCRIPTS) -> str:
+def finish_report(
+  lines: list[str],
+  module: str,
+  out_path: str | None,
+  arguments: Sequence[str] | None = None,
+  exclude: Sequence[str] = (),
+  before: Sequence[str] = (),
+  package: str = SCRIPTS,
+) -> str:
   """Appends the command, prints the report and writes it to ``out_path`` if given.
 
   ``before``: commands that must run first (earlier stages), each on its own ``Command:``

@@ -35,22 +35,23 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from kd_jax.experiments import launch, reporting, shared
 from kd_jax import methods, models, pba, policies
 from kd_jax.data import load_dataset
+from kd_jax.experiments import launch, reporting, shared
 from kd_jax.models import resnet18
 from kd_jax.train import checkpoint, files, integrity, loop, optim, run_lock
 from kd_jax.train import setup as setup_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None,
-                                          "kd_jax/experiments/configs/rolewise.py:<scale>",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "kd_jax/experiments/configs/rolewise.py:<scale>", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory shared by the stages.")
-_STAGE = flags.DEFINE_enum("stage", None, ["teacher", "student_search", "student", "compare"],
-                           "Which stage to run.")
+_STAGE = flags.DEFINE_enum(
+  "stage", None, ["teacher", "student_search", "student", "compare"], "Which stage to run."
+)
 _OUT = flags.DEFINE_string("out", None, "compare: write the Markdown report here.")
 flags.mark_flags_as_required(["config", "workdir", "stage"])
 logger = logging.getLogger("kd_jax.rolewise")
@@ -64,28 +65,42 @@ def _data(config):
   train = load_dataset(config.dataset, "train", config.data_dir or None)
   test = load_dataset(config.dataset, "test", config.data_dir or None)
   order = np.random.default_rng(0).permutation(len(train))  # fixed search split
-  search_train = order[:config.search.train_examples]
-  search_val = order[config.search.train_examples:]
+  search_train = order[: config.search.train_examples]
+  search_val = order[config.search.train_examples :]
   return train, test, search_train, search_val
 
 
-def _setup(config, data, model_name, learning_rate, steps_per_epoch, teacher_model=None,
-           batch_size=None):
+def _setup(
+  config, data, model_name, learning_rate, steps_per_epoch, teacher_model=None, batch_size=None
+):
   """The population member's model and optimiser; ``batch_size`` (None: config.batch_size)
   is the global batch an ``optimizer.lr_reference_batch`` scales the lr with."""
   model = models.create_model(model_name, data.num_classes)
-  optimizer, _ = optim.make_optimizer(**{**config.optimizer.to_dict(),
-                                         "learning_rate": learning_rate},
-                                      steps_per_epoch=steps_per_epoch,
-                                      global_batch=batch_size or config.batch_size)
+  optimizer, _ = optim.make_optimizer(
+    **{**config.optimizer.to_dict(), "learning_rate": learning_rate},
+    steps_per_epoch=steps_per_epoch,
+    global_batch=batch_size or config.batch_size,
+  )
   fill = tuple(int(round(255 * m)) for m in data.mean)
-  return pba.MemberSetup(model, optimizer, data.mean, data.std, fill, config.augment.crop_pad,
-                         config.augment.flip, config.augment.cutout_size, teacher_model)
+  return pba.MemberSetup(
+    model,
+    optimizer,
+    data.mean,
+    data.std,
+    fill,
+    config.augment.crop_pad,
+    config.augment.flip,
+    config.augment.cutout_size,
+    teacher_model,
+  )
 
 
 def _kd_hparams(config):
-  return {"temperature": config.kd.temperature, "ce_weight": config.kd.ce_weight,
-          "kd_weight": config.kd.kd_weight}
+  return {
+    "temperature": config.kd.temperature,
+    "ce_weight": config.kd.ce_weight,
+    "kd_weight": config.kd.kd_weight,
+  }
 
 
 def _student_setup_and_hparams(config, setup, epochs):
@@ -95,51 +110,81 @@ def _student_setup_and_hparams(config, setup, epochs):
   method = setup_lib.method_of(config)
   view = None
   if method.view is not None:
-    view = methods.make_view(method.view, "image", **setup_lib.view_keywords(
-        setup_lib.view_block(config, method.view), setup.preprocess.valid_range()))
+    view = methods.make_view(
+      method.view,
+      "image",
+      **setup_lib.view_keywords(
+        setup_lib.view_block(config, method.view), setup.preprocess.valid_range()
+      ),
+    )
   setup = dataclasses.replace(setup, method=config.method, view=view)
   if method.schedule is None and view is None:
     return setup, _kd_hparams(config)
   return setup, lambda epoch: loop.epoch_hparams(config, method, epoch, epochs)
 
 
-def _run_search(config, data, workdir, name, model_name, learning_rate, teacher=None,
-                init_variables=None):
+def _run_search(
+  config, data, workdir, name, model_name, learning_rate, teacher=None, init_variables=None
+):
   """PBA's search for ``model_name``: cross-entropy alone, or the student's method (config)
   from the frozen ``teacher``."""
   train, _, search_train, search_val = data
   steps = config.search.train_examples // config.search.batch_size
-  setup = _setup(config, train, model_name, learning_rate, steps,
-                 teacher[0] if teacher else None, batch_size=config.search.batch_size)
+  setup = _setup(
+    config,
+    train,
+    model_name,
+    learning_rate,
+    steps,
+    teacher[0] if teacher else None,
+    batch_size=config.search.batch_size,
+  )
   hparams = _kd_hparams(config)
   if teacher:
     setup, hparams = _student_setup_and_hparams(config, setup, config.search.epochs)
   result = pba.search(
-      setup, train.images[search_train], train.labels[search_train], train.images[search_val],
-      train.labels[search_val], population=config.search.population,
-      epochs=config.search.epochs, batch_size=config.search.batch_size,
-      exploit_every=config.search.exploit_every, seed=config.seeds[0],
-      workdir=os.path.join(workdir, f"{name}_population"),
-      teacher_variables=teacher[1] if teacher else None, hparams=hparams,
-      init_variables=init_variables, eval_batch_size=config.eval_batch_size,
-      mode=config.population_mode, checkpoint_every_steps=config.checkpoint_every_steps)
+    setup,
+    train.images[search_train],
+    train.labels[search_train],
+    train.images[search_val],
+    train.labels[search_val],
+    population=config.search.population,
+    epochs=config.search.epochs,
+    batch_size=config.search.batch_size,
+    exploit_every=config.search.exploit_every,
+    seed=config.seeds[0],
+    workdir=os.path.join(workdir, f"{name}_population"),
+    teacher_variables=teacher[1] if teacher else None,
+    hparams=hparams,
+    init_variables=init_variables,
+    eval_batch_size=config.eval_batch_size,
+    mode=config.population_mode,
+    checkpoint_every_steps=config.checkpoint_every_steps,
+  )
   pba.save_result(os.path.join(workdir, f"{name}.json"), result)
-  logger.info("%s: best trial %d, validation %.2f", name, result.best_trial,
-              result.final_scores[result.best_trial])
+  logger.info(
+    "%s: best trial %d, validation %.2f",
+    name,
+    result.best_trial,
+    result.final_scores[result.best_trial],
+  )
   return result
 
 
 def _load_schedule(workdir, name):
   path = os.path.join(workdir, f"{name}.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: run the stage that writes it first "
-                            f"(--stage={'teacher' if name.startswith('teacher') else 'student_search'}).")
+    raise FileNotFoundError(
+      f"{path} not found: run the stage that writes it first "
+      f"(--stage={'teacher' if name.startswith('teacher') else 'student_search'})."
+    )
   with open(path) as f:
     return policies.schedule_from_json(json.dumps(json.load(f)["best_schedule"]))
 
 
-def _train(config, data, setup, schedules, seeds, epochs, workdir, teacher=None,
-           init_variables=None):
+def _train(
+  config, data, setup, schedules, seeds, epochs, workdir, teacher=None, init_variables=None
+):
   """The population trained in kd_jax's one loop, checkpointed in ``workdir`` (a rerun of a
   killed stage resumes there)."""
   train, test, _, _ = data
@@ -147,12 +192,23 @@ def _train(config, data, setup, schedules, seeds, epochs, workdir, teacher=None,
   if teacher:
     setup, hparams = _student_setup_and_hparams(config, setup, epochs)
   return pba.train_with_schedules(
-      setup, schedules, seeds, train.images, train.labels, test.images, test.labels,
-      epochs=epochs, batch_size=config.batch_size,
-      teacher_variables=teacher[1] if teacher else None, hparams=hparams,
-      init_variables=init_variables, eval_batch_size=config.eval_batch_size,
-      mode=config.population_mode, workdir=workdir,
-      checkpoint_every_steps=config.checkpoint_every_steps)
+    setup,
+    schedules,
+    seeds,
+    train.images,
+    train.labels,
+    test.images,
+    test.labels,
+    epochs=epochs,
+    batch_size=config.batch_size,
+    teacher_variables=teacher[1] if teacher else None,
+    hparams=hparams,
+    init_variables=init_variables,
+    eval_batch_size=config.eval_batch_size,
+    mode=config.population_mode,
+    workdir=workdir,
+    checkpoint_every_steps=config.checkpoint_every_steps,
+  )
 
 
 def _teacher(config, data, workdir):
@@ -171,12 +227,25 @@ def _teacher(config, data, workdir):
 def stage_teacher(config, data, workdir):
   train = data[0]
   # The schedule from memory, not from the file: only process 0 writes files.
-  schedule = _run_search(config, data, workdir, "teacher_search", config.teacher_model,
-                         config.optimizer.learning_rate).best_schedule
-  setup = _setup(config, train, config.teacher_model, config.optimizer.learning_rate,
-                 len(train) // config.batch_size)
-  out = _train(config, data, setup, [schedule], [config.seeds[0]], config.num_epochs,
-               os.path.join(workdir, "teacher_train"))
+  schedule = _run_search(
+    config, data, workdir, "teacher_search", config.teacher_model, config.optimizer.learning_rate
+  ).best_schedule
+  setup = _setup(
+    config,
+    train,
+    config.teacher_model,
+    config.optimizer.learning_rate,
+    len(train) // config.batch_size,
+  )
+  out = _train(
+    config,
+    data,
+    setup,
+    [schedule],
+    [config.seeds[0]],
+    config.num_epochs,
+    os.path.join(workdir, "teacher_train"),
+  )
   member = jax.tree.map(lambda x: x[0], out["state"])
   teacher_dir = os.path.join(workdir, "teacher")
   with run_lock.hold(teacher_dir):
@@ -187,14 +256,22 @@ def stage_teacher(config, data, workdir):
       trained = integrity.fingerprints({k: member[k] for k in checkpoint.MODEL_KEYS})
       if saved is not None and integrity.mismatched(saved, trained):
         raise ValueError(
-            f"{teacher_dir} holds another teacher than the one this stage trained (its "
-            "populations were retrained since): the students would read the old one. Move "
-            f"{teacher_dir} away and rerun --stage=teacher.")
+          f"{teacher_dir} holds another teacher than the one this stage trained (its "
+          "populations were retrained since): the students would read the old one. Move "
+          f"{teacher_dir} away and rerun --stage=teacher."
+        )
       logger.info("teacher: already saved at step %d in %s.", step, teacher_dir)
     else:
-      store.save(member, {"step": step, "test_accuracy": out["final"][0],
-                          "train_step_compilations": out["compilations"],
-                          "history": [h[0] for h in out["history"]], "finished": True})
+      store.save(
+        member,
+        {
+          "step": step,
+          "test_accuracy": out["final"][0],
+          "train_step_compilations": out["compilations"],
+          "history": [h[0] for h in out["history"]],
+          "finished": True,
+        },
+      )
       store.wait()
     store.close()
   logger.info("teacher: test accuracy %.2f", out["final"][0])
@@ -210,34 +287,63 @@ def _student_init(config, data, teacher):
 
 def stage_student_search(config, data, workdir):
   teacher = _teacher(config, data, workdir)
-  return _run_search(config, data, workdir, "student_search", config.model,
-                     config.student_learning_rate, teacher,
-                     _student_init(config, data, teacher))
+  return _run_search(
+    config,
+    data,
+    workdir,
+    "student_search",
+    config.model,
+    config.student_learning_rate,
+    teacher,
+    _student_init(config, data, teacher),
+  )
 
 
 def _student_setup(config, data, teacher):
   train = data[0]
-  return _setup(config, train, config.model, config.student_learning_rate,
-                len(train) // config.batch_size, teacher[0])
+  return _setup(
+    config,
+    train,
+    config.model,
+    config.student_learning_rate,
+    len(train) // config.batch_size,
+    teacher[0],
+  )
 
 
 def stage_student(config, data, workdir):
   teacher = _teacher(config, data, workdir)
   schedule = _load_schedule(workdir, "student_search")
-  out = _train(config, data, _student_setup(config, data, teacher), [schedule],
-               [config.seeds[0]], config.num_epochs, os.path.join(workdir, "student_train"),
-               teacher, _student_init(config, data, teacher))
+  out = _train(
+    config,
+    data,
+    _student_setup(config, data, teacher),
+    [schedule],
+    [config.seeds[0]],
+    config.num_epochs,
+    os.path.join(workdir, "student_train"),
+    teacher,
+    _student_init(config, data, teacher),
+  )
   if jax.process_index() == 0:
-    files.write_json_atomically(os.path.join(workdir, "student.json"), {
-        "test_accuracy": out["final"][0], "history": out["history"],
-        "train_step_compilations": out["compilations"]}, indent=None)
+    files.write_json_atomically(
+      os.path.join(workdir, "student.json"),
+      {
+        "test_accuracy": out["final"][0],
+        "history": out["history"],
+        "train_step_compilations": out["compilations"],
+      },
+      indent=None,
+    )
   logger.info("student: test accuracy %.2f", out["final"][0])
   return out["final"][0]
 
 
-ROWS = (("none", "KD, no learned policy (pad/crop/flip/cutout only)"),
-        ("teacher", "KD, the teacher's schedule shared"),
-        ("student", "KD, the student's own schedule (role-wise)"))
+ROWS = (
+  ("none", "KD, no learned policy (pad/crop/flip/cutout only)"),
+  ("teacher", "KD, the teacher's schedule shared"),
+  ("student", "KD, the student's own schedule (role-wise)"),
+)
 
 
 def record_stage(workdir: str, stage: str, command: str, machine: str) -> None:
@@ -275,8 +381,9 @@ def earlier_stages(workdir: str) -> list[str]:
   missing = [s for s in ("teacher", "student_search") if s not in commands]
   if missing:
     raise FileNotFoundError(
-        f"{os.path.join(workdir, COMMANDS_FILE)} records no command for stage(s) "
-        f"{', '.join(missing)}: rerun them in {workdir} so that the report can be rerun.")
+      f"{os.path.join(workdir, COMMANDS_FILE)} records no command for stage(s) "
+      f"{', '.join(missing)}: rerun them in {workdir} so that the report can be rerun."
+    )
   return [s for s in STAGES[:3] if s in commands]
 
 
@@ -286,48 +393,69 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
   ``arguments``: this stage's command-line arguments for the report (default: the flags).
   """
   teacher = _teacher(config, data, workdir)
-  schedules = {"none": [(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))],
-               "teacher": _load_schedule(workdir, "teacher_search"),
-               "student": _load_schedule(workdir, "student_search")}
+  schedules = {
+    "none": [(0, np.zeros((policies.NUM_TUPLES, 2), np.int32))],
+    "teacher": _load_schedule(workdir, "teacher_search"),
+    "student": _load_schedule(workdir, "student_search"),
+  }
   earlier = earlier_stages(workdir)
   members = [(row, seed) for row, _ in ROWS for seed in config.seeds]
-  out = _train(config, data, _student_setup(config, data, teacher),
-               [schedules[r] for r, _ in members], [s for _, s in members],
-               config.num_epochs, os.path.join(workdir, "compare_train"), teacher,
-               _student_init(config, data, teacher))
+  out = _train(
+    config,
+    data,
+    _student_setup(config, data, teacher),
+    [schedules[r] for r, _ in members],
+    [s for _, s in members],
+    config.num_epochs,
+    os.path.join(workdir, "compare_train"),
+    teacher,
+    _student_init(config, data, teacher),
+  )
   final = dict(zip(members, out["final"]))
   best = dict(zip(members, np.max(np.asarray(out["history"]), axis=0)))  # over epochs
   store = checkpoint.RunCheckpoints(os.path.join(workdir, "teacher"), read_only=True)
   teacher_accuracy = store.read_meta()["test_accuracy"]
   store.close()
-  lines = [f"Role-wise augmentation on {config.dataset}: teacher {config.teacher_model} "
-           f"(full precision, test accuracy {teacher_accuracy:.2f} %), student "
-           f"{config.model} (DoReFa 2-bit weights and activations, initialised from "
-           f"the teacher), Hinton KD (τ {config.kd.temperature}, weights "
-           f"{config.kd.ce_weight}/{config.kd.kd_weight}); PBA: {config.search.population} "
-           f"trials, {config.search.train_examples} search-training images, "
-           f"{config.search.epochs} epochs, exploit/explore every "
-           f"{config.search.exploit_every}; students trained {config.num_epochs} epochs on "
-           f"all training images, as one population of {len(members)} models; seeds "
-           f"{', '.join(map(str, config.seeds))}. Test accuracy (%) after the last epoch "
-           "and at each member's best epoch, mean ± std over seeds.", "",
-           "| student | last epoch | best epoch |", "|---|---|---|"]
+  lines = [
+    f"Role-wise augmentation on {config.dataset}: teacher {config.teacher_model} "
+    f"(full precision, test accuracy {teacher_accuracy:.2f} %), student "
+    f"{config.model} (DoReFa 2-bit weights and activations, initialised from "
+    f"the teacher), Hinton KD (τ {config.kd.temperature}, weights "
+    f"{config.kd.ce_weight}/{config.kd.kd_weight}); PBA: {config.search.population} "
+    f"trials, {config.search.train_examples} search-training images, "
+    f"{config.search.epochs} epochs, exploit/explore every "
+    f"{config.search.exploit_every}; students trained {config.num_epochs} epochs on "
+    f"all training images, as one population of {len(members)} models; seeds "
+    f"{', '.join(map(str, config.seeds))}. Test accuracy (%) after the last epoch "
+    "and at each member's best epoch, mean ± std over seeds.",
+    "",
+    "| student | last epoch | best epoch |",
+    "|---|---|---|",
+  ]
   for row, label in ROWS:
-    lines.append(f"| {label} | "
-                 f"{reporting.mean_std([final[row, s] for s in config.seeds])} | "
-                 f"{reporting.mean_std([best[row, s] for s in config.seeds])} |")
-  lines += ["", f"Training time of the {len(members)}-model population: "
-            f"{out['train_seconds']:.0f} s. Machine: {shared.machine_description()}.",
-            f"Machines of the stages it read: {stage_machines(workdir, earlier)}."]
+    lines.append(
+      f"| {label} | "
+      f"{reporting.mean_std([final[row, s] for s in config.seeds])} | "
+      f"{reporting.mean_std([best[row, s] for s in config.seeds])} |"
+    )
+  lines += [
+    "",
+    f"Training time of the {len(members)}-model population: "
+    f"{out['train_seconds']:.0f} s. Machine: {shared.machine_description()}.",
+    f"Machines of the stages it read: {stage_machines(workdir, earlier)}.",
+  ]
   for name in ("teacher_search", "student_search"):
     schedule = _load_schedule(workdir, name)
     final_policy = policies.describe(schedule[-1][1])
     active = [f"{op} p={p:.1f} m={m}" for op, p, m in final_policy if p > 0]
-    lines.append(f"{name}: {len(schedule)} policy changes; final policy's active tuples: "
-                 f"{', '.join(active) or 'none'}.")
+    lines.append(
+      f"{name}: {len(schedule)} policy changes; final policy's active tuples: "
+      f"{', '.join(active) or 'none'}."
+    )
   commands = recorded_commands(workdir)
-  reporting.finish_report(lines, "rolewise", out_path, arguments,
-                          before=[commands[s] for s in earlier])
+  reporting.finish_report(
+    lines, "rolewise", out_path, arguments, before=[commands[s] for s in earlier]
+  )
   return final
 
 
@@ -335,8 +463,10 @@ def check_config(config) -> None:
   """The numbers' bounds, and no option the role-wise stages would ignore."""
   setup_lib.check_config_numbers(config)
   if config.get("label_smoothing", 0.0):  # PBA's members train with role-kd's plain losses
-    raise ValueError("config.label_smoothing is not supported by the role-wise stages "
-                     "(PBA's searches and trainings use role-kd's losses); set it to 0.")
+    raise ValueError(
+      "config.label_smoothing is not supported by the role-wise stages "
+      "(PBA's searches and trainings use role-kd's losses); set it to 0."
+    )
 
 
 def main(argv):
@@ -361,8 +491,9 @@ def main(argv):
     else:
       stage_compare(config, data, workdir, _OUT.value, arguments)
     if jax.process_index() == 0:
-      record_stage(workdir, stage, reporting.command_line("rolewise", arguments),
-                   shared.machine_description())
+      record_stage(
+        workdir, stage, reporting.command_line("rolewise", arguments), shared.machine_description()
+      )
 
 
 if __name__ == "__main__":

@@ -16,25 +16,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd_jax.experiments.configs import digits, mnist
 from kd_jax import methods
 from kd_jax.data import EpochSampler
-from kd_jax.train import loop, preprocess as preprocess_lib, setup
-
+from kd_jax.experiments.configs import digits, mnist
+from kd_jax.train import loop, setup
+from kd_jax.train import preprocess as preprocess_lib
 
 # Each embedded dataset's config module and the description its reports open with.
-DATASETS = {"digits": (digits, "Embedded digits (1,438 train / 359 test)"),
-            "mnist5k": (mnist, "Embedded mnist5k (4,000 train / 1,000 test)")}
+DATASETS = {
+  "digits": (digits, "Embedded digits (1,438 train / 359 test)"),
+  "mnist5k": (mnist, "Embedded mnist5k (4,000 train / 1,000 test)"),
+}
 
 
 def machine_description() -> str:
   device = jax.devices()[0]
   processor = platform.processor()  # often empty, or the machine's name again
-  cpu = platform.machine() if processor in ("", platform.machine()) else (
-      f"{platform.machine()} {processor}")
-  return (f"{cpu} with {os.cpu_count()} cores, "
-          f"{jax.device_count()} {device.platform.upper()} device(s) ({device.device_kind}), "
-          f"Python {platform.python_version()}, JAX {jax.__version__}").replace("  ", " ")
+  cpu = (
+    platform.machine()
+    if processor in ("", platform.machine())
+    else (f"{platform.machine()} {processor}")
+  )
+  return (
+    f"{cpu} with {os.cpu_count()} cores, "
+    f"{jax.device_count()} {device.platform.upper()} device(s) ({device.device_kind}), "
+    f"Python {platform.python_version()}, JAX {jax.__version__}"
+  ).replace("  ", " ")
 
 
 def parse_value(text: str):
@@ -81,22 +88,35 @@ def run_grid(base, axes, seeds, teacher_pattern: str, workdir: str):
   return rows
 
 
-def teacher_probabilities(view_name, teacher, teacher_variables, data, options, *,
-                          batch_size: int = 64, batches: int = 200, crop_pad: int = 1,
-                          flip: bool = False, seed: int = 0, student=None,
-                          student_variables=None, cutout_size: int = 0,
-                          autoaugment: str = ""):
+def teacher_probabilities(
+  view_name,
+  teacher,
+  teacher_variables,
+  data,
+  options,
+  *,
+  batch_size: int = 64,
+  batches: int = 200,
+  crop_pad: int = 1,
+  flip: bool = False,
+  seed: int = 0,
+  student=None,
+  student_variables=None,
+  cutout_size: int = 0,
+  autoaugment: str = "",
+):
   """Teacher probabilities of x and x' over the walked batches, in training order, and the
   number of samples per batch. x gets the run's standard augmentation (``crop_pad``,
   ``flip``, ``autoaugment``, ``cutout_size``) as in training. ``student`` (a frozen model
   and its variables) is needed only by views that score with it (CutMix-pick by student
   entropy or KL); the official code loads a trained student for those, and so do callers
   here."""
-  preprocess = preprocess_lib.image_preprocess(data.mean, data.std, crop_pad, flip,
-                                               cutout_size=cutout_size,
-                                               autoaugment=autoaugment)
-  maker = methods.make_view(view_name, "image",
-                            **setup.view_keywords(options, preprocess.valid_range()))
+  preprocess = preprocess_lib.image_preprocess(
+    data.mean, data.std, crop_pad, flip, cutout_size=cutout_size, autoaugment=autoaugment
+  )
+  maker = methods.make_view(
+    view_name, "image", **setup.view_keywords(options, preprocess.valid_range())
+  )
   hparams = {"temperature": jnp.float32(4.0)}
   student_fn = None
   if student is not None:
@@ -117,8 +137,9 @@ def teacher_probabilities(view_name, teacher, teacher_variables, data, options, 
   collected = []
   for step in range(batches):
     index = sampler.global_indices(step)
-    collected.append(np.asarray(probabilities(jax.random.fold_in(base_key, step),
-                                              data.images[index], data.labels[index])))
+    collected.append(
+      np.asarray(
+        probabilities(jax.random.fold_in(base_key, step), data.images[index], data.labels[index])
+      )
+    )
   return np.concatenate(collected), collected[0].shape[0]
-
-

@@ -15,13 +15,14 @@ seed with the teacher of that seed; finished runs are read back, not retrained.
 from __future__ import annotations
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from kd_jax.experiments import launch, reporting, shared
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Base config (file.py:arg).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Base config (file.py:arg).", lock_config=True
+)
 _SWEEP = flags.DEFINE_multi_string("sweep", [], "key=v1,v2,... (values parsed as Python).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _TEACHER = flags.DEFINE_string("teacher_pattern", "", "Teacher run dir, with {seed}.")
@@ -41,17 +42,28 @@ def main(argv):
   base = _CONFIG.value
   rows = shared.run_grid(base, axes, seeds, _TEACHER.value, _WORKDIR.value)
 
-  lines = [f"Base: {base.method} on {base.dataset}, {base.model}; seeds "
-           f"{', '.join(map(str, seeds))} (mean ± std).", "",
-           "| setting | top-1 last (%) | top-1 best (%) | agreement (%) | KL(T ‖ S) |",
-           "|---|---|---|---|---|"]
+  lines = [
+    f"Base: {base.method} on {base.dataset}, {base.model}; seeds "
+    f"{', '.join(map(str, seeds))} (mean ± std).",
+    "",
+    "| setting | top-1 last (%) | top-1 best (%) | agreement (%) | KL(T ‖ S) |",
+    "|---|---|---|---|---|",
+  ]
   for label, summaries, _ in rows:
-    agreement = (reporting.mean_std([s["last_agreement"] for s in summaries])
-                 if "last_agreement" in summaries[0] else "—")
-    kl = (f"{np.mean([s['last_kl_teacher_student'] for s in summaries]):.3f}"
-          if "last_kl_teacher_student" in summaries[0] else "—")
-    lines.append(f"| {label} | {reporting.mean_std([s['last_top1'] for s in summaries])} | "
-                 f"{reporting.mean_std([s['best_top1'] for s in summaries])} | {agreement} | {kl} |")
+    agreement = (
+      reporting.mean_std([s["last_agreement"] for s in summaries])
+      if "last_agreement" in summaries[0]
+      else "—"
+    )
+    kl = (
+      f"{np.mean([s['last_kl_teacher_student'] for s in summaries]):.3f}"
+      if "last_kl_teacher_student" in summaries[0]
+      else "—"
+    )
+    lines.append(
+      f"| {label} | {reporting.mean_std([s['last_top1'] for s in summaries])} | "
+      f"{reporting.mean_std([s['best_top1'] for s in summaries])} | {agreement} | {kl} |"
+    )
   reporting.finish_report(lines, "sweep", _OUT.value, None)
 
 

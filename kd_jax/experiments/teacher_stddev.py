@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from absl import flags
 
-from kd_jax.experiments import launch, reporting, shared
-from kd_jax.experiments.configs import common
 from kd_jax import diagnostics
 from kd_jax.data import load_dataset
+from kd_jax.experiments import launch, reporting, shared
+from kd_jax.experiments.configs import common
 from kd_jax.train import setup, sharding
 
 # Views a teacher alone can make (backward samples and student-scored picks need a student).
@@ -34,21 +34,43 @@ _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 flags.mark_flag_as_required("teacher_workdir")
 
 
-def stddev_lines(teacher_workdir: str, dataset: str, *, batch_size: int = 64,
-                 batches: int = 200, blocks_of: int = 4, crop_pad: int = 1, flip: bool = False,
-                 seed: int = 0) -> list[str]:
+def stddev_lines(
+  teacher_workdir: str,
+  dataset: str,
+  *,
+  batch_size: int = 64,
+  batches: int = 200,
+  blocks_of: int = 4,
+  crop_pad: int = 1,
+  flip: bool = False,
+  seed: int = 0,
+) -> list[str]:
   """The report's table: T. stddev of every view of STDDEV_VIEWS for one teacher run."""
   data = load_dataset(dataset, "train")
   mesh = sharding.make_data_mesh()
   teacher, teacher_variables = setup.load_trained(teacher_workdir, data, mesh)
   config = common.base_config()
-  lines = [f"T. stddev of teacher {teacher_workdir} on {dataset}: {batches} "
-           f"batches of {batch_size}, blocks of {blocks_of} batches, seed "
-           f"{seed}.", "", "| view | samples per batch seen | T. stddev |", "|---|---|---|"]
+  lines = [
+    f"T. stddev of teacher {teacher_workdir} on {dataset}: {batches} "
+    f"batches of {batch_size}, blocks of {blocks_of} batches, seed "
+    f"{seed}.",
+    "",
+    "| view | samples per batch seen | T. stddev |",
+    "|---|---|---|",
+  ]
   for view_name in STDDEV_VIEWS:
     probabilities, per_batch = shared.teacher_probabilities(
-        view_name, teacher, teacher_variables, data, config.get(view_name, {}),
-        batch_size=batch_size, batches=batches, crop_pad=crop_pad, flip=flip, seed=seed)
+      view_name,
+      teacher,
+      teacher_variables,
+      data,
+      config.get(view_name, {}),
+      batch_size=batch_size,
+      batches=batches,
+      crop_pad=crop_pad,
+      flip=flip,
+      seed=seed,
+    )
     value = diagnostics.teacher_stddev(probabilities, per_batch * blocks_of)
     lines.append(f"| {view_name} | {per_batch} | {float(value):.5f} |")
   return lines
@@ -57,9 +79,16 @@ def stddev_lines(teacher_workdir: str, dataset: str, *, batch_size: int = 64,
 def main(argv):
   del argv
   launch.configure_logging()
-  lines = stddev_lines(_TEACHER.value, _DATASET.value, batch_size=_BATCH.value,
-                       batches=_BATCHES.value, blocks_of=_BLOCKS_OF.value,
-                       crop_pad=_CROP_PAD.value, flip=_FLIP.value, seed=_SEED.value)
+  lines = stddev_lines(
+    _TEACHER.value,
+    _DATASET.value,
+    batch_size=_BATCH.value,
+    batches=_BATCHES.value,
+    blocks_of=_BLOCKS_OF.value,
+    crop_pad=_CROP_PAD.value,
+    flip=_FLIP.value,
+    seed=_SEED.value,
+  )
   reporting.finish_report(lines, "teacher_stddev", _OUT.value)
 
 

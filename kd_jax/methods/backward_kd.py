@@ -27,33 +27,56 @@ from kd_jax import backward
 from kd_jax.methods.base import View, ViewMaker, teacher_labelled
 
 
-def backward_view(key, images, labels, teacher_fn, student_fn, hparams, **sample_options
-                  ) -> View:
+def backward_view(key, images, labels, teacher_fn, student_fn, hparams, **sample_options) -> View:
   """x' = ``backward.auxiliary_samples(teacher_fn, student_fn, x, ...)``, teacher-labelled."""
   del key, hparams
   aux = backward.auxiliary_samples(teacher_fn, student_fn, images, **sample_options)
   return teacher_labelled(aux, teacher_fn, labels)
 
 
-def sample_options(*, steps: int = 1, step_size: float = 0.03, normalize: str = "sign",
-                   epsilon: float | None = None, clip=None, divergence: str = "kl",
-                   divergence_temperature: float = 1.0) -> dict:
+def sample_options(
+  *,
+  steps: int = 1,
+  step_size: float = 0.03,
+  normalize: str = "sign",
+  epsilon: float | None = None,
+  clip=None,
+  divergence: str = "kl",
+  divergence_temperature: float = 1.0,
+) -> dict:
   """Checked ``backward.auxiliary_samples`` keywords. ``clip``: per-channel (low, high) of
   valid normalised inputs, or None."""
   if normalize not in backward.NORMALIZATIONS:
-    raise ValueError(f"unknown backward normalize {normalize!r}; valid names: "
-                     f"{', '.join(backward.NORMALIZATIONS)}.")
+    raise ValueError(
+      f"unknown backward normalize {normalize!r}; valid names: "
+      f"{', '.join(backward.NORMALIZATIONS)}."
+    )
   if divergence not in backward.DIVERGENCES:
-    raise ValueError(f"unknown backward divergence {divergence!r}; valid names: "
-                     f"{', '.join(backward.DIVERGENCES)}.")
+    raise ValueError(
+      f"unknown backward divergence {divergence!r}; valid names: {', '.join(backward.DIVERGENCES)}."
+    )
   if steps < 1:
     raise ValueError(f"backward steps must be ≥ 1; got {steps}.")
-  return dict(steps=steps, step_size=step_size, normalize=normalize, epsilon=epsilon,
-              clip=clip, divergence=divergence, temperature=divergence_temperature)
+  return dict(
+    steps=steps,
+    step_size=step_size,
+    normalize=normalize,
+    epsilon=epsilon,
+    clip=clip,
+    divergence=divergence,
+    temperature=divergence_temperature,
+  )
 
 
-SAMPLE_OPTIONS = ("steps", "step_size", "normalize", "epsilon", "clip", "divergence",
-                  "divergence_temperature")
+SAMPLE_OPTIONS = (
+  "steps",
+  "step_size",
+  "normalize",
+  "epsilon",
+  "clip",
+  "divergence",
+  "divergence_temperature",
+)
 
 
 def image_view(**options) -> ViewMaker:
@@ -61,9 +84,22 @@ def image_view(**options) -> ViewMaker:
   return ViewMaker(functools.partial(backward_view, **sample_options(**options)), "backward")
 
 
-def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, steps,
-                       step_size, normalize, divergence, temperature, special_ids,
-                       project_to_tokens=False) -> View:
+def token_view_samples(
+  key,
+  inputs,
+  labels,
+  teacher_fn,
+  student_fn,
+  hparams,
+  *,
+  steps,
+  step_size,
+  normalize,
+  divergence,
+  temperature,
+  special_ids,
+  project_to_tokens=False,
+) -> View:
   """Auxiliary sentences: the student's embeddings of x' as its input, the teacher's logits
   on its own embeddings of x'. With ``project_to_tokens``, x' is the nearest discrete
   sentence (``argmax_v X'``, METHODS.md's option), given to both models as token ids, so
@@ -75,6 +111,7 @@ def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, 
   def embedded(bound):
     def forward(embeddings):
       return bound({**_without_ids(inputs), "word_embeddings": embeddings})
+
     return forward
 
   perturb = (inputs["attention_mask"] > 0) & ~jnp.isin(inputs["input_ids"], special)
@@ -82,29 +119,43 @@ def token_view_samples(key, inputs, labels, teacher_fn, student_fn, hparams, *, 
   teacher_table = teacher_fn.model.embedding_matrix(teacher_fn.variables)
   student_table = student_fn.model.embedding_matrix(student_fn.variables)
   samples = backward.token_auxiliary_embeddings(
-      embedded(teacher_fn), embedded(student_fn), teacher_table, student_table,
-      inputs["input_ids"], perturb, steps=steps, step_size=step_size, normalize=normalize,
-      divergence=divergence, temperature=temperature, project_to_tokens=project_to_tokens,
-      teacher_gram=constants.get("teacher_gram"))
+    embedded(teacher_fn),
+    embedded(student_fn),
+    teacher_table,
+    student_table,
+    inputs["input_ids"],
+    perturb,
+    steps=steps,
+    step_size=step_size,
+    normalize=normalize,
+    divergence=divergence,
+    temperature=temperature,
+    project_to_tokens=project_to_tokens,
+    teacher_gram=constants.get("teacher_gram"),
+  )
   if project_to_tokens:
     sentence = {**inputs, "input_ids": samples[2]}
-    return View(sentence, teacher_fn(sentence), labels, labels,
-                jnp.ones(labels.shape, jnp.float32))
+    return View(sentence, teacher_fn(sentence), labels, labels, jnp.ones(labels.shape, jnp.float32))
   teacher_e, student_e = samples
   student_inputs = {**_without_ids(inputs), "word_embeddings": student_e}
   teacher_logits = teacher_fn({**_without_ids(inputs), "word_embeddings": teacher_e})
-  return View(student_inputs, teacher_logits, labels, labels,
-              jnp.ones(labels.shape, jnp.float32))
+  return View(student_inputs, teacher_logits, labels, labels, jnp.ones(labels.shape, jnp.float32))
 
 
 def _without_ids(inputs):
   return {k: v for k, v in inputs.items() if k != "input_ids"}
 
 
-def token_view(*, steps: int = 1, step_size: float = 1.0, normalize: str = "l2",
-               divergence: str = "kl", divergence_temperature: float = 1.0,
-               special_ids: tuple[int, ...] = (), project_to_tokens: bool = False
-               ) -> ViewMaker:
+def token_view(
+  *,
+  steps: int = 1,
+  step_size: float = 1.0,
+  normalize: str = "l2",
+  divergence: str = "kl",
+  divergence_temperature: float = 1.0,
+  special_ids: tuple[int, ...] = (),
+  project_to_tokens: bool = False,
+) -> ViewMaker:
   """The token-level backward view maker. ``special_ids``: token ids that never move.
   ``project_to_tokens``: train on the nearest discrete sentences instead of the relaxed
   ones (METHODS.md's option; off by default, as the spec's generation and the text results
@@ -113,15 +164,26 @@ def token_view(*, steps: int = 1, step_size: float = 1.0, normalize: str = "l2",
   ``normalize="l2"`` (each step moves the whole sentence by η) fewer than 2(Kη)² tokens
   per sentence change, none for Kη < 1/√2, so raise the step with this option."""
   if normalize == "sign":
-    raise ValueError("token-level backward KD takes normalize 'l2' or 'none' (the sign of "
-                     "a one-hot gradient leaves the simplex).")
-  options = sample_options(steps=steps, step_size=step_size, normalize=normalize,
-                           divergence=divergence)
-  return ViewMaker(functools.partial(
-      token_view_samples, steps=options["steps"], step_size=step_size, normalize=normalize,
-      divergence=divergence, temperature=divergence_temperature,
+    raise ValueError(
+      "token-level backward KD takes normalize 'l2' or 'none' (the sign of "
+      "a one-hot gradient leaves the simplex)."
+    )
+  options = sample_options(
+    steps=steps, step_size=step_size, normalize=normalize, divergence=divergence
+  )
+  return ViewMaker(
+    functools.partial(
+      token_view_samples,
+      steps=options["steps"],
+      step_size=step_size,
+      normalize=normalize,
+      divergence=divergence,
+      temperature=divergence_temperature,
       special_ids=tuple(int(i) for i in special_ids),
-      project_to_tokens=bool(project_to_tokens)), "backward")
+      project_to_tokens=bool(project_to_tokens),
+    ),
+    "backward",
+  )
 
 
 def teacher_constants(teacher_model, teacher_variables) -> dict:
@@ -130,8 +192,9 @@ def teacher_constants(teacher_model, teacher_variables) -> dict:
   return {"teacher_gram": jax.jit(lambda e: e.T @ e)(table)}
 
 
-def make_pool_generator(student, teacher, preprocess, options: dict, chunk_size: int,
-                        num_examples: int):
+def make_pool_generator(
+  student, teacher, preprocess, options: dict, chunk_size: int, num_examples: int
+):
   """``generate(state, teacher_variables, images) -> pool`` for pooled backward KD.
 
   Auxiliary samples grown from every (un-augmented) training image with the current
@@ -157,8 +220,17 @@ def make_pool_generator(student, teacher, preprocess, options: dict, chunk_size:
   return generate
 
 
-def pool_hook(student, teacher, teacher_variables, preprocess, options: dict, images,
-              every: int, chunk_size: int, mesh):
+def pool_hook(
+  student,
+  teacher,
+  teacher_variables,
+  preprocess,
+  options: dict,
+  images,
+  every: int,
+  chunk_size: int,
+  mesh,
+):
   """Pooled backward KD's place in the loop: ``(initial pool, start_of_epoch)``.
 
   The pool (zeros until the first epoch) lives in the train state under ``aux_pool``, so it
@@ -167,16 +239,18 @@ def pool_hook(student, teacher, teacher_variables, preprocess, options: dict, im
   uint8 training set, padded here to a multiple of ``chunk_size``.
   """
   from kd_jax.train import sharding
+
   padded = -(-len(images) // chunk_size) * chunk_size
-  pool_images = sharding.replicate(
-      np.concatenate([images, images[:padded - len(images)]]), mesh)
+  pool_images = sharding.replicate(np.concatenate([images, images[: padded - len(images)]]), mesh)
   replicated = sharding.replicated(mesh)
-  generate = jax.jit(make_pool_generator(student, teacher, preprocess, options, chunk_size,
-                                         len(images)),
-                     in_shardings=(replicated, replicated, replicated),
-                     out_shardings=replicated)
+  generate = jax.jit(
+    make_pool_generator(student, teacher, preprocess, options, chunk_size, len(images)),
+    in_shardings=(replicated, replicated, replicated),
+    out_shardings=replicated,
+  )
   initial = sharding.replicate(
-      jnp.zeros((len(images), *images.shape[1:]), preprocess.compute_dtype), mesh)
+    jnp.zeros((len(images), *images.shape[1:]), preprocess.compute_dtype), mesh
+  )
 
   def start_of_epoch(state, epoch):
     if (epoch - 1) % every:

@@ -15,7 +15,8 @@ A method (DESIGN.md) is a recipe of independent parts, so they compose:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +26,12 @@ from kd_jax import losses, validation
 
 class View(NamedTuple):
   """An extra view of ``n`` samples and what its loss needs."""
-  inputs: Any                # what the student takes: images [n, H, W, C] or a token dict
+
+  inputs: Any  # what the student takes: images [n, H, W, C] or a token dict
   teacher_logits: jax.Array  # [n, classes]
-  labels: jax.Array          # [n] label of the example each sample is mostly made of
+  labels: jax.Array  # [n] label of the example each sample is mostly made of
   partner_labels: jax.Array  # [n] label of the example mixed in
-  lam: jax.Array             # [n] weight of ``labels`` (kept-area fraction for CutMix)
+  lam: jax.Array  # [n] weight of ``labels`` (kept-area fraction for CutMix)
 
 
 def teacher_labelled(inputs, teacher_fn, labels) -> View:
@@ -45,6 +47,7 @@ class ViewMaker:
   ``teacher_fn`` and ``student_fn`` map inputs to logits in inference mode with no
   parameter gradient (kd_jax.models.adapters.Bound, or any function).
   """
+
   make: Callable[..., View]
   name: str
   label_mixing: bool = False
@@ -52,8 +55,14 @@ class ViewMaker:
   def __call__(self, key, inputs, labels, teacher_fn, student_fn, hparams) -> View:
     if isinstance(labels, (list, tuple)):  # a Python list of class ids works too
       labels = jnp.asarray(labels)
-    return self.make(key, inputs, labels, validation.logits_function("teacher_fn", teacher_fn),
-                     validation.logits_function("student_fn", student_fn), hparams)
+    return self.make(
+      key,
+      inputs,
+      labels,
+      validation.logits_function("teacher_fn", teacher_fn),
+      validation.logits_function("student_fn", student_fn),
+      hparams,
+    )
 
   def loss(self, student_logits, view: View, hparams) -> jax.Array:
     """Batch-mean loss on x': ``view_weight·kd_weight·τ²·KL(p_T^τ(x') ‖ p_S^τ(x'))``.
@@ -67,9 +76,9 @@ class ViewMaker:
     loss = hparams["view_weight"] * hparams["kd_weight"] * jnp.mean(kd)
     if self.label_mixing:
       epsilon = hparams.get("label_smoothing", 0.0)
-      ce = (view.lam * losses.cross_entropy(student_logits, view.labels, epsilon)
-            + (1 - view.lam) * losses.cross_entropy(student_logits, view.partner_labels,
-                                                     epsilon))
+      ce = view.lam * losses.cross_entropy(student_logits, view.labels, epsilon) + (
+        1 - view.lam
+      ) * losses.cross_entropy(student_logits, view.partner_labels, epsilon)
       loss = loss + hparams["ce_weight"] * jnp.mean(ce)
     return loss
 
@@ -83,6 +92,7 @@ class Method:
   ``schedule(epoch, num_epochs, **options) -> dict``: the values this method adds to the
   KD values for ``epoch`` (counted from 1); ``options`` are its config block's keys.
   """
+
   name: str
   objective: Callable[..., jax.Array]
   view: str | None = None

@@ -2,7 +2,8 @@
 
 Objective: ``ψ·CE + (1 − ψ)·max(0, r_c (z_S − φ·z_T)² − m·φ)`` (kd_jax.losses.
 continuation_hinge), ``r_c`` the mean over classes or, as the paper writes it, the sum
-(``reduction``, from the ``continuation`` config block: get_method(..., reduction=...)). The teacher's logits are scaled by ``φ = 1 − (T − 1)/T_max``, which grows
+(``reduction``, from the ``continuation`` config block: get_method(..., reduction=...)).
+The teacher's logits are scaled by ``φ = 1 − (T − 1)/T_max``, which grows
 from 1/T_max to 1 as the temperature T steps down from T_max to 1; ψ moves the weight from
 the hinge to the labels (linear ramp on CIFAR, piecewise on GLUE). Annealing-KD is the
 special case with margin 0 and a step ψ: distillation only until T reaches 1, then labels
@@ -16,7 +17,8 @@ step as arrays: ``continuation_values`` and ``annealing_values`` give one epoch'
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,29 +27,44 @@ from kd_jax import continuation, losses
 from kd_jax.methods.vanilla import hard_label_loss, label_smoothing
 
 
-def continuation_objective(student_logits, teacher_logits, labels, hparams, *,
-                           regression=False, reduction: str = "sum"):
+def continuation_objective(
+  student_logits, teacher_logits, labels, hparams, *, regression=False, reduction: str = "sum"
+):
   """``ψ·CE + (1 − ψ)·max(0, r_c (z_S − φ·z_T)² − m·φ)`` per example; ``r_c`` is the sum
   over classes (default, the paper's squared norm) or the mean: see
   kd_jax.losses.continuation_hinge."""
-  hinge = losses.continuation_hinge(student_logits, teacher_logits, hparams["phi"],
-                                    hparams["margin"], reduction)
+  hinge = losses.continuation_hinge(
+    student_logits, teacher_logits, hparams["phi"], hparams["margin"], reduction
+  )
   hard = hard_label_loss(student_logits, labels, regression, label_smoothing(hparams))
   return hparams["psi"] * hard + (1 - hparams["psi"]) * hinge
 
 
-def annealing_objective(student_logits, teacher_logits, labels, hparams, *, regression=False,
-                        reduction: str = "sum"):
+def annealing_objective(
+  student_logits, teacher_logits, labels, hparams, *, regression=False, reduction: str = "sum"
+):
   """Annealing-KD: the continuation objective with margin 0 (ψ steps from 0 to 1)."""
-  return continuation_objective(student_logits, teacher_logits, labels,
-                                {**hparams, "margin": 0.0}, regression=regression,
-                                reduction=reduction)
+  return continuation_objective(
+    student_logits,
+    teacher_logits,
+    labels,
+    {**hparams, "margin": 0.0},
+    regression=regression,
+    reduction=reduction,
+  )
 
 
-def continuation_values(epoch: int, num_epochs: int, *, t_max: int = 20, margin: float = 3.0,
-                        psi_schedule: str = "linear", psi_ramp_epochs: int = 150,
-                        psi_switch_epoch: int | None = None, **objective_options
-                        ) -> dict[str, float]:
+def continuation_values(
+  epoch: int,
+  num_epochs: int,
+  *,
+  t_max: int = 20,
+  margin: float = 3.0,
+  psi_schedule: str = "linear",
+  psi_ramp_epochs: int = 150,
+  psi_switch_epoch: int | None = None,
+  **objective_options,
+) -> dict[str, float]:
   """T, φ, ψ and the margin for ``epoch`` (counted from 1) of a Continuation-KD run. The
   block's objective options (``reduction``) are the objective's, not the schedule's.
 
@@ -56,18 +73,30 @@ def continuation_values(epoch: int, num_epochs: int, *, t_max: int = 20, margin:
   reduction (results/sweep_continuation_margin_digits.md); with ``reduction="mean"`` the
   squared gap is C times smaller, so scale the margin with it."""
   del objective_options
-  values = continuation.schedule_values(epoch, num_epochs, t_max, psi_schedule,
-                                        ramp_epochs=psi_ramp_epochs,
-                                        switch_epoch=psi_switch_epoch or 0)
+  values = continuation.schedule_values(
+    epoch,
+    num_epochs,
+    t_max,
+    psi_schedule,
+    ramp_epochs=psi_ramp_epochs,
+    switch_epoch=psi_switch_epoch or 0,
+  )
   return {**values, "margin": float(margin)}
 
 
 ANNEALING_PHASE2_INITS = ("last", "best")
 
 
-def annealing_values(epoch: int, num_epochs: int, *, t_max: int = 20,
-                     psi_switch_epoch: int | None = None, annealing_phase2_epochs: int = 0,
-                     annealing_phase2_init: str = "last", **unused) -> dict[str, float]:
+def annealing_values(
+  epoch: int,
+  num_epochs: int,
+  *,
+  t_max: int = 20,
+  psi_switch_epoch: int | None = None,
+  annealing_phase2_epochs: int = 0,
+  annealing_phase2_init: str = "last",
+  **unused,
+) -> dict[str, float]:
   """Annealing-KD's T, φ and step ψ: labels only after ``psi_switch_epoch`` (None: the epoch
   at which T reaches 1). The continuation block's other keys do not apply.
 
@@ -77,19 +106,25 @@ def annealing_values(epoch: int, num_epochs: int, *, t_max: int = 20,
   (``AnnealingPhases``)."""
   del unused
   if annealing_phase2_init not in ANNEALING_PHASE2_INITS:
-    raise ValueError(f"unknown annealing_phase2_init {annealing_phase2_init!r}; valid: "
-                     f"{', '.join(ANNEALING_PHASE2_INITS)}.")
+    raise ValueError(
+      f"unknown annealing_phase2_init {annealing_phase2_init!r}; valid: "
+      f"{', '.join(ANNEALING_PHASE2_INITS)}."
+    )
   if annealing_phase2_epochs:
     phase1 = num_epochs - annealing_phase2_epochs
     if annealing_phase2_epochs < 0 or phase1 < 1:
-      raise ValueError(f"annealing_phase2_epochs must lie in [0, num_epochs − 1 = "
-                       f"{num_epochs - 1}]; got {annealing_phase2_epochs}.")
-    values = continuation.schedule_values(min(epoch, phase1), phase1, t_max, "step",
-                                          ramp_epochs=1, switch_epoch=phase1)
+      raise ValueError(
+        f"annealing_phase2_epochs must lie in [0, num_epochs − 1 = "
+        f"{num_epochs - 1}]; got {annealing_phase2_epochs}."
+      )
+    values = continuation.schedule_values(
+      min(epoch, phase1), phase1, t_max, "step", ramp_epochs=1, switch_epoch=phase1
+    )
     return {**values, "psi": 0.0 if epoch <= phase1 else 1.0, "margin": 0.0}
   switch = psi_switch_epoch or continuation.annealing_switch_epoch(num_epochs, t_max)
-  values = continuation.schedule_values(epoch, num_epochs, t_max, "step", ramp_epochs=1,
-                                        switch_epoch=switch)
+  values = continuation.schedule_values(
+    epoch, num_epochs, t_max, "step", ramp_epochs=1, switch_epoch=switch
+  )
   return {**values, "margin": 0.0}
 
 
@@ -104,6 +139,7 @@ class AnnealingPhases:
   code selects on its evaluation set), which the state carries (``annealing_best``) so that
   a resumed run is exact. ``lr_at(step)`` is the learning rate the step at ``step`` uses.
   """
+
   optimizer: Any
   phase1_epochs: int
   steps_per_epoch: int
@@ -122,33 +158,62 @@ class AnnealingPhases:
   def initial_state(self, state: dict) -> dict:
     if self.init != "best":
       return state
-    return {**state, "annealing_best": jax.tree.map(jnp.copy, state["params"]),
-            "annealing_best_batch_stats": jax.tree.map(jnp.copy, state["batch_stats"]),
-            "annealing_best_score": self.replicate(jnp.float32(-jnp.inf))}
+    return {
+      **state,
+      "annealing_best": jax.tree.map(jnp.copy, state["params"]),
+      "annealing_best_batch_stats": jax.tree.map(jnp.copy, state["batch_stats"]),
+      "annealing_best_score": self.replicate(jnp.float32(-jnp.inf)),
+    }
 
   def start_of_epoch(self, state: dict, epoch: int) -> dict:
     if epoch != self.phase1_epochs + 1:
       return state
     if self.init == "best":
-      state = {**state, "params": jax.tree.map(jnp.copy, state["annealing_best"]),
-               "batch_stats": jax.tree.map(jnp.copy, state["annealing_best_batch_stats"])}
+      state = {
+        **state,
+        "params": jax.tree.map(jnp.copy, state["annealing_best"]),
+        "batch_stats": jax.tree.map(jnp.copy, state["annealing_best_batch_stats"]),
+      }
     return {**state, "opt_state": self.replicate(self.optimizer.init(state["params"]))}
 
   def end_of_epoch(self, state: dict, epoch: int, row: dict) -> dict:
-    if (self.init != "best" or epoch > self.phase1_epochs or self.score not in row
-        or not row[self.score] > float(state["annealing_best_score"])):
+    if (
+      self.init != "best"
+      or epoch > self.phase1_epochs
+      or self.score not in row
+      or not row[self.score] > float(state["annealing_best_score"])
+    ):
       return state
-    return {**state, "annealing_best": jax.tree.map(jnp.copy, state["params"]),
-            "annealing_best_batch_stats": jax.tree.map(jnp.copy, state["batch_stats"]),
-            "annealing_best_score": self.replicate(jnp.float32(row[self.score]))}
+    return {
+      **state,
+      "annealing_best": jax.tree.map(jnp.copy, state["params"]),
+      "annealing_best_batch_stats": jax.tree.map(jnp.copy, state["batch_stats"]),
+      "annealing_best_score": self.replicate(jnp.float32(row[self.score])),
+    }
 
 
-def annealing_phases(optimizer, num_epochs: int, steps_per_epoch: int, schedule, replicate,
-                     *, score: str = "top1", annealing_phase2_epochs: int = 0,
-                     annealing_phase2_init: str = "last", **unused) -> AnnealingPhases | None:
+def annealing_phases(
+  optimizer,
+  num_epochs: int,
+  steps_per_epoch: int,
+  schedule,
+  replicate,
+  *,
+  score: str = "top1",
+  annealing_phase2_epochs: int = 0,
+  annealing_phase2_init: str = "last",
+  **unused,
+) -> AnnealingPhases | None:
   """The two-phase bookkeeping for a run of ``num_epochs`` (None in the one-run form)."""
   del unused
   if not annealing_phase2_epochs:
     return None
-  return AnnealingPhases(optimizer, num_epochs - annealing_phase2_epochs, steps_per_epoch,
-                         schedule, replicate, annealing_phase2_init, score)
+  return AnnealingPhases(
+    optimizer,
+    num_epochs - annealing_phase2_epochs,
+    steps_per_epoch,
+    schedule,
+    replicate,
+    annealing_phase2_init,
+    score,
+  )

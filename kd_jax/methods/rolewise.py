@@ -30,6 +30,7 @@ class PolicyPreprocess:
   mode only normalises. ``fill``: uint8 fill of uncovered and cut-out pixels (PBA: the
   dataset mean).
   """
+
   mean: tuple
   std: tuple
   fill: tuple
@@ -41,9 +42,15 @@ class PolicyPreprocess:
   def __call__(self, key, batch, hparams, train: bool):
     images = batch["image"]
     if train:
-      images = policies.augment_batch(key, images, hparams["policy"],
-                                      fill=jnp.asarray(self.fill), pad=self.pad,
-                                      flip=self.flip, cutout_size=self.cutout_size)
+      images = policies.augment_batch(
+        key,
+        images,
+        hparams["policy"],
+        fill=jnp.asarray(self.fill),
+        pad=self.pad,
+        flip=self.flip,
+        cutout_size=self.cutout_size,
+      )
     return augment.normalize(images, self.mean, self.std, self.compute_dtype)
 
   def valid_range(self):

@@ -46,8 +46,19 @@ def cutmix_view(key, images, labels, teacher_fn, student_fn, hparams, *, alpha: 
   return View(mixed, teacher_fn(mixed), labels, labels[perm], jnp.full(labels.shape, lam))
 
 
-def cutmix_pick_view(key, images, labels, teacher_fn, student_fn, hparams, *, alpha: float,
-                     pool_rounds: int, score: str, n_pick: int | None) -> View:
+def cutmix_pick_view(
+  key,
+  images,
+  labels,
+  teacher_fn,
+  student_fn,
+  hparams,
+  *,
+  alpha: float,
+  pool_rounds: int,
+  score: str,
+  n_pick: int | None,
+) -> View:
   """CutMix-pick: the ``n_pick`` (None: batch size) most informative of R CutMix draws.
 
   The pool is R independent CutMix draws of the batch (R·B samples). Scores: the teacher's
@@ -58,7 +69,8 @@ def cutmix_pick_view(key, images, labels, teacher_fn, student_fn, hparams, *, al
   """
   batch = labels.shape[0]
   mixed, perms, lams = jax.vmap(lambda k: augment.cutmix(k, images, alpha))(
-      jax.random.split(key, pool_rounds))
+    jax.random.split(key, pool_rounds)
+  )
   pool = mixed.reshape(pool_rounds * batch, *images.shape[1:])
   pool_labels = jnp.tile(labels, pool_rounds)
   pool_partners = labels[perms.reshape(-1)]
@@ -78,8 +90,9 @@ def cutmix_pick_view(key, images, labels, teacher_fn, student_fn, hparams, *, al
   picked = augment.pick_top_indices(scores, n_pick or batch)
   picked_images = pool[picked]
   picked_teacher = teacher_fn(picked_images) if teacher_logits is None else teacher_logits[picked]
-  return View(picked_images, picked_teacher, pool_labels[picked], pool_partners[picked],
-              pool_lam[picked])
+  return View(
+    picked_images, picked_teacher, pool_labels[picked], pool_partners[picked], pool_lam[picked]
+  )
 
 
 def _same_labels(images, teacher_fn, labels) -> View:
@@ -90,8 +103,10 @@ def _same_labels(images, teacher_fn, labels) -> View:
 def _pixel_map(input_range, view_name: str):
   """(scale, low) with pixels = (x − low) · scale, from the (low, high) of normalised inputs."""
   if input_range is None:
-    raise ValueError(f"the {view_name} view works on pixel values: it needs input_range, the "
-                     "(low, high) per channel of normalised inputs (preprocess.valid_range()).")
+    raise ValueError(
+      f"the {view_name} view works on pixel values: it needs input_range, the "
+      "(low, high) per channel of normalised inputs (preprocess.valid_range())."
+    )
   low, high = (jnp.asarray(v, jnp.float32) for v in input_range)
   return 255.0 / (high - low), low
 
@@ -102,36 +117,58 @@ def identity_view(key, images, labels, teacher_fn, student_fn, hparams) -> View:
   return _same_labels(images, teacher_fn, labels)
 
 
-def flip_view(key, images, labels, teacher_fn, student_fn, hparams, *,
-              per_image: bool) -> View:
+def flip_view(key, images, labels, teacher_fn, student_fn, hparams, *, per_image: bool) -> View:
   """x' = x flipped horizontally with probability 1/2."""
   del student_fn, hparams
   flipped = augment.random_crop_flip(key, images, pad=0, flip=True, per_image=per_image)
   return _same_labels(flipped, teacher_fn, labels)
 
 
-def crop_flip_view(key, images, labels, teacher_fn, student_fn, hparams, *, pad: int,
-                   flip: bool, per_image: bool, input_range) -> View:
+def crop_flip_view(
+  key,
+  images,
+  labels,
+  teacher_fn,
+  student_fn,
+  hparams,
+  *,
+  pad: int,
+  flip: bool,
+  per_image: bool,
+  input_range,
+) -> View:
   """x' = a random crop of x padded with ``pad`` black pixels, then a random flip."""
   del student_fn, hparams
   scale, low = _pixel_map(input_range, "crop_flip")
   del scale  # padding is black (pixel 0), the normalised value ``low``
-  shifted = augment.random_crop_flip(key, images - low.astype(images.dtype), pad=pad,
-                                     flip=flip, per_image=per_image)
+  shifted = augment.random_crop_flip(
+    key, images - low.astype(images.dtype), pad=pad, flip=flip, per_image=per_image
+  )
   return _same_labels(shifted + low.astype(images.dtype), teacher_fn, labels)
 
 
-def cutout_view(key, images, labels, teacher_fn, student_fn, hparams, *, size: int,
-                per_image: bool) -> View:
+def cutout_view(
+  key, images, labels, teacher_fn, student_fn, hparams, *, size: int, per_image: bool
+) -> View:
   """x' = Cutout(x): a ``size``-pixel square of the normalised batch set to 0 (the mean
   colour, as the official code multiplies the normalised batch by its mask)."""
   del student_fn, hparams
-  return _same_labels(augment.cutout(key, images, size, per_image=per_image), teacher_fn,
-                      labels)
+  return _same_labels(augment.cutout(key, images, size, per_image=per_image), teacher_fn, labels)
 
 
-def autoaugment_view(key, images, labels, teacher_fn, student_fn, hparams, *, policy,
-                     fill, per_image: bool, input_range) -> View:
+def autoaugment_view(
+  key,
+  images,
+  labels,
+  teacher_fn,
+  student_fn,
+  hparams,
+  *,
+  policy,
+  fill,
+  per_image: bool,
+  input_range,
+) -> View:
   """x' = AutoAugment(x) (kd_jax.policies.autoaugment_batch) on the pixel values of x,
   rounded to whole levels and normalised back."""
   del student_fn, hparams
@@ -151,14 +188,19 @@ def flip(*, per_image: bool = True) -> ViewMaker:
   return ViewMaker(functools.partial(flip_view, per_image=per_image), "flip")
 
 
-def crop_flip(*, pad: int = 4, flip: bool = True, per_image: bool = True,
-              input_range=None) -> ViewMaker:
+def crop_flip(
+  *, pad: int = 4, flip: bool = True, per_image: bool = True, input_range=None
+) -> ViewMaker:
   """The crop+flip view maker: ``pad`` black pixels each side, random crop, random flip."""
   if pad < 0:
     raise ValueError(f"crop_flip pad must be ≥ 0; got {pad}.")
   _pixel_map(input_range, "crop_flip")
-  return ViewMaker(functools.partial(crop_flip_view, pad=pad, flip=flip, per_image=per_image,
-                                     input_range=input_range), "crop_flip")
+  return ViewMaker(
+    functools.partial(
+      crop_flip_view, pad=pad, flip=flip, per_image=per_image, input_range=input_range
+    ),
+    "crop_flip",
+  )
 
 
 def cutout(*, size: int = 8, per_image: bool = True) -> ViewMaker:
@@ -166,20 +208,25 @@ def cutout(*, size: int = 8, per_image: bool = True) -> ViewMaker:
   code, which scale to 4 and 2 pixels on 8×8 digits). The square spans centre ± size//2,
   as the official code's, so an odd size cuts size − 1 pixels a side."""
   if size < 2:
-    raise ValueError(f"cutout size must be ≥ 2 pixels (the square is centre ± size//2); "
-                     f"got {size}.")
+    raise ValueError(
+      f"cutout size must be ≥ 2 pixels (the square is centre ± size//2); got {size}."
+    )
   return ViewMaker(functools.partial(cutout_view, size=size, per_image=per_image), "cutout")
 
 
-def autoaugment(*, policy="cifar10", fill: float = 0.0, per_image: bool = True,
-                input_range=None) -> ViewMaker:
+def autoaugment(
+  *, policy="cifar10", fill: float = 0.0, per_image: bool = True, input_range=None
+) -> ViewMaker:
   """The AutoAugment view maker (``policy``: "cifar10" | "imagenet" | sub-policies; the
   official code uses cifar10 on CIFAR and imagenet on (Tiny) ImageNet)."""
   policies.encode_autoaugment(policy)  # checks the policy
   _pixel_map(input_range, "autoaugment")
-  return ViewMaker(functools.partial(autoaugment_view, policy=policy, fill=fill,
-                                     per_image=per_image, input_range=input_range),
-                   "autoaugment")
+  return ViewMaker(
+    functools.partial(
+      autoaugment_view, policy=policy, fill=fill, per_image=per_image, input_range=input_range
+    ),
+    "autoaugment",
+  )
 
 
 def mixup(*, alpha: float = 1.0, label_mixing: bool = False) -> ViewMaker:
@@ -194,8 +241,14 @@ def cutmix(*, alpha: float = 1.0, label_mixing: bool = False) -> ViewMaker:
   return ViewMaker(functools.partial(cutmix_view, alpha=alpha), "cutmix", label_mixing)
 
 
-def cutmix_pick(*, alpha: float = 1.0, pool_rounds: int = 2, score: str = "teacher_entropy",
-                n_pick: int | None = None, label_mixing: bool = False) -> ViewMaker:
+def cutmix_pick(
+  *,
+  alpha: float = 1.0,
+  pool_rounds: int = 2,
+  score: str = "teacher_entropy",
+  n_pick: int | None = None,
+  label_mixing: bool = False,
+) -> ViewMaker:
   """The CutMix-pick view maker: ``n_pick`` of ``pool_rounds`` CutMix draws by ``score``."""
   if score not in SCORES:
     raise ValueError(f"unknown pick score {score!r}; valid names: {', '.join(SCORES)}.")
@@ -204,5 +257,10 @@ def cutmix_pick(*, alpha: float = 1.0, pool_rounds: int = 2, score: str = "teach
     raise ValueError(f"pool_rounds must be ≥ 1; got {pool_rounds}.")
   if n_pick is not None and n_pick < 1:
     raise ValueError(f"n_pick must be ≥ 1 or None (the batch size); got {n_pick}.")
-  return ViewMaker(functools.partial(cutmix_pick_view, alpha=alpha, pool_rounds=pool_rounds,
-                                     score=score, n_pick=n_pick), "cutmix_pick", label_mixing)
+  return ViewMaker(
+    functools.partial(
+      cutmix_pick_view, alpha=alpha, pool_rounds=pool_rounds, score=score, n_pick=n_pick
+    ),
+    "cutmix_pick",
+    label_mixing,
+  )

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 from kd_jax import losses
 
 
-def hard_label_loss(student_logits, labels, regression: bool = False,
-                    label_smoothing: float | jnp.ndarray = 0.0):
+def hard_label_loss(
+  student_logits, labels, regression: bool = False, label_smoothing: float | jnp.ndarray = 0.0
+):
   """Cross-entropy on classes (with ``label_smoothing`` ε: kd_jax.losses.cross_entropy);
   ``(z_S[:, 0] − y)²`` on a regression task (ε does not apply). ``[batch]``."""
   if regression:
@@ -44,24 +45,41 @@ def kd_objective(student_logits, teacher_logits, labels, hparams, *, regression=
   """
   if regression:
     soft = jnp.mean(jnp.square(student_logits - teacher_logits), -1)
-    return (hparams["ce_weight"] * hard_label_loss(student_logits, labels, True)
-            + hparams["kd_weight"] * soft)
-  return losses.kd_objective(student_logits, teacher_logits, labels,
-                             temperature=hparams["temperature"],
-                             ce_weight=hparams["ce_weight"], kd_weight=hparams["kd_weight"],
-                             label_smoothing=label_smoothing(hparams))
+    return (
+      hparams["ce_weight"] * hard_label_loss(student_logits, labels, True)
+      + hparams["kd_weight"] * soft
+    )
+  return losses.kd_objective(
+    student_logits,
+    teacher_logits,
+    labels,
+    temperature=hparams["temperature"],
+    ce_weight=hparams["ce_weight"],
+    kd_weight=hparams["kd_weight"],
+    label_smoothing=label_smoothing(hparams),
+  )
 
 
-def kd_values(*, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9,
-              view_weight: float = 1.0, label_smoothing: float = 0.0) -> dict[str, float]:
+def kd_values(
+  *,
+  temperature: float = 4.0,
+  ce_weight: float = 0.1,
+  kd_weight: float = 0.9,
+  view_weight: float = 1.0,
+  label_smoothing: float = 0.0,
+) -> dict[str, float]:
   """The constant values of KD: τ, the two loss weights, the weight of the view term and
   the label smoothing ε of the hard-label cross-entropy (a key only when ε > 0)."""
   if temperature <= 0:
     raise ValueError(f"the KD temperature must be > 0; got {temperature}.")
   if not 0 <= label_smoothing < 1:
     raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}.")
-  values = {"temperature": float(temperature), "ce_weight": float(ce_weight),
-            "kd_weight": float(kd_weight), "view_weight": float(view_weight)}
+  values = {
+    "temperature": float(temperature),
+    "ce_weight": float(ce_weight),
+    "kd_weight": float(kd_weight),
+    "view_weight": float(view_weight),
+  }
   if label_smoothing:  # absent when 0: a run without it compiles the same step as before
     values["label_smoothing"] = float(label_smoothing)
   return values

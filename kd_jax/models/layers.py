@@ -42,6 +42,7 @@ class BatchNorm(nn.Module):
   statistics (synchronised BatchNorm), so results do not depend on the device count.
   Inference mode uses the running statistics stored in the ``batch_stats`` collection.
   """
+
   momentum: float = 0.1
   epsilon: float = 1e-5
   dtype: Any = jnp.float32
@@ -70,11 +71,26 @@ class BatchNorm(nn.Module):
     return y.astype(self.dtype)
 
 
-def conv(features: int, kernel: int, stride: int = 1, padding: int | None = None,
-         use_bias: bool = False, dtype=jnp.float32, name: str | None = None,
-         bias_init=nn.initializers.zeros) -> nn.Conv:
+def conv(
+  features: int,
+  kernel: int,
+  stride: int = 1,
+  padding: int | None = None,
+  use_bias: bool = False,
+  dtype=jnp.float32,
+  name: str | None = None,
+  bias_init=nn.initializers.zeros,
+) -> nn.Conv:
   """A square convolution with PyTorch's symmetric padding (default ``kernel // 2``)."""
   pad = kernel // 2 if padding is None else padding
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-                 kernel_init=conv_kernel_init, bias_init=bias_init, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=use_bias,
+    dtype=dtype,
+    kernel_init=conv_kernel_init,
+    bias_init=bias_init,
+    name=name,
+  )

@@ -23,16 +23,37 @@ import jax.numpy as jnp
 from kd_jax.models import layers
 
 MOBILENETV2_STAGES = (  # (expansion t, channels c, blocks n, first stride s), before width
-    (1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-    (6, 320, 1, 1))
+  (1, 16, 1, 1),
+  (6, 24, 2, 1),
+  (6, 32, 3, 2),
+  (6, 64, 4, 2),
+  (6, 96, 3, 1),
+  (6, 160, 3, 2),
+  (6, 320, 1, 1),
+)
 
 
-def _conv(features, kernel, stride=1, groups=1, dtype=jnp.float32, name=None,
-          kernel_init=layers.conv_kernel_init):
+def _conv(
+  features,
+  kernel,
+  stride=1,
+  groups=1,
+  dtype=jnp.float32,
+  name=None,
+  kernel_init=layers.conv_kernel_init,
+):
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), feature_group_count=groups, use_bias=False,
-                 dtype=dtype, kernel_init=kernel_init, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    feature_group_count=groups,
+    use_bias=False,
+    dtype=dtype,
+    kernel_init=kernel_init,
+    name=name,
+  )
 
 
 class InvertedResidual(nn.Module):
@@ -63,21 +84,28 @@ class MobileNetV2(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = _conv(int(32 * self.width), 3, 2, dtype=self.dtype, name="stem_conv")(
-        x.astype(self.dtype))
+    x = _conv(int(32 * self.width), 3, 2, dtype=self.dtype, name="stem_conv")(x.astype(self.dtype))
     x = nn.relu(layers.BatchNorm(dtype=self.dtype, name="stem_bn")(x, train))
     for stage, (t, c, n, s) in enumerate(MOBILENETV2_STAGES):
       for block in range(n):
-        x = InvertedResidual(int(c * self.width), s if block == 0 else 1,
-                             self.expansion if t != 1 else 1, self.dtype,
-                             name=f"stage{stage}_{block}")(x, train)
+        x = InvertedResidual(
+          int(c * self.width),
+          s if block == 0 else 1,
+          self.expansion if t != 1 else 1,
+          self.dtype,
+          name=f"stage{stage}_{block}",
+        )(x, train)
     last = int(1280 * self.width) if self.width > 1.0 else 1280
     x = _conv(last, 1, dtype=self.dtype, name="head_conv")(x)
     x = nn.relu(layers.BatchNorm(dtype=self.dtype, name="head_bn")(x, train))
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier",
-                    kernel_init=nn.initializers.normal(0.01),
-                    bias_init=nn.initializers.zeros)(x)
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="classifier",
+      kernel_init=nn.initializers.normal(0.01),
+      bias_init=nn.initializers.zeros,
+    )(x)
 
 
 def channel_shuffle(x, groups: int = 2):
@@ -116,8 +144,9 @@ class ShuffleDownBlock(nn.Module):
     mid = self.features // 2
     channels = x.shape[-1]
     init = _TORCH_DEFAULT_CONV_INIT
-    left = _conv(channels, 3, 2, groups=channels, dtype=self.dtype, name="conv1",
-                 kernel_init=init)(x)
+    left = _conv(channels, 3, 2, groups=channels, dtype=self.dtype, name="conv1", kernel_init=init)(
+      x
+    )
     left = layers.BatchNorm(dtype=self.dtype, name="bn1")(left, train)
     left = _conv(mid, 1, dtype=self.dtype, name="conv2", kernel_init=init)(left)
     left = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn2")(left, train))
@@ -148,6 +177,10 @@ class ShuffleNetV2(nn.Module):
     x = _conv(self.stage_channels[-1], 1, dtype=self.dtype, name="conv2", kernel_init=init)(x)
     x = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn2")(x, train))
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="linear",
-                    kernel_init=layers.torch_linear_kernel_init,
-                    bias_init=layers.torch_linear_bias_init(x.shape[-1]))(x)
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="linear",
+      kernel_init=layers.torch_linear_kernel_init,
+      bias_init=layers.torch_linear_bias_init(x.shape[-1]),
+    )(x)

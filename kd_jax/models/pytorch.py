@@ -34,7 +34,7 @@ import dataclasses
 import io
 import re
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,12 +49,12 @@ def torchvision_resnet_key(key: str) -> str:
   """A torchvision ResNet key in kd_jax's names (kd_jax.models.resnet_imagenet):
   ``layer1.0.downsample.1.weight`` → ``layer1_0.downsample_bn.weight``."""
   key = re.sub(r"^layer(\d+)\.(\d+)\.", r"layer\1_\2.", key)
-  return key.replace("downsample.0.", "downsample_conv.").replace("downsample.1.",
-                                                                 "downsample_bn.")
+  return key.replace("downsample.0.", "downsample_conv.").replace("downsample.1.", "downsample_bn.")
 
 
 # RepDistiller's CIFAR models (models/*.py). Its resnet.py lays its blocks out as torchvision
 # does (``layer1.0.downsample.0``): torchvision_resnet_key serves it too.
+
 
 def repdistiller_wrn_key(key: str) -> str:
   """wrn.py: ``block1.layer.0.convShortcut.weight`` → ``block1_0.shortcut_conv.weight``."""
@@ -82,10 +82,21 @@ def repdistiller_resnetv2_key(key: str) -> str:
 
 # mobilenetv2.py: an inverted residual's ``conv`` Sequential holds (conv, BN, ReLU) × 2 and
 # (conv, BN); the stem, the head and the classifier are Sequentials too.
-_MOBILENETV2_BLOCK_LAYERS = {"0": "expand_conv", "1": "expand_bn", "3": "depthwise_conv",
-                             "4": "depthwise_bn", "6": "project_conv", "7": "project_bn"}
-_MOBILENETV2_OUTER_LAYERS = {"conv1.0": "stem_conv", "conv1.1": "stem_bn", "conv2.0": "head_conv",
-                             "conv2.1": "head_bn", "classifier.0": "classifier"}
+_MOBILENETV2_BLOCK_LAYERS = {
+  "0": "expand_conv",
+  "1": "expand_bn",
+  "3": "depthwise_conv",
+  "4": "depthwise_bn",
+  "6": "project_conv",
+  "7": "project_bn",
+}
+_MOBILENETV2_OUTER_LAYERS = {
+  "conv1.0": "stem_conv",
+  "conv1.1": "stem_bn",
+  "conv2.0": "head_conv",
+  "conv2.1": "head_bn",
+  "classifier.0": "classifier",
+}
 
 
 def repdistiller_mobilenetv2_key(key: str) -> str:
@@ -108,16 +119,16 @@ def repdistiller_shufflenetv2_key(key: str) -> str:
   if match is None:
     return key
   index = int(match[2])
-  return f"layer{match[1]}_{'down' if index == 0 else index - 1}.{key[match.end():]}"
+  return f"layer{match[1]}_{'down' if index == 0 else index - 1}.{key[match.end() :]}"
 
 
 def _flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
   flat = {}
   for name, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, prefix + (name,)))
+      flat.update(_flatten(value, (*prefix, name)))
     else:
-      flat[prefix + (name,)] = value
+      flat[(*prefix, name)] = value
   return flat
 
 
@@ -135,10 +146,10 @@ def _target(module: str, suffix: str, template_paths) -> tuple[str, tuple] | Non
   """The (collection, path) a PyTorch ``module.suffix`` lands on, or None if unknown."""
   parts = tuple(module.split("."))
   candidates = {
-      "weight": [("params", parts + ("kernel",)), ("params", parts + ("scale",))],
-      "bias": [("params", parts + ("bias",))],
-      "running_mean": [("batch_stats", parts + ("mean",))],
-      "running_var": [("batch_stats", parts + ("var",))],
+    "weight": [("params", (*parts, "kernel")), ("params", (*parts, "scale"))],
+    "bias": [("params", (*parts, "bias"))],
+    "running_mean": [("batch_stats", (*parts, "mean"))],
+    "running_var": [("batch_stats", (*parts, "var"))],
   }.get(suffix, [])
   for candidate in candidates:
     if candidate in template_paths:
@@ -162,13 +173,18 @@ def _torch_shape(shape: tuple, path: tuple) -> tuple:
   return shape
 
 
-def variables_from_state_dict(state: dict[str, np.ndarray], template: dict,
-                              rename: Callable[[str], str] = lambda key: key,
-                              where: str = "the checkpoint") -> dict:
+def variables_from_state_dict(
+  state: dict[str, np.ndarray],
+  template: dict,
+  rename: Callable[[str], str] = lambda key: key,
+  where: str = "the checkpoint",
+) -> dict:
   """``{"params", "batch_stats"}`` shaped like ``template`` holding ``state``'s weights."""
-  template_paths = {(collection, path): value
-                    for collection in ("params", "batch_stats")
-                    for path, value in _flatten(template.get(collection, {})).items()}
+  template_paths = {
+    (collection, path): value
+    for collection in ("params", "batch_stats")
+    for path, value in _flatten(template.get(collection, {})).items()
+  }
   found: dict[tuple, np.ndarray] = {}
   matched, unexpected, mismatched = set(), [], []
   for key, value in state.items():
@@ -187,24 +203,35 @@ def variables_from_state_dict(state: dict[str, np.ndarray], template: dict,
       continue
     found[target] = array.astype(template_paths[target].dtype)
   # Keys that do not match (a file of another model) say more than the shapes that differ.
-  missing = sorted(".".join(path) for collection, path in template_paths
-                   if (collection, path) not in matched)
+  missing = sorted(
+    ".".join(path) for collection, path in template_paths if (collection, path) not in matched
+  )
   if missing or unexpected:
     shapes = f"; {len(mismatched)} shape(s) differ besides" if mismatched else ""
-    raise ValueError(f"{where} does not fit the model: missing {missing[:8]}"
-                     f"{' …' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                     f"{' …' if len(unexpected) > 8 else ''}{shapes}.")
+    raise ValueError(
+      f"{where} does not fit the model: missing {missing[:8]}"
+      f"{' …' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+      f"{' …' if len(unexpected) > 8 else ''}{shapes}."
+    )
   if mismatched:
-    details = "; ".join(f"{key}: {shape} in the file, {expected} in the model"
-                        for key, shape, expected in mismatched[:5])
+    details = "; ".join(
+      f"{key}: {shape} in the file, {expected} in the model"
+      for key, shape, expected in mismatched[:5]
+    )
     classes = [m for m in mismatched if m[0].startswith(_CLASSIFIER_PREFIXES)]
-    hint = (f" (the file's classifier has {classes[0][1][0]} classes, the model "
-            f"{classes[0][2][0]}: pass num_classes to match)" if classes else "")
-    raise ValueError(f"{where} does not fit the model: {len(mismatched)} shape(s) differ: "
-                     f"{details}{hint}.")
-  variables = {collection: _unflatten({path: value for (c, path), value in found.items()
-                                       if c == collection})
-               for collection in ("params", "batch_stats")}
+    hint = (
+      f" (the file's classifier has {classes[0][1][0]} classes, the model "
+      f"{classes[0][2][0]}: pass num_classes to match)"
+      if classes
+      else ""
+    )
+    raise ValueError(
+      f"{where} does not fit the model: {len(mismatched)} shape(s) differ: {details}{hint}."
+    )
+  variables = {
+    collection: _unflatten({path: value for (c, path), value in found.items() if c == collection})
+    for collection in ("params", "batch_stats")
+  }
   return variables
 
 
@@ -212,10 +239,16 @@ def variables_from_state_dict(state: dict[str, np.ndarray], template: dict,
 
 # torch's storage classes, by the name a .pth pickles them under, and their NumPy dtypes.
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
+  "FloatStorage": np.float32,
+  "DoubleStorage": np.float64,
+  "HalfStorage": np.float16,
+  "BFloat16Storage": "bfloat16",
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
 }
 
 
@@ -227,6 +260,7 @@ def _numpy_dtype(name: str):
   dtype = _STORAGE_DTYPES[name]
   if dtype == "bfloat16":
     import ml_dtypes  # installed with jax
+
     return ml_dtypes.bfloat16
   return dtype
 
@@ -257,21 +291,30 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
   if not isinstance(storage, np.ndarray):
     raise UnsafeCheckpointError("a tensor in the .pth file is not built on a storage.")
   offset, size, stride = int(offset), tuple(map(int, size)), tuple(map(int, stride))
-  if (offset < 0 or len(size) != len(stride) or any(n < 0 for n in size)
-      or any(step < 0 for step in stride)):
-    raise UnsafeCheckpointError(f"a tensor in the .pth file has an invalid layout (offset "
-                                f"{offset}, size {size}, stride {stride}).")
+  if (
+    offset < 0
+    or len(size) != len(stride)
+    or any(n < 0 for n in size)
+    or any(step < 0 for step in stride)
+  ):
+    raise UnsafeCheckpointError(
+      f"a tensor in the .pth file has an invalid layout (offset "
+      f"{offset}, size {size}, stride {stride})."
+    )
   if 0 in size:
     return np.zeros(size, storage.dtype)
   last = offset + sum((n - 1) * step for n, step in zip(size, stride))
   if last >= storage.size:
-    raise UnsafeCheckpointError(f"a tensor in the .pth file reaches element {last} of a "
-                                f"storage of {storage.size}: the file is damaged.")
+    raise UnsafeCheckpointError(
+      f"a tensor in the .pth file reaches element {last} of a "
+      f"storage of {storage.size}: the file is damaged."
+    )
   if not size:
     return np.array(storage[offset])
   item = storage.itemsize
-  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
-                                         strides=tuple(step * item for step in stride))
+  view = np.lib.stride_tricks.as_strided(
+    storage[offset:], shape=size, strides=tuple(step * item for step in stride)
+  )
   return np.array(view)
 
 
@@ -319,21 +362,27 @@ def _restricted_unpickler(file, load_storage=None):
   def rebuild_parameter(*arguments):
     return _rebuild_parameter(*arguments)
 
-  allowed = {("collections", "OrderedDict"): collections.OrderedDict,
-             ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
-             ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
-             ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
-             **{(module, name): _Storage(name) for name in _STORAGE_DTYPES
-                for module in ("torch", "torch.cuda")}}
+  allowed = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+    **{
+      (module, name): _Storage(name)
+      for name in _STORAGE_DTYPES
+      for module in ("torch", "torch.cuda")
+    },
+  }
 
   class Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
       if (module, name) in allowed:
         return allowed[(module, name)]
       raise UnsafeCheckpointError(
-          f"refusing to load {module}.{name}: a .pth read by kd_jax may hold only tensors, "
-          "storages and plain containers (a state dict, or RepDistiller's {'model': ...}); "
-          "anything else could run code. Save model.state_dict() instead of the model.")
+        f"refusing to load {module}.{name}: a .pth read by kd_jax may hold only tensors, "
+        "storages and plain containers (a state dict, or RepDistiller's {'model': ...}); "
+        "anything else could run code. Save model.state_dict() instead of the model."
+      )
 
     def persistent_load(self, pid):
       # zip format: (kind, storage class, key, location, numel); the legacy one adds the
@@ -342,8 +391,10 @@ def _restricted_unpickler(file, load_storage=None):
       if kind != "storage" or not isinstance(storage, _Storage) or load_storage is None:
         raise UnsafeCheckpointError(f"unexpected persistent id {pid[:2]!r} in the .pth file.")
       if len(pid) > 5 and pid[5] is not None:
-        raise ValueError("the .pth file holds storage views (saved by PyTorch before 0.4); "
-                         "re-save it with a newer PyTorch.")
+        raise ValueError(
+          "the .pth file holds storage views (saved by PyTorch before 0.4); "
+          "re-save it with a newer PyTorch."
+        )
       return load_storage(str(key), _numpy_dtype(storage.name), int(numel))
 
   return Unpickler(file)
@@ -363,19 +414,23 @@ def _read_legacy_pth(file, path: str) -> object:
   except Exception:  # not a pickle at all: the message below says what is readable
     magic = None
   if magic != _LEGACY_MAGIC:
-    raise ValueError(f"{path} is not a PyTorch file (neither torch.save's zip format nor its "
-                     "legacy one); re-save it with torch.save(state_dict, path) or as "
-                     "safetensors.")
+    raise ValueError(
+      f"{path} is not a PyTorch file (neither torch.save's zip format nor its "
+      "legacy one); re-save it with torch.save(state_dict, path) or as "
+      "safetensors."
+    )
   protocol = _restricted_unpickler(file).load()
   system = _restricted_unpickler(file).load()
   little_endian = system.get("little_endian", True) if isinstance(system, dict) else True
   if protocol != _LEGACY_PROTOCOL or not little_endian:
-    raise ValueError(f"{path} is a legacy PyTorch file of protocol {protocol}, "
-                     f"{'little' if little_endian else 'big'}-endian; only protocol "
-                     f"{_LEGACY_PROTOCOL}, little-endian, is read.")
+    raise ValueError(
+      f"{path} is a legacy PyTorch file of protocol {protocol}, "
+      f"{'little' if little_endian else 'big'}-endian; only protocol "
+      f"{_LEGACY_PROTOCOL}, little-endian, is read."
+    )
   storages: dict[str, _PendingStorage] = {}
   result = _restricted_unpickler(
-      file, lambda key, dtype, numel: storages.setdefault(key, _PendingStorage(dtype, numel))
+    file, lambda key, dtype, numel: storages.setdefault(key, _PendingStorage(dtype, numel))
   ).load()
   for key in _restricted_unpickler(file).load():
     if key not in storages:
@@ -386,8 +441,9 @@ def _read_legacy_pth(file, path: str) -> object:
     # The count is checked before reading, so a damaged header cannot ask for any memory.
     data = file.read(numel * np.dtype(storage.dtype).itemsize) if numel == storage.numel else b""
     if numel != storage.numel or len(data) < numel * np.dtype(storage.dtype).itemsize:
-      raise ValueError(f"{path} is truncated or damaged: storage {key!r} should hold "
-                       f"{storage.numel} elements.")
+      raise ValueError(
+        f"{path} is truncated or damaged: storage {key!r} should hold {storage.numel} elements."
+      )
     storage.array = np.frombuffer(data, dtype=storage.dtype, count=numel)
   unread = [key for key, storage in storages.items() if storage.array is None]
   if unread:
@@ -400,6 +456,7 @@ def read_pth(path: str) -> object:
   its legacy format), its tensors as NumPy arrays, through an unpickler that builds only
   tensors, storages and ordered dicts."""
   import zipfile
+
   with open(path, "rb") as file:
     # As torch.load decides: a zip archive starts with a local file header; is_zipfile looks
     # for the directory at the end, which a legacy file's tensor bytes could imitate.
@@ -411,11 +468,13 @@ def read_pth(path: str) -> object:
     pickles = [name for name in names if name.endswith("/data.pkl")]
     if len(pickles) != 1:
       raise ValueError(f"{path} holds no single data.pkl; it is not a torch.save file.")
-    root = pickles[0][:-len("data.pkl")]
+    root = pickles[0][: -len("data.pkl")]
     return _restricted_unpickler(
-        io.BytesIO(archive.read(pickles[0])),
-        lambda key, dtype, numel: np.frombuffer(archive.read(f"{root}data/{key}"), dtype=dtype,
-                                                count=numel)).load()
+      io.BytesIO(archive.read(pickles[0])),
+      lambda key, dtype, numel: np.frombuffer(
+        archive.read(f"{root}data/{key}"), dtype=dtype, count=numel
+      ),
+    ).load()
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -424,6 +483,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   RepDistiller's and mdistiller's do); DataParallel's ``module.`` prefixes are removed."""
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
+
     state = load_file(path)
   else:
     state = read_pth(path)
@@ -434,10 +494,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
           break
   if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
     keys = f" with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else ""
-    raise ValueError(f"{path} holds no state dict of tensors (found "
-                     f"{type(state).__name__}{keys}).")
+    raise ValueError(f"{path} holds no state dict of tensors (found {type(state).__name__}{keys}).")
   if all(key.startswith("module.") for key in state):
-    state = {key[len("module."):]: value for key, value in state.items()}
+    state = {key[len("module.") :]: value for key, value in state.items()}
   return dict(state)
 
 
@@ -446,6 +505,7 @@ class PytorchLayout:
   """Whose PyTorch files a kd_jax model reads, and how: ``rename`` maps their keys to kd_jax's
   module paths, ``classifier`` is the key whose rows count the classes, ``image_size`` the
   side of the images the template variables are shaped for."""
+
   source: str
   rename: Callable[[str], str]
   classifier: str
@@ -453,33 +513,45 @@ class PytorchLayout:
 
 
 _TORCHVISION = PytorchLayout("torchvision's ResNets", torchvision_resnet_key, "fc.weight", 64)
-_REPDISTILLER_RESNET = PytorchLayout("RepDistiller's resnet.py", torchvision_resnet_key,
-                                     "fc.weight", 32)
+_REPDISTILLER_RESNET = PytorchLayout(
+  "RepDistiller's resnet.py", torchvision_resnet_key, "fc.weight", 32
+)
 _REPDISTILLER_WRN = PytorchLayout("RepDistiller's wrn.py", repdistiller_wrn_key, "fc.weight", 32)
-_REPDISTILLER_VGG = PytorchLayout("RepDistiller's vgg.py (*_bn)", repdistiller_vgg_key,
-                                  "classifier.weight", 32)
+_REPDISTILLER_VGG = PytorchLayout(
+  "RepDistiller's vgg.py (*_bn)", repdistiller_vgg_key, "classifier.weight", 32
+)
 
 # kd_jax's model name → the layout of the PyTorch files it reads (RepDistiller's models under
 # kd_jax's names: its ResNet50, MobileNetV2 (mobile_half) and ShuffleV2 are resnet50,
 # mobilenetv2 and shufflenetv2; its vggN is vggN_bn).
 PYTORCH_LAYOUTS: dict[str, PytorchLayout] = {
-    **{f"imagenet_resnet{depth}": _TORCHVISION for depth in (18, 34, 50)},
-    **{f"resnet{depth}": _REPDISTILLER_RESNET for depth in (8, 14, 20, 32, 44, 56, 110)},
-    "resnet8x4": _REPDISTILLER_RESNET, "resnet32x4": _REPDISTILLER_RESNET,
-    **{f"wrn_{depth}_{k}": _REPDISTILLER_WRN for depth, k in ((16, 1), (16, 2), (40, 1),
-                                                              (40, 2))},
-    **{f"vgg{depth}": _REPDISTILLER_VGG for depth in (8, 11, 13, 16, 19)},
-    "resnet50": PytorchLayout("RepDistiller's resnetv2.py (ResNet50)",
-                              repdistiller_resnetv2_key, "linear.weight", 32),
-    "mobilenetv2": PytorchLayout("RepDistiller's mobilenetv2.py (MobileNetV2, mobile_half)",
-                                 repdistiller_mobilenetv2_key, "classifier.0.weight", 32),
-    "shufflenetv2": PytorchLayout("RepDistiller's ShuffleNetv2.py (ShuffleV2)",
-                                  repdistiller_shufflenetv2_key, "linear.weight", 32),
+  **{f"imagenet_resnet{depth}": _TORCHVISION for depth in (18, 34, 50)},
+  **{f"resnet{depth}": _REPDISTILLER_RESNET for depth in (8, 14, 20, 32, 44, 56, 110)},
+  "resnet8x4": _REPDISTILLER_RESNET,
+  "resnet32x4": _REPDISTILLER_RESNET,
+  **{f"wrn_{depth}_{k}": _REPDISTILLER_WRN for depth, k in ((16, 1), (16, 2), (40, 1), (40, 2))},
+  **{f"vgg{depth}": _REPDISTILLER_VGG for depth in (8, 11, 13, 16, 19)},
+  "resnet50": PytorchLayout(
+    "RepDistiller's resnetv2.py (ResNet50)", repdistiller_resnetv2_key, "linear.weight", 32
+  ),
+  "mobilenetv2": PytorchLayout(
+    "RepDistiller's mobilenetv2.py (MobileNetV2, mobile_half)",
+    repdistiller_mobilenetv2_key,
+    "classifier.0.weight",
+    32,
+  ),
+  "shufflenetv2": PytorchLayout(
+    "RepDistiller's ShuffleNetv2.py (ShuffleV2)", repdistiller_shufflenetv2_key, "linear.weight", 32
+  ),
 }
 # RepDistiller's model_dict names that kd_jax spells otherwise, for the error message.
-_REPDISTILLER_NAMES = {"ResNet50": "resnet50", "MobileNetV2": "mobilenetv2",
-                       "mobile_half": "mobilenetv2", "ShuffleV2": "shufflenetv2",
-                       **{f"vgg{depth}_bn": f"vgg{depth}" for depth in (8, 11, 13, 16, 19)}}
+_REPDISTILLER_NAMES = {
+  "ResNet50": "resnet50",
+  "MobileNetV2": "mobilenetv2",
+  "mobile_half": "mobilenetv2",
+  "ShuffleV2": "shufflenetv2",
+  **{f"vgg{depth}_bn": f"vgg{depth}" for depth in (8, 11, 13, 16, 19)},
+}
 
 
 def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
@@ -499,24 +571,35 @@ def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
   (``variables_from_state_dict``): a file of another model names its missing and unexpected
   keys."""
   import jax
+
   from kd_jax import models
+
   layout = PYTORCH_LAYOUTS.get(name)
   if layout is None:
-    hint = (f" (RepDistiller's {name!r} is kd_jax's {_REPDISTILLER_NAMES[name]!r})"
-            if name in _REPDISTILLER_NAMES else "")
-    raise ValueError(f"reading PyTorch weights for {name!r} is not supported{hint}; "
-                     f"supported: {', '.join(sorted(PYTORCH_LAYOUTS))}.")
+    hint = (
+      f" (RepDistiller's {name!r} is kd_jax's {_REPDISTILLER_NAMES[name]!r})"
+      if name in _REPDISTILLER_NAMES
+      else ""
+    )
+    raise ValueError(
+      f"reading PyTorch weights for {name!r} is not supported{hint}; "
+      f"supported: {', '.join(sorted(PYTORCH_LAYOUTS))}."
+    )
   state = read_state_dict(path)
   if num_classes is None:
     # Another family's classifier serves too: the key check then names what differs.
-    classifier = next((state[key] for key in (layout.classifier, *_CLASSIFIER_KEYS)
-                       if key in state), None)
+    classifier = next(
+      (state[key] for key in (layout.classifier, *_CLASSIFIER_KEYS) if key in state), None
+    )
     if classifier is None:
-      raise ValueError(f"{path} has no {layout.classifier} (the classifier of "
-                       f"{layout.source}) to take the class count from; pass num_classes.")
+      raise ValueError(
+        f"{path} has no {layout.classifier} (the classifier of "
+        f"{layout.source}) to take the class count from; pass num_classes."
+      )
     num_classes = int(classifier.shape[0])
   model = models.create_model(name, num_classes)
   size = layout.image_size
-  template = jax.eval_shape(lambda: models.init_variables(model, jax.random.PRNGKey(0),
-                                                          (size, size, 3)))
+  template = jax.eval_shape(
+    lambda: models.init_variables(model, jax.random.PRNGKey(0), (size, size, 3))
+  )
   return variables_from_state_dict(state, template, layout.rename, where=path)

@@ -25,7 +25,8 @@ Full-precision models are the same under either setting.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,6 +38,7 @@ from kd_jax.models import layers
 
 class QuantConv(nn.Module):
   """A convolution on DoReFa-quantised input and weights (plain conv at 32 bits)."""
+
   features: int
   kernel: int
   stride: int = 1
@@ -47,19 +49,29 @@ class QuantConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     pad = self.kernel // 2
-    kernel = self.param("kernel", layers.conv_kernel_init,
-                        (self.kernel, self.kernel, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+      "kernel",
+      layers.conv_kernel_init,
+      (self.kernel, self.kernel, x.shape[-1], self.features),
+      jnp.float32,
+    )
     if self.activation_bits < 32:
       x = quant.dorefa_activations(x, self.activation_bits)
     kernel = quant.dorefa_weights(kernel, self.weight_bits)
-    return nn.Conv(self.features, (self.kernel,) * 2, strides=(self.stride,) * 2,
-                   padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype
-                   ).apply({"params": {"kernel": kernel}}, x.astype(self.dtype))
+    return nn.Conv(
+      self.features,
+      (self.kernel,) * 2,
+      strides=(self.stride,) * 2,
+      padding=((pad, pad), (pad, pad)),
+      use_bias=False,
+      dtype=self.dtype,
+    ).apply({"params": {"kernel": kernel}}, x.astype(self.dtype))
 
 
 class QuantBasicBlock(nn.Module):
   """A basic block; below 32 activation bits with ``quantised_shortcut`` its input is
   clipped and quantised once and that tensor feeds the convolutions and the shortcut."""
+
   features: int
   stride: int
   weight_bits: int
@@ -72,9 +84,11 @@ class QuantBasicBlock(nn.Module):
     if self.quantised_shortcut and self.activation_bits < 32:
       # The convolutions quantise it again: Q_k is idempotent on its own grid, bit for bit.
       x = quant.dorefa_activations(x, self.activation_bits)
+
     def qconv(features, kernel, stride, name):
-      return QuantConv(features, kernel, stride, self.weight_bits, self.activation_bits,
-                       self.dtype, name=name)
+      return QuantConv(
+        features, kernel, stride, self.weight_bits, self.activation_bits, self.dtype, name=name
+      )
 
     y = qconv(self.features, 3, self.stride, "conv1")(x)
     y = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn1")(y, train))
@@ -102,22 +116,35 @@ class ResNet18(nn.Module):
     for stage, width in enumerate(self.widths):
       for block in range(2):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = QuantBasicBlock(width, stride, self.weight_bits, self.activation_bits, self.dtype,
-                            self.quantised_shortcut, name=f"layer{stage + 1}_{block}")(x, train)
+        x = QuantBasicBlock(
+          width,
+          stride,
+          self.weight_bits,
+          self.activation_bits,
+          self.dtype,
+          self.quantised_shortcut,
+          name=f"layer{stage + 1}_{block}",
+        )(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
-                    kernel_init=layers.torch_linear_kernel_init,
-                    bias_init=layers.torch_linear_bias_init(x.shape[-1]))(x)
-
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="fc",
+      kernel_init=layers.torch_linear_kernel_init,
+      bias_init=layers.torch_linear_bias_init(x.shape[-1]),
+    )(x)
 
 
 def init_from(teacher_variables: dict, student_template: dict) -> dict:
   """A quantised student's variables copied from its full-precision twin's (checked to have
   the same tree and shapes: the same widths)."""
   same = jax.tree.structure(teacher_variables) == jax.tree.structure(student_template) and all(
-      a.shape == b.shape for a, b in zip(jax.tree.leaves(teacher_variables),
-                                         jax.tree.leaves(student_template)))
+    a.shape == b.shape
+    for a, b in zip(jax.tree.leaves(teacher_variables), jax.tree.leaves(student_template))
+  )
   if not same:
-    raise ValueError("the teacher's variables do not fit the student: initialising a "
-                     "quantised ResNet-18 from its teacher needs the same widths and classes.")
+    raise ValueError(
+      "the teacher's variables do not fit the student: initialising a "
+      "quantised ResNet-18 from its teacher needs the same widths and classes."
+    )
   return jax.tree.map(jnp.array, teacher_variables)

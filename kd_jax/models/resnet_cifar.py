@@ -9,7 +9,8 @@ Input: NHWC images; output: logits ``[batch, num_classes]``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -30,8 +31,9 @@ class BasicBlock(nn.Module):
     y = layers.conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
     y = layers.BatchNorm(dtype=self.dtype, name="bn2")(y, train)
     if self.stride != 1 or x.shape[-1] != self.features:
-      residual = layers.conv(self.features, 1, self.stride, dtype=self.dtype,
-                             name="downsample_conv")(x)
+      residual = layers.conv(
+        self.features, 1, self.stride, dtype=self.dtype, name="downsample_conv"
+      )(x)
       residual = layers.BatchNorm(dtype=self.dtype, name="downsample_bn")(residual, train)
     return nn.relu(y + residual)
 
@@ -55,6 +57,10 @@ class CifarResNet(nn.Module):
         x = BasicBlock(width, stride, self.dtype, name=f"layer{stage + 1}_{block}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     fan_in = x.shape[-1]
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
-                    kernel_init=layers.torch_linear_kernel_init,
-                    bias_init=layers.torch_linear_bias_init(fan_in))(x)
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="fc",
+      kernel_init=layers.torch_linear_kernel_init,
+      bias_init=layers.torch_linear_bias_init(fan_in),
+    )(x)

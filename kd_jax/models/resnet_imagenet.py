@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kd_jax.models import layers
+
 # torchvision's basic block is RepDistiller's CIFAR one (two 3×3 convolutions, a 1×1
 # projection where the shape changes), with the same module names.
 from kd_jax.models.resnet_cifar import BasicBlock
@@ -42,14 +43,16 @@ class Bottleneck(nn.Module):
     y = layers.BatchNorm(dtype=self.dtype, name="bn3")(y, train)
     residual = x
     if self.stride != 1 or x.shape[-1] != 4 * self.planes:  # torchvision's downsample
-      residual = layers.conv(4 * self.planes, 1, self.stride, dtype=self.dtype,
-                             name="downsample_conv")(x)
+      residual = layers.conv(
+        4 * self.planes, 1, self.stride, dtype=self.dtype, name="downsample_conv"
+      )(x)
       residual = layers.BatchNorm(dtype=self.dtype, name="downsample_bn")(residual, train)
     return nn.relu(y + residual)
 
 
 class ImageNetResNet(nn.Module):
   """torchvision's ResNet; ``block`` BasicBlock or Bottleneck, ``stage_blocks`` per stage."""
+
   block: Any = BasicBlock
   stage_blocks: tuple = (2, 2, 2, 2)
   num_classes: int = 1000
@@ -65,6 +68,10 @@ class ImageNetResNet(nn.Module):
         stride = 2 if stage > 0 and index == 0 else 1
         x = self.block(planes, stride, self.dtype, name=f"layer{stage + 1}_{index}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
-                    kernel_init=layers.torch_linear_kernel_init,
-                    bias_init=layers.torch_linear_bias_init(x.shape[-1]))(x)
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="fc",
+      kernel_init=layers.torch_linear_kernel_init,
+      bias_init=layers.torch_linear_bias_init(x.shape[-1]),
+    )(x)

@@ -31,8 +31,9 @@ class Bottleneck(nn.Module):
     y = layers.BatchNorm(dtype=self.dtype, name="bn3")(y, train)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != out_channels:
-      shortcut = layers.conv(out_channels, 1, self.stride, padding=0, dtype=self.dtype,
-                             name="shortcut_conv")(x)
+      shortcut = layers.conv(
+        out_channels, 1, self.stride, padding=0, dtype=self.dtype, name="shortcut_conv"
+      )(x)
       shortcut = layers.BatchNorm(dtype=self.dtype, name="shortcut_bn")(shortcut, train)
     return nn.relu(y + shortcut)
 
@@ -51,6 +52,10 @@ class ResNetV2(nn.Module):
         stride = 2 if stage > 0 and block == 0 else 1
         x = Bottleneck(planes, stride, self.dtype, name=f"layer{stage + 1}_{block}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="linear",
-                    kernel_init=layers.torch_linear_kernel_init,
-                    bias_init=layers.torch_linear_bias_init(x.shape[-1]))(x)
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="linear",
+      kernel_init=layers.torch_linear_kernel_init,
+      bias_init=layers.torch_linear_bias_init(x.shape[-1]),
+    )(x)

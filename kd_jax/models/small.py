@@ -8,7 +8,8 @@ can mirror them.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,8 +18,13 @@ from kd_jax.models import layers
 
 
 def _dense(features, fan_in, dtype, name):
-  return nn.Dense(features, dtype=dtype, name=name, kernel_init=layers.torch_linear_kernel_init,
-                  bias_init=layers.torch_linear_bias_init(fan_in))
+  return nn.Dense(
+    features,
+    dtype=dtype,
+    name=name,
+    kernel_init=layers.torch_linear_kernel_init,
+    bias_init=layers.torch_linear_bias_init(fan_in),
+  )
 
 
 class SmallCNN(nn.Module):

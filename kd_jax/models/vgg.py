@@ -8,7 +8,8 @@ configuration S with BatchNorm.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,11 +17,11 @@ import jax.numpy as jnp
 from kd_jax.models import layers
 
 VGG_CONFIGS = {
-    8: ((64,), (128,), (256,), (512,), (512,)),
-    11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
-    13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
-    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
-    19: ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
+  8: ((64,), (128,), (256,), (512,), (512,)),
+  11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+  13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+  16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+  19: ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
 }
 
 
@@ -39,13 +40,18 @@ class VGG(nn.Module):
     x = x.astype(self.dtype)
     for block_index, block in enumerate(self.blocks):
       for layer_index, width in enumerate(block):
-        x = layers.conv(width, 3, use_bias=True, dtype=self.dtype,
-                        name=f"block{block_index}_conv{layer_index}")(x)
+        x = layers.conv(
+          width, 3, use_bias=True, dtype=self.dtype, name=f"block{block_index}_conv{layer_index}"
+        )(x)
         x = layers.BatchNorm(dtype=self.dtype, name=f"block{block_index}_bn{layer_index}")(x, train)
         x = nn.relu(x)
       if block_index < 3 or (block_index == 3 and input_height == 64):
         x = _max_pool(x)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier",
-                    kernel_init=nn.initializers.normal(0.01),
-                    bias_init=nn.initializers.zeros)(x)
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="classifier",
+      kernel_init=nn.initializers.normal(0.01),
+      bias_init=nn.initializers.zeros,
+    )(x)

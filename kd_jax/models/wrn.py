@@ -33,8 +33,9 @@ class WideBasicBlock(nn.Module):
     if equal_in_out:
       shortcut = x
     else:
-      shortcut = layers.conv(self.features, 1, self.stride, padding=0, dtype=self.dtype,
-                             name="shortcut_conv")(x)
+      shortcut = layers.conv(
+        self.features, 1, self.stride, padding=0, dtype=self.dtype, name="shortcut_conv"
+      )(x)
     return shortcut + y
 
 
@@ -57,6 +58,10 @@ class WideResNet(nn.Module):
         x = WideBasicBlock(width, stride, self.dtype, name=f"block{stage + 1}_{block}")(x, train)
     x = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn1")(x, train))
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
-                    kernel_init=layers.torch_linear_kernel_init,
-                    bias_init=nn.initializers.zeros)(x)
+    return nn.Dense(
+      self.num_classes,
+      dtype=self.dtype,
+      name="fc",
+      kernel_init=layers.torch_linear_kernel_init,
+      bias_init=nn.initializers.zeros,
+    )(x)

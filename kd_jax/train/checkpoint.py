@@ -26,13 +26,15 @@ What can go wrong with a run directory, and what happens:
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
 import shutil
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -43,8 +45,8 @@ from kd_jax.train import files, integrity
 logger = logging.getLogger(__name__)
 
 MODEL_KEYS = ("params", "batch_stats")
-ARRAY_CHECKSUMS = "array_checksums"   # meta key: {"model": {path: [h1, h2]}, "train": ...}
-META_CHECKSUM = "meta_checksum"       # meta key: SHA-256 of the rest of the metadata
+ARRAY_CHECKSUMS = "array_checksums"  # meta key: {"model": {path: [h1, h2]}, "train": ...}
+META_CHECKSUM = "meta_checksum"  # meta key: SHA-256 of the rest of the metadata
 SET_ASIDE_PREFIX = "corrupt_"
 SET_ASIDE_RECORD = "SET_ASIDE.json"
 # Room kept free beyond a checkpoint's raw size (metadata, logs, the filesystem's blocks).
@@ -79,23 +81,45 @@ class _NotIntact(Exception):
 # permission, a flaky network filesystem. Such a failure stops the run with an error and
 # sets nothing aside; only decoding errors, missing files inside a step and checksum
 # mismatches count as damage.
-_NOT_DAMAGE_STATUS = ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED",
-                      "ABORTED", "PERMISSION_DENIED", "UNAUTHENTICATED", "out of memory",
-                      "Out of memory", "Permission denied")
-_NOT_DAMAGE_ERRNO = {errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
-                     errno.ESTALE, errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT}
+_NOT_DAMAGE_STATUS = (
+  "RESOURCE_EXHAUSTED",
+  "UNAVAILABLE",
+  "DEADLINE_EXCEEDED",
+  "CANCELLED",
+  "ABORTED",
+  "PERMISSION_DENIED",
+  "UNAUTHENTICATED",
+  "out of memory",
+  "Out of memory",
+  "Permission denied",
+)
+_NOT_DAMAGE_ERRNO = {
+  errno.EACCES,
+  errno.EPERM,
+  errno.EMFILE,
+  errno.ENFILE,
+  errno.ENOMEM,
+  errno.ESTALE,
+  errno.EIO,
+  errno.EAGAIN,
+  errno.EINTR,
+  errno.ETIMEDOUT,
+}
 
 
 def _read_failure(error: BaseException, what: str, directory: str, step: int) -> Exception:
   """A failed read of ``what`` as damage (_NotIntact) or, when the error says nothing
   about the files, as a CheckpointError that sets nothing aside."""
-  if isinstance(error, MemoryError) or (
-      isinstance(error, OSError) and error.errno in _NOT_DAMAGE_ERRNO) or any(
-          status in str(error) for status in _NOT_DAMAGE_STATUS):
+  if (
+    isinstance(error, MemoryError)
+    or (isinstance(error, OSError) and error.errno in _NOT_DAMAGE_ERRNO)
+    or any(status in str(error) for status in _NOT_DAMAGE_STATUS)
+  ):
     return CheckpointError(
-        f"could not read {what} of step {step} in {directory} ({first_line(error)}); this "
-        "says nothing about the checkpoint itself, so it was left in place. Rerun when the "
-        "cause is gone.")
+      f"could not read {what} of step {step} in {directory} ({first_line(error)}); this "
+      "says nothing about the checkpoint itself, so it was left in place. Rerun when the "
+      "cause is gone."
+    )
   return _NotIntact(f"{what} cannot be read ({first_line(error)})")
 
 
@@ -108,6 +132,7 @@ def _agreed(code: int) -> int:
   if jax.process_count() == 1:
     return code
   from jax.experimental import multihost_utils
+
   return int(np.max(multihost_utils.process_allgather(np.int32(code))))
 
 
@@ -124,8 +149,7 @@ def _on_every_process(step: int, read: Callable[[], Any]) -> Any:
     code, message = _FAILED, str(error)
   verdict = _agreed(code)
   if verdict == _FAILED:
-    raise CheckpointError(message or f"another process could not read step {step}; see its "
-                                     "error.")
+    raise CheckpointError(message or f"another process could not read step {step}; see its error.")
   if verdict == _DAMAGED:
     raise _NotIntact(message or "another process of this job found it damaged")
   return value
@@ -141,7 +165,7 @@ def first_line(error: BaseException, limit: int = 300) -> str:
   TensorStore errors run to pages, and a warning or an error line must stay one line."""
   text = str(error).strip().splitlines()
   message = f"{type(error).__name__}: {text[0] if text else ''}"
-  return message if len(message) <= limit else message[:limit - 1] + "…"
+  return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _normalised(meta: dict) -> dict:
@@ -154,18 +178,26 @@ class RunCheckpoints:
   """The checkpoints of one run directory (``<workdir>/checkpoints``)."""
 
   def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
-    if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, (int, np.integer)) \
-        or max_to_keep < 1:
-      raise ValueError(f"max_checkpoints_to_keep must be an integer ≥ 1 (the newest "
-                       f"checkpoint is what a run resumes from); got {max_to_keep!r}.")
+    if (
+      isinstance(max_to_keep, bool)
+      or not isinstance(max_to_keep, (int, np.integer))
+      or max_to_keep < 1
+    ):
+      raise ValueError(
+        f"max_checkpoints_to_keep must be an integer ≥ 1 (the newest "
+        f"checkpoint is what a run resumes from); got {max_to_keep!r}."
+      )
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.read_only = read_only
-    options = ocp.CheckpointManagerOptions(max_to_keep=int(max_to_keep),
-                                           create=not read_only, read_only=read_only)
-    handlers = {"model": ocp.StandardCheckpointHandler(),
-                "train": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_handlers=handlers)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=int(max_to_keep), create=not read_only, read_only=read_only
+    )
+    handlers = {
+      "model": ocp.StandardCheckpointHandler(),
+      "train": ocp.StandardCheckpointHandler(),
+      "meta": ocp.JsonCheckpointHandler(),
+    }
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
     if not read_only and jax.process_index() == 0:
       self._report_set_aside()
 
@@ -183,20 +215,30 @@ class RunCheckpoints:
     model, train = _model_item(state), _train_item(state)
     self.wait()  # the previous save's files count against the free space
     self._check_free_space(step, (model, train))
-    meta = _normalised({**meta, ARRAY_CHECKSUMS: {"model": integrity.fingerprints(model),
-                                                  "train": integrity.fingerprints(train)}})
+    meta = _normalised(
+      {
+        **meta,
+        ARRAY_CHECKSUMS: {
+          "model": integrity.fingerprints(model),
+          "train": integrity.fingerprints(train),
+        },
+      }
+    )
     meta[META_CHECKSUM] = integrity.json_checksum(meta, META_CHECKSUM)
-    args = ocp.args.Composite(model=ocp.args.StandardSave(model),
-                              train=ocp.args.StandardSave(train), meta=ocp.args.JsonSave(meta))
+    args = ocp.args.Composite(
+      model=ocp.args.StandardSave(model),
+      train=ocp.args.StandardSave(train),
+      meta=ocp.args.JsonSave(meta),
+    )
     try:
       self._manager.save(step, args=args, force=True)
-    except Exception as error:  # noqa: BLE001 - re-raised as one clear error
+    except Exception as error:
       raise _write_error(error, self.directory, step) from error
 
   def wait(self) -> None:
     try:
       self._manager.wait_until_finished()
-    except Exception as error:  # noqa: BLE001 - an async save's failure surfaces here
+    except Exception as error:
       raise _write_error(error, self.directory, None) from error
 
   def close(self) -> None:
@@ -211,20 +253,27 @@ class RunCheckpoints:
     short = free < needed * _FREE_SPACE_MARGIN + _FREE_SPACE_SLACK
     if _agreed(int(short)):  # every process stops, or none: Orbax's save is collective
       steps = self.all_steps()
-      kept = (f"the checkpoint of step {steps[-1]} is kept" if steps
-              else "no checkpoint has been written yet")
-      where = (f"{_mib(free)} are free" if short
-               else "another process of this job found too little free space")
+      kept = (
+        f"the checkpoint of step {steps[-1]} is kept"
+        if steps
+        else "no checkpoint has been written yet"
+      )
+      where = (
+        f"{_mib(free)} are free"
+        if short
+        else "another process of this job found too little free space"
+      )
       raise DiskFullError(
-          f"no room for the checkpoint of step {step} in {self.directory}: it needs about "
-          f"{_mib(needed * _FREE_SPACE_MARGIN + _FREE_SPACE_SLACK)}, {where}; {kept}. Free "
-          "some space (or use another --workdir) and rerun the same command to resume.")
+        f"no room for the checkpoint of step {step} in {self.directory}: it needs about "
+        f"{_mib(needed * _FREE_SPACE_MARGIN + _FREE_SPACE_SLACK)}, {where}; {kept}. Free "
+        "some space (or use another --workdir) and rerun the same command to resume."
+      )
 
   # --- Reading. ---
 
-  def restore_latest(self, state_template: dict,
-                     check_meta: Callable[[dict], None] | None = None
-                     ) -> tuple[dict, dict] | None:
+  def restore_latest(
+    self, state_template: dict, check_meta: Callable[[dict], None] | None = None
+  ) -> tuple[dict, dict] | None:
     """Restores the newest intact checkpoint into the structure of ``state_template``.
 
     For each step from the newest: its metadata is read and verified, ``check_meta(meta)``
@@ -238,27 +287,29 @@ class RunCheckpoints:
     if not steps:
       if self.set_aside():
         raise CheckpointError(
-            f"{self.directory} holds only checkpoints set aside as damaged "
-            f"({', '.join(name for name, _ in self.set_aside())}; each {SET_ASIDE_RECORD} "
-            "says why), so this run will not silently start over from step 0. Move the run "
-            "directory away (or delete it) to start over.")
+          f"{self.directory} holds only checkpoints set aside as damaged "
+          f"({', '.join(name for name, _ in self.set_aside())}; each {SET_ASIDE_RECORD} "
+          "says why), so this run will not silently start over from step 0. Move the run "
+          "directory away (or delete it) to start over."
+        )
       return None
     templates = {"model": _model_item(state_template), "train": _train_item(state_template)}
     for step in reversed(steps):
       try:
-        meta = _on_every_process(step, lambda: self._verified_meta(step))
+        meta = _on_every_process(step, functools.partial(self._verified_meta, step))
         if check_meta is not None:
           check_meta(meta)  # a refusal: nothing has been touched
-        _on_every_process(step, lambda: self._check_structure(step, templates))
+        _on_every_process(step, functools.partial(self._check_structure, step, templates))
         items = self._restore(step, templates, meta)
       except _NotIntact as error:
         self._set_aside(step, str(error))
         continue
       return {**items["model"], **items["train"]}, meta
     raise CheckpointError(
-        f"no intact checkpoint in {self.directory}: every step failed its integrity check "
-        f"and was set aside as {SET_ASIDE_PREFIX}<step> (each holds {SET_ASIDE_RECORD} with "
-        "the reason). Move the run directory away, or delete it, to start over.")
+      f"no intact checkpoint in {self.directory}: every step failed its integrity check "
+      f"and was set aside as {SET_ASIDE_PREFIX}<step> (each holds {SET_ASIDE_RECORD} with "
+      "the reason). Move the run directory away, or delete it, to start over."
+    )
 
   def _restore(self, step: int, templates: dict, meta: dict) -> dict:
     """The step's items restored into ``templates`` and verified against their checksums,
@@ -269,18 +320,25 @@ class RunCheckpoints:
 
     def restore():
       try:
-        return self._manager.restore(step, args=ocp.args.Composite(**{
-            item: ocp.args.StandardRestore(_abstract(template))
-            for item, template in templates.items()}))
-      except Exception as error:  # noqa: BLE001 - classified here, confirmed below
+        return self._manager.restore(
+          step,
+          args=ocp.args.Composite(
+            **{
+              item: ocp.args.StandardRestore(_abstract(template))
+              for item, template in templates.items()
+            }
+          ),
+        )
+      except Exception as error:
         errors.append(error)
         raise _read_failure(error, "its arrays", self.directory, step) from None
 
     try:
       restored = _on_every_process(step, restore)
     except _NotIntact:
-      _on_every_process(step, lambda: self._confirm_damage(step, meta,
-                                                           errors[0] if errors else None))
+      _on_every_process(
+        step, lambda: self._confirm_damage(step, meta, errors[0] if errors else None)
+      )
       raise
     items = {item: restored[item] for item in templates}
 
@@ -302,8 +360,10 @@ class RunCheckpoints:
       return
     if self._bad_arrays(meta, arrays) or error is None:
       return  # damaged; or intact here, and another process's read decides
-    raise CheckpointError(f"the checkpoint of step {step} in {self.directory} is intact but "
-                          f"could not be restored into this run: {first_line(error)}")
+    raise CheckpointError(
+      f"the checkpoint of step {step} in {self.directory} is intact but "
+      f"could not be restored into this run: {first_line(error)}"
+    )
 
   def restore_model(self, model_template: dict, step: int | None = None) -> tuple[dict, dict]:
     """Reads only ``{"params", "batch_stats"}`` and the metadata (for frozen teachers) of
@@ -319,18 +379,26 @@ class RunCheckpoints:
     reasons = []
     for candidate in candidates:
       try:
-        meta = _on_every_process(candidate, lambda: self._verified_meta(candidate))
-        _on_every_process(candidate, lambda: self._check_structure(candidate, templates))
+        meta = _on_every_process(candidate, functools.partial(self._verified_meta, candidate))
+        _on_every_process(candidate, functools.partial(self._check_structure, candidate, templates))
         model = self._restore(candidate, templates, meta)["model"]
       except _NotIntact as error:
         reasons.append(f"step {candidate}: {error}")
-        logger.warning("the checkpoint of step %d in %s fails its integrity check (%s)%s",
-                       candidate, self.directory, error,
-                       "; trying the previous step." if candidate != candidates[-1] else ".")
+        logger.warning(
+          "the checkpoint of step %d in %s fails its integrity check (%s)%s",
+          candidate,
+          self.directory,
+          error,
+          "; trying the previous step." if candidate != candidates[-1] else ".",
+        )
         continue
       if candidate != candidates[0]:
-        logger.warning("using the checkpoint of step %d of %s instead of step %d.",
-                       candidate, self.directory, candidates[0])
+        logger.warning(
+          "using the checkpoint of step %d of %s instead of step %d.",
+          candidate,
+          self.directory,
+          candidates[0],
+        )
       return model, meta
     raise CheckpointError(f"no intact checkpoint in {self.directory} ({'; '.join(reasons)}).")
 
@@ -349,12 +417,15 @@ class RunCheckpoints:
       meta = self._verified_meta(step)
       arrays = self._read_on_host(step)
     except _NotIntact as error:
-      raise CheckpointError(f"the checkpoint of step {step} in {self.directory} fails its "
-                            f"integrity check: {error}.") from None
+      raise CheckpointError(
+        f"the checkpoint of step {step} in {self.directory} fails its integrity check: {error}."
+      ) from None
     bad = self._bad_arrays(meta, arrays)
     if bad:
-      raise CheckpointError(f"the checkpoint of step {step} in {self.directory} fails its "
-                            f"integrity check: the checksums of {_some(bad)} do not match.")
+      raise CheckpointError(
+        f"the checkpoint of step {step} in {self.directory} fails its "
+        f"integrity check: the checksums of {_some(bad)} do not match."
+      )
     return jax.tree.map(np.asarray, arrays)
 
   def read_meta(self, step: int | None = None) -> dict:
@@ -367,30 +438,35 @@ class RunCheckpoints:
     reasons = []
     for candidate in candidates:
       try:
-        return _on_every_process(candidate, lambda: self._verified_meta(candidate))
+        return _on_every_process(candidate, functools.partial(self._verified_meta, candidate))
       except _NotIntact as error:
         reasons.append(f"step {candidate}: {error}")
-        logger.warning("the metadata of step %d in %s fails its integrity check (%s).",
-                       candidate, self.directory, error)
-    raise CheckpointError(f"no intact checkpoint metadata in {self.directory} "
-                          f"({'; '.join(reasons)}).")
+        logger.warning(
+          "the metadata of step %d in %s fails its integrity check (%s).",
+          candidate,
+          self.directory,
+          error,
+        )
+    raise CheckpointError(
+      f"no intact checkpoint metadata in {self.directory} ({'; '.join(reasons)})."
+    )
 
   def _no_checkpoint(self, advice: str) -> CheckpointError:
     found = self.set_aside()
     if found:
       return CheckpointError(
-          f"no intact checkpoint in {self.directory}: it holds only checkpoints set aside as "
-          f"damaged ({', '.join(name for name, _ in found)}; each {SET_ASIDE_RECORD} says "
-          "why).")
+        f"no intact checkpoint in {self.directory}: it holds only checkpoints set aside as "
+        f"damaged ({', '.join(name for name, _ in found)}; each {SET_ASIDE_RECORD} says "
+        "why)."
+      )
     return CheckpointError(f"no checkpoint in {self.directory}: {advice}.")
 
   # --- Integrity. ---
 
   def _verified_meta(self, step: int) -> dict:
     try:
-      meta = self._manager.restore(step, args=ocp.args.Composite(
-          meta=ocp.args.JsonRestore())).meta
-    except Exception as error:  # noqa: BLE001
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as error:
       raise _read_failure(error, "its metadata", self.directory, step) from None
     if not isinstance(meta, dict) or meta.get("step") != step:
       raise _NotIntact("its metadata is missing or names another step")
@@ -398,19 +474,26 @@ class RunCheckpoints:
       if integrity.json_checksum(meta, META_CHECKSUM) != meta[META_CHECKSUM]:
         raise _NotIntact("the checksum of its metadata does not match")
     else:
-      logger.warning("the checkpoint of step %d in %s was written before kd_jax recorded "
-                     "checksums: it cannot be verified.", step, self.directory)
+      logger.warning(
+        "the checkpoint of step %d in %s was written before kd_jax recorded "
+        "checksums: it cannot be verified.",
+        step,
+        self.directory,
+      )
     return meta
 
   def _stored_structure(self, step: int, item: str) -> dict[str, tuple]:
     try:
       metadata = self._manager.item_metadata(step)[item]
       leaves = jax.tree_util.tree_flatten_with_path(metadata)[0]
-      return {integrity.path_name(path): (tuple(leaf.shape), np.dtype(leaf.dtype))
-              for path, leaf in leaves}
-    except Exception as error:  # noqa: BLE001
-      raise _read_failure(error, f"the description of its {item!r} arrays", self.directory,
-                          step) from None
+      return {
+        integrity.path_name(path): (tuple(leaf.shape), np.dtype(leaf.dtype))
+        for path, leaf in leaves
+      }
+    except Exception as error:
+      raise _read_failure(
+        error, f"the description of its {item!r} arrays", self.directory, step
+      ) from None
 
   def _check_structure(self, step: int, templates: dict) -> None:
     """Raises CheckpointMismatchError, naming the arrays, when the stored arrays' names,
@@ -418,23 +501,29 @@ class RunCheckpoints:
     differences = []
     for item, template in templates.items():
       stored = self._stored_structure(step, item)
-      wanted = {integrity.path_name(path): (tuple(np.shape(leaf)), np.dtype(leaf.dtype))
-                for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]}
+      wanted = {
+        integrity.path_name(path): (tuple(np.shape(leaf)), np.dtype(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]
+      }
       for path in sorted(set(stored) | set(wanted)):
         if path not in wanted:
           differences.append(f"{path} is in the checkpoint but not in this run")
         elif path not in stored:
           differences.append(f"{path} is in this run but not in the checkpoint")
         elif stored[path] != wanted[path]:
-          differences.append(f"{path}: {_describe(stored[path])} in the checkpoint, "
-                             f"{_describe(wanted[path])} in this run")
+          differences.append(
+            f"{path}: {_describe(stored[path])} in the checkpoint, "
+            f"{_describe(wanted[path])} in this run"
+          )
     if differences:
-      shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more"
-                                             if len(differences) > 3 else "")
+      shown = "; ".join(differences[:3]) + (
+        f"; and {len(differences) - 3} more" if len(differences) > 3 else ""
+      )
       raise CheckpointMismatchError(
-          f"the checkpoint of step {step} in {self.directory} holds another model or "
-          f"training state than this run builds ({shown}); nothing was changed. Use a new "
-          "--workdir, or rerun with the config that wrote it.")
+        f"the checkpoint of step {step} in {self.directory} holds another model or "
+        f"training state than this run builds ({shown}); nothing was changed. Use a new "
+        "--workdir, or rerun with the config that wrote it."
+      )
 
   def _bad_arrays(self, meta: dict, items: dict) -> list[str]:
     expected = meta.get(ARRAY_CHECKSUMS)
@@ -455,11 +544,12 @@ class RunCheckpoints:
       args = {}
       for item in ("model", "train"):
         template = jax.tree.map(
-            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=on_host),
-            metadata[item])
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=on_host),
+          metadata[item],
+        )
         args[item] = ocp.args.StandardRestore(template)
       restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
       raise _read_failure(error, "its arrays", self.directory, step) from None
     return {"model": restored.model, "train": restored.train}
 
@@ -473,19 +563,36 @@ class RunCheckpoints:
       target = os.path.join(self.directory, f"{SET_ASIDE_PREFIX}{step}.{suffix}")
       suffix += 1
     if self.read_only:  # another run's directory (a teacher): skipped, never moved
-      logger.warning("the checkpoint of step %d in %s fails its integrity check (%s); "
-                     "skipping it.", step, self.directory, reason)
+      logger.warning(
+        "the checkpoint of step %d in %s fails its integrity check (%s); skipping it.",
+        step,
+        self.directory,
+        reason,
+      )
       return
-    logger.warning("the checkpoint of step %d in %s fails its integrity check (%s): moved it "
-                   "to %s; trying the previous checkpoint.", step, self.directory,
-                   reason, os.path.basename(target))
+    logger.warning(
+      "the checkpoint of step %d in %s fails its integrity check (%s): moved it "
+      "to %s; trying the previous checkpoint.",
+      step,
+      self.directory,
+      reason,
+      os.path.basename(target),
+    )
     if jax.process_index() == 0 and os.path.isdir(path):
       os.replace(path, target)
-      files.write_json_atomically(os.path.join(target, SET_ASIDE_RECORD), {
-          "step": step, "reason": reason, "set_aside_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "host": socket.gethostname(), "pid": os.getpid()})
+      files.write_json_atomically(
+        os.path.join(target, SET_ASIDE_RECORD),
+        {
+          "step": step,
+          "reason": reason,
+          "set_aside_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "host": socket.gethostname(),
+          "pid": os.getpid(),
+        },
+      )
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices(f"kd_jax set aside {step}")
     self._manager.reload()
 
@@ -509,9 +616,13 @@ class RunCheckpoints:
   def _report_set_aside(self) -> None:
     found = self.set_aside()
     if found:
-      logger.warning("%s holds %d checkpoint(s) set aside as damaged, kept for inspection "
-                     "(delete them when no longer needed): %s.", self.directory, len(found),
-                     "; ".join(f"{name} ({reason})" for name, reason in found))
+      logger.warning(
+        "%s holds %d checkpoint(s) set aside as damaged, kept for inspection "
+        "(delete them when no longer needed): %s.",
+        self.directory,
+        len(found),
+        "; ".join(f"{name} ({reason})" for name, reason in found),
+      )
 
 
 def _model_item(state: dict) -> dict:
@@ -547,12 +658,14 @@ def _write_error(error: Exception, directory: str, step: int | None) -> Exceptio
   if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES):
     return error
   if "RESOURCE_EXHAUSTED" in text or "No space left" in text:
-    return DiskFullError(f"the disk filled up while writing {what} in {directory}; the "
-                         "earlier checkpoints are kept. Free some space and rerun the same "
-                         "command to resume.")
+    return DiskFullError(
+      f"the disk filled up while writing {what} in {directory}; the "
+      "earlier checkpoints are kept. Free some space and rerun the same "
+      "command to resume."
+    )
   if "Read-only file system" in text or "Permission denied" in text:
     code = errno.EROFS if "Read-only" in text else errno.EACCES
-    return PermissionError(code, f"cannot write {what} in {directory} "
-                                 f"({first_line(error)}); use a writable --workdir.")
+    return PermissionError(
+      code, f"cannot write {what} in {directory} ({first_line(error)}); use a writable --workdir."
+    )
   return error
-

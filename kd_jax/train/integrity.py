@@ -58,8 +58,7 @@ def _row_major_index(shape) -> jax.Array:
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
   for axis in reversed(range(len(shape))):
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(
-        stride % 2**32)
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride % 2**32)
     stride *= shape[axis]
   return index
 
@@ -103,7 +102,7 @@ def host_fingerprint(x) -> np.ndarray:
   h1 = h2 = np.uint32(0)
   with np.errstate(over="ignore"):
     for start in range(0, words.size, _CHUNK):
-      chunk = words[start:start + _CHUNK]
+      chunk = words[start : start + _CHUNK]
       index = np.arange(start, start + chunk.size, dtype=np.uint64).astype(np.uint32)
       h1 = h1 + np.sum(chunk * (np.uint32(2) * index + np.uint32(1)), dtype=np.uint32)
       mixed = chunk ^ (index * _GOLDEN)
@@ -116,12 +115,13 @@ def host_fingerprint(x) -> np.ndarray:
   return np.array([h1, h2], np.uint32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _replicated_fingerprint(mesh):
   """``array_fingerprint`` for arrays on ``mesh``, with its two sums replicated on every
   device, so every process can read them."""
-  return jax.jit(array_fingerprint, out_shardings=jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
+  return jax.jit(
+    array_fingerprint, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  )
 
 
 def _leaf_fingerprint(leaf) -> np.ndarray:
@@ -163,14 +163,17 @@ def fingerprints(tree) -> dict[str, list[int]]:
   Every process of a multi-process job must call it (an array sharded over processes is
   summed by a jitted computation they all take part in); each gets the same result.
   """
-  return {path_name(path): [int(h) for h in _leaf_fingerprint(leaf)]
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    path_name(path): [int(h) for h in _leaf_fingerprint(leaf)]
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def mismatched(expected: dict[str, list[int]], actual: dict[str, list[int]]) -> list[str]:
   """The paths whose fingerprints differ, or that only one side has."""
-  return sorted(path for path in set(expected) | set(actual)
-                if expected.get(path) != actual.get(path))
+  return sorted(
+    path for path in set(expected) | set(actual) if expected.get(path) != actual.get(path)
+  )
 
 
 def digest(fingerprint_map: dict[str, Any]) -> str:

@@ -33,22 +33,33 @@ import numpy as np
 from kd_jax import methods
 from kd_jax.data import EpochSampler, pipeline
 from kd_jax.methods import backward_kd
-from kd_jax.train import checkpoint, files, integrity, metrics, optim, run_lock
-from kd_jax.train import setup as setup_lib, sharding
+from kd_jax.train import checkpoint, files, integrity, metrics, optim, run_lock, sharding
+from kd_jax.train import setup as setup_lib
 from kd_jax.train import state as state_lib
 from kd_jax.train import step as step_lib
 
 logger = logging.getLogger(__name__)
 
 # Config keys that may differ between a run and its resumption without changing its result.
-_RESUME_NEUTRAL_KEYS = {"progress_bar", "log_every_steps", "multihost", "data_dir", "download",
-                        "coordinator_address", "num_processes", "process_id",
-                        "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_batch_size",
-                        "allow_config_change", "teacher_workdir", "teacher_checkpoint",
-                        "teacher_model"}
+_RESUME_NEUTRAL_KEYS = {
+  "progress_bar",
+  "log_every_steps",
+  "multihost",
+  "data_dir",
+  "download",
+  "coordinator_address",
+  "num_processes",
+  "process_id",
+  "checkpoint_every_steps",
+  "max_checkpoints_to_keep",
+  "eval_batch_size",
+  "allow_config_change",
+  "teacher_workdir",
+  "teacher_checkpoint",
+  "teacher_model",
+}
 # Leaves of other blocks that cannot change the result: how the input is read, not what.
-_RESUME_NEUTRAL_LEAVES = {"input.workers", "input.prefetch", "input.cache",
-                          "input.cache_limit_gb"}
+_RESUME_NEUTRAL_LEAVES = {"input.workers", "input.prefetch", "input.cache", "input.cache_limit_gb"}
 # Keys a resumption may change with a warning: a longer run (num_epochs). The teacher's path
 # and model name may change freely: the teacher itself is compared by its checksum
 # (check_resume_identity).
@@ -56,17 +67,22 @@ _RESUME_WARNING_KEYS = {"num_epochs"}
 # Keys added to the config since runs were first saved, with the value that gives the code
 # of before: a checkpoint without one of them was trained with that value, so resuming it
 # with another is a change like any other.
-ADDED_KEY_DEFAULTS = {"label_smoothing": 0.0, "optimizer.schedule": "",
-                      "optimizer.warmup_epochs": 0.0, "optimizer.decay_norm_and_bias": None,
-                      "optimizer.lr_reference_batch": 0}
+ADDED_KEY_DEFAULTS = {
+  "label_smoothing": 0.0,
+  "optimizer.schedule": "",
+  "optimizer.warmup_epochs": 0.0,
+  "optimizer.decay_norm_and_bias": None,
+  "optimizer.lr_reference_batch": 0,
+}
 
 
 class ConfigChangedError(ValueError):
   """A run directory was resumed with a config that changes the run's result."""
 
 
-def _agreed_preemption(local_signal: int | None, step: int, sync_every: int,
-                       force: bool = False) -> int | None:
+def _agreed_preemption(
+  local_signal: int | None, step: int, sync_every: int, force: bool = False
+) -> int | None:
   """The signal every process stops for at ``step`` to save, or None. One process stops as
   soon as its own SIGTERM or SIGINT arrives. Processes of a multi-host job save together,
   so they must agree on the step: at every ``sync_every``-th step (the same steps on all of
@@ -78,6 +94,7 @@ def _agreed_preemption(local_signal: int | None, step: int, sync_every: int,
   if step % sync_every and not force:
     return None
   from jax.experimental import multihost_utils
+
   signals = np.asarray(multihost_utils.process_allgather(np.int32(local_signal or 0)))
   return int(signals.max()) or None
 
@@ -120,8 +137,12 @@ def _stop_signals(workdir: str):
       received["signal"] = signum
       return
     if EXIT_ON_SECOND_SIGNAL:
-      print(f"{signal.Signals(signum).name} again: exiting now without saving; the newest "
-            f"complete checkpoint in {workdir} is kept.", file=sys.stderr, flush=True)
+      print(
+        f"{signal.Signals(signum).name} again: exiting now without saving; the newest "
+        f"complete checkpoint in {workdir} is kept.",
+        file=sys.stderr,
+        flush=True,
+      )
       os._exit(128 + signum)
     restore_handlers()
     signal.raise_signal(signum)  # as if the loop were not there
@@ -137,16 +158,20 @@ def _stop_signals(workdir: str):
     restore_handlers()
 
 
-def epoch_hparams(config, method: methods.Method, epoch: int, num_epochs: int
-                  ) -> dict[str, float]:
+def epoch_hparams(config, method: methods.Method, epoch: int, num_epochs: int) -> dict[str, float]:
   """The values the step reads during ``epoch`` (counted from 1), from the config's ``kd``,
   ``view.weight`` and the method's own block (``continuation`` for Continuation-KD and
   Annealing-KD): kd_jax.methods.hparams_at."""
   block = method.schedule_block
-  return methods.hparams_at(method, epoch, num_epochs, kd=config.kd.to_dict(),
-                            view_weight=config.view.weight,
-                            schedule_options=config[block].to_dict() if block else None,
-                            label_smoothing=config.get("label_smoothing", 0.0))
+  return methods.hparams_at(
+    method,
+    epoch,
+    num_epochs,
+    kd=config.kd.to_dict(),
+    view_weight=config.view.weight,
+    schedule_options=config[block].to_dict() if block else None,
+    label_smoothing=config.get("label_smoothing", 0.0),
+  )
 
 
 def _device_hparams(values: dict[str, float], mesh) -> dict[str, jax.Array]:
@@ -168,46 +193,59 @@ def _flat_config(config: dict, prefix: str = "") -> dict:
 
 # Config blocks read only by some methods: each view's block (named after the view) and each
 # schedule block; derived from the registry so a new view or method is covered.
-METHOD_BLOCKS = (tuple(name for name in methods.VIEW_NAMES if name != "none")
-                 + tuple(sorted({m.schedule_block for m in methods.METHODS.values()
-                                 if m.schedule_block})))
+METHOD_BLOCKS = tuple(name for name in methods.VIEW_NAMES if name != "none") + tuple(
+  sorted({m.schedule_block for m in methods.METHODS.values() if m.schedule_block})
+)
 
 
 def unread_blocks(method: methods.Method) -> tuple[str, ...]:
   """The blocks of METHOD_BLOCKS that ``method`` does not read: a change there cannot
   change its run."""
-  return tuple(block for block in METHOD_BLOCKS
-               if block not in (method.view, method.schedule_block))
+  return tuple(
+    block for block in METHOD_BLOCKS if block not in (method.view, method.schedule_block)
+  )
 
 
-def check_resume_config(saved: dict, current: dict, workdir: str,
-                        ignored: tuple[str, ...] = ()) -> None:
+def check_resume_config(
+  saved: dict, current: dict, workdir: str, ignored: tuple[str, ...] = ()
+) -> None:
   """Resuming ``workdir`` with ``current``: keys that cannot change the result pass, a longer
   run or a moved teacher warns, and any other changed value is refused, naming the keys,
   unless ``current["allow_config_change"]`` (the run would then mix two configs). Keys only
   one side has (the config schema grew or was renamed since the checkpoint was written) are
   warned about: the run was trained with the code of its time."""
   saved, current = _flat_config(saved), _flat_config(current)
-  saved = {**{key: value for key, value in ADDED_KEY_DEFAULTS.items() if key in current},
-           **saved}
-  changed = sorted(key for key in set(saved) | set(current)
-                   if key.split(".")[0] not in _RESUME_NEUTRAL_KEYS
-                   and key not in _RESUME_NEUTRAL_LEAVES
-                   and key.split(".")[0] not in ignored
-                   and saved.get(key) != current.get(key))
-  details = {key: f"{key}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
-             for key in changed}
-  refused = [key for key in changed if key.split(".")[0] not in _RESUME_WARNING_KEYS
-             and key in saved and key in current]
+  saved = {**{key: value for key, value in ADDED_KEY_DEFAULTS.items() if key in current}, **saved}
+  changed = sorted(
+    key
+    for key in set(saved) | set(current)
+    if key.split(".")[0] not in _RESUME_NEUTRAL_KEYS
+    and key not in _RESUME_NEUTRAL_LEAVES
+    and key.split(".")[0] not in ignored
+    and saved.get(key) != current.get(key)
+  )
+  details = {
+    key: f"{key}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
+    for key in changed
+  }
+  refused = [
+    key
+    for key in changed
+    if key.split(".")[0] not in _RESUME_WARNING_KEYS and key in saved and key in current
+  ]
   if refused and not current.get("allow_config_change", False):
     raise ConfigChangedError(
-        f"{workdir} holds a run with another config; resuming it would change its result: "
-        f"{'; '.join(details[key] for key in refused)}. Use a new --workdir, or set "
-        f"--config.allow_config_change=True (allow_config_change in the config) to resume "
-        "anyway.")
+      f"{workdir} holds a run with another config; resuming it would change its result: "
+      f"{'; '.join(details[key] for key in refused)}. Use a new --workdir, or set "
+      f"--config.allow_config_change=True (allow_config_change in the config) to resume "
+      "anyway."
+    )
   if changed:
-    logger.warning("resuming %s with a config that differs from its checkpoint in: %s",
-                   workdir, "; ".join(details.values()))
+    logger.warning(
+      "resuming %s with a config that differs from its checkpoint in: %s",
+      workdir,
+      "; ".join(details.values()),
+    )
 
 
 def run_identity(teacher_variables) -> dict[str, str]:
@@ -219,32 +257,39 @@ def run_identity(teacher_variables) -> dict[str, str]:
   return {"teacher": integrity.digest(integrity.fingerprints(teacher_variables))}
 
 
-def check_resume_identity(saved: dict | None, current: dict, workdir: str,
-                          allow_change: bool = False) -> None:
+def check_resume_identity(
+  saved: dict | None, current: dict, workdir: str, allow_change: bool = False
+) -> None:
   """Refuses resuming ``workdir`` when what it was trained from (``run_identity``) differs,
   naming it, unless ``allow_change``; a checkpoint written before identities were recorded
   cannot be checked and is resumed with a warning."""
   if saved is None:
     if current:
-      logger.warning("%s was written before kd_jax recorded its teacher's checksum: the "
-                     "teacher cannot be verified to be the same.", workdir)
+      logger.warning(
+        "%s was written before kd_jax recorded its teacher's checksum: the "
+        "teacher cannot be verified to be the same.",
+        workdir,
+      )
     return
   changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
   if not changed:
     return
-  details = "; ".join(f"{key}: checksum {saved.get(key, '(none)')} -> "
-                      f"{current.get(key, '(none)')}" for key in changed)
+  details = "; ".join(
+    f"{key}: checksum {saved.get(key, '(none)')} -> {current.get(key, '(none)')}" for key in changed
+  )
   if allow_change:
     logger.warning("resuming %s with a different %s (%s).", workdir, ", ".join(changed), details)
     return
   raise ConfigChangedError(
-      f"{workdir} was trained with another {', '.join(changed)} ({details}); resuming would "
-      "mix two. Use a new --workdir, point at the teacher (or data_dir) it was trained "
-      "with, or set --config.allow_config_change=True to resume anyway.")
+    f"{workdir} was trained with another {', '.join(changed)} ({details}); resuming would "
+    "mix two. Use a new --workdir, point at the teacher (or data_dir) it was trained "
+    "with, or set --config.allow_config_change=True to resume anyway."
+  )
 
 
-def evaluate(eval_step, variables, data, batch_size: int, mesh, teacher_variables,
-             regression: bool = False) -> dict[str, float]:
+def evaluate(
+  eval_step, variables, data, batch_size: int, mesh, teacher_variables, regression: bool = False
+) -> dict[str, float]:
   """Top-1, loss and (with a teacher) agreement and KL over a whole split (``data``: a
   kd_jax.data Split, an ImageData, an ImageDataset or a dict of host arrays); Pearson/Spearman
   ×100 and MSE for regression."""
@@ -252,16 +297,16 @@ def evaluate(eval_step, variables, data, batch_size: int, mesh, teacher_variable
   totals: dict[str, float] = {}
   predictions = []
   for batch in split.eval_batches(batch_size, jax.process_index(), jax.process_count()):
-    sums = jax.device_get(eval_step(variables, sharding.global_batch(batch, mesh),
-                                    teacher_variables))
+    sums = jax.device_get(
+      eval_step(variables, sharding.global_batch(batch, mesh), teacher_variables)
+    )
     if regression:
       keep = np.asarray(sums.pop("predictions"))
-      predictions.append(keep[:int(round(float(sums["count"])))])
+      predictions.append(keep[: int(round(float(sums["count"])))])
     for name, value in sums.items():
       totals[name] = totals.get(name, 0.0) + float(value)
   if regression:
-    return metrics.finalize_regression(totals, np.concatenate(predictions),
-                                       split.arrays["label"])
+    return metrics.finalize_regression(totals, np.concatenate(predictions), split.arrays["label"])
   return metrics.finalize_eval(totals)
 
 
@@ -295,6 +340,7 @@ class Loop:
   every that many steps (0: only at epoch ends, where a line with the test values follows);
   ``examples_per_step`` (0: not shown) and ``example_name`` give the lines' examples/s.
   """
+
   train_step: Any
   batches: Any
   hparams_at: Any
@@ -339,8 +385,10 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
   arrays' shapes with ``state``'s: a mismatch is refused and touches nothing.
   """
   if spec.total_steps < 1 or spec.steps_per_epoch < 1:
-    raise ValueError(f"a run needs at least one step; got {spec.total_steps} steps of "
-                     f"{spec.steps_per_epoch} per epoch (check num_epochs and the batch size).")
+    raise ValueError(
+      f"a run needs at least one step; got {spec.total_steps} steps of "
+      f"{spec.steps_per_epoch} per epoch (check num_epochs and the batch size)."
+    )
   if not workdir:
     raise ValueError("workdir is empty: name the run directory.")
   with run_lock.hold(workdir), _stop_signals(workdir) as stop:
@@ -352,24 +400,28 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
       # must not start its next one.
       signum = _agreed_preemption(stop["signal"], result.steps, 1, force=True)
       if signum is not None:
-        raise PreemptedError(f"{signal.Signals(signum).name}: the run in "
-                             f"{run_checkpoints.directory} is complete and saved; rerun the "
-                             "same command to report its result.", signum)
+        raise PreemptedError(
+          f"{signal.Signals(signum).name}: the run in "
+          f"{run_checkpoints.directory} is complete and saved; rerun the "
+          "same command to report its result.",
+          signum,
+        )
       return result
     except BaseException:
       # A save may be in flight: let it finish (it holds a good state) so that the process
       # exits promptly and cleanly; its own failure must not hide the error being raised.
       try:
         run_checkpoints.wait()
-      except Exception as error:  # noqa: BLE001
+      except Exception as error:
         logger.debug("the last save did not complete: %s", error)
       raise
     finally:
       run_checkpoints.close()
 
 
-def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheckpoints,
-           stop: dict) -> LoopResult:
+def _train(
+  spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheckpoints, stop: dict
+) -> LoopResult:
   steps_per_epoch, total_steps = spec.steps_per_epoch, spec.total_steps
   history: list[dict[str, Any]] = []
   # Running sums of the current epoch's training metrics (checkpointed: a run resumed
@@ -381,12 +433,14 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
   def check_meta(meta: dict) -> None:  # before anything is restored
     if "config" not in meta:
       raise checkpoint.CheckpointMismatchError(
-          f"{workdir} holds a checkpoint that no training run wrote (no config in its "
-          "metadata: a saved teacher, or another tool's); nothing was changed. Use a new "
-          "--workdir.")
+        f"{workdir} holds a checkpoint that no training run wrote (no config in its "
+        "metadata: a saved teacher, or another tool's); nothing was changed. Use a new "
+        "--workdir."
+      )
     check_resume_config(meta["config"], spec.config, workdir, spec.resume_ignored)
-    check_resume_identity(meta.get("identity"), identity, workdir,
-                          bool(spec.config.get("allow_config_change", False)))
+    check_resume_identity(
+      meta.get("identity"), identity, workdir, bool(spec.config.get("allow_config_change", False))
+    )
 
   restored = run_checkpoints.restore_latest(state, check_meta)
   step = 0
@@ -411,10 +465,19 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
   def save(step: int, finished: bool = False) -> None:
     # Copies: the save finishes in the background while the loop keeps appending.
     extra = spec.extra_meta(step) if spec.extra_meta is not None else {}
-    run_checkpoints.save(state, {"step": step, "config": spec.config, "history": list(history),
-                                 "epoch_sums": dict(epoch_sums), "finished": finished,
-                                 "train_seconds": train_seconds(), "identity": identity,
-                                 **extra})
+    run_checkpoints.save(
+      state,
+      {
+        "step": step,
+        "config": spec.config,
+        "history": list(history),
+        "epoch_sums": dict(epoch_sums),
+        "finished": finished,
+        "train_seconds": train_seconds(),
+        "identity": identity,
+        **extra,
+      },
+    )
 
   last_saved_step = step if restored is not None else None
   pending: list[tuple[int, dict]] = []  # device metrics not yet looked at on the host
@@ -442,15 +505,20 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
       loss = np.asarray(row["loss"])
       if not np.all(np.isfinite(loss)):
         run_checkpoints.wait()
-        kept = (f"the last good checkpoint (step {last_saved_step}) is kept in "
-                f"{run_checkpoints.directory}" if last_saved_step is not None
-                else "no checkpoint had been written yet")
-        where = ("" if loss.ndim == 0
-                 else f" in trial(s) {np.flatnonzero(~np.isfinite(loss)).tolist()}")
+        kept = (
+          f"the last good checkpoint (step {last_saved_step}) is kept in "
+          f"{run_checkpoints.directory}"
+          if last_saved_step is not None
+          else "no checkpoint had been written yet"
+        )
+        where = (
+          "" if loss.ndim == 0 else f" in trial(s) {np.flatnonzero(~np.isfinite(loss)).tolist()}"
+        )
         raise FloatingPointError(
-            f"the training loss became {loss[~np.isfinite(loss)].ravel()[0]} at step "
-            f"{row_step} (epoch {(row_step - 1) // steps_per_epoch + 1}){where}; {kept}. "
-            f"Lower the learning rate or check the inputs.")
+          f"the training loss became {loss[~np.isfinite(loss)].ravel()[0]} at step "
+          f"{row_step} (epoch {(row_step - 1) // steps_per_epoch + 1}){where}; {kept}. "
+          f"Lower the learning rate or check the inputs."
+        )
       for sums in (epoch_sums, log_sums):
         sums["loss"] += float(np.mean(loss))
         if "accuracy" in row:
@@ -460,8 +528,9 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
     if pending:
       last_step = pending[-1][0]
       means = {"epoch": (last_step - 1) // steps_per_epoch + 1}
-      means.update({name: float(np.mean([row[name] for row in host_rows]))
-                    for name in host_rows[0]})
+      means.update(
+        {name: float(np.mean([row[name] for row in host_rows])) for name in host_rows[0]}
+      )
       if "accuracy" in means:  # a fraction in the step; top-1 in percent in every row
         means["top1"] = 100.0 * means.pop("accuracy")
       if spec.lr_schedule is not None:
@@ -481,8 +550,9 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
         hparams, logged_values = spec.hparams_at(hparams_epoch)
         if spec.start_of_epoch is not None and step % steps_per_epoch == 0:
           state = spec.start_of_epoch(state, hparams_epoch)
-      state, step_metrics = spec.train_step(state, next(batches), spec.teacher_variables,
-                                            hparams, spec.teacher_constants)
+      state, step_metrics = spec.train_step(
+        state, next(batches), spec.teacher_variables, hparams, spec.teacher_constants
+      )
       step += 1
       pending.append((step, step_metrics))
       progress.update(1)
@@ -499,9 +569,17 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
         flush()  # the only host syncs: log lines and rows are made from flushed values
       if log_due and not epoch_done:  # at an epoch end, the epoch's line follows instead
         if is_writer:
-          logger.info(metrics.log_line(
-              step, total_steps, (step - 1) // steps_per_epoch + 1, num_epochs,
-              train_values(log_sums), pace.lap(step), spec.example_name))
+          logger.info(
+            metrics.log_line(
+              step,
+              total_steps,
+              (step - 1) // steps_per_epoch + 1,
+              num_epochs,
+              train_values(log_sums),
+              pace.lap(step),
+              spec.example_name,
+            )
+          )
         log_sums.update(loss=0.0, accuracy=0.0, count=0)
       if epoch_done:
         epoch = step // steps_per_epoch
@@ -521,10 +599,20 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
         history.append(row)
         writer.write(step, "test", row)
         if is_writer:
-          logger.info(metrics.log_line(
-              step, total_steps, epoch, num_epochs, train_means, epoch_pace, spec.example_name,
-              epoch_end=True, test=evaluated,
-              eval_seconds=eval_seconds if evaluated is not None else None))
+          logger.info(
+            metrics.log_line(
+              step,
+              total_steps,
+              epoch,
+              num_epochs,
+              train_means,
+              epoch_pace,
+              spec.example_name,
+              epoch_end=True,
+              test=evaluated,
+              eval_seconds=eval_seconds if evaluated is not None else None,
+            )
+          )
         log_sums.update(loss=0.0, accuracy=0.0, count=0)
         pace.restart()
         if spec.score in row:
@@ -533,20 +621,20 @@ def _train(spec: Loop, state, workdir: str, run_checkpoints: checkpoint.RunCheck
         save(step, finished=step == total_steps)
         last_saved_step = step
       if step == total_steps:  # a signal during the last evaluation or save counts too
-        preempted = _agreed_preemption(stop["signal"], step, preemption_sync_every,
-                                       force=True)
+        preempted = _agreed_preemption(stop["signal"], step, preemption_sync_every, force=True)
       if preempted is not None:
         # Also on the last step: the run is complete and saved, but the signal asks the
         # process to stop, and a pipeline of runs (PBA's search, then its training) must
         # not start the next one. Rerunning reports the finished run.
         run_checkpoints.wait()
         name = signal.Signals(preempted).name
-        what = ("the final checkpoint" if step == total_steps
-                else "a checkpoint")
-        raise PreemptedError(f"{name}: saved {what} at step {step} in "
-                             f"{run_checkpoints.directory}; rerun the same command to "
-                             f"{'report the result' if step == total_steps else 'resume'}.",
-                             preempted)
+        what = "the final checkpoint" if step == total_steps else "a checkpoint"
+        raise PreemptedError(
+          f"{name}: saved {what} at step {step} in "
+          f"{run_checkpoints.directory}; rerun the same command to "
+          f"{'report the result' if step == total_steps else 'resume'}.",
+          preempted,
+        )
   finally:
     pipeline.close_iterator(batches)
     progress.close()
@@ -560,9 +648,14 @@ def device_batches(split, sampler, mesh, prefetch: int = 2):
   """``batches(start_step, stop_step)`` for a Loop: ``split``'s batches for ``sampler``
   (kd_jax.data.pipeline), put on the devices ``prefetch`` steps ahead in a background
   thread, so reading, decoding and the host-to-device copy overlap the running step."""
+
   def batches(start_step: int, stop_step: int):
-    return pipeline.prefetch(split.train_batches(sampler, start_step, stop_step), prefetch,
-                             lambda host_batch: sharding.global_batch(host_batch, mesh))
+    return pipeline.prefetch(
+      split.train_batches(sampler, start_step, stop_step),
+      prefetch,
+      lambda host_batch: sharding.global_batch(host_batch, mesh),
+    )
+
   return batches
 
 
@@ -598,32 +691,48 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   sharding.check_batch_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
   run = setup_lib.build_run(config, mesh)
   method = run.method
-  sampler = EpochSampler(run.num_train, config.batch_size, config.seed,
-                         jax.process_index(), jax.process_count())
+  sampler = EpochSampler(
+    run.num_train, config.batch_size, config.seed, jax.process_index(), jax.process_count()
+  )
   steps_per_epoch = sampler.steps_per_epoch
   # The "longer training" of Wang et al.: the epoch factor stretches epochs and lr milestones.
   num_epochs = config.num_epochs * config.epoch_factor
   optimizer, lr_schedule = optim.make_optimizer(
-      **config.optimizer.to_dict(), steps_per_epoch=steps_per_epoch, num_epochs=num_epochs,
-      epoch_factor=config.epoch_factor, global_batch=config.batch_size)
+    **config.optimizer.to_dict(),
+    steps_per_epoch=steps_per_epoch,
+    num_epochs=num_epochs,
+    epoch_factor=config.epoch_factor,
+    global_batch=config.batch_size,
+  )
   state = sharding.replicate(state_lib.new_train_state(run.variables, optimizer, run.rng), mesh)
 
   # Pooled backward KD: generated samples for the whole training set, refreshed every
   # pool_every epochs, live in the state (and its checkpoints) so a resumed run is exact.
-  pool_every = (config.backward.pool_every_epochs
-                if run.modality == "image" and method.view == "backward" else 0)
+  pool_every = (
+    config.backward.pool_every_epochs
+    if run.modality == "image" and method.view == "backward"
+    else 0
+  )
   start_of_epoch = None
   train_split = run.train
   if pool_every:
     if not isinstance(run.train, pipeline.ArraySplit):  # check_config refuses this first
       raise ValueError("pooled backward KD needs an in-memory dataset.")
     state["aux_pool"], start_of_epoch = backward_kd.pool_hook(
-        run.student, run.teacher, run.teacher_variables, run.preprocess, run.pool_options,
-        run.train.arrays["image"], pool_every, min(config.eval_batch_size, run.num_train),
-        mesh)
+      run.student,
+      run.teacher,
+      run.teacher_variables,
+      run.preprocess,
+      run.pool_options,
+      run.train.arrays["image"],
+      pool_every,
+      min(config.eval_batch_size, run.num_train),
+      mesh,
+    )
     # Each example's pool entry is read by its index, which the batches carry.
     train_split = pipeline.ArraySplit(
-        {**run.train.arrays, "index": np.arange(run.num_train, dtype=np.int32)})
+      {**run.train.arrays, "index": np.arange(run.num_train, dtype=np.int32)}
+    )
 
   # A method that changes the run between epochs (Annealing-KD's two phases: a fresh
   # optimiser for phase 2) brings its own hooks; their state rides in the checkpoints.
@@ -631,25 +740,43 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   end_of_epoch = None
   phases = None
   if method.phases is not None:
-    phases = method.phases(optimizer, num_epochs, steps_per_epoch, lr_schedule,
-                           lambda tree: sharding.replicate(tree, mesh), score=score,
-                           **config[method.schedule_block].to_dict())
+    phases = method.phases(
+      optimizer,
+      num_epochs,
+      steps_per_epoch,
+      lr_schedule,
+      lambda tree: sharding.replicate(tree, mesh),
+      score=score,
+      **config[method.schedule_block].to_dict(),
+    )
   if phases is not None:
     state = phases.initial_state(state)
     lr_schedule, end_of_epoch = phases.lr_at, phases.end_of_epoch
     start_of_epoch = _chain_hooks(start_of_epoch, phases.start_of_epoch)
 
-  train_step = step_lib.jit_data_parallel(step_lib.make_train_step(
-      run.student, optimizer, method, run.preprocess, teacher=run.teacher, view=run.view,
-      regression=run.regression, pooled_view=bool(pool_every),
-      joint_views=config.view.joint_pass), mesh)
-  eval_step = step_lib.jit_eval(step_lib.make_eval_step(
-      run.student, run.preprocess, run.teacher, run.regression), mesh)
+  train_step = step_lib.jit_data_parallel(
+    step_lib.make_train_step(
+      run.student,
+      optimizer,
+      method,
+      run.preprocess,
+      teacher=run.teacher,
+      view=run.view,
+      regression=run.regression,
+      pooled_view=bool(pool_every),
+      joint_views=config.view.joint_pass,
+    ),
+    mesh,
+  )
+  eval_step = step_lib.jit_eval(
+    step_lib.make_eval_step(run.student, run.preprocess, run.teacher, run.regression), mesh
+  )
   # The values the method's schedule sets (T, φ, ψ, ...) are logged with the train rows.
   schedule_keys = []
   if method.schedule is not None:
-    schedule_keys = sorted(method.schedule(1, num_epochs,
-                                           **config[method.schedule_block].to_dict()))
+    schedule_keys = sorted(
+      method.schedule(1, num_epochs, **config[method.schedule_block].to_dict())
+    )
 
   def hparams_at(epoch):
     values = epoch_hparams(config, method, epoch, num_epochs)
@@ -658,47 +785,85 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   def evaluate_epoch(state, epoch):
     del epoch
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    return evaluate(eval_step, variables, run.test, config.eval_batch_size, mesh,
-                    run.teacher_variables, run.regression)
+    return evaluate(
+      eval_step,
+      variables,
+      run.test,
+      config.eval_batch_size,
+      mesh,
+      run.teacher_variables,
+      run.regression,
+    )
 
   if config.get("teacher_checkpoint", "") and run.teacher is not None:
     # A teacher converted from another framework: its accuracy first, so that a wrong
     # conversion or a mismatched class order shows before any training.
     teacher_top1 = evaluate_epoch(state, 0).get("teacher_top1")
     if jax.process_index() == 0:
-      logger.info("teacher %s from %s: top-1 %.2f on the evaluation split", config.teacher_model,
-                  config.teacher_checkpoint, teacher_top1)
+      logger.info(
+        "teacher %s from %s: top-1 %.2f on the evaluation split",
+        config.teacher_model,
+        config.teacher_checkpoint,
+        teacher_top1,
+      )
 
-  spec = Loop(train_step, device_batches(train_split, sampler, mesh, config.input.prefetch),
-              hparams_at, evaluate_epoch, steps_per_epoch,
-              num_epochs * steps_per_epoch, config.to_dict(), run.teacher_variables,
-              sharding.replicate(run.teacher_constants, mesh), lr_schedule,
-              start_of_epoch=start_of_epoch, end_of_epoch=end_of_epoch,
-              extra_meta=lambda step: {**run.meta, "sampler": sampler.position(step)},
-              checkpoint_every_steps=config.checkpoint_every_steps,
-              max_checkpoints_to_keep=config.max_checkpoints_to_keep,
-              log_every_steps=config.log_every_steps, progress_bar=config.progress_bar,
-              score=score, examples_per_step=config.batch_size,
-              example_name="images" if run.modality == "image" else "examples",
-              resume_ignored=unread_blocks(method), identity=run.identity)
+  spec = Loop(
+    train_step,
+    device_batches(train_split, sampler, mesh, config.input.prefetch),
+    hparams_at,
+    evaluate_epoch,
+    steps_per_epoch,
+    num_epochs * steps_per_epoch,
+    config.to_dict(),
+    run.teacher_variables,
+    sharding.replicate(run.teacher_constants, mesh),
+    lr_schedule,
+    start_of_epoch=start_of_epoch,
+    end_of_epoch=end_of_epoch,
+    extra_meta=lambda step: {**run.meta, "sampler": sampler.position(step)},
+    checkpoint_every_steps=config.checkpoint_every_steps,
+    max_checkpoints_to_keep=config.max_checkpoints_to_keep,
+    log_every_steps=config.log_every_steps,
+    progress_bar=config.progress_bar,
+    score=score,
+    examples_per_step=config.batch_size,
+    example_name="images" if run.modality == "image" else "examples",
+    resume_ignored=unread_blocks(method),
+    identity=run.identity,
+  )
   result = run_loop(spec, state, workdir)
 
   summary = metrics.summarize(result.history, score)
-  summary.update(method=config.method, seed=config.seed, steps=result.steps, **run.describe,
-                 train_seconds=result.train_seconds,
-                 # 1 unless something (a shape, a dtype, a Python value) changed between steps.
-                 train_step_compilations=result.compilations)
+  summary.update(
+    method=config.method,
+    seed=config.seed,
+    steps=result.steps,
+    **run.describe,
+    train_seconds=result.train_seconds,
+    # 1 unless something (a shape, a dtype, a Python value) changed between steps.
+    train_step_compilations=result.compilations,
+  )
   if jax.process_index() == 0:
     files.write_json_atomically(os.path.join(workdir, "summary.json"), summary, indent=2)
-    files.write_text_atomically(os.path.join(workdir, "summary.md"),
-                                metrics.summary_table(summary) + "\n")
-    metrics.plot_history(result.history, os.path.join(workdir, "curves.png"), score,
-                         title=f"{config.method}: {run.describe['model']} on "
-                               f"{run.describe['dataset']}")
+    files.write_text_atomically(
+      os.path.join(workdir, "summary.md"), metrics.summary_table(summary) + "\n"
+    )
+    metrics.plot_history(
+      result.history,
+      os.path.join(workdir, "curves.png"),
+      score,
+      title=f"{config.method}: {run.describe['model']} on {run.describe['dataset']}",
+    )
   return summary
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, is_writer: bool):
   from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-              disable=not (enabled and is_writer))
+
+  return tqdm(
+    total=total,
+    initial=initial,
+    unit="step",
+    dynamic_ncols=True,
+    disable=not (enabled and is_writer),
+  )

@@ -30,7 +30,8 @@ import logging
 import math
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,12 +51,15 @@ def finalize_regression(sums: dict[str, float], predictions, labels) -> dict[str
   """Pearson and Spearman correlations (×100, GLUE's STS-B scores) and the mean squared
   error, from the summed squared error and the gathered predictions."""
   from scipy import stats
+
   predictions, labels = np.asarray(predictions, np.float64), np.asarray(labels, np.float64)
   if predictions.shape != labels.shape:
     raise ValueError(f"{predictions.shape[0]} predictions for {labels.shape[0]} labels.")
-  return {"pearson": 100.0 * float(stats.pearsonr(predictions, labels)[0]),
-          "spearman": 100.0 * float(stats.spearmanr(predictions, labels)[0]),
-          "loss": sums["loss"] / max(sums["count"], 1.0)}
+  return {
+    "pearson": 100.0 * float(stats.pearsonr(predictions, labels)[0]),
+    "spearman": 100.0 * float(stats.spearmanr(predictions, labels)[0]),
+    "loss": sums["loss"] / max(sums["count"], 1.0),
+  }
 
 
 RESUMED = "resumed"  # the split of the marker row a resumed run appends
@@ -86,9 +90,13 @@ class MetricWriter:
       self._append({"step": int(resume_step), "split": RESUMED})
     tensorboard_dir = os.path.join(workdir, "tensorboard")
     from tensorboardX import SummaryWriter  # imported here: only writers need it
+
     # Events past the restored step are hidden (purged) in TensorBoard, as in the JSONL.
-    purge = int(resume_step) + 1 if os.path.isdir(tensorboard_dir) and os.listdir(
-        tensorboard_dir) else None
+    purge = (
+      int(resume_step) + 1
+      if os.path.isdir(tensorboard_dir) and os.listdir(tensorboard_dir)
+      else None
+    )
     self._tensorboard = SummaryWriter(tensorboard_dir, purge_step=purge)
 
   def _append(self, row: dict) -> None:
@@ -131,8 +139,10 @@ def _repair_torn_tail(path: str) -> bool:
         f.write(b"\n")
         return True
       logging.getLogger(__name__).warning(
-          "%s: its last line was cut off (%d bytes, a run stopped mid-write); removed it.",
-          path, len(data) - end)
+        "%s: its last line was cut off (%d bytes, a run stopped mid-write); removed it.",
+        path,
+        len(data) - end,
+      )
       f.truncate(end)
   return end > 0
 
@@ -153,8 +163,7 @@ def read_rows(workdir_or_path: str) -> list[dict[str, Any]]:
       try:
         row = json.loads(line)
       except ValueError:
-        logging.getLogger(__name__).warning("%s, line %d: not a JSON row; skipped.", path,
-                                            number)
+        logging.getLogger(__name__).warning("%s, line %d: not a JSON row; skipped.", path, number)
         continue
       if row.get("split") == RESUMED:
         rows = [kept for kept in rows if kept["step"] <= row["step"]]
@@ -176,9 +185,13 @@ def summarize(history: Sequence[dict[str, Any]], score: str = "top1") -> dict[st
     return {}
   last = history[-1]
   best = max(history, key=lambda row: row[score])
-  summary = {"epochs": last["epoch"], f"last_{score}": last[score],
-             f"best_{score}": best[score], "best_epoch": best["epoch"],
-             "last_loss": last["loss"]}
+  summary = {
+    "epochs": last["epoch"],
+    f"last_{score}": last[score],
+    f"best_{score}": best[score],
+    "best_epoch": best["epoch"],
+    "last_loss": last["loss"],
+  }
   for key in ("spearman", "agreement", "kl_teacher_student", "teacher_top1"):
     if key in last:
       summary[f"last_{key}"] = last[key]
@@ -194,8 +207,16 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 # Values ×100 (percentages; Pearson and Spearman ×100): printed with two decimals.
-_HUNDREDTHS = {"top1", "train_top1", "teacher_top1", "agreement", "pearson", "spearman", "best",
-               "median"}
+_HUNDREDTHS = {
+  "top1",
+  "train_top1",
+  "teacher_top1",
+  "agreement",
+  "pearson",
+  "spearman",
+  "best",
+  "median",
+}
 
 
 def format_values(values: dict[str, Any]) -> str:
@@ -239,8 +260,10 @@ class Pace:
     else:
       pace = (step - self._first[0]) / max(now - self._first[1], 1e-9)
     self._interval = (step, now)
-    values = {"steps_per_second": steps_per_second,
-              "eta_seconds": (self.total_steps - step) / pace if pace > 0 else math.inf}
+    values = {
+      "steps_per_second": steps_per_second,
+      "eta_seconds": (self.total_steps - step) / pace if pace > 0 else math.inf,
+    }
     if self.examples_per_step:
       values["examples_per_second"] = steps_per_second * self.examples_per_step
     return values
@@ -250,10 +273,18 @@ class Pace:
     self._interval = (self._interval[0], time.perf_counter())
 
 
-def log_line(step: int, total_steps: int, epoch: int, num_epochs: int,
-             train: dict[str, Any], pace: dict[str, float], example_name: str = "examples",
-             epoch_end: bool = False, test: dict[str, Any] | None = None,
-             eval_seconds: float | None = None) -> str:
+def log_line(
+  step: int,
+  total_steps: int,
+  epoch: int,
+  num_epochs: int,
+  train: dict[str, Any],
+  pace: dict[str, float],
+  example_name: str = "examples",
+  epoch_end: bool = False,
+  test: dict[str, Any] | None = None,
+  eval_seconds: float | None = None,
+) -> str:
   """One log line of the loop: ``step 40/66, epoch 2/3: loss 0.5123, top1 83.59, lr 0.05 |
   31.2 steps/s, 1997 images/s, ETA 0:00:01``; at an epoch end ``epoch 2/3 done, step 44/66:
   train loss ...`` followed by ``| test top1 88.33, loss 0.4123 (eval 0.21 s)``."""
@@ -265,8 +296,9 @@ def log_line(step: int, total_steps: int, epoch: int, num_epochs: int,
   speed = [f"{_rate(pace['steps_per_second'])} steps/s"]
   if "examples_per_second" in pace:
     speed.append(f"{_rate(pace['examples_per_second'])} {example_name}/s")
-  speed.append("ETA " + (str(datetime.timedelta(seconds=round(eta))) if math.isfinite(eta)
-                         else "?"))
+  speed.append(
+    "ETA " + (str(datetime.timedelta(seconds=round(eta))) if math.isfinite(eta) else "?")
+  )
   line = f"{head}{format_values(train)} | {', '.join(speed)}"
   if test:
     line += f" | test {format_values(test)}"
@@ -294,8 +326,12 @@ def history_figure(history: Sequence[dict[str, Any]], score: str = "top1", title
   epochs = [row["epoch"] for row in history]
   axes[0].plot(epochs, [row["train_loss"] for row in history], label="train (objective)")
   if any("loss" in row for row in history):
-    axes[0].plot(epochs, [row.get("loss", math.nan) for row in history], "--",
-                 label="test (cross-entropy)" if score == "top1" else "test (squared error)")
+    axes[0].plot(
+      epochs,
+      [row.get("loss", math.nan) for row in history],
+      "--",
+      label="test (cross-entropy)" if score == "top1" else "test (squared error)",
+    )
   axes[0].legend()
   axes[0].set(xlabel="epoch", ylabel="loss")
   axes[1].plot(epochs, [row[score] for row in history], label="student")
@@ -312,8 +348,9 @@ def history_figure(history: Sequence[dict[str, Any]], score: str = "top1", title
   return fig
 
 
-def plot_history(history: Sequence[dict[str, Any]], path: str, score: str = "top1",
-                 title: str = ""):
+def plot_history(
+  history: Sequence[dict[str, Any]], path: str, score: str = "top1", title: str = ""
+):
   """Saves history_figure as a PNG at ``path``; returns the figure."""
   fig = history_figure(history, score, title)
   temporary = f"{path}.tmp{os.getpid()}"

@@ -45,7 +45,7 @@ three optimisers; each one's default leaves the optimisers above exactly as they
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +57,9 @@ _OWN_SCHEDULE = {"sgd": "step", "adam": "step", "adamw": "linear"}
 _DECAYS_NORM_AND_BIAS = {"sgd": True, "adam": False, "adamw": False}
 
 
-def multistep_schedule(base_lr: float, milestones: Sequence[int], decay: float,
-                       steps_per_epoch: int) -> optax.Schedule:
+def multistep_schedule(
+  base_lr: float, milestones: Sequence[int], decay: float, steps_per_epoch: int
+) -> optax.Schedule:
   """lr for the update at step s: ``base_lr · decay^(#milestones ≤ s // steps_per_epoch)``."""
   boundaries: dict[int, float] = {}
   for milestone in milestones:
@@ -67,14 +68,19 @@ def multistep_schedule(base_lr: float, milestones: Sequence[int], decay: float,
   return optax.piecewise_constant_schedule(base_lr, boundaries)
 
 
-def warmup_linear_decay_schedule(learning_rate: float, total_steps: int,
-                                 warmup_fraction: float) -> optax.Schedule:
+def warmup_linear_decay_schedule(
+  learning_rate: float, total_steps: int, warmup_fraction: float
+) -> optax.Schedule:
   """0 → ``learning_rate`` linearly over ``int(warmup_fraction·total_steps)`` steps (at
   least 1), then linearly to 0 at ``total_steps``."""
   warmup = max(int(warmup_fraction * total_steps), 1)
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, learning_rate, warmup),
-       optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup, 1))], [warmup])
+    [
+      optax.linear_schedule(0.0, learning_rate, warmup),
+      optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup, 1)),
+    ],
+    [warmup],
+  )
 
 
 def with_warmup(schedule: optax.Schedule, warmup_steps: int, peak: float) -> optax.Schedule:
@@ -83,8 +89,9 @@ def with_warmup(schedule: optax.Schedule, warmup_steps: int, peak: float) -> opt
   count, not restarted)."""
   if warmup_steps <= 0:
     return schedule
-  return lambda step: jnp.where(step < warmup_steps, peak * (step + 1) / warmup_steps,
-                                schedule(step))
+  return lambda step: jnp.where(
+    step < warmup_steps, peak * (step + 1) / warmup_steps, schedule(step)
+  )
 
 
 def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
@@ -94,16 +101,27 @@ def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0) -> 
   return with_warmup(lambda step: decay(step - warmup_steps), warmup_steps, base_lr)
 
 
-def make_optimizer(*, name: str = "sgd", learning_rate: float, steps_per_epoch: int,
-                   num_epochs: int | None = None, momentum: float = 0.9,
-                   nesterov: bool = False, weight_decay: float = 0.0,
-                   lr_milestones: Sequence[int] = (), lr_decay: float = 0.1,
-                   warmup_fraction: float = 0.1, epoch_factor: int = 1,
-                   clip_global_norm: float | None = None, adam_eps: float = 1e-5,
-                   schedule: str = "", warmup_epochs: float = 0.0,
-                   decay_norm_and_bias: bool | None = None, lr_reference_batch: int = 0,
-                   global_batch: int | None = None
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+  *,
+  name: str = "sgd",
+  learning_rate: float,
+  steps_per_epoch: int,
+  num_epochs: int | None = None,
+  momentum: float = 0.9,
+  nesterov: bool = False,
+  weight_decay: float = 0.0,
+  lr_milestones: Sequence[int] = (),
+  lr_decay: float = 0.1,
+  warmup_fraction: float = 0.1,
+  epoch_factor: int = 1,
+  clip_global_norm: float | None = None,
+  adam_eps: float = 1e-5,
+  schedule: str = "",
+  warmup_epochs: float = 0.0,
+  decay_norm_and_bias: bool | None = None,
+  lr_reference_batch: int = 0,
+  global_batch: int | None = None,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimiser ``name`` ("sgd" | "adamw" | "adam") and its learning-rate schedule.
 
   ``epoch_factor`` k multiplies the sgd / adam milestones, for runs whose epochs were
@@ -123,38 +141,64 @@ def make_optimizer(*, name: str = "sgd", learning_rate: float, steps_per_epoch: 
     raise ValueError(f"clip_global_norm must be positive or None; got {clip_global_norm!r}.")
   schedule = schedule or _OWN_SCHEDULE[name]
   if schedule not in SCHEDULE_NAMES:
-    raise ValueError(f"unknown lr schedule {schedule!r}; valid: {', '.join(SCHEDULE_NAMES)} "
-                     "('' for the optimizer's own).")
+    raise ValueError(
+      f"unknown lr schedule {schedule!r}; valid: {', '.join(SCHEDULE_NAMES)} "
+      "('' for the optimizer's own)."
+    )
   if warmup_epochs < 0:
     raise ValueError(f"warmup_epochs must be >= 0; got {warmup_epochs!r}.")
   if warmup_epochs and schedule == "linear":
-    raise ValueError("warmup_epochs is for the step and cosine schedules; the linear schedule "
-                     "warms up over warmup_fraction of the steps.")
+    raise ValueError(
+      "warmup_epochs is for the step and cosine schedules; the linear schedule "
+      "warms up over warmup_fraction of the steps."
+    )
   if not isinstance(lr_reference_batch, int) or lr_reference_batch < 0:
-    raise ValueError(f"lr_reference_batch must be an int >= 0 (0: no scaling); got "
-                     f"{lr_reference_batch!r}.")
+    raise ValueError(
+      f"lr_reference_batch must be an int >= 0 (0: no scaling); got {lr_reference_batch!r}."
+    )
   if lr_reference_batch:
     if not global_batch:
-      raise ValueError("lr_reference_batch scales the lr with the global batch: pass "
-                       "global_batch.")
+      raise ValueError("lr_reference_batch scales the lr with the global batch: pass global_batch.")
     learning_rate = learning_rate * global_batch / lr_reference_batch
   if decay_norm_and_bias is None:
     decay_norm_and_bias = _DECAYS_NORM_AND_BIAS[name]
-  lr_schedule = _schedule(schedule, learning_rate, steps_per_epoch, num_epochs, lr_milestones,
-                          lr_decay, warmup_fraction, warmup_epochs, epoch_factor)
-  optimizer = _optimizer(name, lr_schedule, momentum, nesterov, weight_decay,
-                         decay_norm_and_bias, adam_eps)
+  lr_schedule = _schedule(
+    schedule,
+    learning_rate,
+    steps_per_epoch,
+    num_epochs,
+    lr_milestones,
+    lr_decay,
+    warmup_fraction,
+    warmup_epochs,
+    epoch_factor,
+  )
+  optimizer = _optimizer(
+    name, lr_schedule, momentum, nesterov, weight_decay, decay_norm_and_bias, adam_eps
+  )
   if clip_global_norm is not None:
     optimizer = optax.chain(optax.clip_by_global_norm(clip_global_norm), optimizer)
   return optimizer, lr_schedule
 
 
-def _schedule(name, learning_rate, steps_per_epoch, num_epochs, lr_milestones, lr_decay,
-              warmup_fraction, warmup_epochs, epoch_factor) -> optax.Schedule:
+def _schedule(
+  name,
+  learning_rate,
+  steps_per_epoch,
+  num_epochs,
+  lr_milestones,
+  lr_decay,
+  warmup_fraction,
+  warmup_epochs,
+  epoch_factor,
+) -> optax.Schedule:
   if name == "step":
     milestones = [m * epoch_factor for m in lr_milestones]
-    return with_warmup(multistep_schedule(learning_rate, milestones, lr_decay, steps_per_epoch),
-                       int(round(warmup_epochs * steps_per_epoch)), learning_rate)
+    return with_warmup(
+      multistep_schedule(learning_rate, milestones, lr_decay, steps_per_epoch),
+      int(round(warmup_epochs * steps_per_epoch)),
+      learning_rate,
+    )
   if not num_epochs:
     raise ValueError(f"the {name} lr schedule needs num_epochs (it decays to 0 at the end).")
   total_steps = num_epochs * steps_per_epoch
@@ -162,18 +206,21 @@ def _schedule(name, learning_rate, steps_per_epoch, num_epochs, lr_milestones, l
     return warmup_linear_decay_schedule(learning_rate, total_steps, warmup_fraction)
   warmup_steps = int(round(warmup_epochs * steps_per_epoch))
   if warmup_steps >= total_steps:
-    raise ValueError(f"warmup_epochs ({warmup_epochs}) must be shorter than the run "
-                     f"({num_epochs} epochs), or the cosine never decays.")
+    raise ValueError(
+      f"warmup_epochs ({warmup_epochs}) must be shorter than the run "
+      f"({num_epochs} epochs), or the cosine never decays."
+    )
   return cosine_schedule(learning_rate, total_steps, warmup_steps)
 
 
-def _optimizer(name, schedule, momentum, nesterov, weight_decay, decay_norm_and_bias,
-               adam_eps) -> optax.GradientTransformation:
-  mask = None if decay_norm_and_bias else (
-      lambda params: jax.tree.map(lambda x: x.ndim > 1, params))
+def _optimizer(
+  name, schedule, momentum, nesterov, weight_decay, decay_norm_and_bias, adam_eps
+) -> optax.GradientTransformation:
+  mask = (
+    None if decay_norm_and_bias else (lambda params: jax.tree.map(lambda x: x.ndim > 1, params))
+  )
   if name == "adamw":  # decoupled decay, after the moments
-    return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=weight_decay,
-                       mask=mask)
+    return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=weight_decay, mask=mask)
   transforms = []  # sgd and adam: L2 decay added to the gradient first, as PyTorch's
   if weight_decay:
     transforms.append(optax.add_decayed_weights(weight_decay, mask=mask))

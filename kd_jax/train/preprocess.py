@@ -18,7 +18,6 @@ import jax.numpy as jnp
 from kd_jax import augment, policies
 from kd_jax.models.adapters import TEXT_FIELDS
 
-
 # fold_in(step key, this) seeds AutoAugment and Cutout in the preprocess: far from the small
 # indices the step folds in for the view (1) and dropout (0, 2).
 STANDARD_STAGES_KEY = 0x5EEDA1
@@ -34,6 +33,7 @@ class ImagePreprocess:
   the mean colour (0 after normalisation) — torchvision's usual CIFAR order. Evaluation
   mode only normalises.
   """
+
   mean: tuple
   std: tuple
   crop_pad: int = 0
@@ -66,16 +66,26 @@ class ImagePreprocess:
     return (0.0 - mean) / std, (1.0 - mean) / std
 
 
-def image_preprocess(mean, std, crop_pad: int = 0, flip: bool = False,
-                     compute_dtype=jnp.float32, *, cutout_size: int = 0,
-                     autoaugment: str = "") -> ImagePreprocess:
+def image_preprocess(
+  mean,
+  std,
+  crop_pad: int = 0,
+  flip: bool = False,
+  compute_dtype=jnp.float32,
+  *,
+  cutout_size: int = 0,
+  autoaugment: str = "",
+) -> ImagePreprocess:
   if autoaugment:
     policies.encode_autoaugment(autoaugment)  # an unknown name fails here, not in the step
   if cutout_size < 0 or cutout_size == 1:
-    raise ValueError(f"cutout_size must be 0 (no Cutout) or ≥ 2 pixels (the square is "
-                     f"centre ± size//2); got {cutout_size}.")
-  return ImagePreprocess(tuple(mean), tuple(std), crop_pad, flip, compute_dtype, cutout_size,
-                         autoaugment)
+    raise ValueError(
+      f"cutout_size must be 0 (no Cutout) or ≥ 2 pixels (the square is "
+      f"centre ± size//2); got {cutout_size}."
+    )
+  return ImagePreprocess(
+    tuple(mean), tuple(std), crop_pad, flip, compute_dtype, cutout_size, autoaugment
+  )
 
 
 @dataclasses.dataclass(frozen=True)

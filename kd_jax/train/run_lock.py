@@ -47,8 +47,10 @@ def _holder_text(path: str) -> tuple[str, dict]:
     return "another process", {}
   if not isinstance(holder, dict):
     return "another process", {}
-  return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since "
-          f"{holder.get('started', '?')}: {holder.get('command', '?')}"), holder
+  return (
+    f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since "
+    f"{holder.get('started', '?')}: {holder.get('command', '?')}"
+  ), holder
 
 
 def _pid_alive(pid: int) -> bool:
@@ -66,24 +68,30 @@ def _acquire(workdir: str) -> int:
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as error:
-    raise PermissionError(error.errno, f"cannot create the run directory {workdir} "
-                                       f"({error.strerror}); choose a writable --workdir.")
+    raise PermissionError(
+      error.errno,
+      f"cannot create the run directory {workdir} ({error.strerror}); choose a writable --workdir.",
+    ) from error
   path = os.path.join(workdir, LOCK_NAME)
   while True:
     try:
       fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-      raise PermissionError(error.errno, f"cannot write in the run directory {workdir} "
-                                         f"({error.strerror}); choose a writable --workdir.")
+      raise PermissionError(
+        error.errno,
+        f"cannot write in the run directory {workdir} "
+        f"({error.strerror}); choose a writable --workdir.",
+      ) from error
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       os.close(fd)
       holder, _ = _holder_text(path)
       raise WorkdirLockedError(
-          f"{workdir} is in use by another kd_jax run ({holder}); two runs in one directory "
-          "would overwrite each other's checkpoints. Wait for it to end, stop it, or use "
-          "another --workdir.") from None
+        f"{workdir} is in use by another kd_jax run ({holder}); two runs in one directory "
+        "would overwrite each other's checkpoints. Wait for it to end, stop it, or use "
+        "another --workdir."
+      ) from None
     except OSError as error:
       if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
         os.close(fd)
@@ -100,10 +108,17 @@ def _acquire(workdir: str) -> int:
     os.close(fd)
   holder, previous = _holder_text(path)
   if previous:
-    logger.info("%s: taking over the lock left by a run that ended without releasing it "
-                "(%s).", workdir, holder)
-  record = {"host": socket.gethostname(), "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+    logger.info(
+      "%s: taking over the lock left by a run that ended without releasing it (%s).",
+      workdir,
+      holder,
+    )
+  record = {
+    "host": socket.gethostname(),
+    "pid": os.getpid(),
+    "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    "command": " ".join(sys.argv),
+  }
   os.ftruncate(fd, 0)
   os.pwrite(fd, json.dumps(record).encode(), 0)
   os.fsync(fd)
@@ -118,11 +133,17 @@ def _check_holder_without_flock(path: str, workdir: str) -> None:
     return
   if record.get("host") == socket.gethostname():
     if _pid_alive(int(record.get("pid", -1))):
-      raise WorkdirLockedError(f"{workdir} is in use by another kd_jax run ({holder}). Wait "
-                               "for it to end, stop it, or use another --workdir.")
+      raise WorkdirLockedError(
+        f"{workdir} is in use by another kd_jax run ({holder}). Wait "
+        "for it to end, stop it, or use another --workdir."
+      )
     return
-  logger.warning("%s: this filesystem has no file locks, and the lock file names a run on "
-                 "another host (%s); make sure it has ended.", workdir, holder)
+  logger.warning(
+    "%s: this filesystem has no file locks, and the lock file names a run on "
+    "another host (%s); make sure it has ended.",
+    workdir,
+    holder,
+  )
 
 
 def _release(workdir: str, fd: int) -> None:
@@ -154,14 +175,16 @@ def hold(workdir: str):
   if jax.process_index() == 0:
     try:
       fd = _acquire(workdir)
-    except Exception as error:  # noqa: BLE001 - raised below, after telling the others
+    except Exception as error:
       failure = error
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     got = int(multihost_utils.broadcast_one_to_all(np.int32(fd is not None)))
     if not got and failure is None:
-      failure = WorkdirLockedError(f"process 0 could not take the lock of {workdir} (its "
-                                   "error says why).")
+      failure = WorkdirLockedError(
+        f"process 0 could not take the lock of {workdir} (its error says why)."
+      )
   if failure is not None:
     raise failure
   # Every process records the hold (fd None on processes other than 0), so that a nested

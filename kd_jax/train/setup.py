@@ -22,7 +22,8 @@ import numpy as np
 from kd_jax import methods, models
 from kd_jax.data.pipeline import ArraySplit
 from kd_jax.models import adapters
-from kd_jax.train import checkpoint, preprocess as preprocess_lib, sharding
+from kd_jax.train import checkpoint, sharding
+from kd_jax.train import preprocess as preprocess_lib
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +33,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 @dataclasses.dataclass
 class RunSetup:
   """Everything the loop needs besides the schedule (see ``build_run``)."""
-  modality: str                  # "image" | "text"
+
+  modality: str  # "image" | "text"
   method: methods.Method
   view: methods.ViewMaker | None
-  student: Any                   # model adapter
-  variables: dict                # the student's initial {"params", "batch_stats"}
-  rng: jax.Array                 # the run's random stream (folded with the step)
+  student: Any  # model adapter
+  variables: dict  # the student's initial {"params", "batch_stats"}
+  rng: jax.Array  # the run's random stream (folded with the step)
   preprocess: Any
-  train: Any                     # a kd_jax.data Split: "label" and what the preprocess reads
+  train: Any  # a kd_jax.data Split: "label" and what the preprocess reads
   test: Any
   teacher: Any = None
   teacher_variables: dict = dataclasses.field(default_factory=dict)
@@ -65,11 +67,18 @@ def dtype_of(name: str):
 
 def is_text_dataset(name: str) -> bool:
   from kd_jax.data.text import TEXT_DATASET_NAMES
+
   return name in TEXT_DATASET_NAMES
 
 
-def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
-                 num_classes: int | None = None, image_shape=None):
+def load_teacher(
+  teacher_workdir: str,
+  dataset: str,
+  mesh,
+  dtype=jnp.float32,
+  num_classes: int | None = None,
+  image_shape=None,
+):
   """A frozen teacher from another run's checkpoints: ``(adapter, variables, meta)``.
 
   Image teachers are rebuilt from the run's ``model`` name; text teachers from the BERT
@@ -78,30 +87,40 @@ def load_teacher(teacher_workdir: str, dataset: str, mesh, dtype=jnp.float32,
   trained on another dataset.
   """
   if not teacher_workdir:
-    raise ValueError("this method needs a teacher: set --config.teacher_workdir to the "
-                     "--workdir of a finished teacher run (python -m "
-                     "kd_jax.experiments.train_teacher "
-                     "for images, kd_jax.experiments.distill_text with the teacher role for text).")
+    raise ValueError(
+      "this method needs a teacher: set --config.teacher_workdir to the "
+      "--workdir of a finished teacher run (python -m "
+      "kd_jax.experiments.train_teacher "
+      "for images, kd_jax.experiments.distill_text with the teacher role for text)."
+    )
   if not os.path.isdir(os.path.join(teacher_workdir, "checkpoints")):
     raise checkpoint.CheckpointError(
-        f"no teacher checkpoints in {teacher_workdir}/checkpoints: train the teacher first.")
+      f"no teacher checkpoints in {teacher_workdir}/checkpoints: train the teacher first."
+    )
   store = checkpoint.RunCheckpoints(teacher_workdir, read_only=True)
   meta = store.read_meta()
   teacher_config = meta["config"]
   if teacher_config["dataset"] != dataset:
-    raise ValueError(f"the teacher in {teacher_workdir} was trained on "
-                     f"{teacher_config['dataset']!r}, not on {dataset!r}.")
+    raise ValueError(
+      f"the teacher in {teacher_workdir} was trained on "
+      f"{teacher_config['dataset']!r}, not on {dataset!r}."
+    )
   if not meta.get("finished", False):
-    logger.warning("the teacher run in %s has not finished (step %d); using it anyway.",
-                   teacher_workdir, meta["step"])
+    logger.warning(
+      "the teacher run in %s has not finished (step %d); using it anyway.",
+      teacher_workdir,
+      meta["step"],
+    )
   if "model_config" in meta:  # a BERT run
     from kd_jax.models import bert
+
     module = bert.BertClassifier(bert.BertConfig(**meta["model_config"]))
     teacher = adapters.BertModel(module)
     template = {"params": bert.init_params(module, jax.random.PRNGKey(0)), "batch_stats": {}}
   else:
-    teacher = adapters.LinenImageModel(models.create_model(teacher_config["model"],
-                                                           num_classes, dtype))
+    teacher = adapters.LinenImageModel(
+      models.create_model(teacher_config["model"], num_classes, dtype)
+    )
     template = models.init_variables(teacher.module, jax.random.PRNGKey(0), image_shape)
   # Verified against the checksums saved with it; a step that fails is skipped with a
   # warning for the previous one (a student resumed with another teacher step is refused:
@@ -115,8 +134,9 @@ def load_trained(workdir: str, data, mesh, dtype=jnp.float32):
   """The model and variables of a finished image run on ``data`` (an ImageDataset), read
   as a frozen model: for evaluating any run against any other (kd_jax.experiments.demo,
   kd_jax.experiments.agreement)."""
-  model, variables, _ = load_teacher(workdir, data.name, mesh, dtype, data.num_classes,
-                                     data.image_shape)
+  model, variables, _ = load_teacher(
+    workdir, data.name, mesh, dtype, data.num_classes, data.image_shape
+  )
   return model, variables
 
 
@@ -151,40 +171,54 @@ def view_keywords(block, input_range=None) -> dict:
 def view_block(config, view: str):
   """The config block that configures ``view``: the block named after it."""
   if view not in config:
-    raise ValueError(f"the config has no {view!r} block for the view {view!r}; every view "
-                     "reads the block named after it (kd_jax/experiments/configs/common.py).")
+    raise ValueError(
+      f"the config has no {view!r} block for the view {view!r}; every view "
+      "reads the block named after it (kd_jax/experiments/configs/common.py)."
+    )
   return config[view]
 
 
-def compiled_image_step(student, optimizer, method, preprocess, mesh, *, teacher=None,
-                        view_options=None, **step_options):
+def compiled_image_step(
+  student, optimizer, method, preprocess, mesh, *, teacher=None, view_options=None, **step_options
+):
   """The core step, compiled for ``mesh``, for Flax Linen image modules (wrapped in
   LinenImageModel adapters) with the method's view built from that view's config block
   (``config.backward``, ``config.cutmix_pick``, ...; ``clip=True`` clips to the
   preprocess's valid range). For benchmarks and tests; runs
   use ``build_run``. ``step(state, batch, teacher_variables, hparams, teacher_constants)``."""
   from kd_jax.train import step as step_lib
+
   view = None
   if method.view is not None:
-    view = methods.make_view(method.view, "image",
-                             **view_keywords(view_options or {}, preprocess.valid_range()))
+    view = methods.make_view(
+      method.view, "image", **view_keywords(view_options or {}, preprocess.valid_range())
+    )
   teacher = adapters.LinenImageModel(teacher) if teacher is not None else None
-  return step_lib.jit_data_parallel(step_lib.make_train_step(
-      adapters.LinenImageModel(student), optimizer, method, preprocess, teacher=teacher,
-      view=view, **step_options), mesh)
+  return step_lib.jit_data_parallel(
+    step_lib.make_train_step(
+      adapters.LinenImageModel(student),
+      optimizer,
+      method,
+      preprocess,
+      teacher=teacher,
+      view=view,
+      **step_options,
+    ),
+    mesh,
+  )
 
 
 def build_image_run(config, mesh) -> RunSetup:
   from kd_jax.data import open_images
   from kd_jax.methods import backward_kd
+
   method = method_of(config)
   models.create_model(config.model, 1)  # fail early, listing the valid names
   dtype = dtype_of(config.dtype)
   options = config.input.to_dict()  # its keys are open_images's keywords
   train = open_images(config.dataset, "train", config.data_dir, config.download, **options)
   test = open_images(config.dataset, "test", config.data_dir, config.download, **options)
-  student = adapters.LinenImageModel(models.create_model(config.model, train.num_classes,
-                                                         dtype))
+  student = adapters.LinenImageModel(models.create_model(config.model, train.num_classes, dtype))
   for role, name in (("student", config.model), ("teacher", config.get("teacher_model", ""))):
     warning = name and models.input_size_warning(name, train.image_shape)
     if warning and (role == "student" or method.needs_teacher):
@@ -192,31 +226,49 @@ def build_image_run(config, mesh) -> RunSetup:
   init_key, rng = jax.random.split(jax.random.PRNGKey(config.seed))
   variables = models.init_variables(student.module, init_key, train.image_shape)
   preprocess = preprocess_lib.image_preprocess(
-      train.mean, train.std, config.augment.crop_pad, config.augment.flip, dtype,
-      cutout_size=config.augment.get("cutout_size", 0),
-      autoaugment=config.augment.get("autoaugment", ""))
+    train.mean,
+    train.std,
+    config.augment.crop_pad,
+    config.augment.flip,
+    dtype,
+    cutout_size=config.augment.get("cutout_size", 0),
+    autoaugment=config.augment.get("autoaugment", ""),
+  )
   view = pool_options = None
   if method.view is not None:
     options = view_keywords(view_block(config, method.view), preprocess.valid_range())
     view = methods.make_view(method.view, "image", **options)
     if method.view == "backward" and config.backward.pool_every_epochs:
       pool_options = {k: v for k, v in options.items() if k in backward_kd.SAMPLE_OPTIONS}
-  setup = RunSetup("image", method, view, student, variables, rng, preprocess,
-                   train.split, test.split, pool_options=pool_options,
-                   identity={"dataset": train.fingerprint} if train.fingerprint else {},
-                   describe={"model": config.model, "dataset": config.dataset})
+  setup = RunSetup(
+    "image",
+    method,
+    view,
+    student,
+    variables,
+    rng,
+    preprocess,
+    train.split,
+    test.split,
+    pool_options=pool_options,
+    identity={"dataset": train.fingerprint} if train.fingerprint else {},
+    describe={"model": config.model, "dataset": config.dataset},
+  )
   if method.needs_teacher and config.get("teacher_checkpoint", ""):
     setup.teacher, setup.teacher_variables = load_pytorch_teacher(
-        config.teacher_model, config.teacher_checkpoint, mesh, dtype, train.num_classes)
+      config.teacher_model, config.teacher_checkpoint, mesh, dtype, train.num_classes
+    )
     setup.describe["teacher"] = config.teacher_model
   elif method.needs_teacher:
     setup.teacher, setup.teacher_variables, _ = load_teacher(
-        config.teacher_workdir, train.name, mesh, dtype, train.num_classes, train.image_shape)
+      config.teacher_workdir, train.name, mesh, dtype, train.num_classes, train.image_shape
+    )
   return setup
 
 
-def load_pytorch_teacher(name: str, path: str, mesh, dtype=jnp.float32,
-                         num_classes: int | None = None):
+def load_pytorch_teacher(
+  name: str, path: str, mesh, dtype=jnp.float32, num_classes: int | None = None
+):
   """A frozen teacher read from a PyTorch file (kd_jax.models.from_pytorch): ``(adapter,
   variables)``. Its class count must be the dataset's."""
   variables = models.from_pytorch(name, path, num_classes)
@@ -227,13 +279,16 @@ def load_pytorch_teacher(name: str, path: str, mesh, dtype=jnp.float32,
 def _build_text_student(config, pretrained, num_labels, teacher_params, teacher_config, key):
   """The student described by ``config.student`` (see kd_jax/experiments/configs/text_common.py)."""
   from kd_jax.models import bert
+
   s = config.student
   if s.init == "pretrained":  # the pretrained checkpoint itself (teacher role, or alone)
     return bert.load_pretrained(pretrained, num_labels=num_labels, key=key)
   if s.init == "teacher_layers":
     if teacher_params is None:
-      raise ValueError("student.init='teacher_layers' needs a teacher (teacher_workdir) or "
-                       "student.init='pretrained_layers'.")
+      raise ValueError(
+        "student.init='teacher_layers' needs a teacher (teacher_workdir) or "
+        "student.init='pretrained_layers'."
+      )
     return bert.student_from_teacher(teacher_params, teacher_config, s.layers, key)
   if s.init == "pretrained_layers":
     model, params = bert.load_pretrained(pretrained, num_labels=num_labels, key=key)
@@ -241,58 +296,85 @@ def _build_text_student(config, pretrained, num_labels, teacher_params, teacher_
   if s.init == "random":
     base = bert.BertConfig.from_json(os.path.join(pretrained, "config.json"))
     student_config = dataclasses.replace(
-        base, hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
-        num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
-        num_labels=num_labels)
+      base,
+      hidden_size=s.hidden_size,
+      num_hidden_layers=s.num_layers,
+      num_attention_heads=s.num_heads,
+      intermediate_size=s.intermediate_size,
+      num_labels=num_labels,
+    )
     model = bert.BertClassifier(student_config)
     return model, bert.init_params(model, key)
-  raise ValueError(f"unknown student.init {s.init!r}; valid names: pretrained, "
-                   "pretrained_layers, teacher_layers, random.")
+  raise ValueError(
+    f"unknown student.init {s.init!r}; valid names: pretrained, "
+    "pretrained_layers, teacher_layers, random."
+  )
 
 
 def _text_arrays(split) -> ArraySplit:
-  return ArraySplit({**{k: getattr(split, k) for k in adapters.TEXT_FIELDS},
-                     "label": split.labels})
+  return ArraySplit({**{k: getattr(split, k) for k in adapters.TEXT_FIELDS}, "label": split.labels})
 
 
 def build_text_run(config, mesh) -> RunSetup:
   from kd_jax.data import text as text_data
   from kd_jax.methods import backward_kd
   from kd_jax.models import bert
+
   method = method_of(config)
   pretrained = config.pretrained or bert.minilm_folder()
   tokenizer = text_data.load_tokenizer(pretrained)
-  data = text_data.load_text_dataset(config.dataset, tokenizer, config.max_length,
-                                     config.data_dir, config.max_train, config.max_test)
+  data = text_data.load_text_dataset(
+    config.dataset, tokenizer, config.max_length, config.data_dir, config.max_train, config.max_test
+  )
   regression = data.is_regression
   if method.view is not None and regression:
-    raise ValueError("token-level backward KD needs class probabilities; "
-                     f"{config.dataset} is a regression task.")
+    raise ValueError(
+      f"token-level backward KD needs class probabilities; {config.dataset} is a regression task."
+    )
   if regression and config.get("label_smoothing", 0.0):
-    raise ValueError(f"config.label_smoothing smooths class labels; {config.dataset} is a "
-                     "regression task (its loss is the squared error): set it to 0.")
+    raise ValueError(
+      f"config.label_smoothing smooths class labels; {config.dataset} is a "
+      "regression task (its loss is the squared error): set it to 0."
+    )
   teacher = teacher_variables = None
   if method.needs_teacher or config.student.init == "teacher_layers":
     teacher, teacher_variables, _ = load_teacher(config.teacher_workdir, data.name, mesh)
   module, params = _build_text_student(
-      config, pretrained, data.num_labels,
-      teacher_variables["params"] if teacher else None,
-      teacher.module.config if teacher else None, jax.random.PRNGKey(config.seed))
+    config,
+    pretrained,
+    data.num_labels,
+    teacher_variables["params"] if teacher else None,
+    teacher.module.config if teacher else None,
+    jax.random.PRNGKey(config.seed),
+  )
   view = None
   if method.view is not None:
-    view = methods.make_view(method.view, "text",
-                             **view_keywords(view_block(config, method.view)),
-                             special_ids=text_data.special_token_ids(tokenizer))
-  setup = RunSetup("text", method, view, adapters.BertModel(module),
-                   {"params": params, "batch_stats": {}},
-                   jax.random.PRNGKey(config.seed + 1_000_003), preprocess_lib.TextPreprocess(),
-                   _text_arrays(data.train), _text_arrays(data.test), regression=regression,
-                   meta={"model_config": dataclasses.asdict(module.config)},
-                   describe={"model": f"bert-{module.config.num_hidden_layers}x"
-                                      f"{module.config.hidden_size}",
-                             "dataset": data.name, "num_train": len(data.train),
-                             "num_test": len(data.test),
-                             "student_parameters": bert.count_parameters(params)})
+    view = methods.make_view(
+      method.view,
+      "text",
+      **view_keywords(view_block(config, method.view)),
+      special_ids=text_data.special_token_ids(tokenizer),
+    )
+  setup = RunSetup(
+    "text",
+    method,
+    view,
+    adapters.BertModel(module),
+    {"params": params, "batch_stats": {}},
+    jax.random.PRNGKey(config.seed + 1_000_003),
+    preprocess_lib.TextPreprocess(),
+    _text_arrays(data.train),
+    _text_arrays(data.test),
+    regression=regression,
+    meta={"model_config": dataclasses.asdict(module.config)},
+    describe={
+      "model": f"bert-{module.config.num_hidden_layers}x{module.config.hidden_size}",
+      "dataset": data.name,
+      "num_train": len(data.train),
+      "num_test": len(data.test),
+      "student_parameters": bert.count_parameters(params),
+    },
+  )
   if method.needs_teacher:
     setup.teacher, setup.teacher_variables = teacher, teacher_variables
     if method.view == "backward":  # frozen teacher: its embedding Gram matrix once
@@ -303,23 +385,42 @@ def build_text_run(config, mesh) -> RunSetup:
 # Numeric keys with a lower bound, checked before anything loads (a key a config does not
 # have is skipped: text configs have no augment block). (key, minimum, integer only)
 CONFIG_BOUNDS = (
-    ("num_epochs", 1, True), ("epoch_factor", 1, True), ("batch_size", 1, True),
-    ("eval_batch_size", 1, True), ("max_checkpoints_to_keep", 1, True),
-    ("checkpoint_every_steps", 0, True), ("log_every_steps", 0, True),
-    ("optimizer.learning_rate", 0, False), ("optimizer.weight_decay", 0, False),
-    ("kd.ce_weight", 0, False), ("kd.kd_weight", 0, False), ("view.weight", 0, False),
-    ("augment.crop_pad", 0, True), ("augment.cutout_size", 0, True),
-    ("backward.pool_every_epochs", 0, True), ("continuation.t_max", 1, True),
-    ("input.image_size", 0, True), ("input.workers", 1, True), ("input.prefetch", 0, True),
-    ("input.cache_limit_gb", 0, False),
-    ("continuation.margin", 0, False), ("continuation.annealing_phase2_epochs", 0, True),
-    # role-wise (kd_jax/experiments/configs/rolewise.py): PBA's search
-    ("search.population", 1, True), ("search.epochs", 1, True),
-    ("search.exploit_every", 1, True), ("search.batch_size", 1, True),
-    ("search.train_examples", 1, True), ("student_learning_rate", 0, False))
+  ("num_epochs", 1, True),
+  ("epoch_factor", 1, True),
+  ("batch_size", 1, True),
+  ("eval_batch_size", 1, True),
+  ("max_checkpoints_to_keep", 1, True),
+  ("checkpoint_every_steps", 0, True),
+  ("log_every_steps", 0, True),
+  ("optimizer.learning_rate", 0, False),
+  ("optimizer.weight_decay", 0, False),
+  ("kd.ce_weight", 0, False),
+  ("kd.kd_weight", 0, False),
+  ("view.weight", 0, False),
+  ("augment.crop_pad", 0, True),
+  ("augment.cutout_size", 0, True),
+  ("backward.pool_every_epochs", 0, True),
+  ("continuation.t_max", 1, True),
+  ("input.image_size", 0, True),
+  ("input.workers", 1, True),
+  ("input.prefetch", 0, True),
+  ("input.cache_limit_gb", 0, False),
+  ("continuation.margin", 0, False),
+  ("continuation.annealing_phase2_epochs", 0, True),
+  # role-wise (kd_jax/experiments/configs/rolewise.py): PBA's search
+  ("search.population", 1, True),
+  ("search.epochs", 1, True),
+  ("search.exploit_every", 1, True),
+  ("search.batch_size", 1, True),
+  ("search.train_examples", 1, True),
+  ("student_learning_rate", 0, False),
+)
 # Keys that must be strictly positive.
-CONFIG_POSITIVE = ("kd.temperature", "continuation.psi_ramp_epochs",
-                   "backward.divergence_temperature")
+CONFIG_POSITIVE = (
+  "kd.temperature",
+  "continuation.psi_ramp_epochs",
+  "backward.divergence_temperature",
+)
 
 
 def _config_items(config, prefix: str = ""):
@@ -344,21 +445,28 @@ def check_config_numbers(config) -> None:
     if key not in values or values[key] is None:
       continue
     value = values[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-        or (integer and not float(value).is_integer()):
-      raise ValueError(f"config.{key} must be {'an integer' if integer else 'a number'} ≥ "
-                       f"{minimum}; got {value!r}.")
+    if (
+      isinstance(value, bool)
+      or not isinstance(value, (int, float, np.integer, np.floating))
+      or (integer and not float(value).is_integer())
+    ):
+      raise ValueError(
+        f"config.{key} must be {'an integer' if integer else 'a number'} ≥ "
+        f"{minimum}; got {value!r}."
+      )
     if value < minimum:
       raise ValueError(f"config.{key} must be ≥ {minimum}; got {value!r}.")
   if "seeds" in values and not values["seeds"]:
-    raise ValueError("config.seeds is empty; give at least one seed, e.g. "
-                     "'--config.seeds=(0,)'.")
+    raise ValueError("config.seeds is empty; give at least one seed, e.g. '--config.seeds=(0,)'.")
   for key in CONFIG_POSITIVE:
     value = values.get(key)
     if value is None:
       continue
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-        or not value > 0:
+    if (
+      isinstance(value, bool)
+      or not isinstance(value, (int, float, np.integer, np.floating))
+      or not value > 0
+    ):
       raise ValueError(f"config.{key} must be a number > 0; got {value!r}.")
 
 
@@ -372,10 +480,13 @@ def check_config(config) -> None:
   from kd_jax.data import DATASET_NAMES
   from kd_jax.data.text import TEXT_DATASET_NAMES
   from kd_jax.train import optim
+
   check_config_numbers(config)
   if config.dataset not in DATASET_NAMES + TEXT_DATASET_NAMES:
-    raise ValueError(f"config.dataset: unknown dataset {config.dataset!r}; valid names: "
-                     f"{', '.join(DATASET_NAMES + TEXT_DATASET_NAMES)}.")
+    raise ValueError(
+      f"config.dataset: unknown dataset {config.dataset!r}; valid names: "
+      f"{', '.join(DATASET_NAMES + TEXT_DATASET_NAMES)}."
+    )
   text = is_text_dataset(config.dataset)
   method = method_of(config)
   _check_input(config, method)
@@ -383,37 +494,53 @@ def check_config(config) -> None:
     models.create_model(config.model, 1)  # raises, listing the valid names
     augment = config.get("augment", {})
     try:  # the standard augmentation's names and sizes
-      preprocess_lib.image_preprocess((0.5,), (0.5,), cutout_size=augment.get("cutout_size", 0),
-                                      autoaugment=augment.get("autoaugment", ""))
+      preprocess_lib.image_preprocess(
+        (0.5,),
+        (0.5,),
+        cutout_size=augment.get("cutout_size", 0),
+        autoaugment=augment.get("autoaugment", ""),
+      )
     except ValueError as error:
       raise ValueError(f"config.augment: {error}") from None
   dtype_of(config.dtype)
   if config.optimizer.name not in optim.OPTIMIZER_NAMES:
-    raise ValueError(f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "
-                     f"valid names: {', '.join(optim.OPTIMIZER_NAMES)}.")
+    raise ValueError(
+      f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "
+      f"valid names: {', '.join(optim.OPTIMIZER_NAMES)}."
+    )
   try:  # the schedule, warm-up and lr-scaling keys, by building the optimiser once
-    optim.make_optimizer(**config.optimizer.to_dict(), steps_per_epoch=1,
-                         num_epochs=config.num_epochs * config.get("epoch_factor", 1),
-                         epoch_factor=config.get("epoch_factor", 1),
-                         global_batch=config.batch_size)
+    optim.make_optimizer(
+      **config.optimizer.to_dict(),
+      steps_per_epoch=1,
+      num_epochs=config.num_epochs * config.get("epoch_factor", 1),
+      epoch_factor=config.get("epoch_factor", 1),
+      global_batch=config.batch_size,
+    )
   except (ValueError, TypeError) as error:
     raise ValueError(f"config.optimizer: {error}") from None
   if not 0 <= config.get("label_smoothing", 0.0) < 1:
-    raise ValueError(f"config.label_smoothing must be in [0, 1) (0: none, 0.1 in ImageNet "
-                     f"recipes); got {config.label_smoothing!r}.")
+    raise ValueError(
+      f"config.label_smoothing must be in [0, 1) (0: none, 0.1 in ImageNet "
+      f"recipes); got {config.label_smoothing!r}."
+    )
   if method.view is not None:
     try:
-      methods.make_view(method.view, "text" if text else "image",
-                        **view_keywords(view_block(config, method.view), (0.0, 1.0)))
+      methods.make_view(
+        method.view,
+        "text" if text else "image",
+        **view_keywords(view_block(config, method.view), (0.0, 1.0)),
+      )
     except (ValueError, TypeError) as error:
       raise ValueError(f"config.{method.view}: {error}") from None
   block = method.schedule_block
   if block:
     options = config[block].to_dict()
     if options.get("reduction", "mean") not in losses.HINGE_REDUCTIONS:
-      raise ValueError(f"config.{block}.reduction: unknown reduction "
-                       f"{options['reduction']!r}; valid: "
-                       f"{', '.join(losses.HINGE_REDUCTIONS)}.")
+      raise ValueError(
+        f"config.{block}.reduction: unknown reduction "
+        f"{options['reduction']!r}; valid: "
+        f"{', '.join(losses.HINGE_REDUCTIONS)}."
+      )
     try:
       method.schedule(1, config.num_epochs * config.get("epoch_factor", 1), **options)
     except (ValueError, TypeError) as error:
@@ -421,30 +548,41 @@ def check_config(config) -> None:
   checkpoint_file = config.get("teacher_checkpoint", "")
   if method.needs_teacher and checkpoint_file:
     if text:
-      raise ValueError("config.teacher_checkpoint reads image models; a text teacher is a "
-                       "run directory (config.teacher_workdir).")
+      raise ValueError(
+        "config.teacher_checkpoint reads image models; a text teacher is a "
+        "run directory (config.teacher_workdir)."
+      )
     if config.get("teacher_workdir", ""):
-      raise ValueError("set config.teacher_checkpoint (a PyTorch file) or "
-                       "config.teacher_workdir (a kd_jax run), not both.")
+      raise ValueError(
+        "set config.teacher_checkpoint (a PyTorch file) or "
+        "config.teacher_workdir (a kd_jax run), not both."
+      )
     if not config.get("teacher_model", ""):
-      raise ValueError("config.teacher_checkpoint needs config.teacher_model, the kd_jax "
-                       "model it holds (e.g. imagenet_resnet34).")
+      raise ValueError(
+        "config.teacher_checkpoint needs config.teacher_model, the kd_jax "
+        "model it holds (e.g. imagenet_resnet34)."
+      )
     models.create_model(config.teacher_model, 1)  # raises, listing the valid names
     if not os.path.isfile(checkpoint_file):
       raise ValueError(f"config.teacher_checkpoint: {checkpoint_file} is not a file.")
   elif method.needs_teacher:
     if config.get("teacher_model", ""):
-      raise ValueError("config.teacher_model names the model in config.teacher_checkpoint, "
-                       "which is empty; a teacher run directory records its own model: set "
-                       "--config.teacher_model= (or give the checkpoint).")
+      raise ValueError(
+        "config.teacher_model names the model in config.teacher_checkpoint, "
+        "which is empty; a teacher run directory records its own model: set "
+        "--config.teacher_model= (or give the checkpoint)."
+      )
     if not config.teacher_workdir:
-      raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir "
-                       "(a kd_jax run) or config.teacher_checkpoint with "
-                       "config.teacher_model (a PyTorch file).")
+      raise ValueError(
+        f"method {method.name!r} needs a teacher; set config.teacher_workdir "
+        "(a kd_jax run) or config.teacher_checkpoint with "
+        "config.teacher_model (a PyTorch file)."
+      )
     if not os.path.isdir(config.teacher_workdir):
       raise checkpoint.CheckpointError(
-          f"config.teacher_workdir: {config.teacher_workdir} does not exist; train the "
-          "teacher first (kd_jax.experiments.train_teacher) or point at its run directory.")
+        f"config.teacher_workdir: {config.teacher_workdir} does not exist; train the "
+        "teacher first (kd_jax.experiments.train_teacher) or point at its run directory."
+      )
 
 
 def _check_input(config, method) -> None:
@@ -452,23 +590,29 @@ def _check_input(config, method) -> None:
   of backward samples over a streamed training set (it would copy the dataset onto every
   device)."""
   from kd_jax.data import STREAMED_DATASETS
+
   block = config.get("input", {})
   from kd_jax.data.streamed import CACHE_MODES
+
   if block.get("cache", "auto") not in CACHE_MODES:
-    raise ValueError(f"config.input.cache: unknown mode {block.get('cache')!r}; valid: "
-                     f"{', '.join(CACHE_MODES)}.")
+    raise ValueError(
+      f"config.input.cache: unknown mode {block.get('cache')!r}; valid: {', '.join(CACHE_MODES)}."
+    )
   if config.dataset not in STREAMED_DATASETS:
     if block.get("image_size", 0):
-      raise ValueError(f"config.input.image_size applies to streamed datasets "
-                       f"({', '.join(STREAMED_DATASETS)}); {config.dataset!r} is held in memory "
-                       "at its own size. Leave it 0.")
+      raise ValueError(
+        f"config.input.image_size applies to streamed datasets "
+        f"({', '.join(STREAMED_DATASETS)}); {config.dataset!r} is held in memory "
+        "at its own size. Leave it 0."
+      )
     return
   if method.view == "backward" and config.backward.get("pool_every_epochs", 0):
     raise ValueError(
-        f"config.backward.pool_every_epochs={config.backward.pool_every_epochs} keeps "
-        f"backward samples for the whole training set on every device, which a streamed "
-        f"dataset ({config.dataset}) does not fit; use the per-step variant, "
-        "--config.backward.pool_every_epochs=0 (new samples every step, the paper's).")
+      f"config.backward.pool_every_epochs={config.backward.pool_every_epochs} keeps "
+      f"backward samples for the whole training set on every device, which a streamed "
+      f"dataset ({config.dataset}) does not fit; use the per-step variant, "
+      "--config.backward.pool_every_epochs=0 (new samples every step, the paper's)."
+    )
 
 
 def build_run(config, mesh) -> RunSetup:

@@ -15,9 +15,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def initialize_multihost(coordinator_address: str | None = None,
-                         num_processes: int | None = None,
-                         process_id: int | None = None) -> None:
+def initialize_multihost(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> None:
   """Joins a multi-host job with ``jax.distributed.initialize``.
 
   With no arguments JAX reads the cluster's environment (TPU pods, SLURM, Open MPI, ...);
@@ -42,8 +44,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
   if batch_size % mesh.size:
-    raise ValueError(f"{what} {batch_size} must be divisible by the number of devices "
-                     f"{mesh.size}; choose a multiple of {mesh.size}.")
+    raise ValueError(
+      f"{what} {batch_size} must be divisible by the number of devices "
+      f"{mesh.size}; choose a multiple of {mesh.size}."
+    )
 
 
 def replicate(tree, mesh: Mesh):
@@ -54,5 +58,7 @@ def replicate(tree, mesh: Mesh):
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """Builds global arrays, sharded on the leading axis, from this process's slice."""
   sharding = batch_sharded(mesh)
-  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-          for name, value in local_batch.items()}
+  return {
+    name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+    for name, value in local_batch.items()
+  }

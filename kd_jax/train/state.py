@@ -17,16 +17,22 @@ from kd_jax import models
 TrainState = dict[str, Any]  # {"step", "params", "batch_stats", "opt_state", "rng"}
 
 
-def new_train_state(variables: dict, optimizer: optax.GradientTransformation,
-                    rng: jax.Array) -> TrainState:
+def new_train_state(
+  variables: dict, optimizer: optax.GradientTransformation, rng: jax.Array
+) -> TrainState:
   """The state at step 0 from initial ``{"params", "batch_stats"}`` and the run's key."""
-  return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
-          "batch_stats": variables["batch_stats"],
-          "opt_state": optimizer.init(variables["params"]), "rng": rng}
+  return {
+    "step": jnp.zeros((), jnp.int32),
+    "params": variables["params"],
+    "batch_stats": variables["batch_stats"],
+    "opt_state": optimizer.init(variables["params"]),
+    "rng": rng,
+  }
 
 
-def create_train_state(model, optimizer: optax.GradientTransformation, image_shape,
-                       seed: int) -> TrainState:
+def create_train_state(
+  model, optimizer: optax.GradientTransformation, image_shape, seed: int
+) -> TrainState:
   """Initialises parameters, BatchNorm statistics and optimiser state from ``seed``.
 
   The stored ``rng`` is raw uint32 key data; each step derives its own key with
@@ -34,5 +40,4 @@ def create_train_state(model, optimizer: optax.GradientTransformation, image_sha
   draws exactly the numbers the uninterrupted run would have.
   """
   init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
-  return new_train_state(models.init_variables(model, init_key, image_shape), optimizer,
-                         step_key)
+  return new_train_state(models.init_variables(model, init_key, image_shape), optimizer, step_key)

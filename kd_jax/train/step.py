@@ -25,7 +25,8 @@ and ``fold_in(k, 2)`` on x' when x' has its own forward pass.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,10 +41,18 @@ from kd_jax.train import sharding
 POP_AXIS = "pop"
 
 
-def make_train_step(student, optimizer: optax.GradientTransformation, method: Method,
-                    preprocess: Callable, *, teacher=None, view: ViewMaker | None = None,
-                    regression: bool = False, pooled_view: bool = False,
-                    joint_views: bool | None = None) -> Callable:
+def make_train_step(
+  student,
+  optimizer: optax.GradientTransformation,
+  method: Method,
+  preprocess: Callable,
+  *,
+  teacher=None,
+  view: ViewMaker | None = None,
+  regression: bool = False,
+  pooled_view: bool = False,
+  joint_views: bool | None = None,
+) -> Callable:
   """Builds ``step(state, batch, teacher_variables, hparams, teacher_constants)``.
 
   Args:
@@ -72,8 +81,10 @@ def make_train_step(student, optimizer: optax.GradientTransformation, method: Me
   if method.needs_teacher and teacher is None:
     raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
   if method.view is not None and view is None:
-    raise ValueError(f"method {method.name!r} has a view ({method.view!r}); pass its maker "
-                     "(kd_jax.methods.make_view).")
+    raise ValueError(
+      f"method {method.name!r} has a view ({method.view!r}); pass its maker "
+      "(kd_jax.methods.make_view)."
+    )
   if pooled_view and view is None:
     raise ValueError("pooled_view needs the view maker whose loss the pooled samples get.")
   joint = student.joint_views if joint_views is None else joint_views
@@ -93,37 +104,44 @@ def make_train_step(student, optimizer: optax.GradientTransformation, method: Me
     if pooled_view:
       x_view = teacher_labelled(state["aux_pool"][batch["index"]], teacher_fn, labels)
     elif view is not None:
-      student_fn = Bound(student, {"params": state["params"],
-                                   "batch_stats": state["batch_stats"]})
-      x_view = view(jax.random.fold_in(key, 1), inputs, labels, teacher_fn, student_fn,
-                    hparams)
+      student_fn = Bound(student, {"params": state["params"], "batch_stats": state["batch_stats"]})
+      x_view = view(jax.random.fold_in(key, 1), inputs, labels, teacher_fn, student_fn, hparams)
 
     def loss_fn(params):
       variables = {"params": params, "batch_stats": state["batch_stats"]}
       n = labels.shape[0]
       if x_view is not None and joint:
-        both = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), inputs,
-                            x_view.inputs)
+        both = jax.tree.map(
+          lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), inputs, x_view.inputs
+        )
         all_logits, batch_stats = student.apply_train(variables, both, jax.random.fold_in(key, 0))
         logits, view_logits = all_logits[:n], all_logits[n:]
       else:
         logits, batch_stats = student.apply_train(variables, inputs, jax.random.fold_in(key, 0))
         if x_view is not None:
           view_logits, batch_stats = student.apply_train(
-              {"params": params, "batch_stats": batch_stats}, x_view.inputs,
-              jax.random.fold_in(key, 2))
-      loss = jnp.mean(method.objective(logits, teacher_logits, labels, hparams,
-                                       regression=regression))
+            {"params": params, "batch_stats": batch_stats},
+            x_view.inputs,
+            jax.random.fold_in(key, 2),
+          )
+      loss = jnp.mean(
+        method.objective(logits, teacher_logits, labels, hparams, regression=regression)
+      )
       if x_view is not None:
         loss = loss + view.loss(view_logits, x_view, hparams)
       return loss, (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"])
+      state["params"]
+    )
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    new_state = {**state, "step": state["step"] + 1,
-                 "params": optax.apply_updates(state["params"], updates),
-                 "batch_stats": batch_stats, "opt_state": opt_state}
+    new_state = {
+      **state,
+      "step": state["step"] + 1,
+      "params": optax.apply_updates(state["params"], updates),
+      "batch_stats": batch_stats,
+      "opt_state": opt_state,
+    }
     step_metrics = {"loss": loss}
     if not regression:
       step_metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels).astype(jnp.float32)
@@ -136,10 +154,12 @@ def jit_data_parallel(train_step: Callable, mesh: Mesh) -> Callable:
   """The step compiled once: state, teacher and hparams replicated, batch split over
   ``"data"``; the state is donated."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(train_step,
-                 in_shardings=(replicated, sharding.batch_sharded(mesh), replicated,
-                               replicated, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(
+    train_step,
+    in_shardings=(replicated, sharding.batch_sharded(mesh), replicated, replicated, replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
 
 
 POPULATION_MODES = ("vmap", "unroll")
@@ -150,9 +170,9 @@ def make_population_mesh(population: int, devices=None) -> Mesh:
   population and the device count, each trial's batch split over the rest. 16 trials on 8
   devices: 8 × 1; 1 trial on 8 devices: 1 × 8 (plain data parallelism)."""
   import numpy as np
+
   devices = np.asarray(jax.devices() if devices is None else devices)
-  pop = max(d for d in range(1, devices.size + 1)
-            if population % d == 0 and devices.size % d == 0)
+  pop = max(d for d in range(1, devices.size + 1) if population % d == 0 and devices.size % d == 0)
   return Mesh(devices.reshape(pop, devices.size // pop), (POP_AXIS, sharding.DATA_AXIS))
 
 
@@ -166,8 +186,9 @@ def population_batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(POP_AXIS, sharding.DATA_AXIS))
 
 
-def jit_population(train_step: Callable, mesh: Mesh, per_trial_hparams=("policy",),
-                   mode: str = "vmap") -> Callable:
+def jit_population(
+  train_step: Callable, mesh: Mesh, per_trial_hparams=("policy",), mode: str = "vmap"
+) -> Callable:
   """The same step for P trials at once, compiled once.
 
   ``state`` and ``batch`` carry a leading trial axis (each trial its own parameters,
@@ -184,8 +205,10 @@ def jit_population(train_step: Callable, mesh: Mesh, per_trial_hparams=("policy"
   pop, replicated = population_sharding(mesh), NamedSharding(mesh, PartitionSpec())
 
   def split_hparams(hparams):
-    return ({k: v for k, v in hparams.items() if k in per_trial_hparams},
-            {k: v for k, v in hparams.items() if k not in per_trial_hparams})
+    return (
+      {k: v for k, v in hparams.items() if k in per_trial_hparams},
+      {k: v for k, v in hparams.items() if k not in per_trial_hparams},
+    )
 
   def one(state, batch, teacher_variables, own, shared, constants):
     return train_step(state, batch, teacher_variables, {**shared, **own}, constants)
@@ -193,17 +216,23 @@ def jit_population(train_step: Callable, mesh: Mesh, per_trial_hparams=("policy"
   if mode == "vmap":
     batched = jax.vmap(one, in_axes=(0, 0, None, 0, None, None))
   else:
+
     def batched(state, batch, teacher_variables, own, shared, constants):
       trials = jax.tree.leaves(state["step"])[0].shape[0]
       take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
-      outputs = [one(take(state, i), take(batch, i), teacher_variables, take(own, i), shared,
-                     constants) for i in range(trials)]
+      outputs = [
+        one(take(state, i), take(batch, i), teacher_variables, take(own, i), shared, constants)
+        for i in range(trials)
+      ]
       return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
 
-  compiled = jax.jit(batched, in_shardings=(pop, population_batch_sharding(mesh), replicated,
-                                            pop, replicated, replicated),
-                     # per-trial metrics replicated: every process reads all trials' losses
-                     out_shardings=(pop, replicated), donate_argnums=(0,))
+  compiled = jax.jit(
+    batched,
+    in_shardings=(pop, population_batch_sharding(mesh), replicated, pop, replicated, replicated),
+    # per-trial metrics replicated: every process reads all trials' losses
+    out_shardings=(pop, replicated),
+    donate_argnums=(0,),
+  )
 
   def population_step(state, batch, teacher_variables, hparams, teacher_constants):
     own, shared = split_hparams(hparams)
@@ -213,8 +242,9 @@ def jit_population(train_step: Callable, mesh: Mesh, per_trial_hparams=("policy"
   return population_step
 
 
-def make_eval_step(student, preprocess: Callable, teacher=None, regression: bool = False
-                   ) -> Callable:
+def make_eval_step(
+  student, preprocess: Callable, teacher=None, regression: bool = False
+) -> Callable:
   """Builds ``eval_step(variables, batch, teacher_variables) -> sums`` over a masked batch.
 
   Sums (not means) so that batches and processes add up exactly. Classes: ``count``,
@@ -229,14 +259,16 @@ def make_eval_step(student, preprocess: Callable, teacher=None, regression: bool
     labels, mask = batch["label"], batch["mask"]
     logits = student.predict(variables, inputs)
     if regression:
-      return {"count": jnp.sum(mask),
-              "loss": jnp.sum(jnp.square(logits[:, 0] - labels) * mask),
-              "predictions": logits[:, 0]}
+      return {
+        "count": jnp.sum(mask),
+        "loss": jnp.sum(jnp.square(logits[:, 0] - labels) * mask),
+        "predictions": logits[:, 0],
+      }
     predictions = jnp.argmax(logits, -1)
     sums = {
-        "count": jnp.sum(mask),
-        "correct": jnp.sum((predictions == labels) * mask),
-        "loss": jnp.sum(losses.cross_entropy(logits, labels) * mask),
+      "count": jnp.sum(mask),
+      "correct": jnp.sum((predictions == labels) * mask),
+      "loss": jnp.sum(losses.cross_entropy(logits, labels) * mask),
     }
     if teacher is not None:
       teacher_logits = teacher.predict(teacher_variables, inputs)
@@ -251,5 +283,8 @@ def make_eval_step(student, preprocess: Callable, teacher=None, regression: bool
 
 def jit_eval(eval_step: Callable, mesh: Mesh) -> Callable:
   replicated = sharding.replicated(mesh)
-  return jax.jit(eval_step, in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
-                 out_shardings=replicated)
+  return jax.jit(
+    eval_step,
+    in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
+    out_shardings=replicated,
+  )

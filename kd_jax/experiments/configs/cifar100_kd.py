@@ -18,15 +18,21 @@ wrn_40_2->wrn_40_1 73.54, vgg13->vgg8 72.98.
 from kd_jax.experiments.configs import common
 
 EXPECTED_TOP1 = {
-    "resnet56-resnet20": 70.66, "resnet110-resnet32": 73.08, "resnet32x4-resnet8x4": 73.33,
-    "wrn_40_2-wrn_16_2": 74.92, "wrn_40_2-wrn_40_1": 73.54, "vgg13-vgg8": 72.98,
+  "resnet56-resnet20": 70.66,
+  "resnet110-resnet32": 73.08,
+  "resnet32x4-resnet8x4": 73.33,
+  "wrn_40_2-wrn_16_2": 74.92,
+  "wrn_40_2-wrn_40_1": 73.54,
+  "vgg13-vgg8": 72.98,
 }
 
 
 def get_config(pair: str = "resnet56-resnet20"):
   if pair.count("-") != 1:
-    raise ValueError(f"the config argument is 'teacher-student', e.g. resnet56-resnet20; "
-                     f"got {pair!r}. Known pairs: {', '.join(EXPECTED_TOP1)}.")
+    raise ValueError(
+      f"the config argument is 'teacher-student', e.g. resnet56-resnet20; "
+      f"got {pair!r}. Known pairs: {', '.join(EXPECTED_TOP1)}."
+    )
   teacher, student = pair.split("-")
   config = common.base_config()
   config.dataset = "cifar100"

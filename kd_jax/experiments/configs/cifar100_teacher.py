@@ -16,9 +16,17 @@ resnet32 71.14, resnet8x4 72.50, wrn_16_2 73.26, wrn_40_1 71.98, vgg8 70.36.
 from kd_jax.experiments.configs import common
 
 EXPECTED_TOP1 = {
-    "resnet56": 72.34, "resnet110": 74.31, "resnet32x4": 79.42, "wrn_40_2": 75.61,
-    "vgg13": 74.64, "resnet20": 69.06, "resnet32": 71.14, "resnet8x4": 72.50,
-    "wrn_16_2": 73.26, "wrn_40_1": 71.98, "vgg8": 70.36,
+  "resnet56": 72.34,
+  "resnet110": 74.31,
+  "resnet32x4": 79.42,
+  "wrn_40_2": 75.61,
+  "vgg13": 74.64,
+  "resnet20": 69.06,
+  "resnet32": 71.14,
+  "resnet8x4": 72.50,
+  "wrn_16_2": 73.26,
+  "wrn_40_1": 71.98,
+  "vgg8": 70.36,
 }
 
 

@@ -29,24 +29,37 @@ from kd_jax.experiments.configs import common
 
 ROLES = ("teacher", "scratch", "kd", "annealing_kd", "continuation_kd")
 EXPECTED_TOP1 = {
-    "cifar10": {"teacher": 93.8, "scratch": 88.44, "kd": 88.45, "annealing_kd": 89.44,
-                "continuation_kd": 90.21},
-    "cifar100": {"teacher": 71.92, "scratch": 61.37, "kd": 61.41, "annealing_kd": 63.1,
-                 "continuation_kd": 64.2},
+  "cifar10": {
+    "teacher": 93.8,
+    "scratch": 88.44,
+    "kd": 88.45,
+    "annealing_kd": 89.44,
+    "continuation_kd": 90.21,
+  },
+  "cifar100": {
+    "teacher": 71.92,
+    "scratch": 61.37,
+    "kd": 61.41,
+    "annealing_kd": 63.1,
+    "continuation_kd": 64.2,
+  },
 }
 
 
 def get_config(argument: str = "cifar10,continuation_kd"):
   dataset, _, role = argument.partition(",")
   if dataset not in EXPECTED_TOP1 or role not in ROLES:
-    raise ValueError(f"the config argument is 'dataset,role' with dataset cifar10 or cifar100 "
-                     f"and role among {', '.join(ROLES)}; got {argument!r}.")
+    raise ValueError(
+      f"the config argument is 'dataset,role' with dataset cifar10 or cifar100 "
+      f"and role among {', '.join(ROLES)}; got {argument!r}."
+    )
   config = common.base_config()
   config.dataset = dataset
   config.model = "resnet110" if role == "teacher" else "resnet8"
   config.method = {"teacher": "ce", "scratch": "ce"}.get(role, role)
-  config.teacher_workdir = "" if role in ("teacher", "scratch") else (
-      f"runs/{dataset}/resnet110/seed0")
+  config.teacher_workdir = (
+    "" if role in ("teacher", "scratch") else (f"runs/{dataset}/resnet110/seed0")
+  )
   config.num_epochs = 200
   config.batch_size = 32
   config.optimizer.learning_rate = 0.2

@@ -3,7 +3,8 @@
 T_max 10, lr 2e-5, batch 64, 30 epochs, ψ(i) = i/40 for i ≤ 20 then 1, best validation
 epoch. The hinge sums the squared gap over classes (continuation.reduction="sum", the
 paper's Eq. 4; with 2 or 3 GLUE classes it is 2–3 times the mean, and the same for STS-B's
-single output); --config.continuation.reduction=mean is Annealing-KD's official MSE. The argument is "task,role": task one of sst2, mrpc, rte, cola, qnli, qqp, mnli, stsb;
+single output); --config.continuation.reduction=mean is Annealing-KD's official MSE.
+The argument is "task,role": task one of sst2, mrpc, rte, cola, qnli, qqp, mnli, stsb;
 role one of teacher, student (fine-tuned alone), kd, annealing_kd, continuation_kd.
 ``pretrained`` must name the teacher's checkpoint folder (the paper: RoBERTa-large or
 BERT-large; RoBERTa is not a BERT-format checkpoint here, so use BERT-large) and the student
@@ -25,15 +26,13 @@ Launch (needs the TFDS glue/<task> prepared once online, and a GPU for the full 
       --config.pretrained=/path/to/bert-large
 """
 
-from kd_jax.experiments.configs import text_common
 from kd_jax.data.text import GLUE_TASKS
+from kd_jax.experiments.configs import text_common
 
 ROLES = ("teacher", "student", "kd", "annealing_kd", "continuation_kd")
 PAPER_TARGETS = {
-    "distilroberta": {"student": 82.81, "kd": 83.85, "annealing_kd": 84.56,
-                      "continuation_kd": 85.64},
-    "bert_small": {"student": 77.44, "kd": 77.65, "annealing_kd": 78.13,
-                   "continuation_kd": 78.95},
+  "distilroberta": {"student": 82.81, "kd": 83.85, "annealing_kd": 84.56, "continuation_kd": 85.64},
+  "bert_small": {"student": 77.44, "kd": 77.65, "annealing_kd": 78.13, "continuation_kd": 78.95},
 }
 
 
@@ -57,8 +56,12 @@ def get_config(argument: str = "sst2,continuation_kd"):
   if role == "teacher":
     config.student.init = "pretrained"
     return config
-  config.method = {"student": "ce", "kd": "kd", "annealing_kd": "annealing_kd",
-                   "continuation_kd": "continuation_kd"}[role]
+  config.method = {
+    "student": "ce",
+    "kd": "kd",
+    "annealing_kd": "annealing_kd",
+    "continuation_kd": "continuation_kd",
+  }[role]
   if role == "annealing_kd":
     # psi_switch_epoch=20 ends Continuation-KD's piecewise ramp; Annealing-KD reads the same
     # key as its switch to labels, and must switch only when T reaches 1 (epoch 27 of 30),

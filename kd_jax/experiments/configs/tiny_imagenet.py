@@ -35,18 +35,25 @@ only decodes the 64 × 64 JPEGs, and the padding crop and flip run on the device
 
 from kd_jax.experiments.configs import common
 
-PAIRS = ("wrn_40_2-wrn_16_2", "resnet56-resnet20", "resnet32x4-resnet8x4", "vgg13-vgg8",
-         "vgg13-mobilenetv2", "resnet50-vgg8", "resnet32x4-shufflenetv2")
+PAIRS = (
+  "wrn_40_2-wrn_16_2",
+  "resnet56-resnet20",
+  "resnet32x4-resnet8x4",
+  "vgg13-vgg8",
+  "vgg13-mobilenetv2",
+  "resnet50-vgg8",
+  "resnet32x4-shufflenetv2",
+)
 ROLES = ("teacher", "scratch", "kd", "kd_cutmix_pick")
 # Table 4, per pair: teacher, student, KD, KD ×2, KD+TL-CutMix, +pick, +pick ×2.
 TABLE4 = {
-    "wrn_40_2-wrn_16_2": (61.28, 58.23, 58.65, 59.20, 59.06, 59.22, 60.07),
-    "resnet56-resnet20": (58.37, 52.53, 53.58, 54.23, 53.77, 53.66, 54.25),
-    "resnet32x4-resnet8x4": (64.41, 55.41, 55.67, 55.49, 56.41, 56.82, 57.54),
-    "vgg13-vgg8": (62.59, 56.67, 61.48, 61.72, 62.17, 62.32, 62.60),
-    "vgg13-mobilenetv2": (62.59, 58.20, 59.28, 59.27, 60.48, 60.53, 60.66),
-    "resnet50-vgg8": (68.20, 56.67, 60.39, 60.10, 61.12, 61.40, 61.95),
-    "resnet32x4-shufflenetv2": (64.41, 62.07, 66.34, 65.81, 67.01, 67.08, 67.35),
+  "wrn_40_2-wrn_16_2": (61.28, 58.23, 58.65, 59.20, 59.06, 59.22, 60.07),
+  "resnet56-resnet20": (58.37, 52.53, 53.58, 54.23, 53.77, 53.66, 54.25),
+  "resnet32x4-resnet8x4": (64.41, 55.41, 55.67, 55.49, 56.41, 56.82, 57.54),
+  "vgg13-vgg8": (62.59, 56.67, 61.48, 61.72, 62.17, 62.32, 62.60),
+  "vgg13-mobilenetv2": (62.59, 58.20, 59.28, 59.27, 60.48, 60.53, 60.66),
+  "resnet50-vgg8": (68.20, 56.67, 60.39, 60.10, 61.12, 61.40, 61.95),
+  "resnet32x4-shufflenetv2": (64.41, 62.07, 66.34, 65.81, 67.01, 67.08, 67.35),
 }
 SMALL_LR_MODELS = ("mobilenetv2", "shufflenetv2")
 SCORES = ("teacher_entropy", "student_entropy", "kl")
@@ -58,8 +65,9 @@ def expected_top1(role: str, what: str, epoch_factor: int = 1) -> float:
     column = 0 if role == "teacher" else 1
     found = {pair.split("-")[column]: row[column] for pair, row in TABLE4.items()}
     return found.get(what, -1.0) if epoch_factor == 1 else -1.0
-  column = {("kd", 1): 2, ("kd", 2): 3, ("kd_cutmix_pick", 1): 5,
-            ("kd_cutmix_pick", 2): 6}.get((role, epoch_factor))
+  column = {("kd", 1): 2, ("kd", 2): 3, ("kd_cutmix_pick", 1): 5, ("kd_cutmix_pick", 2): 6}.get(
+    (role, epoch_factor)
+  )
   return -1.0 if column is None or what not in TABLE4 else TABLE4[what][column]
 
 
@@ -67,14 +75,20 @@ def get_config(argument: str = "kd,resnet56-resnet20"):
   role, _, rest = argument.partition(",")
   what, _, score = rest.partition(",")
   models_ok = role in ("teacher", "scratch") and what and "-" not in what and not score
-  pair_ok = role in ("kd", "kd_cutmix_pick") and what in PAIRS and (
-      not score or (role == "kd_cutmix_pick" and score in SCORES))
-  if role not in ROLES or not (models_ok or pair_ok or (role in ("kd", "kd_cutmix_pick")
-                                                         and not what)):
-    raise ValueError(f"the config argument is 'role[,what]': teacher,MODEL | scratch,MODEL | "
-                     f"kd,PAIR | kd_cutmix_pick,PAIR[,score] with a pair among "
-                     f"{', '.join(PAIRS)} and a score among {', '.join(SCORES)}; "
-                     f"got {argument!r}.")
+  pair_ok = (
+    role in ("kd", "kd_cutmix_pick")
+    and what in PAIRS
+    and (not score or (role == "kd_cutmix_pick" and score in SCORES))
+  )
+  if role not in ROLES or not (
+    models_ok or pair_ok or (role in ("kd", "kd_cutmix_pick") and not what)
+  ):
+    raise ValueError(
+      f"the config argument is 'role[,what]': teacher,MODEL | scratch,MODEL | "
+      f"kd,PAIR | kd_cutmix_pick,PAIR[,score] with a pair among "
+      f"{', '.join(PAIRS)} and a score among {', '.join(SCORES)}; "
+      f"got {argument!r}."
+    )
   if role in ("kd", "kd_cutmix_pick") and not what:
     what = "resnet56-resnet20"
   config = common.base_config()

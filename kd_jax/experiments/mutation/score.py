@@ -17,9 +17,20 @@ import pathlib
 import random
 import sys
 
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
-          34: "skipped", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
-          255: "timeout", None: "not checked"}
+STATUS = {
+  1: "killed",
+  3: "killed",
+  0: "survived",
+  5: "no tests",
+  33: "no tests",
+  34: "skipped",
+  36: "timeout",
+  -24: "timeout",
+  24: "timeout",
+  152: "timeout",
+  255: "timeout",
+  None: "not checked",
+}
 
 
 def meta_path(root: pathlib.Path, module: str) -> pathlib.Path:
@@ -46,7 +57,7 @@ def main(argv):
     counts = collections.Counter(STATUS.get(code, "suspicious") for code in codes.values())
     checked = sum(v for k, v in counts.items() if k not in ("not checked", "skipped"))
     score = counts["killed"] / checked if checked else float("nan")
-    name = meta.relative_to(root / "kd_jax").as_posix()[:-len(".meta")]  # methods/base.py
+    name = meta.relative_to(root / "kd_jax").as_posix()[: -len(".meta")]  # methods/base.py
     rows.append((name, len(codes), checked, counts, score))
     if show:
       for mutant, code in sorted(codes.items()):
@@ -56,8 +67,10 @@ def main(argv):
   print("| module | mutants | checked | killed | survived | no tests | timeout | score |")
   print("|---|---|---|---|---|---|---|---|")
   for name, total, checked, counts, score in rows:
-    print(f"| {name} | {total} | {checked} | {counts['killed']} | {counts['survived']} | "
-          f"{counts['no tests']} | {counts['timeout']} | {100 * score:.1f} % |")
+    print(
+      f"| {name} | {total} | {checked} | {counts['killed']} | {counts['survived']} | "
+      f"{counts['no tests']} | {counts['timeout']} | {100 * score:.1f} % |"
+    )
 
 
 if __name__ == "__main__":
