@@ -7,11 +7,32 @@ host only ever ships uint8 batches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd_jax import validation
+from kd_jax import losses, validation
+
+__all__ = [
+  "PICK_SCORES",
+  "CutMixPick",
+  "CutMixPool",
+  "cutmix",
+  "cutmix_box",
+  "cutmix_pick",
+  "cutmix_pool",
+  "cutout",
+  "mixup",
+  "normalize",
+  "pick_scores",
+  "pick_top",
+  "pick_top_indices",
+  "random_crop_flip",
+  "shift_permutation",
+]
 
 _check_images = validation.check_image_layout
 
@@ -235,3 +256,178 @@ def pick_top_indices(scores: jax.Array, n_pick: int, pool_size: int | None = Non
     raise ValueError(f"scores has {scores.shape[0]} entries but images has {pool_size}.")
   n_pick = validation.static_int("n_pick", n_pick, minimum=1, maximum=scores.shape[0])
   return jax.lax.top_k(scores, n_pick)[1]
+
+
+# The pick criteria of Wang et al.: the teacher's entropy (the NeurIPS'22 version's default),
+# the student's entropy, or the teacher–student KL (the ICLR'22 version, its Table 3).
+PICK_SCORES = ("teacher_entropy", "student_entropy", "kl")
+
+
+class CutMixPool(NamedTuple):
+  """``pool_rounds`` CutMix draws of a batch, as one pool of ``R·B`` samples.
+
+  Labels stay with the caller, so integer and one-hot labels work alike: the pool's labels
+  are ``labels[pool.source]`` and ``labels[pool.partner]``, mixed with weight ``pool.lam``.
+  """
+
+  images: jax.Array  # [R·B, H, W, C], the dtype of the batch
+  source: jax.Array  # [R·B] int32: the batch index of each sample's base image
+  partner: jax.Array  # [R·B] int32: the batch index of the image pasted into its box
+  lam: jax.Array  # [R·B] float32: the fraction of the area that is the base image's
+
+
+class CutMixPick(NamedTuple):
+  """The picked CutMix samples (``cutmix_pick``) and the teacher's logits of them."""
+
+  images: jax.Array  # [n_pick, H, W, C]
+  source: jax.Array  # [n_pick] int32
+  partner: jax.Array  # [n_pick] int32
+  lam: jax.Array  # [n_pick] float32
+  teacher_logits: jax.Array | None  # [n_pick, classes]; None when no teacher_fn was given
+
+
+def cutmix_pool(
+  key: jax.Array, images: jax.Array, *, alpha: float = 1.0, pool_rounds: int = 2
+) -> CutMixPool:
+  """A pool of ``pool_rounds`` independent CutMix draws of the batch (Wang et al. 2022).
+
+  Round r holds ``cutmix(key_r, images, alpha)``: its own λ, box and partner shift, so
+  sample ``r·B + i`` is image i with a box from image ``partner[r·B + i]``.
+
+  Args:
+    key: PRNG key.
+    images: ``[batch, height, width, channels]``, batch ≥ 2.
+    alpha: Beta parameter α > 0 of each draw.
+    pool_rounds: R ≥ 1, a Python int (the pool's size ``R·B`` is static).
+
+  Returns:
+    A ``CutMixPool`` of ``R·B`` samples in the images' dtype.
+
+  >>> import jax, jax.numpy as jnp
+  >>> images = jnp.arange(4 * 8 * 8 * 3, dtype=jnp.float32).reshape(4, 8, 8, 3)
+  >>> pool = cutmix_pool(jax.random.PRNGKey(0), images, pool_rounds=3)
+  >>> pool.images.shape, pool.source.tolist()
+  ((12, 8, 8, 3), [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3])
+  """
+  _check_images("images", images)
+  rounds = validation.static_int("pool_rounds", pool_rounds, minimum=1)
+  batch = images.shape[0]
+  mixed, perms, lams = jax.vmap(lambda k: cutmix(k, images, alpha))(jax.random.split(key, rounds))
+  return CutMixPool(
+    images=mixed.reshape(rounds * batch, *images.shape[1:]),
+    source=jnp.tile(jnp.arange(batch, dtype=jnp.int32), rounds),
+    partner=perms.reshape(-1).astype(jnp.int32),
+    lam=jnp.repeat(lams.astype(jnp.float32), batch),
+  )
+
+
+def pick_scores(
+  score: str,
+  *,
+  teacher_logits: jax.Array | None = None,
+  student_logits: jax.Array | None = None,
+  temperature: float | jax.Array = 4.0,
+) -> jax.Array:
+  """How informative each sample is, for ``pick_top_indices`` (higher is picked first).
+
+  ``"teacher_entropy"``: ``H(softmax(z_T))`` at τ = 1; ``"student_entropy"``:
+  ``H(softmax(z_S))`` at τ = 1; ``"kl"``: ``τ²·KL(p_T^τ ‖ p_S^τ)`` (``losses.kd_kl``).
+
+  Args:
+    score: one of ``PICK_SCORES``.
+    teacher_logits: ``[pool, classes]``; needed by ``"teacher_entropy"`` and ``"kl"``.
+    student_logits: ``[pool, classes]``; needed by ``"student_entropy"`` and ``"kl"``.
+    temperature: τ of the ``"kl"`` score.
+
+  Returns:
+    ``[pool]`` scores in at least float32.
+
+  >>> import jax.numpy as jnp
+  >>> logits = jnp.array([[0.0, 0.0], [9.0, 0.0]])  # a coin toss, a confident teacher
+  >>> pick_scores("teacher_entropy", teacher_logits=logits).round(4)  # log 2, about 0
+  Array([0.6931, 0.0012], dtype=float32)
+  """
+  if score not in PICK_SCORES:
+    raise ValueError(f"unknown pick score {score!r}; valid names: {', '.join(PICK_SCORES)}.")
+  needs = {"teacher_entropy": ("teacher_logits",), "student_entropy": ("student_logits",)}
+  given = {"teacher_logits": teacher_logits, "student_logits": student_logits}
+  missing = [name for name in needs.get(score, tuple(given)) if given[name] is None]
+  if missing:
+    raise ValueError(f"the {score!r} pick score needs {' and '.join(missing)}.")
+  if score == "teacher_entropy" and teacher_logits is not None:
+    return losses.entropy(teacher_logits, 1.0)
+  if score == "student_entropy" and student_logits is not None:
+    return losses.entropy(student_logits, 1.0)
+  assert teacher_logits is not None and student_logits is not None  # checked above
+  return losses.kd_kl(student_logits, teacher_logits, temperature)
+
+
+def cutmix_pick(
+  key: jax.Array,
+  images: jax.Array,
+  *,
+  score: str = "teacher_entropy",
+  teacher_fn: Callable[[jax.Array], jax.Array] | None = None,
+  student_fn: Callable[[jax.Array], jax.Array] | None = None,
+  temperature: float | jax.Array = 4.0,
+  alpha: float = 1.0,
+  pool_rounds: int = 2,
+  n_pick: int | None = None,
+) -> CutMixPick:
+  """CutMix-pick (Wang et al. 2022): the ``n_pick`` most informative of R CutMix draws.
+
+  The pool is ``cutmix_pool(key, images, alpha=alpha, pool_rounds=R)``; each sample is
+  scored by ``pick_scores(score, ...)`` from the logits of ``teacher_fn`` / ``student_fn``
+  (``x -> logits``, parameters closed over, inference mode), and the ``n_pick`` highest are
+  kept, highest first. The teacher logits computed for scoring are reused for the picks, so
+  the teacher runs once over the pool (R·B samples) and not again; with ``"student_entropy"``
+  it runs on the picks only. To score with logits you compute yourself, call
+  ``cutmix_pool``, ``pick_scores`` and ``pick_top_indices`` in turn.
+
+  Args:
+    key: PRNG key.
+    images: ``[batch, height, width, channels]`` (normalised or not: CutMix copies pixels).
+    score: one of ``PICK_SCORES``.
+    teacher_fn: the teacher's logits of a batch; needed by every score except
+      ``"student_entropy"``, and for the returned ``teacher_logits``.
+    student_fn: the student's logits; needed by ``"student_entropy"`` and ``"kl"``.
+    temperature: τ of the ``"kl"`` score.
+    alpha: Beta parameter α > 0 of each CutMix draw.
+    pool_rounds: R ≥ 1 (Python int).
+    n_pick: how many to keep, ``1 ≤ n_pick ≤ R·B``; None keeps the batch size.
+
+  Returns:
+    A ``CutMixPick``; the picks' labels are ``labels[source]`` and ``labels[partner]``
+    (integer or one-hot), mixed with weight ``lam`` when labels are mixed.
+
+  >>> import jax, jax.numpy as jnp
+  >>> images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+  >>> teacher = lambda x: x.mean(axis=(1, 2)) * 10.0  # any x -> [batch, classes]
+  >>> picked = cutmix_pick(jax.random.PRNGKey(0), images, teacher_fn=teacher, pool_rounds=3)
+  >>> picked.images.shape, picked.teacher_logits.shape
+  ((4, 8, 8, 3), (4, 3))
+  """
+  if score not in PICK_SCORES:
+    raise ValueError(f"unknown pick score {score!r}; valid names: {', '.join(PICK_SCORES)}.")
+  if teacher_fn is None and score != "student_entropy":
+    raise ValueError(f"the {score!r} pick score needs teacher_fn (x -> teacher logits).")
+  if student_fn is None and score != "teacher_entropy":
+    raise ValueError(f"the {score!r} pick score needs student_fn (x -> student logits).")
+  pool = cutmix_pool(key, images, alpha=alpha, pool_rounds=pool_rounds)
+  teacher_logits = student_logits = None
+  if score != "student_entropy" and teacher_fn is not None:  # not None: checked above
+    teacher_logits = teacher_fn(pool.images)
+  if score != "teacher_entropy" and student_fn is not None:
+    student_logits = student_fn(pool.images)
+  scores = pick_scores(
+    score, teacher_logits=teacher_logits, student_logits=student_logits, temperature=temperature
+  )
+  picked = pick_top_indices(scores, images.shape[0] if n_pick is None else n_pick)
+  picked_images = pool.images[picked]
+  if teacher_logits is not None:
+    picked_teacher = teacher_logits[picked]
+  else:
+    picked_teacher = None if teacher_fn is None else teacher_fn(picked_images)
+  return CutMixPick(
+    picked_images, pool.source[picked], pool.partner[picked], pool.lam[picked], picked_teacher
+  )

@@ -18,18 +18,36 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from kd_jax import losses, validation
+
+__all__ = [
+  "DIVERGENCES",
+  "NORMALIZATIONS",
+  "TOKEN_NORMALIZATIONS",
+  "auxiliary_samples",
+  "divergence_input_grad",
+  "per_example_divergence",
+  "token_auxiliary_embeddings",
+]
+
+Logits = Callable[[jax.Array], jax.Array]
 
 DIVERGENCES = ("kl", "l1", "mse")
 NORMALIZATIONS = ("sign", "l2", "none")
 
 
-def per_example_divergence(teacher_logits, student_logits, kind: str = "kl", temperature=1.0):
+def per_example_divergence(
+  teacher_logits: jax.Array,
+  student_logits: jax.Array,
+  kind: str = "kl",
+  temperature: float | jax.Array = 1.0,
+) -> jax.Array:
   """Per-example divergence between teacher and student logits ``[..., classes] -> [...]``.
 
   ``kl``: KL(softmax(z_T/τ) || softmax(z_S/τ)) (without the τ² of the KD loss);
-  ``l1``: mean over classes of |z_T − z_S|; ``mse``: mean over classes of (z_T − z_S)².
+  ``l1``: mean over classes of ``|z_T − z_S|``; ``mse``: mean over classes of (z_T − z_S)².
   """
   if kind == "kl":
     return losses.kd_kl(student_logits, teacher_logits, temperature) / jnp.square(
@@ -43,12 +61,12 @@ def per_example_divergence(teacher_logits, student_logits, kind: str = "kl", tem
 
 
 def divergence_input_grad(
-  teacher_fn: Callable,
-  student_fn: Callable,
+  teacher_fn: Logits,
+  student_fn: Logits,
   x: jax.Array,
   *,
   divergence: str = "kl",
-  temperature=1.0,
+  temperature: float | jax.Array = 1.0,
 ) -> jax.Array:
   """``∇_x Σ_i D(T(x_i), S(x_i))``: each example's divergence gradient, shaped like ``x``.
 
@@ -74,7 +92,7 @@ def divergence_input_grad(
   return jax.grad(total)(x)
 
 
-def _normalize(grad, how: str):
+def _normalize(grad: jax.Array, how: str) -> jax.Array:
   if how == "sign":
     return jnp.sign(grad)
   if how == "l2":
@@ -84,7 +102,7 @@ def _normalize(grad, how: str):
   return grad
 
 
-def _project(x_aux, x, epsilon, how: str):
+def _project(x_aux: jax.Array, x: jax.Array, epsilon, how: str) -> jax.Array:
   """Back into the ε-ball around x: L2 ball for l2-normalised steps, else L∞."""
   delta = x_aux - x
   if how == "l2":
@@ -97,17 +115,17 @@ def _project(x_aux, x, epsilon, how: str):
 
 
 def auxiliary_samples(
-  teacher_fn: Callable,
-  student_fn: Callable,
+  teacher_fn: Logits,
+  student_fn: Logits,
   x: jax.Array,
   *,
   steps: int = 1,
-  step_size,
+  step_size: float | jax.Array,
   normalize: str = "sign",
-  epsilon=None,
-  clip=None,
+  epsilon: float | jax.Array | None = None,
+  clip: tuple[ArrayLike, ArrayLike] | None = None,
   divergence: str = "kl",
-  temperature=1.0,
+  temperature: float | jax.Array = 1.0,
 ) -> jax.Array:
   """K gradient-ascent steps on the teacher–student divergence, from x.
 
@@ -128,7 +146,20 @@ def auxiliary_samples(
     divergence, temperature: see ``divergence_input_grad``.
 
   Returns:
-    ``x_aux``, shaped like x.
+    ``x_aux``, shaped like x and in its dtype (bfloat16 in, bfloat16 out, whatever the
+    dtypes of ``step_size``, ``epsilon`` and ``clip``).
+
+  Where neither model's logits depend on x (an untrained teacher with a zero-initialised
+  head outputs constant logits, and so does a student at initialisation with big_vision's
+  zero head), the gradient is 0 and ``x_aux == x``: the view is then a copy of the batch.
+  kd_jax's training loop warns about such a teacher before the first step.
+
+  >>> import jax.numpy as jnp
+  >>> teacher = lambda x: jnp.stack([x.sum(axis=1), -x.sum(axis=1)], axis=-1)
+  >>> student = lambda x: jnp.zeros((x.shape[0], 2)) + jnp.array([1.0, 0.0])  # likes class 0
+  >>> x = jnp.zeros((1, 3), jnp.bfloat16)  # the teacher is unsure: moving x down disagrees more
+  >>> auxiliary_samples(teacher, student, x, step_size=0.5, clip=(-0.25, 0.25))
+  Array([[-0.25, -0.25, -0.25]], dtype=bfloat16)
   """
   if normalize not in NORMALIZATIONS:
     raise ValueError(f"unknown normalize {normalize!r}; valid names: {', '.join(NORMALIZATIONS)}.")
@@ -138,11 +169,13 @@ def auxiliary_samples(
     grad = divergence_input_grad(
       teacher_fn, student_fn, x_aux, divergence=divergence, temperature=temperature
     )
-    x_aux = x_aux + step_size * _normalize(grad, normalize).astype(x_aux.dtype)
+    # Each result back in x's dtype: a float32 step size, radius or clip bound (a NumPy
+    # per-channel range) must not promote bfloat16 inputs.
+    x_aux = (x_aux + step_size * _normalize(grad, normalize)).astype(x.dtype)
     if epsilon is not None:
-      x_aux = _project(x_aux, x, epsilon, normalize)
+      x_aux = _project(x_aux, x, epsilon, normalize).astype(x.dtype)
     if clip is not None:
-      x_aux = jnp.clip(x_aux, clip[0], clip[1])
+      x_aux = jnp.clip(x_aux, clip[0], clip[1]).astype(x.dtype)
     return x_aux
 
   # The K steps are unrolled into the one compiled program rather than run in a

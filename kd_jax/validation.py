@@ -12,6 +12,7 @@ import operator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import core as jax_core
 from jax.experimental import checkify
 
 
@@ -63,7 +64,7 @@ def check_labels(logits_name: str, logits, labels_name: str, labels) -> None:
 def _check_label_range(name: str, labels, num_classes: int) -> None:
   """Class ids in [0, num_classes), checked at once when the labels are concrete (a traced
   label ≥ num_classes gives NaN and −1 reads the last class: see ``checked_labels``)."""
-  if not isinstance(labels, jax.core.Tracer):
+  if not isinstance(labels, jax_core.Tracer):
     values = np.asarray(labels)
     if values.size and not 0 <= values.min() <= values.max() < num_classes:
       raise ValueError(
@@ -89,7 +90,7 @@ def checked_labels(labels, num_classes: int, name: str = "labels"):
 
   Traced, it needs checkify (JAX refuses an unfunctionalised check under jit).
   """
-  if isinstance(labels, jax.core.Tracer):
+  if isinstance(labels, jax_core.Tracer):
     checkify.check(
       jnp.all((labels >= 0) & (labels < num_classes)),
       f"{name} must be class ids in [0, {num_classes}); got {{}}.",
@@ -103,7 +104,7 @@ def checked_labels(labels, num_classes: int, name: str = "labels"):
 def concrete_number(value):
   """``value`` as a Python number if it is a Python or NumPy number or a concrete 0-d array
   (not traced), else None."""
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, jax_core.Tracer):
     return None
   if isinstance(value, (int, float, np.number)) or (
     isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
@@ -139,7 +140,7 @@ def check_positive(name: str, value) -> None:
     error.throw()  # ValueError-like JaxRuntimeError naming the temperature
   """
   _check_number_type(name, value)
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, jax_core.Tracer):
     _check_traced(name, value, "> 0", value > 0)
     return
   values = np.asarray(value)
@@ -152,7 +153,7 @@ def check_positive(name: str, value) -> None:
 def check_non_negative(name: str, value) -> None:
   """``value ≥ 0`` (NaN fails), checked as ``check_positive`` checks ``> 0``."""
   _check_number_type(name, value)
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, jax_core.Tracer):
     _check_traced(name, value, "≥ 0", value >= 0)
     return
   values = np.asarray(value)

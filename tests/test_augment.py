@@ -311,3 +311,122 @@ def test_crop_flip_can_draw_once_for_the_batch():
     assert all(np.array_equal(out[0], o) for o in out)  # one crop and one coin for all
   per_image = np.asarray(augment.random_crop_flip(jax.random.PRNGKey(0), images, pad=2))
   assert len({o.tobytes() for o in per_image}) > 4
+
+
+# --- CutMix-pick as a pure function (cutmix_pool, pick_scores, cutmix_pick) ---
+
+def _entropy(logits):
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  return -(p * np.log(p)).sum(-1)
+
+
+def test_cutmix_pool_is_r_cutmix_draws_with_their_indices():
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6, 6, 2)), jnp.bfloat16)
+  key = jax.random.PRNGKey(3)
+  pool = augment.cutmix_pool(key, images, alpha=0.7, pool_rounds=3)
+  assert pool.images.shape == (12, 6, 6, 2) and pool.images.dtype == jnp.bfloat16
+  assert pool.source.tolist() == [0, 1, 2, 3] * 3 and pool.source.dtype == jnp.int32
+  for r, round_key in enumerate(jax.random.split(key, 3)):  # round r is cutmix(key_r)
+    mixed, perm, lam = augment.cutmix(round_key, images, 0.7)
+    np.testing.assert_array_equal(pool.images[4 * r:4 * r + 4], mixed)
+    np.testing.assert_array_equal(pool.partner[4 * r:4 * r + 4], perm)
+    np.testing.assert_allclose(pool.lam[4 * r:4 * r + 4], np.full(4, float(lam)))
+  with pytest.raises(ValueError, match="pool_rounds"):
+    augment.cutmix_pool(key, images, pool_rounds=0)
+
+
+def test_pick_scores_by_hand():
+  teacher = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [1.0, 2.0, 0.0]], np.float32)
+  student = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 0.0]], np.float32)
+  np.testing.assert_allclose(augment.pick_scores("teacher_entropy", teacher_logits=teacher),
+                             _entropy(teacher), rtol=1e-6)
+  np.testing.assert_allclose(augment.pick_scores("student_entropy", student_logits=student),
+                             _entropy(student), rtol=1e-6)
+  # τ²·KL(p_T^τ ‖ p_S^τ) at τ = 2, written out; equal logits give 0.
+  def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+  p_t, p_s = softmax(teacher / 2), softmax(student / 2)
+  kl = 4 * (p_t * (np.log(p_t) - np.log(p_s))).sum(-1)
+  got = augment.pick_scores("kl", teacher_logits=teacher, student_logits=student,
+                            temperature=2.0)
+  np.testing.assert_allclose(got, kl, rtol=1e-5, atol=1e-7)
+  assert float(got[2]) == 0.0
+  with pytest.raises(ValueError, match=r"unknown pick score 'margin'; valid names: "
+                     r"teacher_entropy, student_entropy, kl\."):
+    augment.pick_scores("margin", teacher_logits=teacher)
+  with pytest.raises(ValueError, match="the 'kl' pick score needs student_logits"):
+    augment.pick_scores("kl", teacher_logits=teacher)
+
+
+@pytest.mark.parametrize("score", ["teacher_entropy", "student_entropy", "kl"])
+def test_cutmix_pick_keeps_the_highest_scored_pool_samples(score):
+  rng = np.random.default_rng(1)
+  images = jnp.asarray(rng.normal(size=(4, 6, 6, 2)), jnp.float32)
+  w_t = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)
+  w_s = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)
+  teacher = lambda x: 3.0 * x.mean(axis=(1, 2)) @ w_t
+  student = lambda x: 3.0 * x.mean(axis=(1, 2)) @ w_s
+  key = jax.random.PRNGKey(5)
+  picked = jax.jit(lambda k, x: augment.cutmix_pick(
+      k, x, score=score, teacher_fn=teacher, student_fn=student, temperature=2.0,
+      pool_rounds=3, n_pick=5))(key, images)
+  # The same pool, scored by hand (NumPy), and its five highest.
+  pool = augment.cutmix_pool(key, images, pool_rounds=3)
+  z_t, z_s = np.asarray(teacher(pool.images)), np.asarray(student(pool.images))
+  if score == "teacher_entropy":
+    scores = _entropy(z_t)
+  elif score == "student_entropy":
+    scores = _entropy(z_s)
+  else:
+    scores = np.asarray(augment.pick_scores("kl", teacher_logits=z_t, student_logits=z_s,
+                                            temperature=2.0))
+  top = np.argsort(-scores, kind="stable")[:5]
+  np.testing.assert_allclose(picked.images, np.asarray(pool.images)[top], rtol=1e-6)
+  assert picked.source.tolist() == np.asarray(pool.source)[top].tolist()
+  assert picked.partner.tolist() == np.asarray(pool.partner)[top].tolist()
+  np.testing.assert_allclose(picked.lam, np.asarray(pool.lam)[top])
+  np.testing.assert_allclose(picked.teacher_logits, z_t[top], rtol=1e-5, atol=1e-6)
+
+
+def test_cutmix_pick_needs_the_functions_its_score_reads():
+  images = jnp.zeros((2, 4, 4, 1))
+  with pytest.raises(ValueError, match="the 'teacher_entropy' pick score needs teacher_fn"):
+    augment.cutmix_pick(jax.random.PRNGKey(0), images)
+  with pytest.raises(ValueError, match="the 'kl' pick score needs student_fn"):
+    augment.cutmix_pick(jax.random.PRNGKey(0), images, score="kl", teacher_fn=lambda x: x)
+  with pytest.raises(ValueError, match="n_pick"):
+    augment.cutmix_pick(jax.random.PRNGKey(0), images, teacher_fn=lambda x: x[:, 0, 0],
+                        n_pick=5)
+
+
+def test_cutmix_pick_view_keeps_one_hot_labels_per_sample():
+  """big_vision's one-hot labels through the view: ``[n, classes]``, not tiled on classes."""
+  from kd_jax import methods
+  rng = np.random.default_rng(2)
+  images = jnp.asarray(rng.normal(size=(4, 6, 6, 2)), jnp.bfloat16)
+  labels = jnp.array([0, 2, 1, 2])
+  one_hot = jax.nn.one_hot(labels, 3)
+  teacher = lambda x: x.astype(jnp.float32).mean(axis=(1, 2)) @ jnp.ones((2, 3))
+  view_maker = methods.make_view("cutmix_pick", pool_rounds=3, label_mixing=True)
+  hparams = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9, "view_weight": 1.0}
+  key = jax.random.PRNGKey(0)
+  by_id = view_maker(key, images, labels, teacher, teacher, hparams)
+  by_row = view_maker(key, images, one_hot, teacher, teacher, hparams)
+  assert by_row.labels.shape == (4, 3) and by_row.lam.shape == (4,)
+  assert by_row.inputs.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(by_row.labels, jax.nn.one_hot(by_id.labels, 3))
+  np.testing.assert_array_equal(by_row.partner_labels, jax.nn.one_hot(by_id.partner_labels, 3))
+  logits = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+  np.testing.assert_allclose(view_maker.loss(logits, by_row, hparams),
+                             view_maker.loss(logits, by_id, hparams), rtol=1e-6)
+
+
+def test_the_pure_modules_docstring_examples_run():
+  import doctest
+
+  from kd_jax import backward, methods
+  for module in (augment, backward, methods):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -192,8 +192,7 @@ def test_backward_step_updates_batchnorm_once_from_x_and_x_aux():
   teacher = models.create_model("cnn_tiny", 10)
   teacher_variables = models.init_variables(teacher, jax.random.PRNGKey(1), (8, 8, 1))
   options = ml_collections.ConfigDict(dict(steps=2, step_size=0.1, normalize="sign", epsilon=0.0,
-                                           clip=True, divergence="kl", divergence_temperature=1.0,
-                                           weight=1.0, label_mixing=False))
+                                           clip=True, divergence="kl", divergence_temperature=1.0))
   optimizer = sgd()
   preprocess = preprocess_lib.image_preprocess(data.mean, data.std)
   step = image_step(student, optimizer, methods.get_method("backward_kd"), preprocess, teacher,
@@ -382,3 +381,19 @@ def test_l2_ball_is_per_example():
   aux = backward.auxiliary_samples(_identity, _zero, x, steps=2, step_size=1.0, normalize="l2",
                                    epsilon=1.5, divergence="mse")
   np.testing.assert_allclose(aux, [[3.9, 5.2], [1.5, -2.0]], rtol=1e-6)
+
+
+def test_auxiliary_samples_keep_bfloat16_with_float32_bounds():
+  """bfloat16 in, bfloat16 out, whatever the dtypes of the step size, radius and clip bounds
+  (a NumPy float32 per-channel range, as the run passes)."""
+  teacher = lambda x: jnp.stack([x.sum((1, 2, 3)), -x.sum((1, 2, 3))], -1).astype(jnp.float32)
+  student = lambda x: jnp.zeros((x.shape[0], 2)) + jnp.array([1.0, 0.0])
+  x = jnp.zeros((2, 3, 3, 2), jnp.bfloat16)
+  clip = (np.full((2,), -0.25, np.float32), np.full((2,), 0.25, np.float32))
+  for normalize in ("sign", "l2", "none"):
+    aux = jax.jit(lambda x: backward.auxiliary_samples(
+        teacher, student, x, steps=2, step_size=jnp.float32(0.5), normalize=normalize,
+        epsilon=jnp.float32(0.2), clip=clip))(x)
+    assert aux.dtype == jnp.bfloat16 and aux.shape == x.shape, normalize
+  aux = backward.auxiliary_samples(teacher, student, x, step_size=0.5, clip=clip)
+  np.testing.assert_array_equal(np.asarray(aux, np.float32), np.full(x.shape, -0.25))

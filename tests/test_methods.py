@@ -65,9 +65,7 @@ def test_get_method_composes_a_view_and_keeps_the_rest():
 
 
 def test_get_method_fixes_the_objective_options_it_takes():
-  # A whole config block can be passed: the objective keeps only its own options.
-  block = dict(t_max=4, margin=0.5, psi_schedule="linear", reduction="sum")
-  method = methods.get_method("continuation_kd", "mixup", **block)
+  method = methods.get_method("continuation_kd", "mixup", reduction="sum")
   assert (method.name, method.view) == ("continuation_kd+mixup", "mixup")
   assert method.objective.func is continuation_kd.continuation_objective
   assert method.objective.keywords == {"reduction": "sum"}
@@ -78,13 +76,39 @@ def test_get_method_fixes_the_objective_options_it_takes():
   hinge = np.maximum(0.0, np.sum((S - 0.5 * T) ** 2, -1) - 0.2)
   np.testing.assert_allclose(method.objective(S, T, Y, hp), 0.25 * _ce(S, Y) + 0.75 * hinge,
                              rtol=1e-5)
-  # Objectives without the option, and no options at all: the registered method itself.
-  assert methods.get_method("kd", **block) is methods.METHODS["kd"]
+  # No options: the registered method itself.
   assert methods.get_method("continuation_kd") is methods.METHODS["continuation_kd"]
-  assert methods.get_method("continuation_kd", t_max=4) is methods.METHODS["continuation_kd"]
 
 
-def test_make_view_names_modalities_and_filters_options():
+def test_options_a_method_does_not_take_raise_naming_the_valid_ones():
+  with pytest.raises(ValueError, match=re.escape(
+      "method 'continuation_kd' takes no objective option 'margin', 't_max'; valid options: "
+      "reduction.") + "$"):
+    methods.get_method("continuation_kd", t_max=4, margin=0.5)
+  with pytest.raises(ValueError, match=re.escape(
+      "method 'kd' takes no objective option 'reductoin'; valid options: none.") + "$"):
+    methods.get_method("kd", reductoin="sum")
+  # A whole config block is split by the method's declared options, and a misspelt key raises.
+  block = dict(t_max=4, margin=0.5, psi_schedule="linear", reduction="sum",
+               annealing_phase2_epochs=0)
+  parts = methods.METHODS["continuation_kd"].split_block(block)
+  assert parts == methods.BlockOptions({"reduction": "sum"},
+                                       dict(t_max=4, margin=0.5, psi_schedule="linear"), {})
+  parts = methods.METHODS["annealing_kd"].split_block(block)  # margin, ψ ramp: not read
+  assert parts == methods.BlockOptions({"reduction": "sum"},
+                                       dict(t_max=4, annealing_phase2_epochs=0),
+                                       dict(annealing_phase2_epochs=0))
+  with pytest.raises(ValueError, match=re.escape(
+      "continuation_kd takes no continuation option 'tmax'; valid options: "
+      "annealing_phase2_epochs, annealing_phase2_init, margin, psi_ramp_epochs, "
+      "psi_schedule, psi_switch_epoch, reduction, t_max.") + "$"):
+    methods.METHODS["continuation_kd"].split_block({"tmax": 4})
+  with pytest.raises(ValueError, match="takes no continuation option 'psi_ramp'"):
+    methods.hparams_at(methods.get_method("continuation_kd"), 1, 10, kd={},
+                       schedule_options={"psi_ramp": 3})
+
+
+def test_make_view_names_modalities_and_takes_only_its_own_options():
   assert methods.make_view(None) is None and methods.make_view("none", "text") is None
   with pytest.raises(ValueError, match=re.escape(
       "unknown image view 'cutmixup'; valid names: identity, flip, crop_flip, cutout, "
@@ -94,22 +118,34 @@ def test_make_view_names_modalities_and_filters_options():
       "unknown text view 'mixup'; valid names: backward.") + "$"):
     methods.make_view("mixup", "text")
   with pytest.raises(ValueError, match=re.escape(
-      "unknown audio view 'mixup'; valid names: none.") + "$"):
+      "unknown modality 'audio'; valid: image, text.") + "$"):
     methods.make_view("mixup", "audio")
-  options = dict(alpha=0.5, label_mixing=True, steps=2, step_size=0.2, pool_rounds=3,
-                 score="kl", n_pick=4, epsilon=0.3, divergence="mse", special_ids=(7,))
-  maker = methods.make_view("mixup", **options)
+  maker = methods.make_view("mixup", alpha=0.5, label_mixing=True)
   assert (maker.name, maker.label_mixing, maker.make.func) == ("mixup", True,
                                                                 strong_aug.mixup_view)
   assert maker.make.keywords == {"alpha": 0.5}
-  maker = methods.make_view("cutmix_pick", "image", **options)
+  maker = methods.make_view("cutmix_pick", "image", alpha=0.5, pool_rounds=3, score="kl",
+                            n_pick=4)
   assert maker.make.keywords == dict(alpha=0.5, pool_rounds=3, score="kl", n_pick=4)
-  # backward.image_view takes **options: they are filtered by sample_options' keywords.
-  maker = methods.make_view("backward", **options)
+  maker = methods.make_view("backward", steps=2, step_size=0.2, epsilon=0.3, divergence="mse")
   assert maker.make.keywords == backward_kd.sample_options(steps=2, step_size=0.2,
                                                            epsilon=0.3, divergence="mse")
-  maker = methods.make_view("backward", "text", **options)
+  maker = methods.make_view("backward", "text", steps=2, special_ids=(7,))
   assert maker.make.keywords["special_ids"] == (7,) and maker.make.keywords["steps"] == 2
+  # The issue's example: a misspelt option and a misspelt score both raise, naming the valid.
+  with pytest.raises(ValueError, match=re.escape(
+      "the cutmix_pick view takes no option 'pool_round', 'scroe'; valid options: alpha, "
+      "pool_rounds, score, n_pick, label_mixing.") + "$"):
+    methods.make_view("cutmix_pick", pool_round=5, scroe="kl")
+  with pytest.raises(ValueError, match="takes no option 'special_ids'"):
+    methods.make_view("backward", special_ids=(7,))
+  with pytest.raises(ValueError, match="token-level backward KD takes no epsilon"):
+    methods.make_view("backward", "text", epsilon=0.3)
+  # input_range is context: given to the views on pixels, unused by the others.
+  assert methods.make_view("mixup", input_range=(0.0, 1.0)).name == "mixup"
+  assert methods.make_view("crop_flip", input_range=(0.0, 1.0)).make.keywords[
+      "input_range"] == (0.0, 1.0)
+  assert methods.view_options("flip") == ("per_image",)
 
 
 # --- Per-epoch values. ---
@@ -156,8 +192,7 @@ def test_hparams_at_with_the_continuation_and_annealing_schedules():
 def test_continuation_values_by_hand():
   assert continuation_kd.continuation_values(1, 200) == {
       "continuation_temperature": 20.0, "phi": 1 - 19 / 20, "psi": 1 / 150, "margin": 3.0}
-  values = continuation_kd.continuation_values(4, 10, t_max=5, margin=2, psi_ramp_epochs=8,
-                                               reduction="sum")  # the objective's option
+  values = continuation_kd.continuation_values(4, 10, t_max=5, margin=2, psi_ramp_epochs=8)
   assert values == {"continuation_temperature": 3.0, "phi": 0.6, "psi": 0.5, "margin": 2.0}
   assert type(values["margin"]) is float
   # Piecewise ψ: epoch / ramp up to the switch epoch, then 1; no switch epoch means 0.
@@ -188,8 +223,7 @@ def test_annealing_values_by_hand():
   # t_max 10 over 100 epochs: k = 10, T reaches 1 at epoch 90.
   assert continuation_kd.annealing_values(90, 100, t_max=10)["psi"] == 0.0
   assert continuation_kd.annealing_values(91, 100, t_max=10)["psi"] == 1.0
-  values = continuation_kd.annealing_values(5, 100, t_max=10, psi_switch_epoch=5, margin=3.0,
-                                            psi_ramp_epochs=2)
+  values = continuation_kd.annealing_values(5, 100, t_max=10, psi_switch_epoch=5)
   assert values == {"continuation_temperature": 10.0, "phi": 1 - 9 / 10, "psi": 0.0,
                     "margin": 0.0}
   assert continuation_kd.annealing_values(6, 100, t_max=10, psi_switch_epoch=5)["psi"] == 1.0

@@ -26,9 +26,10 @@ def test_the_package_lists_its_modules_and_entry_points():
   assert out.stdout.strip() == "[]"
 
 
-CORE_REQUIREMENTS = {"jax", "flax", "optax", "orbax-checkpoint", "chex", "numpy"}
-EXTRA_PACKAGES = ("sklearn", "matplotlib", "tqdm", "tensorboardX", "scipy", "ml_collections",
-                  "tokenizers", "safetensors", "tensorflow", "tensorflow_datasets", "torch")
+CORE_REQUIREMENTS = {"jax", "flax", "optax", "orbax-checkpoint", "chex", "numpy",
+                     "ml_collections"}
+EXTRA_PACKAGES = ("sklearn", "matplotlib", "tqdm", "tensorboardX", "scipy", "tokenizers",
+                  "safetensors", "tensorflow", "tensorflow_datasets", "torch")
 
 
 def test_the_core_installs_and_imports_without_the_extras():

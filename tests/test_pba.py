@@ -119,7 +119,8 @@ def _composed_run(method, view):
   train_images, train_labels = _data(32, 4)
   busy = [(0, np.full((30, 2), 5, np.int32))]
   schedule_options = {"t_max": 2, "psi_schedule": "linear", "psi_ramp_epochs": 2}
-  maker = methods.make_view(view, "image", steps=1, step_size=0.1) if view else None
+  view_options = {"backward": dict(steps=1, step_size=0.1)}.get(view, {})
+  maker = methods.make_view(view, "image", **view_options) if view else None
   setup = dataclasses.replace(_setup(teacher), method=method, view=maker)
   hparams = lambda epoch: methods.hparams_at(
       methods.get_method(method), epoch, 2, kd={},

@@ -140,6 +140,47 @@ def test_ce_step_needs_no_teacher_and_kd_requires_one(setup):
   logits, _ = student.apply(variables, x, train=True, mutable=["batch_stats"])
   assert float(metrics["loss"]) == pytest.approx(
       float(jnp.mean(losses.cross_entropy(logits, batch["label"]))), rel=1e-5)
+  assert int(metrics["label_errors"]) == 0
+  # Labels outside [0, 10) inside jit: counted (the loop stops on them), whatever the loss.
+  bad = {**batch, "label": np.asarray(batch["label"]).copy()}
+  bad["label"][:3] = [10, -1, 12]
+  _, metrics = train_step(_state(student, optimizer, mesh), bad, {}, _hparams(mesh))
+  assert int(metrics["label_errors"]) == 3
+  # One-hot labels: the same loss and accuracy as the class ids, and nothing to count.
+  one_hot = {**batch, "label": np.eye(10, dtype=np.float32)[np.asarray(batch["label"])]}
+  state_1h, metrics_1h = train_step(_state(student, optimizer, mesh), one_hot, {},
+                                    _hparams(mesh))
+  assert float(metrics_1h["loss"]) == pytest.approx(
+      float(jnp.mean(losses.cross_entropy(logits, batch["label"]))), rel=1e-5)
+  assert "label_errors" not in metrics_1h
+  np.testing.assert_allclose(jax.tree.leaves(state_1h["params"])[0],
+                             jax.tree.leaves(state["params"])[0], rtol=1e-5, atol=1e-7)
+
+
+def test_the_loop_stops_on_labels_outside_the_classes(tmp_path):
+  from kd_jax.train import loop
+
+  def train_step(state, batch, teacher_variables, hparams, teacher_constants):
+    return state, {"loss": jnp.float32(1.0), "label_errors": jnp.int32(batch)}
+
+  spec = loop.Loop(train_step, lambda start, stop: iter([0, 2, 0]), lambda epoch: ({}, {}),
+                   lambda state, epoch: None, steps_per_epoch=3, total_steps=3, config={},
+                   progress_bar=False, log_every_steps=1)
+  with pytest.raises(ValueError, match=r"the batch of step 2 has 2 label\(s\) outside"):
+    loop.run_loop(spec, {"step": jnp.int32(0)}, str(tmp_path / "run"))
+
+
+def test_check_teacher_warns_when_the_teacher_cannot_teach():
+  from kd_jax.train import loop
+  fine = {"count": 100.0, "teacher_correct": 90.0, "teacher_spread": 50.0,
+          "teacher_chance": 10.0}
+  assert loop.check_teacher(fine) is None
+  constant = {**fine, "teacher_spread": 0.0}
+  assert "the same for all 100 evaluation examples" in loop.check_teacher(constant)
+  # 10 classes, 100 examples: chance 10% ± 3·3% — 18% is at chance, 20% is not.
+  assert "at chance (10.00% for 10 classes)" in loop.check_teacher(
+      {**fine, "teacher_correct": 18.0})
+  assert loop.check_teacher({**fine, "teacher_correct": 20.0}) is None
 
 
 def test_function_adapter_trains_a_plain_apply_function(setup):
@@ -259,6 +300,9 @@ def test_eval_step_sums_against_hand_computed_values():
                 for si, ti in zip(s, t))
   assert abs(kl - reverse) > 0.1
   assert sums["kl"] == pytest.approx(kl, rel=1e-5)
+  # For the loop's teacher check: max_c |z_T − z_T(first)| summed (0 + 0 + 3), count / C.
+  assert sums["teacher_spread"] == pytest.approx(3.0)
+  assert sums["teacher_chance"] == pytest.approx(1.5)
 
 
 def test_population_step_equals_separate_steps(setup):

@@ -13,11 +13,13 @@ from kd_jax.train import preprocess as preprocess_lib, setup, sharding, state as
 from tests.conftest import image_step, sgd
 
 
-def _view_options(**overrides):
-  options = ml_collections.ConfigDict(dict(alpha=1.0, pool_rounds=3, score="teacher_entropy",
-                                           n_pick=0, weight=1.0, label_mixing=False))
+def _view_options(view="cutmix_pick", **overrides):
+  """The view's config block (each view takes only its own options)."""
+  options = dict(alpha=1.0, pool_rounds=3, score="teacher_entropy", n_pick=0,
+                 label_mixing=False)
   options.update(overrides)
-  return options
+  return ml_collections.ConfigDict(
+      {k: v for k, v in options.items() if k in methods.view_options(view)})
 
 
 def _maker(name, options):
@@ -45,7 +47,7 @@ HPARAMS = {"temperature": jnp.float32(4.0), "ce_weight": jnp.float32(0.1),
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
 def test_teacher_is_rerun_on_the_mixed_view(nets, name):
   *_, teacher_fn, student_fn, images, labels = nets
-  maker = _maker(name, _view_options())
+  maker = _maker(name, _view_options(name))
   view = maker(jax.random.PRNGKey(0), images, labels, teacher_fn, student_fn, HPARAMS)
   assert view.inputs.shape == images.shape
   assert not np.allclose(view.inputs, images)
@@ -84,7 +86,7 @@ def test_partner_labels_and_lambda_describe_the_mix(nets):
   *_, teacher_fn, student_fn, images, labels = nets
   from kd_jax import augment
   key = jax.random.PRNGKey(7)
-  view = _maker("cutmix", _view_options())(key, images, labels, teacher_fn,
+  view = _maker("cutmix", _view_options("cutmix"))(key, images, labels, teacher_fn,
                                                           student_fn, HPARAMS)
   _, perm, lam = augment.cutmix(key, images, 1.0)
   np.testing.assert_array_equal(view.partner_labels, np.asarray(labels)[np.asarray(perm)])
@@ -102,7 +104,7 @@ def test_unknown_view_and_score():
 def test_step_loss_is_objective_on_x_plus_kd_on_the_teacher_labelled_view(nets, label_mixing):
   data, teacher, student, teacher_variables, teacher_fn, _, _, _ = nets
   mesh = sharding.make_data_mesh()
-  options = _view_options(label_mixing=label_mixing)
+  options = _view_options("cutmix", label_mixing=label_mixing)
   optimizer = sgd()
   preprocess = preprocess_lib.image_preprocess(data.mean, data.std)
   step = image_step(student, optimizer, methods.get_method("kd_cutmix"), preprocess, teacher,

@@ -18,6 +18,8 @@ Where to find a method (its formula, its schedule and its contribution to the st
 ``get_method(name, view)`` returns a ``Method``; any objective composes with any view
 (``get_method("continuation_kd", "cutmix_pick")``) and any preprocess (the step builder's
 third part). ``make_view(name, modality, **options)`` builds a view maker from keywords.
+Options are explicit everywhere: one a method, view or block does not take raises a
+ValueError that names the valid ones.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from kd_jax.methods import backward_kd, continuation_kd, strong_aug, vanilla
-from kd_jax.methods.base import Method, View, ViewMaker, teacher_labelled
+from kd_jax.methods.base import BlockOptions, Method, View, ViewMaker, teacher_labelled
 
 METHODS: dict[str, Method] = {
   "ce": Method("ce", vanilla.ce_objective, uses_teacher_on_x=False),
@@ -41,6 +45,9 @@ METHODS: dict[str, Method] = {
     continuation_kd.continuation_objective,
     schedule=continuation_kd.continuation_values,
     schedule_block="continuation",
+    objective_options=continuation_kd.OBJECTIVE_OPTIONS,
+    schedule_options=continuation_kd.CONTINUATION_SCHEDULE_OPTIONS,
+    unused_block_keys=continuation_kd.CONTINUATION_UNUSED,
   ),
   "annealing_kd": Method(
     "annealing_kd",
@@ -48,11 +55,15 @@ METHODS: dict[str, Method] = {
     schedule=continuation_kd.annealing_values,
     schedule_block="continuation",
     phases=continuation_kd.annealing_phases,
+    objective_options=continuation_kd.OBJECTIVE_OPTIONS,
+    schedule_options=continuation_kd.ANNEALING_SCHEDULE_OPTIONS,
+    phases_options=continuation_kd.ANNEALING_PHASES_OPTIONS,
+    unused_block_keys=continuation_kd.ANNEALING_UNUSED,
   ),
 }
 
 # View makers by modality and name: factories taking keyword options.
-VIEWS = {
+VIEWS: dict[str, dict[str, Callable[..., ViewMaker]]] = {
   "image": {
     "identity": strong_aug.identity,
     "flip": strong_aug.flip,
@@ -80,48 +91,96 @@ VIEW_NAMES = (
 )
 
 
-def get_method(name: str, view: str | None = None, **objective_options) -> Method:
+def get_method(name: str, view: str | None = None, **objective_options: Any) -> Method:
   """The method called ``name``; a ``view`` replaces its view maker ("none" removes it).
 
   Objectives and views compose freely: ``get_method("continuation_kd", "cutmix_pick")``
   is Continuation-KD on x plus the KD term on a CutMix-pick view. ``objective_options`` fix
-  static options of the objective (``reduction="sum"`` for Continuation-KD's hinge); options
-  the objective does not take are ignored, so a method's whole config block can be passed.
+  static options of the objective (``reduction="sum"`` for Continuation-KD's hinge: the
+  method's ``objective_options``); any other keyword raises, naming the valid ones. To pass
+  a method's whole config block, split it first: ``method.split_block(block).objective``.
+
+  >>> get_method("continuation_kd", "cutmix_pick", reduction="mean").name
+  'continuation_kd+cutmix_pick'
   """
   if name not in METHODS:
     raise ValueError(f"unknown method {name!r}; valid names: {', '.join(sorted(METHODS))}.")
   method = METHODS[name]
+  unknown = sorted(set(objective_options) - set(method.objective_options))
+  if unknown:
+    valid = ", ".join(method.objective_options) or "none"
+    raise ValueError(
+      f"method {name!r} takes no objective option {', '.join(map(repr, unknown))}; "
+      f"valid options: {valid}."
+    )
   if view:
     if view not in VIEW_NAMES:
       raise ValueError(f"unknown view {view!r}; valid names: {', '.join(VIEW_NAMES)}.")
     method = dataclasses.replace(
       method, name=f"{name}+{view}", view=None if view == "none" else view
     )
-  accepted = inspect.signature(method.objective).parameters
-  options = {k: v for k, v in objective_options.items() if k in accepted}
-  if options:
-    method = dataclasses.replace(method, objective=functools.partial(method.objective, **options))
+  if objective_options:
+    method = dataclasses.replace(
+      method, objective=functools.partial(method.objective, **objective_options)
+    )
   return method
 
 
-def make_view(name: str | None, modality: str = "image", **options) -> ViewMaker | None:
-  """The view maker ``name`` for ``modality`` ("image" | "text"), from keyword options.
-
-  Options a view does not take are ignored, so one options mapping can serve every view;
-  None or "none" gives None.
-  """
-  if name in (None, "none"):
-    return None
-  factories = VIEWS.get(modality, {})
+def _view_factory(name: str, modality: str) -> Callable[..., ViewMaker]:
+  factories = VIEWS.get(modality)
+  if factories is None:
+    raise ValueError(f"unknown modality {modality!r}; valid: {', '.join(VIEWS)}.")
   if name not in factories:
     valid = ", ".join(factories) or "none"
     raise ValueError(f"unknown {modality} view {name!r}; valid names: {valid}.")
-  factory = factories[name]
-  accepted = inspect.signature(factory).parameters
-  takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-  if takes_any:  # backward_kd.image_view forwards to sample_options
-    accepted = inspect.signature(backward_kd.sample_options).parameters
-  return factory(**{k: v for k, v in options.items() if k in accepted})
+  return factories[name]
+
+
+def view_options(name: str, modality: str = "image") -> tuple[str, ...]:
+  """The options the view ``name`` takes: the keywords of ``make_view(name, modality)``.
+
+  >>> view_options("cutmix_pick")
+  ('alpha', 'pool_rounds', 'score', 'n_pick', 'label_mixing')
+  """
+  parameters = inspect.signature(_view_factory(name, modality)).parameters.values()
+  return tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def make_view(
+  name: str | None,
+  modality: str = "image",
+  *,
+  input_range: Any = None,
+  **options: Any,
+) -> ViewMaker | None:
+  """The view maker ``name`` for ``modality`` ("image" | "text"), from keyword options.
+
+  ``options`` are the view's own (``view_options(name)``); one it does not take raises,
+  naming the valid ones. ``input_range`` is where pixel values 0 and 255 land after
+  normalisation (the preprocess's ``valid_range()``): context rather than an option, given
+  to the views that work on pixels (crop_flip, autoaugment) and unused by the others.
+  None or "none" gives None.
+
+  >>> make_view("cutmix_pick", pool_rounds=4, score="kl").name
+  'cutmix_pick'
+  >>> make_view("mixup", alpah=0.2)
+  Traceback (most recent call last):
+  ...
+  ValueError: the mixup view takes no option 'alpah'; valid options: alpha, label_mixing.
+  """
+  if name in (None, "none"):
+    return None
+  factory = _view_factory(name, modality)
+  valid = view_options(name, modality)
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(
+      f"the {name} view takes no option {', '.join(map(repr, unknown))}; "
+      f"valid options: {', '.join(valid) or 'none'}."
+    )
+  if "input_range" in valid and "input_range" not in options:
+    options["input_range"] = input_range
+  return factory(**options)
 
 
 def hparams_at(
@@ -129,14 +188,15 @@ def hparams_at(
   epoch: int,
   num_epochs: int,
   *,
-  kd: dict,
+  kd: Mapping[str, float],
   view_weight: float = 1.0,
-  schedule_options: dict | None = None,
+  schedule_options: Mapping[str, Any] | None = None,
   label_smoothing: float = 0.0,
 ) -> dict[str, float]:
   """Every value the step reads during ``epoch`` (counted from 1): KD's constants and the
   label smoothing ε, then the method's own schedule (φ, ψ, margin, ...). φ = ψ = 1 where the
-  method has none."""
+  method has none. ``schedule_options``: the method's config block (``config.continuation``),
+  whose keys are checked and split by ``Method.split_block``."""
   values = {
     **vanilla.kd_values(**kd, view_weight=view_weight, label_smoothing=label_smoothing),
     "phi": 1.0,
@@ -144,7 +204,8 @@ def hparams_at(
     "margin": 0.0,
   }
   if method.schedule is not None:
-    values.update(method.schedule(epoch, num_epochs, **(schedule_options or {})))
+    options = method.split_block(schedule_options or {}).schedule
+    values.update(method.schedule(epoch, num_epochs, **options))
   return values
 
 
@@ -152,6 +213,7 @@ __all__ = [
   "METHODS",
   "VIEWS",
   "VIEW_NAMES",
+  "BlockOptions",
   "Method",
   "View",
   "ViewMaker",
@@ -159,4 +221,5 @@ __all__ = [
   "hparams_at",
   "make_view",
   "teacher_labelled",
+  "view_options",
 ]

@@ -79,9 +79,27 @@ SAMPLE_OPTIONS = (
 )
 
 
-def image_view(**options) -> ViewMaker:
+def image_view(
+  *,
+  steps: int = 1,
+  step_size: float = 0.03,
+  normalize: str = "sign",
+  epsilon: float | None = None,
+  clip=None,
+  divergence: str = "kl",
+  divergence_temperature: float = 1.0,
+) -> ViewMaker:
   """The per-step backward view maker; keywords as ``sample_options``."""
-  return ViewMaker(functools.partial(backward_view, **sample_options(**options)), "backward")
+  options = sample_options(
+    steps=steps,
+    step_size=step_size,
+    normalize=normalize,
+    epsilon=epsilon,
+    clip=clip,
+    divergence=divergence,
+    divergence_temperature=divergence_temperature,
+  )
+  return ViewMaker(functools.partial(backward_view, **options), "backward")
 
 
 def token_view_samples(
@@ -134,9 +152,11 @@ def token_view_samples(
     teacher_gram=constants.get("teacher_gram"),
   )
   if project_to_tokens:
-    sentence = {**inputs, "input_ids": samples[2]}
-    return View(sentence, teacher_fn(sentence), labels, labels, jnp.ones(labels.shape, jnp.float32))
-  teacher_e, student_e = samples
+    sentence = {**inputs, "input_ids": samples[-1]}  # the nearest token ids
+    return View(
+      sentence, teacher_fn(sentence), labels, labels, jnp.ones(labels.shape[:1], jnp.float32)
+    )
+  teacher_e, student_e = samples[:2]
   student_inputs = {**_without_ids(inputs), "word_embeddings": student_e}
   teacher_logits = teacher_fn({**_without_ids(inputs), "word_embeddings": teacher_e})
   return View(student_inputs, teacher_logits, labels, labels, jnp.ones(labels.shape, jnp.float32))
@@ -155,6 +175,8 @@ def token_view(
   divergence_temperature: float = 1.0,
   special_ids: tuple[int, ...] = (),
   project_to_tokens: bool = False,
+  epsilon: float | None = None,
+  clip=None,
 ) -> ViewMaker:
   """The token-level backward view maker. ``special_ids``: token ids that never move.
   ``project_to_tokens``: train on the nearest discrete sentences instead of the relaxed
@@ -162,7 +184,15 @@ def token_view(
   use the relaxed sentences). A token changes only where some entry of X' gains more than
   1 on the original's, which takes more than 1/2 of the step's squared L2 norm: with
   ``normalize="l2"`` (each step moves the whole sentence by η) fewer than 2(Kη)² tokens
-  per sentence change, none for Kη < 1/√2, so raise the step with this option."""
+  per sentence change, none for Kη < 1/√2, so raise the step with this option.
+  ``epsilon`` and ``clip`` (the image view's ε-ball and pixel range, in the same config
+  block) must be None: a relaxed sentence has neither."""
+  for name, value in (("epsilon", epsilon), ("clip", clip)):
+    if value is not None:
+      raise ValueError(
+        f"token-level backward KD takes no {name} (got {value!r}): relaxed one-hot "
+        "sentences have no ε-ball or pixel range; leave it None."
+      )
   if normalize == "sign":
     raise ValueError(
       "token-level backward KD takes normalize 'l2' or 'none' (the sign of "

@@ -15,7 +15,7 @@ A method (DESIGN.md) is a recipe of independent parts, so they compose:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -29,14 +29,18 @@ class View(NamedTuple):
 
   inputs: Any  # what the student takes: images [n, H, W, C] or a token dict
   teacher_logits: jax.Array  # [n, classes]
-  labels: jax.Array  # [n] label of the example each sample is mostly made of
-  partner_labels: jax.Array  # [n] label of the example mixed in
+  # Labels as the batch has them: integer class ids [n] or one-hot / soft rows [n, classes].
+  labels: jax.Array  # the label of the example each sample is mostly made of
+  partner_labels: jax.Array  # the label of the example mixed in
   lam: jax.Array  # [n] weight of ``labels`` (kept-area fraction for CutMix)
 
 
-def teacher_labelled(inputs, teacher_fn, labels) -> View:
+def teacher_labelled(
+  inputs: Any, teacher_fn: Callable[[Any], jax.Array], labels: jax.Array
+) -> View:
   """A view of generated samples, labelled by the teacher only (their class is unknown)."""
-  return View(inputs, teacher_fn(inputs), labels, labels, jnp.ones(labels.shape, jnp.float32))
+  lam = jnp.ones(labels.shape[:1], jnp.float32)
+  return View(inputs, teacher_fn(inputs), labels, labels, lam)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +107,39 @@ class Method:
   # **block)``: an object with initial_state / start_of_epoch / end_of_epoch / lr_at for a
   # method that changes the run between epochs (Annealing-KD's two phases), or None.
   phases: Callable[..., Any] | None = None
+  # The options each part takes, by name (kd_jax.methods.get_method, ``split_block``): the
+  # objective's static options, the keys of ``schedule_block`` its schedule and its phases
+  # read, and the keys of that (shared) block this method accepts and does not read.
+  objective_options: tuple[str, ...] = ()
+  schedule_options: tuple[str, ...] = ()
+  phases_options: tuple[str, ...] = ()
+  unused_block_keys: tuple[str, ...] = ()
 
   @property
   def needs_teacher(self) -> bool:
     return self.uses_teacher_on_x or self.view is not None
+
+  def split_block(self, options: Mapping[str, Any]) -> BlockOptions:
+    """The method's config block (``config.continuation``) split into the options of its
+    objective, its schedule and its phases; a key none of them takes raises, naming the
+    valid ones."""
+    parts = (self.objective_options, self.schedule_options, self.phases_options)
+    valid = sorted({*self.unused_block_keys, *(name for part in parts for name in part)})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+      raise ValueError(
+        f"{self.name} takes no {self.schedule_block or 'block'} option "
+        f"{', '.join(map(repr, unknown))}; valid options: {', '.join(valid) or 'none'}."
+      )
+    objective, schedule, phases = (
+      {name: options[name] for name in part if name in options} for part in parts
+    )
+    return BlockOptions(objective, schedule, phases)
+
+
+class BlockOptions(NamedTuple):
+  """A method's config block, by the part that reads each key (``Method.split_block``)."""
+
+  objective: dict[str, Any]
+  schedule: dict[str, Any]
+  phases: dict[str, Any]

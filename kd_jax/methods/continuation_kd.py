@@ -63,16 +63,13 @@ def continuation_values(
   psi_schedule: str = "linear",
   psi_ramp_epochs: int = 150,
   psi_switch_epoch: int | None = None,
-  **objective_options,
 ) -> dict[str, float]:
-  """T, φ, ψ and the margin for ``epoch`` (counted from 1) of a Continuation-KD run. The
-  block's objective options (``reduction``) are the objective's, not the schedule's.
+  """T, φ, ψ and the margin for ``epoch`` (counted from 1) of a Continuation-KD run.
 
   The defaults are the config schema's (kd_jax/experiments/configs/common.py, continuation
   block): the margin 3.0 is on the scale of the summed hinge, the objective's default
   reduction (results/sweep_continuation_margin_digits.md); with ``reduction="mean"`` the
   squared gap is C times smaller, so scale the margin with it."""
-  del objective_options
   values = continuation.schedule_values(
     epoch,
     num_epochs,
@@ -86,6 +83,27 @@ def continuation_values(
 
 ANNEALING_PHASE2_INITS = ("last", "best")
 
+# The keys of the ``continuation`` config block, which both methods read, by who reads them.
+OBJECTIVE_OPTIONS = ("reduction",)
+CONTINUATION_SCHEDULE_OPTIONS = (
+  "t_max",
+  "margin",
+  "psi_schedule",
+  "psi_ramp_epochs",
+  "psi_switch_epoch",
+)
+ANNEALING_SCHEDULE_OPTIONS = (
+  "t_max",
+  "psi_switch_epoch",
+  "annealing_phase2_epochs",
+  "annealing_phase2_init",
+)
+ANNEALING_PHASES_OPTIONS = ("annealing_phase2_epochs", "annealing_phase2_init")
+# Continuation-KD's keys that Annealing-KD (margin 0, a step ψ) does not read, and the other
+# way round: accepted in the shared block, not used.
+ANNEALING_UNUSED = ("margin", "psi_schedule", "psi_ramp_epochs")
+CONTINUATION_UNUSED = ("annealing_phase2_epochs", "annealing_phase2_init")
+
 
 def annealing_values(
   epoch: int,
@@ -95,16 +113,15 @@ def annealing_values(
   psi_switch_epoch: int | None = None,
   annealing_phase2_epochs: int = 0,
   annealing_phase2_init: str = "last",
-  **unused,
 ) -> dict[str, float]:
   """Annealing-KD's T, φ and step ψ: labels only after ``psi_switch_epoch`` (None: the epoch
-  at which T reaches 1). The continuation block's other keys do not apply.
+  at which T reaches 1). The continuation block's margin and ψ ramp are Continuation-KD's
+  (``ANNEALING_UNUSED``): Annealing-KD's margin is 0 and its ψ a step.
 
   With ``annealing_phase2_epochs`` N > 0, the official code's protocol: phase 1 is the first
   ``num_epochs − N`` epochs, with T stepping from t_max to 1 over all of them and ψ = 0;
   phase 2 is the last N epochs, labels only (ψ = 1), from a fresh optimiser
   (``AnnealingPhases``)."""
-  del unused
   if annealing_phase2_init not in ANNEALING_PHASE2_INITS:
     raise ValueError(
       f"unknown annealing_phase2_init {annealing_phase2_init!r}; valid: "
@@ -202,10 +219,8 @@ def annealing_phases(
   score: str = "top1",
   annealing_phase2_epochs: int = 0,
   annealing_phase2_init: str = "last",
-  **unused,
 ) -> AnnealingPhases | None:
   """The two-phase bookkeeping for a run of ``num_epochs`` (None in the one-run form)."""
-  del unused
   if not annealing_phase2_epochs:
     return None
   return AnnealingPhases(

@@ -23,27 +23,26 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 
-from kd_jax import augment, losses, policies, validation
+from kd_jax import augment, policies, validation
 from kd_jax.methods.base import View, ViewMaker
 
-SCORES = ("teacher_entropy", "student_entropy", "kl")
+SCORES = augment.PICK_SCORES
 
 
 def mixup_view(key, images, labels, teacher_fn, student_fn, hparams, *, alpha: float) -> View:
   """x' = mixup(x) with λ ~ Beta(α, α); the teacher is re-run on x'."""
   del student_fn, hparams
   mixed, perm, lam = augment.mixup(key, images, alpha)
-  return View(mixed, teacher_fn(mixed), labels, labels[perm], jnp.full(labels.shape, lam))
+  return View(mixed, teacher_fn(mixed), labels, labels[perm], jnp.full(labels.shape[:1], lam))
 
 
 def cutmix_view(key, images, labels, teacher_fn, student_fn, hparams, *, alpha: float) -> View:
   """x' = CutMix(x); the teacher is re-run on x'."""
   del student_fn, hparams
   mixed, perm, lam = augment.cutmix(key, images, alpha)
-  return View(mixed, teacher_fn(mixed), labels, labels[perm], jnp.full(labels.shape, lam))
+  return View(mixed, teacher_fn(mixed), labels, labels[perm], jnp.full(labels.shape[:1], lam))
 
 
 def cutmix_pick_view(
@@ -59,45 +58,41 @@ def cutmix_pick_view(
   score: str,
   n_pick: int | None,
 ) -> View:
-  """CutMix-pick: the ``n_pick`` (None: batch size) most informative of R CutMix draws.
+  """CutMix-pick (kd_jax.augment.cutmix_pick): the ``n_pick`` (None: batch size) most
+  informative of R CutMix draws of the batch.
 
-  The pool is R independent CutMix draws of the batch (R·B samples). Scores: the teacher's
-  entropy at τ = 1 (default), the student's entropy at τ = 1 (student in inference mode, so
-  scoring does not touch its BatchNorm statistics; the official code scores in training
-  mode), or τ²·KL(p_T^τ ‖ p_S^τ). The teacher logits computed for scoring are reused for the
-  picked samples, so the pool costs R teacher forwards of the batch instead of one.
+  Scores: the teacher's entropy at τ = 1 (default), the student's entropy at τ = 1 (student
+  in inference mode, so scoring does not touch its BatchNorm statistics; the official code
+  scores in training mode), or τ²·KL(p_T^τ ‖ p_S^τ) at the KD temperature. The teacher
+  logits computed for scoring are reused for the picked samples, so the pool costs R
+  teacher forwards of the batch instead of one.
   """
-  batch = labels.shape[0]
-  mixed, perms, lams = jax.vmap(lambda k: augment.cutmix(k, images, alpha))(
-    jax.random.split(key, pool_rounds)
+  if score == "kl" and "temperature" not in hparams:
+    raise ValueError(
+      "the 'kl' pick score needs hparams['temperature'] (the KD temperature τ); "
+      "pass hparams={'temperature': 4.0} or use score='teacher_entropy'."
+    )
+  picked = augment.cutmix_pick(
+    key,
+    images,
+    score=score,
+    teacher_fn=teacher_fn,
+    student_fn=student_fn,
+    temperature=hparams["temperature"] if score == "kl" else 1.0,
+    alpha=alpha,
+    pool_rounds=pool_rounds,
+    n_pick=n_pick,
   )
-  pool = mixed.reshape(pool_rounds * batch, *images.shape[1:])
-  pool_labels = jnp.tile(labels, pool_rounds)
-  pool_partners = labels[perms.reshape(-1)]
-  pool_lam = jnp.repeat(lams, batch)
-
-  teacher_logits = None
-  if score == "teacher_entropy":
-    teacher_logits = teacher_fn(pool)
-    scores = losses.entropy(teacher_logits, 1.0)
-  elif score == "student_entropy":
-    scores = losses.entropy(student_fn(pool), 1.0)
-  elif score == "kl":
-    teacher_logits = teacher_fn(pool)
-    scores = losses.kd_kl(student_fn(pool), teacher_logits, hparams["temperature"])
-  else:
-    raise ValueError(f"unknown pick score {score!r}; valid names: {', '.join(SCORES)}.")
-  picked = augment.pick_top_indices(scores, n_pick or batch)
-  picked_images = pool[picked]
-  picked_teacher = teacher_fn(picked_images) if teacher_logits is None else teacher_logits[picked]
+  assert picked.teacher_logits is not None  # teacher_fn was given
   return View(
-    picked_images, picked_teacher, pool_labels[picked], pool_partners[picked], pool_lam[picked]
+    picked.images, picked.teacher_logits, labels[picked.source], labels[picked.partner], picked.lam
   )
 
 
 def _same_labels(images, teacher_fn, labels) -> View:
   """A view that keeps each image's own label (no mixing: λ = 1)."""
-  return View(images, teacher_fn(images), labels, labels, jnp.ones(labels.shape, jnp.float32))
+  lam = jnp.ones(labels.shape[:1], jnp.float32)
+  return View(images, teacher_fn(images), labels, labels, lam)
 
 
 def _pixel_map(input_range, view_name: str):

@@ -20,11 +20,13 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,14 @@ from kd_jax.train import state as state_lib
 from kd_jax.train import step as step_lib
 
 logger = logging.getLogger(__name__)
+
+# The shapes the loop passes around: a train state (``{"step", "params", "batch_stats",
+# "opt_state", "rng", ...}``), a batch of device arrays, and any pytree of arrays.
+State = dict[str, Any]
+Batch = dict[str, Any]
+Pytree = Any
+# ``step(state, batch, teacher_variables, hparams, teacher_constants) -> (state, metrics)``.
+TrainStep = Callable[[State, Batch, Pytree, Pytree, Pytree], tuple[State, dict[str, Any]]]
 
 # Config keys that may differ between a run and its resumption without changing its result.
 _RESUME_NEUTRAL_KEYS = {
@@ -288,11 +298,19 @@ def check_resume_identity(
 
 
 def evaluate(
-  eval_step, variables, data, batch_size: int, mesh, teacher_variables, regression: bool = False
+  eval_step: Callable[..., dict[str, Any]],
+  variables: Pytree,
+  data: Any,
+  batch_size: int,
+  mesh: Any,
+  teacher_variables: Pytree,
+  regression: bool = False,
+  *,
+  check_teacher_sums: bool = False,
 ) -> dict[str, float]:
   """Top-1, loss and (with a teacher) agreement and KL over a whole split (``data``: a
   kd_jax.data Split, an ImageData, an ImageDataset or a dict of host arrays); Pearson/Spearman
-  ×100 and MSE for regression."""
+  ×100 and MSE for regression. ``check_teacher_sums``: log ``check_teacher``'s warning."""
   split = _as_split(data)
   totals: dict[str, float] = {}
   predictions = []
@@ -306,8 +324,37 @@ def evaluate(
     for name, value in sums.items():
       totals[name] = totals.get(name, 0.0) + float(value)
   if regression:
-    return metrics.finalize_regression(totals, np.concatenate(predictions), split.arrays["label"])
+    labels = cast(Any, split).arrays["label"]  # regression tasks are in-memory text splits
+    return metrics.finalize_regression(totals, np.concatenate(predictions), labels)
+  if check_teacher_sums and "teacher_spread" in totals and jax.process_index() == 0:
+    warning = check_teacher(totals)
+    if warning:
+      logger.warning("%s", warning)
   return metrics.finalize_eval(totals)
+
+
+def check_teacher(sums: dict[str, float]) -> str | None:
+  """A warning when the teacher cannot teach, from an evaluation's summed counts
+  (``make_eval_step``): its logits are the same for every example (they do not depend on
+  the input: an untrained network, or a zero-initialised head), or its top-1 is within
+  three standard deviations of chance (a wrong checkpoint, class order or preprocessing).
+  None when it looks fine."""
+  count = max(sums["count"], 1.0)
+  if sums["teacher_spread"] == 0.0:
+    return (
+      f"the teacher's logits are the same for all {int(count)} evaluation examples: they do "
+      "not depend on the input (an untrained teacher, or a zero-initialised head), so the KD "
+      "term carries no information and backward-KD samples equal x. Check the teacher."
+    )
+  chance = sums["teacher_chance"] / count
+  top1 = sums["teacher_correct"] / count
+  if top1 <= chance + 3.0 * math.sqrt(chance * (1.0 - chance) / count):
+    return (
+      f"the teacher's top-1 on the evaluation split is {100 * top1:.2f}%, at chance "
+      f"({100 * chance:.2f}% for {round(1 / chance)} classes): check the teacher's run or "
+      "checkpoint, its class order and its preprocessing."
+    )
+  return None
 
 
 def _as_split(data) -> pipeline.Split:
@@ -341,35 +388,41 @@ class Loop:
   ``examples_per_step`` (0: not shown) and ``example_name`` give the lines' examples/s.
   """
 
-  train_step: Any
-  batches: Any
-  hparams_at: Any
-  evaluate: Any
+  train_step: TrainStep
+  batches: Callable[[int, int], Iterator[Batch]]
+  hparams_at: Callable[[int], tuple[Pytree, dict[str, float]]]
+  evaluate: Callable[[State, int], dict[str, Any] | None]
   steps_per_epoch: int
   total_steps: int
-  config: dict
-  teacher_variables: Any = dataclasses.field(default_factory=dict)
-  teacher_constants: Any = dataclasses.field(default_factory=dict)
-  lr_schedule: Any = None
-  start_of_epoch: Any = None
-  end_of_epoch: Any = None
-  extra_meta: Any = None
-  restore_extra: Any = None
+  config: dict[str, Any]
+  teacher_variables: Pytree = dataclasses.field(default_factory=dict)
+  teacher_constants: Pytree = dataclasses.field(default_factory=dict)
+  lr_schedule: Callable[[int], Any] | None = None
+  start_of_epoch: Callable[[State, int], State] | None = None
+  end_of_epoch: Callable[[State, int, dict[str, Any]], State] | None = None
+  extra_meta: Callable[[int], dict[str, Any]] | None = None
+  restore_extra: Callable[[dict[str, Any]], None] | None = None
   checkpoint_every_steps: int = 0
   max_checkpoints_to_keep: int = 3
   log_every_steps: int = 100
   progress_bar: bool = True
   score: str = "top1"
   examples_per_step: int = 0
-  resume_ignored: tuple = ()  # config blocks this run does not read (check_resume_config)
-  identity: dict = dataclasses.field(default_factory=dict)  # more of run_identity's entries
+  # config blocks this run does not read (check_resume_config)
+  resume_ignored: tuple[str, ...] = ()
+  # more of run_identity's entries
+  identity: dict[str, Any] = dataclasses.field(default_factory=dict)
   example_name: str = "examples"
 
 
 @dataclasses.dataclass
 class LoopResult:
-  state: dict
-  history: list
+  """What ``run_loop`` returns: the final state, one row per epoch (test values and the
+  epoch's training means), the steps done, the training time and how often XLA compiled
+  the step in this call (1 unless a shape, dtype or Python value changed between steps)."""
+
+  state: State
+  history: list[dict[str, Any]]
   steps: int
   train_seconds: float
   compilations: int
@@ -394,7 +447,9 @@ def run_loop(spec: Loop, state, workdir: str) -> LoopResult:
   with run_lock.hold(workdir), _stop_signals(workdir) as stop:
     run_checkpoints = checkpoint.RunCheckpoints(workdir, spec.max_checkpoints_to_keep)
     try:
-      result = _train(spec, state, workdir, run_checkpoints, stop)
+      with _counting_compilations(spec.train_step) as compilations:
+        result = _train(spec, state, workdir, run_checkpoints, stop)
+      result = dataclasses.replace(result, compilations=compilations[0])
       # A signal that arrived after the last step was checked (during the final wait, or
       # while a finished run was read back) still stops the process: a pipeline of runs
       # must not start its next one.
@@ -426,7 +481,7 @@ def _train(
   history: list[dict[str, Any]] = []
   # Running sums of the current epoch's training metrics (checkpointed: a run resumed
   # mid-epoch reports the same epoch means as an uninterrupted one).
-  epoch_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
+  epoch_sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "count": 0}
   seconds_before = 0.0  # wall-clock time of the loop in earlier (interrupted) processes
   identity = {**run_identity(spec.teacher_variables), **spec.identity}
 
@@ -456,6 +511,8 @@ def _train(
   is_writer = jax.process_index() == 0
   writer = metrics.MetricWriter(workdir, is_writer, resume_step=step)
   hparams_epoch = None
+  hparams: Pytree = {}  # set before the first step
+  logged_values: dict[str, float] = {}
   loop_start = time.perf_counter()
 
   def train_seconds() -> float:
@@ -484,7 +541,7 @@ def _train(
   logged_values: dict[str, float] = {}
   has_accuracy = []  # whether the step reports accuracy (classes, not regression)
   # Means of the steps since the last log line (the epoch's are in epoch_sums).
-  log_sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
+  log_sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "count": 0}
   num_epochs = -(-total_steps // steps_per_epoch)
   pace = metrics.Pace(step, total_steps, spec.examples_per_step)
 
@@ -502,6 +559,13 @@ def _train(
     """Looks at the pending step metrics: stop on a non-finite loss, log the rest."""
     host_rows = jax.device_get([row for _, row in pending])
     for (row_step, _), row in zip(pending, host_rows):
+      bad_labels = int(np.sum(row.pop(step_lib.LABEL_ERRORS, 0)))
+      if bad_labels:
+        run_checkpoints.wait()  # the checkpoints written so far stay as they are
+        raise ValueError(
+          f"the batch of step {row_step} has {bad_labels} label(s) outside [0, number of "
+          "classes): check the dataset's labels (class ids count from 0)."
+        )
       loss = np.asarray(row["loss"])
       if not np.all(np.isfinite(loss)):
         run_checkpoints.wait()
@@ -527,7 +591,7 @@ def _train(
         sums["count"] += 1
     if pending:
       last_step = pending[-1][0]
-      means = {"epoch": (last_step - 1) // steps_per_epoch + 1}
+      means: dict[str, float] = {"epoch": (last_step - 1) // steps_per_epoch + 1}
       means.update(
         {name: float(np.mean([row[name] for row in host_rows])) for name in host_rows[0]}
       )
@@ -640,8 +704,27 @@ def _train(
     progress.close()
     writer.close()
   run_checkpoints.wait()
-  compiled = getattr(spec.train_step, "compiled", spec.train_step)
-  return LoopResult(state, history, step, train_seconds(), compiled._cache_size())
+  return LoopResult(state, history, step, train_seconds(), compilations=0)  # run_loop counts
+
+
+@contextlib.contextmanager
+def _counting_compilations(train_step: Callable) -> Iterator[list[int]]:
+  """``[n]``: how many times XLA compiles ``train_step`` while the block runs, from JAX's
+  public compile events (jax.monitoring); a step that recompiles shows up as n > 1."""
+  compiled = getattr(train_step, "compiled", train_step)  # jit_population's inner jit
+  target = f"jit({getattr(compiled, '__name__', '')})"
+  count = [0]
+
+  def listener(event: str, duration_secs: float, **kwargs: str | int) -> None:
+    del duration_secs
+    if event == "/jax/core/compile/backend_compile_duration" and kwargs.get("fun_name") == target:
+      count[0] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield count
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def device_batches(split, sampler, mesh, prefetch: int = 2):
@@ -723,8 +806,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       run.teacher,
       run.teacher_variables,
       run.preprocess,
-      run.pool_options,
-      run.train.arrays["image"],
+      run.pool_options or {},
+      cast(Any, run.train).arrays["image"],  # checked above: an in-memory dataset
       pool_every,
       min(config.eval_batch_size, run.num_train),
       mesh,
@@ -747,7 +830,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       lr_schedule,
       lambda tree: sharding.replicate(tree, mesh),
       score=score,
-      **config[method.schedule_block].to_dict(),
+      **method.split_block(config[method.schedule_block].to_dict()).phases,
     )
   if phases is not None:
     state = phases.initial_state(state)
@@ -775,16 +858,22 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   schedule_keys = []
   if method.schedule is not None:
     schedule_keys = sorted(
-      method.schedule(1, num_epochs, **config[method.schedule_block].to_dict())
+      method.schedule(
+        1, num_epochs, **method.split_block(config[method.schedule_block].to_dict()).schedule
+      )
     )
 
   def hparams_at(epoch):
     values = epoch_hparams(config, method, epoch, num_epochs)
     return _device_hparams(values, mesh), {k: values[k] for k in schedule_keys}
 
+  teacher_checked = []  # the teacher is checked at the first evaluation of this process
+
   def evaluate_epoch(state, epoch):
     del epoch
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    check = not teacher_checked
+    teacher_checked.append(True)
     return evaluate(
       eval_step,
       variables,
@@ -793,6 +882,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       mesh,
       run.teacher_variables,
       run.regression,
+      check_teacher_sums=check,
     )
 
   if config.get("teacher_checkpoint", "") and run.teacher is not None:
@@ -848,22 +938,34 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     files.write_text_atomically(
       os.path.join(workdir, "summary.md"), metrics.summary_table(summary) + "\n"
     )
-    metrics.plot_history(
-      result.history,
-      os.path.join(workdir, "curves.png"),
-      score,
-      title=f"{config.method}: {run.describe['model']} on {run.describe['dataset']}",
-    )
+    curves = os.path.join(workdir, "curves.png")
+    if metrics.optional_module("matplotlib", f"plot of the curves in {curves}") is not None:
+      metrics.plot_history(
+        result.history,
+        curves,
+        score,
+        title=f"{config.method}: {run.describe['model']} on {run.describe['dataset']}",
+      )
   return summary
 
 
-def _progress_bar(enabled: bool, total: int, initial: int, is_writer: bool):
-  from tqdm.auto import tqdm
+class _NoProgressBar:
+  """What the loop calls on a progress bar, doing nothing (bar off, or tqdm not installed)."""
 
-  return tqdm(
-    total=total,
-    initial=initial,
-    unit="step",
-    dynamic_ncols=True,
-    disable=not (enabled and is_writer),
-  )
+  def update(self, n: int = 1) -> None:
+    del n
+
+  def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+    del args, kwargs
+
+  def close(self) -> None:
+    pass
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, is_writer: bool) -> Any:
+  if not (enabled and is_writer):
+    return _NoProgressBar()
+  tqdm = metrics.optional_module("tqdm.auto", "progress bar")
+  if tqdm is None:
+    return _NoProgressBar()
+  return tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)

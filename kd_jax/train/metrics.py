@@ -25,6 +25,7 @@ which they print (RepDistiller reports the best, the methods here the last).
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import logging
 import math
@@ -34,6 +35,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def finalize_eval(sums: dict[str, float]) -> dict[str, float]:
@@ -56,8 +59,9 @@ def finalize_regression(sums: dict[str, float], predictions, labels) -> dict[str
   if predictions.shape != labels.shape:
     raise ValueError(f"{predictions.shape[0]} predictions for {labels.shape[0]} labels.")
   return {
-    "pearson": 100.0 * float(stats.pearsonr(predictions, labels)[0]),
-    "spearman": 100.0 * float(stats.spearmanr(predictions, labels)[0]),
+    # (statistic, p-value) pairs; the statistic first
+    "pearson": 100.0 * float(np.asarray(stats.pearsonr(predictions, labels))[0]),
+    "spearman": 100.0 * float(np.asarray(stats.spearmanr(predictions, labels))[0]),
     "loss": sums["loss"] / max(sums["count"], 1.0),
   }
 
@@ -89,7 +93,9 @@ class MetricWriter:
     if has_rows:
       self._append({"step": int(resume_step), "split": RESUMED})
     tensorboard_dir = os.path.join(workdir, "tensorboard")
-    from tensorboardX import SummaryWriter  # imported here: only writers need it
+    tensorboardx = optional_module("tensorboardX", f"TensorBoard events in {tensorboard_dir}")
+    if tensorboardx is None:
+      return
 
     # Events past the restored step are hidden (purged) in TensorBoard, as in the JSONL.
     purge = (
@@ -97,9 +103,10 @@ class MetricWriter:
       if os.path.isdir(tensorboard_dir) and os.listdir(tensorboard_dir)
       else None
     )
-    self._tensorboard = SummaryWriter(tensorboard_dir, purge_step=purge)
+    self._tensorboard = tensorboardx.SummaryWriter(tensorboard_dir, purge_step=purge)
 
   def _append(self, row: dict) -> None:
+    assert self._file is not None  # enabled writers have a file
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
     os.fsync(self._file.fileno())
@@ -110,7 +117,7 @@ class MetricWriter:
     row = {"step": int(step), "split": split, **{k: _plain(v) for k, v in values.items()}}
     self._append(row)
     for name, value in values.items():
-      if isinstance(value, (int, float, np.floating, np.integer)):
+      if self._tensorboard is not None and isinstance(value, (int, float, np.floating, np.integer)):
         self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
 
   def close(self) -> None:
@@ -120,6 +127,24 @@ class MetricWriter:
     if self._tensorboard is not None:
       self._tensorboard.close()
       self._tensorboard = None
+
+
+_REPORTED_MISSING: set[str] = set()
+
+
+def optional_module(name: str, purpose: str) -> Any:
+  """The module ``name``, or None when it is not installed, said once per process in one log
+  line: TensorBoard logs, plots and the progress bar are the ``experiments`` extra's, and a
+  core install trains without them."""
+  try:
+    return importlib.import_module(name)
+  except ImportError:
+    if name not in _REPORTED_MISSING:
+      _REPORTED_MISSING.add(name)
+      logger.info(
+        "%s is not installed: no %s (pip install 'kd_jax[experiments]' adds it).", name, purpose
+      )
+    return None
 
 
 def _repair_torn_tail(path: str) -> bool:

@@ -118,6 +118,8 @@ def load_teacher(
     teacher = adapters.BertModel(module)
     template = {"params": bert.init_params(module, jax.random.PRNGKey(0)), "batch_stats": {}}
   else:
+    if num_classes is None or image_shape is None:
+      raise ValueError("an image teacher needs the dataset's num_classes and image_shape.")
     teacher = adapters.LinenImageModel(
       models.create_model(teacher_config["model"], num_classes, dtype)
     )
@@ -146,7 +148,8 @@ def method_of(config) -> methods.Method:
   method = methods.get_method(config.method, config.view.name)
   block = method.schedule_block
   if block and block in config:
-    method = methods.get_method(config.method, config.view.name, **config[block].to_dict())
+    objective_options = method.split_block(config[block].to_dict()).objective
+    method = methods.get_method(config.method, config.view.name, **objective_options)
   return method
 
 
@@ -266,9 +269,7 @@ def build_image_run(config, mesh) -> RunSetup:
   return setup
 
 
-def load_pytorch_teacher(
-  name: str, path: str, mesh, dtype=jnp.float32, num_classes: int | None = None
-):
+def load_pytorch_teacher(name: str, path: str, mesh, dtype=jnp.float32, num_classes: int = 1000):
   """A frozen teacher read from a PyTorch file (kd_jax.models.from_pytorch): ``(adapter,
   variables)``. Its class count must be the dataset's."""
   variables = models.from_pytorch(name, path, num_classes)
@@ -343,7 +344,7 @@ def build_text_run(config, mesh) -> RunSetup:
     config,
     pretrained,
     data.num_labels,
-    teacher_variables["params"] if teacher else None,
+    teacher_variables["params"] if teacher_variables is not None else None,
     teacher.module.config if teacher else None,
     jax.random.PRNGKey(config.seed),
   )
@@ -375,7 +376,7 @@ def build_text_run(config, mesh) -> RunSetup:
       "student_parameters": bert.count_parameters(params),
     },
   )
-  if method.needs_teacher:
+  if method.needs_teacher and teacher_variables is not None:
     setup.teacher, setup.teacher_variables = teacher, teacher_variables
     if method.view == "backward":  # frozen teacher: its embedding Gram matrix once
       setup.teacher_constants = backward_kd.teacher_constants(teacher, teacher_variables)
@@ -542,7 +543,10 @@ def check_config(config) -> None:
         f"{', '.join(losses.HINGE_REDUCTIONS)}."
       )
     try:
-      method.schedule(1, config.num_epochs * config.get("epoch_factor", 1), **options)
+      schedule_options = method.split_block(options).schedule
+      if method.schedule is not None:
+        num_epochs = config.num_epochs * config.get("epoch_factor", 1)
+        method.schedule(1, num_epochs, **schedule_options)
     except (ValueError, TypeError) as error:
       raise ValueError(f"config.{block}: {error}") from None
   checkpoint_file = config.get("teacher_checkpoint", "")

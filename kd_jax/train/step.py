@@ -39,6 +39,8 @@ from kd_jax.models.adapters import Bound
 from kd_jax.train import sharding
 
 POP_AXIS = "pop"
+# The train step's count of labels outside [0, num_classes) in its batch (integer labels).
+LABEL_ERRORS = "label_errors"
 
 
 def make_train_step(
@@ -74,9 +76,11 @@ def make_train_step(
   ``{"params", "batch_stats"}`` (``{}`` without a teacher); ``hparams``: scalar arrays
   (kd_jax.methods.hparams_at) plus a preprocess's own (a policy); ``teacher_constants``:
   values precomputed from the frozen teacher (``{}`` or
-  kd_jax.methods.backward_kd.teacher_constants). Returns ``(state, {"loss", "accuracy"})``
-  (no accuracy for regression). The plain function: compile it with ``jit_data_parallel``
-  or ``jit_population``.
+  kd_jax.methods.backward_kd.teacher_constants). Returns ``(state, {"loss", "accuracy",
+  "label_errors"})``: no accuracy for regression; ``label_errors`` (integer labels only)
+  counts the batch's labels outside [0, num_classes), on which the loop stops. Labels are
+  class ids ``[batch]`` or one-hot / soft rows ``[batch, classes]``. The plain function:
+  compile it with ``jit_data_parallel`` or ``jit_population``.
   """
   if method.needs_teacher and teacher is None:
     raise ValueError(f"method {method.name!r} needs a teacher; set config.teacher_workdir.")
@@ -102,6 +106,7 @@ def make_train_step(
       teacher_logits = teacher_fn(inputs)
     x_view = None
     if pooled_view:
+      assert teacher_fn is not None  # a view needs a teacher (checked at build time)
       x_view = teacher_labelled(state["aux_pool"][batch["index"]], teacher_fn, labels)
     elif view is not None:
       student_fn = Bound(student, {"params": state["params"], "batch_stats": state["batch_stats"]})
@@ -110,6 +115,7 @@ def make_train_step(
     def loss_fn(params):
       variables = {"params": params, "batch_stats": state["batch_stats"]}
       n = labels.shape[0]
+      view_logits = None
       if x_view is not None and joint:
         both = jax.tree.map(
           lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), inputs, x_view.inputs
@@ -128,6 +134,7 @@ def make_train_step(
         method.objective(logits, teacher_logits, labels, hparams, regression=regression)
       )
       if x_view is not None:
+        assert view is not None  # x_view is made by, or pooled for, this view
         loss = loss + view.loss(view_logits, x_view, hparams)
       return loss, (logits, batch_stats)
 
@@ -144,7 +151,14 @@ def make_train_step(
     }
     step_metrics = {"loss": loss}
     if not regression:
-      step_metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+      integer_labels = jnp.issubdtype(labels.dtype, jnp.integer)
+      classes = labels if integer_labels else jnp.argmax(labels, -1)  # one-hot or soft rows
+      step_metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == classes).astype(jnp.float32)
+      if integer_labels:
+        # Inside jit an id outside [0, C) gives a NaN loss (or, at −1, the last class) with no
+        # error; the loop raises on this count (checkify would cost every step a host sync).
+        outside = (labels < 0) | (labels >= logits.shape[-1])
+        step_metrics[LABEL_ERRORS] = jnp.sum(outside).astype(jnp.int32)
     return new_state, step_metrics
 
   return train_step
@@ -238,7 +252,8 @@ def jit_population(
     own, shared = split_hparams(hparams)
     return compiled(state, batch, teacher_variables, own, shared, teacher_constants)
 
-  population_step.compiled = compiled  # for _cache_size(): compilations per run
+  # the jitted function, whose compilations a run counts
+  population_step.compiled = compiled  # pyright: ignore[reportFunctionMemberAccess]
   return population_step
 
 
@@ -249,7 +264,8 @@ def make_eval_step(
 
   Sums (not means) so that batches and processes add up exactly. Classes: ``count``,
   ``correct``, ``loss`` (cross-entropy) and, with a teacher, ``agree`` (same top-1 as the
-  teacher), ``kl`` (KL(p_T ‖ p_S) at τ = 1) and ``teacher_correct``. Regression: ``count``,
+  teacher), ``kl`` (KL(p_T ‖ p_S) at τ = 1), ``teacher_correct``, and ``teacher_spread`` /
+  ``teacher_chance`` (kd_jax.train.loop.check_teacher). Regression: ``count``,
   ``loss`` (squared error) and ``predictions`` (masked outputs, for Pearson/Spearman on the
   host). The plain function: compile it with ``jit_eval``.
   """
@@ -274,6 +290,11 @@ def make_eval_step(
       teacher_logits = teacher.predict(teacher_variables, inputs)
       teacher_predictions = jnp.argmax(teacher_logits, -1)
       sums["agree"] = jnp.sum((predictions == teacher_predictions) * mask)
+      # For the loop's check of the teacher: 0 when its logits are the same for every
+      # example (they do not depend on the input), and count / classes (chance level).
+      spread = jnp.max(jnp.abs(teacher_logits - teacher_logits[:1]), axis=-1)
+      sums["teacher_spread"] = jnp.sum(spread * mask)
+      sums["teacher_chance"] = jnp.sum(mask) / teacher_logits.shape[-1]
       sums["kl"] = jnp.sum(losses.kd_kl(logits, teacher_logits, 1.0) * mask)
       sums["teacher_correct"] = jnp.sum((teacher_predictions == labels) * mask)
     return sums
