@@ -1,6 +1,10 @@
 """DoReFa quantisation: values against the formulas, straight-through gradients, and the
-quantised ResNet-18 initialised from its full-precision teacher."""
+quantised ResNet-18 initialised from its full-precision teacher.
 
+The DoReFa value tests (DorefaValuesTest) run with and without ``jax.jit`` through
+``chex.variants``; the bit-width checks, made on Python values, are tested once."""
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,35 +13,77 @@ import pytest
 from kd_jax import models, quant
 
 
-def test_dorefa_weights_follow_the_formula():
-  w = np.array([-1.5, -0.2, 0.0, 0.05, 0.7, 2.0], np.float32)
-  t = np.tanh(w)
-  unit = t / (2 * np.abs(t).max()) + 0.5
-  for bits in (1, 2, 4):
-    levels = 2 ** bits - 1
-    expected = (2 * np.round(unit * levels) / levels - 1 if bits > 1
-                else np.sign(w) * np.abs(w).mean())
-    np.testing.assert_allclose(quant.dorefa_weights(jnp.asarray(w), bits), expected, atol=1e-6)
-  q = np.asarray(quant.dorefa_weights(jnp.asarray(w), 2))
-  assert np.all(np.min(np.abs(q[:, None] - np.array([-1, -1 / 3, 1 / 3, 1])), axis=1) < 1e-6)
-  np.testing.assert_array_equal(quant.dorefa_weights(jnp.asarray(w), 32), w)
+class DorefaValuesTest(chex.TestCase):
+  """DoReFa values and straight-through gradients: ``chex.variants`` runs each test twice,
+  once under ``jax.jit`` (``bits`` static: it fixes the levels) and once eagerly."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_dorefa_weights_follow_the_formula(self):
+    dorefa_weights = self.variant(quant.dorefa_weights, static_argnums=1)
+    w = np.array([-1.5, -0.2, 0.0, 0.05, 0.7, 2.0], np.float32)
+    t = np.tanh(w)
+    unit = t / (2 * np.abs(t).max()) + 0.5
+    for bits in (1, 2, 4):
+      levels = 2 ** bits - 1
+      expected = (2 * np.round(unit * levels) / levels - 1 if bits > 1
+                  else np.sign(w) * np.abs(w).mean())
+      np.testing.assert_allclose(dorefa_weights(jnp.asarray(w), bits), expected, atol=1e-6)
+    q = np.asarray(dorefa_weights(jnp.asarray(w), 2))
+    assert np.all(np.min(np.abs(q[:, None] - np.array([-1, -1 / 3, 1 / 3, 1])), axis=1) < 1e-6)
+    np.testing.assert_array_equal(dorefa_weights(jnp.asarray(w), 32), w)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_dorefa_activations_and_straight_through_gradients(self):
+    a = jnp.array([-0.5, 0.0, 0.1, 0.4, 0.6, 0.99, 1.0, 1.7])
+    np.testing.assert_allclose(self.variant(quant.dorefa_activations, static_argnums=1)(a, 2),
+                               [0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1], atol=1e-6)
+    grad = self.variant(jax.grad(lambda x: jnp.sum(quant.dorefa_activations(x, 2))))(a)
+    # Identity on the closed clip interval (the bounds included, as TF's clip_by_value).
+    np.testing.assert_array_equal(grad, [0, 1, 1, 1, 1, 1, 1, 0])
+    w = jnp.array([-1.5, -0.2, 0.3, 0.7])
+    unrounded = lambda v: jnp.sum(jnp.arange(4.0) * (2 * (jnp.tanh(v) / (
+        2 * jnp.max(jnp.abs(jnp.tanh(v)))) + 0.5) - 1))
+    np.testing.assert_allclose(
+        self.variant(jax.grad(lambda v: jnp.sum(jnp.arange(4.0) * quant.dorefa_weights(v, 2))))(w),
+        jax.grad(unrounded)(w), rtol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_bit_widths_by_hand(self):
+    dorefa_activations, dorefa_weights, quantize_unit = (
+        self.variant(fn, static_argnums=1)
+        for fn in (quant.dorefa_activations, quant.dorefa_weights, quant.quantize_unit))
+    # 1 bit: levels {0, 1} for activations (round), sign(w)·mean|w| for weights.
+    a = jnp.array([-0.2, 0.3, 0.5001, 0.8, 1.4])
+    np.testing.assert_allclose(dorefa_activations(a, 1), [0, 0, 1, 1, 1], atol=1e-6)
+    # 3 bits: 7 levels, round(a·7)/7: 0.3 -> 2/7, 0.5001 -> 4/7, 0.8 -> 6/7.
+    np.testing.assert_allclose(dorefa_activations(a, 3), [0, 2 / 7, 4 / 7, 6 / 7, 1], atol=1e-6)
+    # 32 bits and more: the input itself, outside [0, 1] too.
+    np.testing.assert_array_equal(dorefa_activations(a, 32), a)
+    np.testing.assert_array_equal(dorefa_activations(a, 33), a)
+    np.testing.assert_array_equal(dorefa_weights(a, 40), a)
+    # 31 bits still quantises weights (through tanh), so it is not the identity.
+    assert not np.array_equal(np.asarray(dorefa_weights(a, 31)), np.asarray(a))
+    np.testing.assert_allclose(quantize_unit(jnp.array([0.1, 0.26, 0.9]), 2), [0.0, 1 / 3, 1.0],
+                               atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_one_bit_weights_pass_the_gradient_straight_through(self):
+    w = jnp.array([-1.5, -0.2, 0.3, 0.7])
+    grad = self.variant(jax.grad(
+        lambda v: jnp.sum(jnp.arange(1.0, 5.0) * quant.dorefa_weights(v, 1))))(w)
+    np.testing.assert_allclose(grad, [1.0, 2.0, 3.0, 4.0], rtol=1e-6)  # identity
+    grad = self.variant(jax.grad(
+        lambda v: jnp.sum(jnp.arange(1.0, 5.0) * quant.quantize_unit(v, 3))))(
+            jnp.array([0.1, 0.4, 0.6, 0.95]))
+    np.testing.assert_allclose(grad, [1.0, 2.0, 3.0, 4.0], rtol=1e-6)
 
 
-def test_dorefa_activations_and_straight_through_gradients():
-  a = jnp.array([-0.5, 0.0, 0.1, 0.4, 0.6, 0.99, 1.0, 1.7])
-  np.testing.assert_allclose(quant.dorefa_activations(a, 2), [0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1],
-                             atol=1e-6)
-  grad = jax.grad(lambda x: jnp.sum(quant.dorefa_activations(x, 2)))(a)
-  # Identity on the closed clip interval (the bounds included, as TF's clip_by_value).
-  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 1, 1, 1, 0])
-  w = jnp.array([-1.5, -0.2, 0.3, 0.7])
-  unrounded = lambda v: jnp.sum(jnp.arange(4.0) * (2 * (jnp.tanh(v) / (
-      2 * jnp.max(jnp.abs(jnp.tanh(v)))) + 0.5) - 1))
-  np.testing.assert_allclose(
-      jax.grad(lambda v: jnp.sum(jnp.arange(4.0) * quant.dorefa_weights(v, 2)))(w),
-      jax.grad(unrounded)(w), rtol=1e-6)
-  with pytest.raises(ValueError, match="bits must be an integer ≥ 1"):
-    quant.dorefa_weights(w, 0)
+@pytest.mark.parametrize("bits", [0, -3, 2.0, "4", None])
+def test_bad_bit_widths(bits):
+  for fn in (quant.dorefa_weights, quant.dorefa_activations):
+    with pytest.raises(ValueError, match=rf"^bits must be an integer ≥ 1 \(a Python or NumPy "
+                                         rf"int: it fixes shapes\); got {bits!r}\.$"):
+      fn(jnp.ones(3), bits)
 
 
 def test_quantised_resnet18_initialises_from_its_teacher():
@@ -118,37 +164,3 @@ def test_shortcut_option_leaves_full_precision_models_and_the_tree_alone():
   assert jax.tree.structure(models.init_variables(old, jax.random.PRNGKey(0), (8, 8, 3))) == \
       jax.tree.structure(variables)
   assert not np.allclose(roles.apply(variables, x), old.apply(variables, x))
-
-
-def test_bit_widths_by_hand():
-  # 1 bit: levels {0, 1} for activations (round), sign(w)·mean|w| for weights.
-  a = jnp.array([-0.2, 0.3, 0.5001, 0.8, 1.4])
-  np.testing.assert_allclose(quant.dorefa_activations(a, 1), [0, 0, 1, 1, 1], atol=1e-6)
-  # 3 bits: 7 levels, round(a·7)/7: 0.3 -> 2/7, 0.5001 -> 4/7, 0.8 -> 6/7.
-  np.testing.assert_allclose(quant.dorefa_activations(a, 3), [0, 2 / 7, 4 / 7, 6 / 7, 1],
-                             atol=1e-6)
-  # 32 bits and more: the input itself, outside [0, 1] too.
-  np.testing.assert_array_equal(quant.dorefa_activations(a, 32), a)
-  np.testing.assert_array_equal(quant.dorefa_activations(a, 33), a)
-  np.testing.assert_array_equal(quant.dorefa_weights(a, 40), a)
-  # 31 bits still quantises weights (through tanh), so it is not the identity.
-  assert not np.array_equal(np.asarray(quant.dorefa_weights(a, 31)), np.asarray(a))
-  np.testing.assert_allclose(quant.quantize_unit(jnp.array([0.1, 0.26, 0.9]), 2),
-                             [0.0, 1 / 3, 1.0], atol=1e-6)
-
-
-def test_one_bit_weights_pass_the_gradient_straight_through():
-  w = jnp.array([-1.5, -0.2, 0.3, 0.7])
-  grad = jax.grad(lambda v: jnp.sum(jnp.arange(1.0, 5.0) * quant.dorefa_weights(v, 1)))(w)
-  np.testing.assert_allclose(grad, [1.0, 2.0, 3.0, 4.0], rtol=1e-6)  # identity
-  grad = jax.grad(lambda v: jnp.sum(jnp.arange(1.0, 5.0) * quant.quantize_unit(v, 3)))(
-      jnp.array([0.1, 0.4, 0.6, 0.95]))
-  np.testing.assert_allclose(grad, [1.0, 2.0, 3.0, 4.0], rtol=1e-6)
-
-
-@pytest.mark.parametrize("bits", [0, -3, 2.0, "4", None])
-def test_bad_bit_widths(bits):
-  for fn in (quant.dorefa_weights, quant.dorefa_activations):
-    with pytest.raises(ValueError, match=rf"^bits must be an integer ≥ 1 \(a Python or NumPy "
-                                         rf"int: it fixes shapes\); got {bits!r}\.$"):
-      fn(jnp.ones(3), bits)
