@@ -9,10 +9,14 @@ went with lower student test loss in the paper.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+__all__ = ["teacher_stddev"]
 
 
-def teacher_stddev(teacher_probabilities, block_size: int, ddof: int = 1) -> jnp.ndarray:
+def teacher_stddev(teacher_probabilities: ArrayLike, block_size: int, ddof: int = 1) -> jax.Array:
   """Mean over classes of the std (over blocks) of the block-mean teacher probabilities.
 
   Args:

@@ -23,8 +23,17 @@ import jax.numpy as jnp
 
 from kd_jax import validation
 
+__all__ = [
+  "HINGE_REDUCTIONS",
+  "continuation_hinge",
+  "cross_entropy",
+  "entropy",
+  "kd_kl",
+  "kd_objective",
+]
 
-def _log_softmax(logits, temperature, dtype):
+
+def _log_softmax(logits: jax.Array, temperature: float | jax.Array, dtype: jnp.dtype) -> jax.Array:
   # τ in the logits' compute dtype: a float64 NumPy schedule value (x64 mode) must not
   # promote float32 logits.
   return jax.nn.log_softmax(logits.astype(dtype) / jnp.asarray(temperature, dtype), axis=-1)

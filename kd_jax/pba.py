@@ -27,9 +27,10 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,10 +41,31 @@ from kd_jax import methods, policies
 from kd_jax.methods import rolewise
 from kd_jax.models import adapters
 from kd_jax.train import step as step_lib
-from kd_jax.train.step import POP_AXIS, make_population_mesh  # noqa: F401  (public here too)
+from kd_jax.train.step import POP_AXIS, make_population_mesh  # public here too
+
+__all__ = [
+  "POPULATION_MODES",
+  "POP_AXIS",
+  "MemberSetup",
+  "Schedule",
+  "SearchResult",
+  "SharedHparams",
+  "exploit_and_explore",
+  "init_population",
+  "make_member_step",
+  "make_population_mesh",
+  "make_population_step",
+  "save_result",
+  "search",
+  "train_with_schedules",
+]
 
 logger = logging.getLogger(__name__)
 POPULATION_MODES = step_lib.POPULATION_MODES
+# A trial's policy schedule: [(start_epoch, policy int [30, 2]), ...] (kd_jax.policies).
+Schedule = list[tuple[int, np.ndarray]]
+# The values the trials share (KD's temperature and weights, ...): a dict, or epoch -> dict.
+SharedHparams = Mapping[str, float] | Callable[[int], Mapping[str, float]] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +125,13 @@ def make_population_step(setup: MemberSetup, mesh: Mesh, mode: str = "vmap") -> 
   return step_lib.jit_population(make_member_step(setup), mesh, mode=mode)
 
 
-def init_population(model, optimizer, image_shape, seeds, init_variables=None) -> dict:
+def init_population(
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  image_shape: Sequence[int],
+  seeds: Sequence[int],
+  init_variables: dict | None = None,
+) -> dict:
   """Stacked trial states: each trial its own init key (or the given variables for all) and
   random stream."""
   from kd_jax import models
@@ -224,14 +252,14 @@ class _PopulationRun:
     return 100.0 * correct / len(labels)
 
 
-def _shared_hparams(hparams, epoch: int) -> dict[str, float]:
+def _shared_hparams(hparams: SharedHparams, epoch: int) -> dict[str, float]:
   """The trials' shared values for ``epoch``: KD's defaults, overridden by ``hparams`` (a
   dict, or ``epoch -> dict`` for methods with a schedule, e.g. kd_jax.methods.hparams_at)."""
   values = hparams(epoch) if callable(hparams) else (hparams or {})
   return {**methods.hparams_at(methods.METHODS["kd"], 1, 1, kd={}), **values}
 
 
-def _shared_values(hparams, sharding):
+def _shared_values(hparams: SharedHparams, sharding: jax.sharding.Sharding) -> Callable:
   """``epoch -> device arrays`` of the shared values."""
 
   def at(epoch):
@@ -242,7 +270,7 @@ def _shared_values(hparams, sharding):
   return at
 
 
-def _hparams_record(hparams, epochs: int) -> list:
+def _hparams_record(hparams: SharedHparams, epochs: int) -> list:
   """The shared values of every epoch, for the run's config (a resume checks them)."""
   return [
     {k: float(v) for k, v in _shared_hparams(hparams, e).items()} for e in range(1, epochs + 1)
@@ -250,8 +278,13 @@ def _hparams_record(hparams, epochs: int) -> list:
 
 
 def exploit_and_explore(
-  rng: np.random.Generator, key, scores, state, population_policies, fraction: float = 0.25
-):
+  rng: np.random.Generator,
+  key: jax.Array,
+  scores: Sequence[float] | np.ndarray,
+  state: Mapping[str, Any],
+  population_policies: jax.Array | np.ndarray,
+  fraction: float = 0.25,
+) -> tuple[dict[str, Any], jax.Array, list[list[int]]]:
   """PBA's exploit/explore: the bottom ``fraction`` of trials (by ``scores``) each copy a
   random trial of the top ``fraction`` (weights, BatchNorm statistics, optimiser state and
   policy), then explore the copied policy. Returns (state, policies, [(loser, winner)]).
@@ -281,13 +314,13 @@ def exploit_and_explore(
 
 @dataclasses.dataclass
 class SearchResult:
-  schedules: list  # per trial: [(start_epoch, policy [30, 2]), ...]
+  schedules: list[Schedule]  # per trial: [(start_epoch, policy [30, 2]), ...]
   final_scores: list  # validation accuracy per trial at the end
   best_trial: int
   history: list  # per exploit round: epoch, scores, copies
 
   @property
-  def best_schedule(self):
+  def best_schedule(self) -> Schedule:
     return self.schedules[self.best_trial]
 
   def to_json(self) -> dict:
@@ -329,10 +362,10 @@ def _no_resume_without_workdir():
 
 def search(
   setup: MemberSetup,
-  train_images,
-  train_labels,
-  val_images,
-  val_labels,
+  train_images: np.ndarray,
+  train_labels: np.ndarray,
+  val_images: np.ndarray,
+  val_labels: np.ndarray,
   *,
   population: int = 16,
   epochs: int,
@@ -340,9 +373,9 @@ def search(
   exploit_every: int = 3,
   seed: int = 0,
   workdir: str | None = None,
-  teacher_variables=None,
-  hparams=None,
-  init_variables=None,
+  teacher_variables: Mapping[str, Any] | None = None,
+  hparams: SharedHparams = None,
+  init_variables: dict | None = None,
   eval_batch_size: int = 500,
   mesh: Mesh | None = None,
   mode: str = "vmap",
@@ -491,18 +524,18 @@ def search(
 
 def train_with_schedules(
   setup: MemberSetup,
-  schedules,
-  seeds,
-  train_images,
-  train_labels,
-  test_images,
-  test_labels,
+  schedules: Sequence[Schedule],
+  seeds: Sequence[int],
+  train_images: np.ndarray,
+  train_labels: np.ndarray,
+  test_images: np.ndarray,
+  test_labels: np.ndarray,
   *,
   epochs: int,
   batch_size: int,
-  teacher_variables=None,
-  hparams=None,
-  init_variables=None,
+  teacher_variables: Mapping[str, Any] | None = None,
+  hparams: SharedHparams = None,
+  init_variables: dict | None = None,
   eval_batch_size: int = 500,
   mesh: Mesh | None = None,
   mode: str = "vmap",

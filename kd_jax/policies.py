@@ -24,11 +24,75 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
+from jax.typing import ArrayLike
+
+__all__ = [
+  "AUTOAUGMENT_BINS",
+  "AUTOAUGMENT_BRANCHES",
+  "AUTOAUGMENT_OPERATIONS",
+  "AUTOAUGMENT_POLICIES",
+  "BRANCHES",
+  "COUNT_PROBABILITIES",
+  "IDENTITY",
+  "LOOPS",
+  "MAX_MAGNITUDE",
+  "MAX_PROBABILITY",
+  "NUM_TUPLES",
+  "OPERATIONS",
+  "PY2_FILE_ORDER",
+  "AutoAugmentPolicy",
+  "apply_autoaugment",
+  "apply_operation",
+  "apply_policy",
+  "augment_batch",
+  "auto_contrast",
+  "autoaugment_batch",
+  "autoaugment_magnitudes",
+  "brightness",
+  "brightness_by",
+  "check_pixel_images",
+  "check_policy",
+  "color",
+  "color_by",
+  "contrast",
+  "contrast_by",
+  "cutout",
+  "cutout_square",
+  "default_loop",
+  "describe",
+  "encode_autoaugment",
+  "equalize",
+  "explore",
+  "from_file_encoding",
+  "invert",
+  "policy_at",
+  "posterize",
+  "posterize_bits",
+  "read_pba_schedule",
+  "rotate",
+  "rotate_degrees",
+  "schedule_from_json",
+  "schedule_to_json",
+  "sharpness",
+  "sharpness_by",
+  "shear_x",
+  "shear_x_by",
+  "shear_y",
+  "shear_y_by",
+  "solarize",
+  "solarize_above",
+  "translate_x",
+  "translate_x_by",
+  "translate_y",
+  "translate_y_by",
+  "zero_policy",
+]
 
 OPERATIONS = (
   "AutoContrast",
@@ -104,7 +168,9 @@ def _histograms(image):
   return jax.vmap(lambda v: jnp.bincount(v, length=256), in_axes=1)(idx)  # [C, 256]
 
 
-def auto_contrast(image, level, key, fill):
+def auto_contrast(
+  image: jax.Array, level: ArrayLike, key: jax.Array | None, fill: ArrayLike
+) -> jax.Array:
   del level, key, fill
   hist = _histograms(image)
   bins = jnp.arange(256)
@@ -116,7 +182,9 @@ def auto_contrast(image, level, key, fill):
   return _lut_per_channel(image, lut)
 
 
-def equalize(image, level, key, fill):
+def equalize(
+  image: jax.Array, level: ArrayLike, key: jax.Array | None, fill: ArrayLike
+) -> jax.Array:
   del level, key, fill
   hist = _histograms(image)
   bins = jnp.arange(256)
@@ -130,69 +198,79 @@ def equalize(image, level, key, fill):
   return _lut_per_channel(image, lut)
 
 
-def invert(image, level, key, fill):
+def invert(image: jax.Array, level: ArrayLike, key: jax.Array | None, fill: ArrayLike) -> jax.Array:
   del level, key, fill
   return 255.0 - image
 
 
-def posterize(image, level, key, fill):
+def posterize(
+  image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
+) -> jax.Array:
   del key, fill
   return posterize_bits(image, 4 - (level * 4) // 10)  # PBA: 4 − int_parameter(level, 4)
 
 
-def solarize(image, level, key, fill):
+def solarize(
+  image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
+) -> jax.Array:
   del key, fill
   return solarize_above(image, 256 - (level * 256) // 10)  # PBA: 256 − int_parameter(level, 256)
 
 
-def posterize_bits(image, bits):
+def posterize_bits(image: jax.Array, bits: ArrayLike) -> jax.Array:
   """PIL's ImageOps.posterize: keep the ``bits`` high bits of each value (bits 0..8)."""
   mask = jnp.bitwise_not(jnp.left_shift(1, 8 - bits) - 1) & 0xFF
   return (image.astype(jnp.int32) & mask).astype(jnp.float32)
 
 
-def solarize_above(image, threshold):
+def solarize_above(image: jax.Array, threshold: ArrayLike) -> jax.Array:
   """PIL's ImageOps.solarize: invert every value at or above ``threshold``."""
   return jnp.where(image < threshold, image, 255.0 - image)
 
 
-def color(image, level, key, fill):
+def color(image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike) -> jax.Array:
   del key, fill
   return color_by(image, _enhance_factor(level))
 
 
-def color_by(image, factor):
+def color_by(image: jax.Array, factor: ArrayLike) -> jax.Array:
   """PIL's ImageEnhance.Color(image).enhance(factor): blend with the grey image."""
   return _blend(_gray(image)[..., None], image, factor)
 
 
-def contrast(image, level, key, fill):
+def contrast(
+  image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
+) -> jax.Array:
   del key, fill
   return contrast_by(image, _enhance_factor(level))
 
 
-def contrast_by(image, factor):
+def contrast_by(image: jax.Array, factor: ArrayLike) -> jax.Array:
   """PIL's ImageEnhance.Contrast: blend with the mean grey level (rounded)."""
   mean = jnp.floor(jnp.mean(_gray(image)) + 0.5)
   return _blend(jnp.full_like(image, mean), image, factor)
 
 
-def brightness(image, level, key, fill):
+def brightness(
+  image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
+) -> jax.Array:
   del key, fill
   return brightness_by(image, _enhance_factor(level))
 
 
-def brightness_by(image, factor):
+def brightness_by(image: jax.Array, factor: ArrayLike) -> jax.Array:
   """PIL's ImageEnhance.Brightness: blend with black."""
   return _blend(jnp.zeros_like(image), image, factor)
 
 
-def sharpness(image, level, key, fill):
+def sharpness(
+  image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
+) -> jax.Array:
   del key, fill
   return sharpness_by(image, _enhance_factor(level))
 
 
-def sharpness_by(image, factor):
+def sharpness_by(image: jax.Array, factor: ArrayLike) -> jax.Array:
   """Blend with PIL's SMOOTH filter (3×3 kernel, centre 5, others 1, /13; border kept)."""
   padded = jnp.pad(image, ((1, 1), (1, 1), (0, 0)))
   h, w = image.shape[:2]
@@ -224,13 +302,13 @@ def _random_sign(key):
   return jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
 
 
-def rotate(image, level, key, fill):
+def rotate(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
   """±3·L degrees (PBA: int_parameter(level, 30)), counter-clockwise about the centre."""
   degrees = ((level * 30) // 10).astype(jnp.float32) * _random_sign(key)
   return rotate_degrees(image, degrees, fill)
 
 
-def rotate_degrees(image, degrees, fill):
+def rotate_degrees(image: jax.Array, degrees: ArrayLike, fill: ArrayLike) -> jax.Array:
   """PIL's ``Image.rotate(degrees)``: counter-clockwise about the centre, nearest, filled."""
   h, w = image.shape[:2]
   angle = -jnp.deg2rad(degrees)
@@ -240,20 +318,20 @@ def rotate_degrees(image, degrees, fill):
   return _affine(image, matrix, fill)
 
 
-def shear_x(image, level, key, fill):
+def shear_x(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
   return shear_x_by(image, level * 0.3 / 10 * _random_sign(key), fill)  # float_parameter(L, 0.3)
 
 
-def shear_x_by(image, amount, fill):
+def shear_x_by(image: jax.Array, amount: ArrayLike, fill: ArrayLike) -> jax.Array:
   """PIL's AFFINE transform (1, amount, 0, 0, 1, 0): row y samples x + amount·y."""
   return _affine(image, (1.0, amount, 0.0, 0.0, 1.0, 0.0), fill)
 
 
-def shear_y(image, level, key, fill):
+def shear_y(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
   return shear_y_by(image, level * 0.3 / 10 * _random_sign(key), fill)
 
 
-def shear_y_by(image, amount, fill):
+def shear_y_by(image: jax.Array, amount: ArrayLike, fill: ArrayLike) -> jax.Array:
   """PIL's AFFINE transform (1, 0, 0, amount, 1, 0): column x samples y + amount·x."""
   return _affine(image, (1.0, 0.0, 0.0, amount, 1.0, 0.0), fill)
 
@@ -263,26 +341,28 @@ def _pixels(level, max_at_32, image_size):
   return (level * max_at_32 * image_size) // (10 * 32)
 
 
-def translate_x(image, level, key, fill):
+def translate_x(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
   pixels = _pixels(level, 10, image.shape[1]).astype(jnp.float32) * _random_sign(key)
   return translate_x_by(image, pixels, fill)
 
 
-def translate_x_by(image, pixels, fill):
+def translate_x_by(image: jax.Array, pixels: ArrayLike, fill: ArrayLike) -> jax.Array:
   """Shift by a whole number of ``pixels`` (PIL's AFFINE (1, 0, pixels, 0, 1, 0))."""
   return _affine(image, (1.0, 0.0, pixels, 0.0, 1.0, 0.0), fill)
 
 
-def translate_y(image, level, key, fill):
+def translate_y(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
   pixels = _pixels(level, 10, image.shape[0]).astype(jnp.float32) * _random_sign(key)
   return translate_y_by(image, pixels, fill)
 
 
-def translate_y_by(image, pixels, fill):
+def translate_y_by(image: jax.Array, pixels: ArrayLike, fill: ArrayLike) -> jax.Array:
   return _affine(image, (1.0, 0.0, 0.0, 0.0, 1.0, pixels), fill)
 
 
-def cutout_square(image, size, key, fill):
+def cutout_square(
+  image: jax.Array, size: int | jax.Array, key: jax.Array, fill: ArrayLike
+) -> jax.Array:
   """PBA's cutout_numpy: a ``size``-pixel square (clipped) at a uniform centre, filled."""
   h, w = image.shape[:2]
   cy_key, cx_key = jax.random.split(key)
@@ -299,7 +379,7 @@ def cutout_square(image, size, key, fill):
   return jnp.where(inside[..., None], fill, image)
 
 
-def cutout(image, level, key, fill):
+def cutout(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
   return cutout_square(image, _pixels(level, 20, image.shape[0]), key, fill)  # 2·L px at 32
 
 
@@ -327,12 +407,15 @@ BRANCHES = (
 IDENTITY = len(OPERATIONS)
 
 
-def check_pixel_images(name: str, images, *, integers_only: bool) -> None:
+def check_pixel_images(name: str, images: ArrayLike, *, integers_only: bool) -> None:
   """The operations work on pixel levels 0..255. Integer images (uint8) always pass. Float
   images are refused where the contract is uint8 (``integers_only``); elsewhere they must
   hold levels 0..255, and a concrete float batch whose values all lie in [0, 1] (a
   normalised image, which every operation would round to black) is refused."""
-  dtype = jnp.asarray(images).dtype if not hasattr(images, "dtype") else images.dtype
+  if isinstance(images, (jax.Array, np.ndarray, np.generic)):
+    dtype = images.dtype
+  else:
+    dtype = jnp.asarray(images).dtype
   if jnp.issubdtype(dtype, jnp.integer):
     return
   advice = (
@@ -341,7 +424,7 @@ def check_pixel_images(name: str, images, *, integers_only: bool) -> None:
   )
   if integers_only:
     raise TypeError(f"{name} must be uint8 pixel levels 0..255; got dtype {dtype}: {advice}.")
-  if not isinstance(images, jax.core.Tracer):
+  if not isinstance(images, Tracer):
     values = np.asarray(images)
     if values.size and values.max() <= 1.0 and values.max() > 0:
       raise ValueError(
@@ -349,7 +432,13 @@ def check_pixel_images(name: str, images, *, integers_only: bool) -> None:
       )
 
 
-def apply_operation(name: str, image, level, key=None, fill=128.0):
+def apply_operation(
+  name: str,
+  image: ArrayLike,
+  level: ArrayLike,
+  key: jax.Array | None = None,
+  fill: ArrayLike | Sequence[float] = 128.0,
+) -> jax.Array:
   """One named operation on a uint8 image ``[H, W, C]`` (returns uint8; float images are
   refused: the operations work on levels 0..255)."""
   if name not in _FUNCTIONS:
@@ -368,7 +457,7 @@ def apply_operation(name: str, image, level, key=None, fill=128.0):
 # --- Policies. ---
 
 
-def check_policy(policy, population: bool = True) -> None:
+def check_policy(policy: ArrayLike | Sequence[Sequence[int]], population: bool = True) -> None:
   """A policy is int ``[30, 2]`` (probability, magnitude per tuple); with ``population``,
   ``[P, 30, 2]`` passes too."""
   shape = np.shape(policy)
@@ -387,7 +476,7 @@ def zero_policy(population: int | None = None) -> jax.Array:
   return jnp.zeros(shape, jnp.int32)
 
 
-def apply_policy(key, image, policy, fill):
+def apply_policy(key: jax.Array, image: jax.Array, policy: jax.Array, fill: ArrayLike) -> jax.Array:
   """PBA's per-image policy application on one uint8-valued float image ``[H, W, C]``."""
   check_policy(policy, population=False)
   count_key, order_key, coin_key, op_key = jax.random.split(key, 4)
@@ -415,16 +504,16 @@ def default_loop() -> str:
 
 
 def augment_batch(
-  key,
-  images,
-  policy,
+  key: jax.Array,
+  images: jax.Array,
+  policy: jax.Array,
   *,
-  fill,
+  fill: ArrayLike | Sequence[float],
   pad: int = 4,
   flip: bool = True,
   cutout_size: int = 16,
   loop: str | None = None,
-):
+) -> jax.Array:
   """A policy, then pad-and-crop, flip and cutout, per image; uint8 in, uint8 out.
 
   Args:
@@ -467,7 +556,7 @@ def augment_batch(
   return jax.vmap(one)(keys, images)
 
 
-def explore(key, policy, resample_probability: float = 0.2):
+def explore(key: jax.Array, policy: ArrayLike, resample_probability: float = 0.2) -> jax.Array:
   """PBA's explore: per integer, resample uniformly with probability 0.2, else shift it by
   0..3 up or down; clipped to probabilities 0..10 and magnitudes 0..9."""
   check_policy(policy)
@@ -484,7 +573,7 @@ def explore(key, policy, resample_probability: float = 0.2):
   ).astype(jnp.int32)
 
 
-def describe(policy) -> list[tuple[str, float, int]]:
+def describe(policy: ArrayLike | Sequence[Sequence[int]]) -> list[tuple[str, float, int]]:
   """``[(operation, probability, magnitude), ...]`` of the 30 tuples (for reports)."""
   check_policy(policy)
   policy = np.asarray(policy)
@@ -508,7 +597,7 @@ def policy_at(schedule: Sequence[tuple[int, np.ndarray]], epoch: int) -> np.ndar
   return np.asarray(current, np.int32)
 
 
-def schedule_to_json(schedule) -> str:
+def schedule_to_json(schedule: Sequence[tuple[int, ArrayLike | Sequence[Sequence[int]]]]) -> str:
   return json.dumps(
     {
       "operations": list(OPERATIONS),
@@ -533,10 +622,10 @@ def schedule_from_json(text: str) -> list[tuple[int, np.ndarray]]:
 
 def from_file_encoding(flat: Sequence[int], order: Sequence[str] = PY2_FILE_ORDER) -> np.ndarray:
   """A 60-integer policy whose tuple k uses ``order[k % 15]`` → our ``[30, 2]`` policy."""
-  flat = np.asarray(flat, np.int32)
-  if flat.shape != (2 * NUM_TUPLES,):
-    raise ValueError(f"a policy encoding has {2 * NUM_TUPLES} integers; got {flat.shape}.")
-  pairs = flat.reshape(2, len(OPERATIONS), 2)  # (half, operation in file order, p/m)
+  encoding = np.asarray(flat, np.int32)
+  if encoding.shape != (2 * NUM_TUPLES,):
+    raise ValueError(f"a policy encoding has {2 * NUM_TUPLES} integers; got {encoding.shape}.")
+  pairs = encoding.reshape(2, len(OPERATIONS), 2)  # (half, operation in file order, p/m)
   ours = np.empty_like(pairs)
   for file_index, name in enumerate(order):
     ours[:, OPERATIONS.index(name)] = pairs[:, file_index]
@@ -606,10 +695,12 @@ AUTOAUGMENT_OPERATIONS = (
   "Invert",
 )
 AUTOAUGMENT_BINS = 10
+# A sub-policy: two (operation, probability, magnitude bin or None); a policy: a sequence of them.
+AutoAugmentPolicy = Sequence[Sequence[tuple[str, float, int | None]]]
 # Each policy: 25 sub-policies of two (operation, probability, magnitude bin or None); the
 # lists of the AutoAugment paper as torchvision ships them (AutoAugmentPolicy.CIFAR10 and
 # .IMAGENET), the ones Wang et al.'s official code applies.
-AUTOAUGMENT_POLICIES = {
+AUTOAUGMENT_POLICIES: dict[str, AutoAugmentPolicy] = {
   "cifar10": (
     (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
     (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
@@ -696,7 +787,7 @@ def autoaugment_magnitudes(height: int, width: int) -> tuple[np.ndarray, np.ndar
   return magnitudes, signed
 
 
-def encode_autoaugment(policy) -> dict[str, np.ndarray]:
+def encode_autoaugment(policy: str | AutoAugmentPolicy) -> dict[str, np.ndarray]:
   """A policy (a name of AUTOAUGMENT_POLICIES or a list of sub-policies of two
   ``(operation, probability, magnitude_bin or None)``) as arrays ``operation`` [S, 2] int
   (AUTOAUGMENT_OPERATIONS indices), ``probability`` [S, 2] float, ``bin`` [S, 2] int."""
@@ -763,7 +854,14 @@ AUTOAUGMENT_BRANCHES = (
 )
 
 
-def apply_autoaugment(key, image, encoded, magnitudes, signed, fill):
+def apply_autoaugment(
+  key: jax.Array,
+  image: jax.Array,
+  encoded: Mapping[str, jax.Array],
+  magnitudes: jax.Array,
+  signed: jax.Array,
+  fill: ArrayLike,
+) -> jax.Array:
   """AutoAugment on one uint8-valued float image ``[H, W, C]``: a sub-policy drawn
   uniformly, each of its two operations applied when a uniform draw is ≤ its probability,
   a signed magnitude negated with probability 1/2 (torchvision's order of draws)."""
@@ -783,8 +881,14 @@ def apply_autoaugment(key, image, encoded, magnitudes, signed, fill):
 
 
 def autoaugment_batch(
-  key, images, policy="cifar10", *, fill=0.0, per_image: bool = True, loop: str | None = None
-):
+  key: jax.Array,
+  images: jax.Array,
+  policy: str | AutoAugmentPolicy = "cifar10",
+  *,
+  fill: ArrayLike | Sequence[float] = 0.0,
+  per_image: bool = True,
+  loop: str | None = None,
+) -> jax.Array:
   """AutoAugment on a batch of uint8-valued images ``[B, H, W, C]``, on device; jit-able.
 
   Each image (or, with ``per_image=False``, the whole batch at once, as torchvision

@@ -16,19 +16,21 @@ import jax.numpy as jnp
 
 from kd_jax import validation
 
+__all__ = ["dorefa_activations", "dorefa_weights", "quantize_unit"]
 
-def quantize_unit(v, bits: int):
+
+def quantize_unit(v: jax.Array, bits: int) -> jax.Array:
   """Q_k on [0, 1] with a straight-through gradient."""
   levels = 2**bits - 1
   rounded = jnp.round(v * levels) / levels
   return v + jax.lax.stop_gradient(rounded - v)
 
 
-def _check_bits(bits) -> None:
+def _check_bits(bits: int) -> None:
   validation.static_int("bits", bits, minimum=1)
 
 
-def dorefa_weights(w, bits: int):
+def dorefa_weights(w: jax.Array, bits: int) -> jax.Array:
   """DoReFa weight quantisation to ``bits`` (1 bit: sign(w)·E|w|, as the paper)."""
   _check_bits(bits)
   if bits >= 32:
@@ -41,7 +43,7 @@ def dorefa_weights(w, bits: int):
   return 2 * quantize_unit(unit, bits) - 1
 
 
-def dorefa_activations(a, bits: int):
+def dorefa_activations(a: jax.Array, bits: int) -> jax.Array:
   """DoReFa activation quantisation: Q_k(clip(a, 0, 1))."""
   _check_bits(bits)
   if bits >= 32:

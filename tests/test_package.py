@@ -26,8 +26,7 @@ def test_the_package_lists_its_modules_and_entry_points():
   assert out.stdout.strip() == "[]"
 
 
-CORE_REQUIREMENTS = {"jax", "flax", "optax", "orbax-checkpoint", "chex", "numpy",
-                     "ml_collections"}
+CORE_REQUIREMENTS = {"jax", "flax", "optax", "orbax-checkpoint", "numpy", "ml_collections"}
 EXTRA_PACKAGES = ("sklearn", "matplotlib", "tqdm", "tensorboardX", "scipy", "tokenizers",
                   "safetensors", "tensorflow", "tensorflow_datasets", "torch")
 
@@ -44,7 +43,8 @@ def test_the_core_installs_and_imports_without_the_extras():
   required = {re.split(r"[<>=!~ ]", line.strip())[0]
               for line in config["options"]["install_requires"].strip().splitlines()}
   assert required == CORE_REQUIREMENTS
-  assert {"experiments", "text", "tfds", "torch", "test"} <= set(config["options.extras_require"])
+  assert {"experiments", "text", "tfds", "torch", "test", "lint", "docs"} <= set(
+      config["options.extras_require"])
   code = ("import sys\n"
           "from kd_jax import augment, backward, continuation, losses, methods, policies, quant\n"
           "from kd_jax.models import adapters\n"

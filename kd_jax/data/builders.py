@@ -16,10 +16,13 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from kd_jax.data.tfds_loaders import label_feature
 
 # torchvision's ImageFolder extensions (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -32,7 +35,13 @@ class ManualDataError(ValueError):
   """The manual directory is missing a file or holds a layout we cannot read (named)."""
 
 
-def channel_stats_of(read_image, count: int, where, sample: int = STATS_SAMPLE, seed: int = 0):
+def channel_stats_of(
+  read_image: Callable[[int], bytes],
+  count: int,
+  where: Callable[[int], str],
+  sample: int = STATS_SAMPLE,
+  seed: int = 0,
+) -> tuple[list[float], list[float]]:
   """Mean and std per channel of pixel/255 over ``sample`` of ``count`` images
   (``read_image(i)`` gives image ``i``'s bytes, ``where(i)`` names it), decoded as RGB."""
   from kd_jax.data import images as images_lib
@@ -146,7 +155,9 @@ def tiny_imagenet_files(manual_dir: str) -> tuple[_Files, str]:
   return files, prefix
 
 
-def tiny_imagenet_layout(manual_dir: str):
+def tiny_imagenet_layout(
+  manual_dir: str,
+) -> tuple[_Files, str, list[str], dict[str, list[tuple[str, int]]]]:
   """``(files, prefix, wnids, {"train": [(path, label)], "validation": [...]})`` of the Tiny
   ImageNet in ``manual_dir``: labels are the sorted wnids' positions; a missing or
   inconsistent file is named."""
@@ -182,6 +193,14 @@ def tiny_imagenet_layout(manual_dir: str):
   return files, prefix, wnids, {"train": train, "validation": validation}
 
 
+def _metadata(info: tfds.core.DatasetInfo) -> tfds.core.Metadata:
+  """The metadata dict that the builders' ``_info`` gives (TFDS types it as optional)."""
+  metadata = info.metadata
+  if metadata is None:
+    raise ValueError(f"{info.name} has no metadata dict; its _info must give one.")
+  return metadata
+
+
 class TinyImagenet(tfds.core.GeneratorBasedBuilder):
   """Tiny ImageNet (tiny-imagenet-200): 200 classes of 64 × 64 images, 500 training and 50
   validation images per class. Labels are the wnids in sorted order (the order
@@ -207,8 +226,9 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     files, prefix, wnids, splits = tiny_imagenet_layout(os.fspath(dl_manager.manual_dir))
     train, validation = splits["train"], splits["validation"]
-    self.info.features["label"].names = wnids
-    self.info.metadata["mean"], self.info.metadata["std"] = channel_stats_of(
+    label_feature(self.info).names = wnids
+    metadata = _metadata(self.info)
+    metadata["mean"], metadata["std"] = channel_stats_of(
       lambda index: files.read(train[index][0]),
       len(train),
       lambda index: f"{files.where()}: {train[index][0]}",
@@ -358,10 +378,11 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
       with open(train[index][0], "rb") as f:
         return f.read()
 
-    self.info.metadata["mean"], self.info.metadata["std"] = channel_stats_of(
+    metadata = _metadata(self.info)
+    metadata["mean"], metadata["std"] = channel_stats_of(
       read, len(train), lambda index: train[index][0]
     )
-    self.info.metadata["holdout_fraction"] = (
+    metadata["holdout_fraction"] = (
       self._holdout_fraction if _held_out(dl_manager.manual_dir) else 0.0
     )
     root = os.fspath(dl_manager.manual_dir)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from typing import cast
 
 import numpy as np
 
@@ -47,10 +48,11 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int):
 def load_digits(split: str) -> ImageDataset:
   """scikit-learn's digits as uint8 ``[N, 8, 8, 1]``; ``split`` is "train" or "test"."""
   from sklearn.datasets import load_digits as sklearn_digits  # sklearn is slow to import
+  from sklearn.utils import Bunch
 
   if split not in ("train", "test"):
     raise ValueError(f"digits has splits 'train' and 'test'; got {split!r}.")
-  raw = sklearn_digits()
+  raw = cast(Bunch, sklearn_digits())  # a Bunch without return_X_y
   images = np.round(raw.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = raw.target.astype(np.int32)
   train_index, test_index = _stratified_split(labels, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)

@@ -22,8 +22,22 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+  from PIL import Image as PILImage
+
+# Encoded image bytes (JPEG, PNG, ...) or a decoded uint8 array [H, W(, C)].
+EncodedImage = bytes | np.ndarray
+# A crop box (left, top, width, height); fractional after a JPEG draft's scaling.
+Box = tuple[float, float, float, float]
+# A record of a split: a dict with "image" and "label" entries.
+Record = Any
+# What a transform gives: {"image": uint8 [size, size, 3], "label": int32 scalar}.
+Example = dict[str, np.ndarray | np.int32]
 
 TRAIN_CROPS = ("random_resized", "resize")
 EVAL_CROPS = ("center", "resize")
@@ -39,7 +53,7 @@ def _pil():
   return Image
 
 
-def open_image(data):
+def open_image(data: EncodedImage) -> PILImage.Image:
   """A PIL image from encoded bytes (JPEG, PNG, ...) or a uint8 array ``[H, W(, C)]``."""
   Image = _pil()
   if isinstance(data, np.ndarray):
@@ -48,7 +62,11 @@ def open_image(data):
 
 
 def random_resized_crop_box(
-  width: int, height: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+  width: int,
+  height: int,
+  rng: np.random.Generator,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
   """``(left, top, crop_width, crop_height)`` of a random-resized crop, torchvision's way."""
   area = width * height
@@ -109,7 +127,9 @@ def _to_array(image) -> np.ndarray:
   return np.asarray(image, np.uint8)
 
 
-def crop_and_resize(data, box_of, size: int, jpeg_draft: bool = False) -> np.ndarray:
+def crop_and_resize(
+  data: EncodedImage, box_of: Callable[[int, int], Box], size: int, jpeg_draft: bool = False
+) -> np.ndarray:
   """Decodes ``data``, takes ``box_of(width, height)`` (left, top, width, height) and resizes
   it to ``size × size`` RGB uint8."""
   Image = _pil()
@@ -124,23 +144,23 @@ def crop_and_resize(data, box_of, size: int, jpeg_draft: bool = False) -> np.nda
     return _to_array(image)
   if jpeg_draft:  # fractional box after the draft's scaling: resample it directly
     resized = image.resize(
-      (size, size), Image.BILINEAR, box=(left, top, left + width, top + height)
+      (size, size), Image.Resampling.BILINEAR, box=(left, top, left + width, top + height)
     )
   else:  # torchvision's resized_crop: crop first, so no pixel outside the box is filtered in
     resized = image.crop((left, top, left + width, top + height)).resize(
-      (size, size), Image.BILINEAR
+      (size, size), Image.Resampling.BILINEAR
     )
   return _to_array(resized)
 
 
-def center_crop(data, size: int) -> np.ndarray:
+def center_crop(data: EncodedImage, size: int) -> np.ndarray:
   """Shorter side to ``size / 0.875``, then the central ``size × size`` (RGB uint8)."""
   Image = _pil()
   image = open_image(data)
   if image.mode not in ("RGB", "L"):
     image = image.convert("RGB")
   shorter = int(size / EVAL_CROP_FRACTION)
-  resized = image.resize(resized_shorter_side(*image.size, shorter), Image.BILINEAR)
+  resized = image.resize(resized_shorter_side(*image.size, shorter), Image.Resampling.BILINEAR)
   left, top, _, _ = center_crop_box(*resized.size, size)
   return _to_array(resized.crop((left, top, left + size, top + size)))
 
@@ -149,7 +169,9 @@ def _label(record) -> np.int32:
   return np.int32(record["label"])
 
 
-def train_transform(size: int, crop: str = "random_resized", jpeg_draft: bool = False):
+def train_transform(
+  size: int, crop: str = "random_resized", jpeg_draft: bool = False
+) -> Callable[[Record, np.random.Generator], Example]:
   """``(record, rng) -> {"image": uint8 [size, size, 3], "label": int32}`` for training."""
   if crop not in TRAIN_CROPS:
     raise ValueError(f"unknown training crop {crop!r}; valid: {', '.join(TRAIN_CROPS)}.")
@@ -157,7 +179,7 @@ def train_transform(size: int, crop: str = "random_resized", jpeg_draft: bool = 
     raise ValueError(f"image size must be ≥ 1; got {size}.")
   _pil()  # a missing Pillow is named now, not blamed on the first record
 
-  def transform(record, rng: np.random.Generator) -> dict:
+  def transform(record: Record, rng: np.random.Generator) -> Example:
     if crop == "random_resized":
       box_of = lambda width, height: random_resized_crop_box(width, height, rng)
     else:
@@ -170,7 +192,7 @@ def train_transform(size: int, crop: str = "random_resized", jpeg_draft: bool = 
   return transform
 
 
-def eval_transform(size: int, crop: str = "center"):
+def eval_transform(size: int, crop: str = "center") -> Callable[[Record], Example]:
   """``record -> {"image": uint8 [size, size, 3], "label": int32}`` for evaluation."""
   if crop not in EVAL_CROPS:
     raise ValueError(f"unknown evaluation crop {crop!r}; valid: {', '.join(EVAL_CROPS)}.")
@@ -178,7 +200,7 @@ def eval_transform(size: int, crop: str = "center"):
     raise ValueError(f"image size must be ≥ 1; got {size}.")
   _pil()
 
-  def transform(record) -> dict:
+  def transform(record: Record) -> Example:
     if crop == "center":
       image = center_crop(record["image"], size)
     else:

@@ -76,7 +76,7 @@ class EpochSampler:
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
-  ):
+  ) -> None:
     if global_batch_size < 1 or global_batch_size > num_examples:
       raise ValueError(
         f"batch size must be in [1, {num_examples}] (the dataset size); got {global_batch_size}."
@@ -124,7 +124,10 @@ class EpochSampler:
 
 
 def eval_batches(
-  data, batch_size: int, process_index: int = 0, process_count: int = 1
+  data: ImageDataset | dict[str, np.ndarray],
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Sequential batches over a whole dataset, the last one padded and masked.
 

@@ -34,9 +34,12 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+  from kd_jax.data.in_memory import EpochSampler
 
 # The stream a host transform draws from at (seed, step, position): a fixed first key keeps
 # it apart from the sampler's permutation stream, default_rng([seed, epoch]).
@@ -49,7 +52,7 @@ class Split(Protocol):
   def __len__(self) -> int: ...
 
   def train_batches(
-    self, sampler, start_step: int, stop_step: int
+    self, sampler: EpochSampler, start_step: int, stop_step: int
   ) -> Iterator[dict[str, np.ndarray]]: ...
 
   def eval_batches(
@@ -83,7 +86,7 @@ class ArraySplit:
   ``[N, H, W, C]`` under ``image``, or token ids), gathered by one indexing call per batch
   (the loop's prefetch thread runs it ahead of the step)."""
 
-  def __init__(self, arrays: dict[str, np.ndarray]):
+  def __init__(self, arrays: dict[str, np.ndarray]) -> None:
     if "label" not in arrays:
       raise ValueError(f"an ArraySplit needs a 'label' array; got {sorted(arrays)}.")
     sizes = {name: len(values) for name, values in arrays.items()}
@@ -97,12 +100,24 @@ class ArraySplit:
   def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     return {name: values[indices] for name, values in self.arrays.items()}
 
-  def train_batches(self, sampler, start_step: int, stop_step: int):
+  def train_batches(
+    self, sampler: EpochSampler, start_step: int, stop_step: int
+  ) -> Iterator[dict[str, np.ndarray]]:
     return (self.gather(sampler.local_indices(step)) for step in range(start_step, stop_step))
 
-  def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
+  def eval_batches(
+    self, batch_size: int, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[dict[str, np.ndarray]]:
     for index, mask in _eval_positions(len(self), batch_size, process_index, process_count):
       yield {**self.gather(index), "mask": mask}
+
+
+class RecordSource(Protocol):
+  """A random-access source of records: a TFDS ArrayRecord split, a grain data source, a list."""
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, index: int, /) -> Any: ...
 
 
 class RecordSplit:
@@ -119,7 +134,7 @@ class RecordSplit:
 
   def __init__(
     self,
-    source,
+    source: RecordSource,
     train_transform: Callable[[Any, np.random.Generator], dict],
     eval_transform: Callable[[Any], dict],
     *,
@@ -127,7 +142,7 @@ class RecordSplit:
     workers: int = 2,
     prefetch: int = 2,
     locate: Callable[[int], str] | None = None,
-  ):
+  ) -> None:
     if workers < 1:
       raise ValueError(f"workers must be ≥ 1 (threads that decode records); got {workers}.")
     self.source = source
@@ -176,7 +191,9 @@ class RecordSplit:
     )
     return iter(dataset.batch(per_batch).to_iter_dataset(options))
 
-  def train_batches(self, sampler, start_step: int, stop_step: int):
+  def train_batches(
+    self, sampler: EpochSampler, start_step: int, stop_step: int
+  ) -> Iterator[dict[str, np.ndarray]]:
     grain = _grain()
     per_process = sampler.global_batch_size // sampler.process_count
     first_position = sampler.process_index * per_process
@@ -220,7 +237,9 @@ class RecordSplit:
       close_iterator(batches)
     return ArraySplit(arrays)
 
-  def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
+  def eval_batches(
+    self, batch_size: int, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[dict[str, np.ndarray]]:
     grain = _grain()
     per_process = batch_size // process_count
     positions = list(_eval_positions(len(self), batch_size, process_index, process_count))
@@ -228,7 +247,7 @@ class RecordSplit:
       return iter(())
     indices = np.concatenate([index for index, _ in positions])
     masks = [mask for _, mask in positions]
-    examples = grain.MapDataset.source(indices).map(
+    examples = grain.MapDataset.source(indices.tolist()).map(
       lambda index: self._read(index, self.eval_transform)
     )
     return self._masked(self._threaded(examples, per_process), masks)
@@ -252,7 +271,7 @@ def _grain():
   return grain
 
 
-def close_iterator(iterator) -> None:
+def close_iterator(iterator: object) -> None:
   """Stops an input pipeline's threads: ``close()`` where the iterator has one."""
   close = getattr(iterator, "close", None)
   if close is not None:

@@ -17,12 +17,17 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kd_jax.data import images as images_lib
 from kd_jax.data.pipeline import RecordSplit
-from kd_jax.data.tfds_loaders import DatasetNotPreparedError
+from kd_jax.data.tfds_loaders import DatasetNotPreparedError, num_classes_of
+
+if TYPE_CHECKING:
+  from kd_jax.data import ImageData
 
 # The per-channel statistics of pixel/255 that torchvision's ImageNet models were trained
 # with; ImageNet's own, so a converted torchvision teacher sees the inputs it expects.
@@ -122,7 +127,7 @@ def _metadata(directory: str) -> dict:
     return json.load(f)
 
 
-def shard_locator(directory: str, info: dict, split: str):
+def shard_locator(directory: str, info: dict, split: str) -> Callable[[int], str]:
   """``index -> "shard FILE, record j"`` for a TFDS split, from the shard lengths its
   dataset_info.json records (the files hold the split's records in order)."""
   entry = next(e for e in info["splits"] if e["name"] == split)
@@ -175,7 +180,7 @@ def load_streamed(
   jpeg_draft: bool = False,
   cache: str = "auto",
   cache_limit_gb: float = 4.0,
-):
+) -> ImageData:
   """Split ``split`` ("train" or "test", the dataset's evaluation split) of the prepared
   dataset ``name``, read record by record; images come out ``image_size`` square (0: the
   dataset's default) as uint8. Returns a kd_jax.data.ImageData whose split is a RecordSplit,
@@ -209,7 +214,11 @@ def load_streamed(
       f"prepare it again with its {spec.manual_files}."
     )
   builder = tfds.builder_from_directory(directory)
-  source = builder.as_data_source(split=tfds_split, decoders={"image": tfds.decode.SkipDecoding()})
+  # TFDS's logging decorator hides as_data_source's `split` parameter from type checkers.
+  source = builder.as_data_source(
+    split=tfds_split,  # pyright: ignore[reportCallIssue]
+    decoders={"image": tfds.decode.SkipDecoding()},
+  )
   size = image_size or spec.image_size
   stats = spec.stats
   if stats is None:
@@ -229,7 +238,7 @@ def load_streamed(
     prefetch=prefetch,
     locate=shard_locator(directory, info, tfds_split),
   )
-  num_classes = builder.info.features["label"].num_classes
+  num_classes = num_classes_of(builder.info)
   deterministic = split != "train" or spec.train_crop == "resize"
   decoded_gb = len(record_split) * size * size * 3 / 2**30
   if cache == "memory" and not deterministic:

@@ -13,8 +13,17 @@ import dataclasses
 import importlib.util
 import io
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+  from tokenizers import Tokenizer
+  from tokenizers.implementations.base_tokenizer import BaseTokenizer
+
+  # tokenizer.json loads as a Tokenizer, a bare vocab.txt as a BertWordPieceTokenizer.
+  AnyTokenizer = Tokenizer | BaseTokenizer
 
 # TFDS name, text feature(s), validation split, number of labels (1 = regression).
 GLUE_TASKS = {
@@ -40,7 +49,7 @@ class TextSplit:
   def __len__(self):
     return len(self.labels)
 
-  def take(self, indices) -> TextSplit:
+  def take(self, indices: np.ndarray | slice) -> TextSplit:
     return TextSplit(*(getattr(self, f.name)[indices] for f in dataclasses.fields(self)))
 
 
@@ -71,15 +80,15 @@ class TextDataset:
     return self.num_labels == 1
 
 
-def load_tokenizer(folder: str):
+def load_tokenizer(folder: str) -> AnyTokenizer:
   """A fast tokenizer from a checkpoint folder: tokenizer.json, else vocab.txt (WordPiece,
   lower-cased unless tokenizer_config.json says otherwise)."""
   from tokenizers import Tokenizer
-  from tokenizers.implementations import BertWordPieceTokenizer
+  from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
   json_path, vocab_path = os.path.join(folder, "tokenizer.json"), os.path.join(folder, "vocab.txt")
   if os.path.exists(json_path):
-    tokenizer = Tokenizer.from_file(json_path)
+    tokenizer: AnyTokenizer = Tokenizer.from_file(json_path)
   elif os.path.exists(vocab_path):
     lowercase = True
     config_path = os.path.join(folder, "tokenizer_config.json")
@@ -96,13 +105,18 @@ def load_tokenizer(folder: str):
   return tokenizer
 
 
-def special_token_ids(tokenizer) -> tuple[int, ...]:
+def special_token_ids(tokenizer: AnyTokenizer) -> tuple[int, ...]:
   """Ids of [PAD], [CLS], [SEP], [MASK], [UNK] present in the vocabulary."""
   ids = [tokenizer.token_to_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")]
   return tuple(sorted(i for i in ids if i is not None))
 
 
-def encode(tokenizer, first, second=None, max_length: int = 128) -> dict[str, np.ndarray]:
+def encode(
+  tokenizer: AnyTokenizer,
+  first: Sequence[object] | np.ndarray,
+  second: Sequence[object] | np.ndarray | None = None,
+  max_length: int = 128,
+) -> dict[str, np.ndarray]:
   """Tokenises sentences (or sentence pairs) to fixed-length int32 arrays.
 
   Truncation keeps [CLS] ... [SEP] (... [SEP]) and trims the longer sentence first; padding
@@ -144,7 +158,7 @@ def rotten_tomatoes_file() -> str:
   )
 
 
-def rotten_tomatoes_texts(path: str | None = None):
+def rotten_tomatoes_texts(path: str | None = None) -> tuple[list[str], np.ndarray]:
   """``(texts, labels)``: the 12,808 review snippets, label 1 = fresh, 0 = rotten (the
   corpus's plot summaries are dropped)."""
   path = path or rotten_tomatoes_file()
@@ -155,7 +169,7 @@ def rotten_tomatoes_texts(path: str | None = None):
 
 
 def load_rotten_tomatoes(
-  tokenizer,
+  tokenizer: AnyTokenizer,
   max_length: int = 64,
   test_fraction: float = 0.2,
   max_train: int = 0,
@@ -182,7 +196,7 @@ def load_rotten_tomatoes(
 
 def load_glue(
   task: str,
-  tokenizer,
+  tokenizer: AnyTokenizer,
   max_length: int = 128,
   data_dir: str | None = None,
   max_train: int = 0,
@@ -200,9 +214,11 @@ def load_glue(
   splits = {}
   for name, split, limit in (("train", "train", max_train), ("test", validation, max_test)):
     try:
-      rows = list(
-        tfds.as_numpy(builder.as_dataset(split=split if not limit else f"{split}[:{limit}]"))
+      # TFDS's logging decorator hides as_dataset's `split` parameter from type checkers.
+      dataset = builder.as_dataset(
+        split=split if not limit else f"{split}[:{limit}]",  # pyright: ignore[reportCallIssue]
       )
+      rows = list(tfds.as_numpy(dataset))
     except AssertionError as error:  # what TFDS raises when the files are not there
       from kd_jax.data.tfds_loaders import DatasetNotPreparedError
 
@@ -223,7 +239,7 @@ def load_glue(
 
 def load_text_dataset(
   name: str,
-  tokenizer,
+  tokenizer: AnyTokenizer,
   max_length: int,
   data_dir: str | None = None,
   max_train: int = 0,

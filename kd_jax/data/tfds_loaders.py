@@ -8,9 +8,14 @@ says how to prepare it instead of failing inside a download.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 
 from kd_jax.data.in_memory import ImageDataset, channel_stats
+
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
 
 # Per-channel statistics used by RepDistiller and the CIFAR literature (pixel / 255).
 CIFAR_STATS = {
@@ -33,6 +38,21 @@ def _import_tfds():
   return tfds
 
 
+def label_feature(info: tfds.core.DatasetInfo) -> tfds.features.ClassLabel:
+  """The ``label`` feature of a dataset whose features are a dict with a ClassLabel ``label``
+  (TFDS types ``info.features`` as any feature or None)."""
+  features = cast("tfds.features.FeaturesDict", info.features)
+  return cast("tfds.features.ClassLabel", features["label"])
+
+
+def num_classes_of(info: tfds.core.DatasetInfo) -> int:
+  """The number of classes of the ``label`` feature (``label_feature``)."""
+  num_classes = label_feature(info).num_classes
+  if num_classes is None:
+    raise ValueError(f"{info.name}'s label feature does not say how many classes it has.")
+  return num_classes
+
+
 def _how_to_prepare(name: str, data_dir) -> str:
   where = data_dir or "~/tensorflow_datasets"
   return (
@@ -43,7 +63,9 @@ def _how_to_prepare(name: str, data_dir) -> str:
   )
 
 
-def prepare(name: str, data_dir: str | None = None, download: bool = True):
+def prepare(
+  name: str, data_dir: str | None = None, download: bool = True
+) -> tfds.core.DatasetBuilder:
   """Downloads and prepares ``name`` with its TFDS builder; returns the builder."""
   tfds = _import_tfds()
   builder = tfds.builder(name, data_dir=data_dir)
@@ -68,9 +90,14 @@ def load_tfds_images(
   if split not in builder.info.splits:
     raise ValueError(f"{name} has splits {sorted(builder.info.splits)}; got {split!r}.")
   tfds = _import_tfds()
-  arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  # TFDS's logging decorator hides as_dataset's `split` parameter from type checkers.
+  dataset = builder.as_dataset(
+    split=split,  # pyright: ignore[reportCallIssue]
+    batch_size=-1,
+  )
+  arrays = tfds.as_numpy(dataset)
   images = np.asarray(arrays["image"], np.uint8)
   labels = np.asarray(arrays["label"], np.int32)
-  num_classes = builder.info.features["label"].num_classes
+  num_classes = num_classes_of(builder.info)
   mean, std = CIFAR_STATS.get(name) or channel_stats(images)
   return ImageDataset(name, images, labels, num_classes, mean, std)

@@ -17,13 +17,15 @@ step of size η up the teacher–student KL of *that* student (the worst nearby 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from absl import flags
+from jax.sharding import Mesh
 
 from kd_jax import backward, losses
-from kd_jax.data import eval_batches, load_dataset
+from kd_jax.data import ImageDataset, eval_batches, load_dataset
 from kd_jax.experiments import launch, reporting
 from kd_jax.train import preprocess as preprocess_lib
 from kd_jax.train import setup, sharding
@@ -37,7 +39,14 @@ _STEP = flags.DEFINE_float("step_size", 0.1, "η of the gradient perturbation.")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 
 
-def measure(student_dir, teacher_dir, data, mesh, noise: float = 0.5, step_size: float = 0.1):
+def measure(
+  student_dir: str,
+  teacher_dir: str,
+  data: ImageDataset,
+  mesh: Mesh,
+  noise: float = 0.5,
+  step_size: float = 0.1,
+) -> dict[str, float]:
   """Agreement (%) and KL of one student with its teacher on ``data``: clean, noisy, moved."""
   student, student_variables = setup.load_trained(student_dir, data, mesh)
   teacher, teacher_variables = setup.load_trained(teacher_dir, data, mesh)
@@ -46,7 +55,7 @@ def measure(student_dir, teacher_dir, data, mesh, noise: float = 0.5, step_size:
 
   @jax.jit
   def batch_sums(images, mask, key):
-    x = preprocess(None, {"image": images}, None, train=False)
+    x = preprocess(key, {"image": images}, None, train=False)  # eval mode: key unused
     teacher_fn = lambda v: teacher.predict(teacher_variables, v)
     student_fn = lambda v: student.predict(student_variables, v)
     noisy = x + noise * jax.random.normal(key, x.shape)
@@ -74,8 +83,8 @@ def agreement_table(
   runs: str,
   rows: list[str],
   seeds: list[int],
-  data,
-  mesh,
+  data: ImageDataset,
+  mesh: Mesh,
   noise: float = 0.5,
   step_size: float = 0.1,
 ) -> dict:
@@ -119,7 +128,7 @@ def report_lines(
   return lines
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   data = load_dataset(_DATASET.value, "test")

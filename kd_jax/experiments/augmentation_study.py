@@ -25,12 +25,16 @@ batched tensor; ``--per_image=true`` draws per image. Finished runs are read bac
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
+import ml_collections
 import numpy as np
 from absl import flags
+from jax.sharding import Mesh
 
 from kd_jax import diagnostics
-from kd_jax.data import load_dataset
+from kd_jax.data import ImageDataset, load_dataset
 from kd_jax.experiments import launch, reporting, shared
 from kd_jax.train import setup, sharding
 
@@ -55,7 +59,9 @@ _SCHEMES = flags.DEFINE_list(
   list(SCHEMES),
   "Schemes to run (names of SCHEMES; the correlations need at least three).",
 )
-_TEACHER = flags.DEFINE_string("teacher_pattern", None, "Teacher run dir, with {seed}.")
+_TEACHER = flags.DEFINE_string(
+  "teacher_pattern", None, "Teacher run dir, with {seed}.", required=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study", "Where the student runs go.")
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the students' epochs.")
 _PER_IMAGE = flags.DEFINE_bool(
@@ -67,31 +73,45 @@ _PER_IMAGE = flags.DEFINE_bool(
 _BATCHES = flags.DEFINE_integer("batches", 200, "Training batches walked for T. stddev.")
 _BLOCKS_OF = flags.DEFINE_integer("blocks_of", 5, "Batches per block of T. stddev.")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown report here (and a .png plot).")
-flags.mark_flag_as_required("teacher_pattern")
 
 
-def scheme_axes(view: str, overrides: dict, per_image: bool) -> list[tuple[str, list]]:
+def scheme_axes(view: str, overrides: dict, per_image: bool) -> list[tuple[str, list[Any]]]:
   """The config keys that select a scheme, as sweep axes of one value each."""
-  axes = [("view.name", [view])]
+  axes: list[tuple[str, list[Any]]] = [("view.name", [view])]
   if view in PER_IMAGE_VIEWS:
     axes.append((f"{view}.per_image", [per_image]))
   axes += [(f"{view}.{key}", [value]) for key, value in overrides.items()]
   return axes
 
 
-def correlations(x, y) -> dict[str, float]:
+def correlations(
+  x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
+) -> dict[str, float]:
   """Pearson, Spearman and Kendall (tau-b) correlations of two sequences."""
   from scipy import stats
 
   return {
-    "Pearson": float(stats.pearsonr(x, y)[0]),
-    "Spearman": float(stats.spearmanr(x, y)[0]),
-    "Kendall": float(stats.kendalltau(x, y)[0]),
+    "Pearson": _statistic(stats.pearsonr(x, y)),
+    "Spearman": _statistic(stats.spearmanr(x, y)),
+    "Kendall": _statistic(stats.kendalltau(x, y)),
   }
 
 
+def _statistic(result: Any) -> float:
+  """The statistic of a scipy.stats result, a (statistic, p-value) tuple (scipy's own types
+  leave its element types unknown)."""
+  return float(result[0])
+
+
 def measure_stddev(
-  config, view: str, run_dir: str, data, mesh, *, batches: int, blocks_of: int
+  config: ml_collections.ConfigDict,
+  view: str,
+  run_dir: str,
+  data: ImageDataset,
+  mesh: Mesh,
+  *,
+  batches: int,
+  blocks_of: int,
 ) -> float:
   """T. stddev of the teacher of ``config`` under ``view`` as that run configured it."""
   teacher, teacher_variables = setup.load_trained(config.teacher_workdir, data, mesh)
@@ -123,7 +143,7 @@ def run_study(
   teacher_pattern: str,
   workdir: str,
   *,
-  schemes=tuple(SCHEMES),
+  schemes: Sequence[str] = tuple(SCHEMES),
   per_image: bool = False,
   num_epochs: int | None = None,
   batches: int = 200,
@@ -249,7 +269,7 @@ def plot_study(results: list[dict], path: str, title: str) -> None:
   plt.close(fig)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   seeds = [int(s) for s in _SEEDS.value]

@@ -31,11 +31,13 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
 from absl import app, flags
 
+from kd_jax.data.pipeline import RecordSource, RecordSplit, Split
 from kd_jax.experiments import benchmark, reporting
 
 _IMAGES = flags.DEFINE_integer(
@@ -58,7 +60,14 @@ _SMALL = flags.DEFINE_integer(
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown report here.")
 
 
-def synthetic_jpeg(rng: np.random.Generator, size=None) -> bytes:
+def _streamed(split: Split) -> RecordSplit:
+  """``split`` as a RecordSplit (what a streamed split that is not cached in memory is)."""
+  if not isinstance(split, RecordSplit):
+    raise TypeError(f"expected a streamed split (RecordSplit); got {type(split).__name__}.")
+  return split
+
+
+def synthetic_jpeg(rng: np.random.Generator, size: tuple[int, int] | None = None) -> bytes:
   """A photograph-like JPEG: smooth colour gradients and blobs, fine texture, quality 90;
   about 500 × 375 unless ``size`` (width, height) is given."""
   from PIL import Image
@@ -76,7 +85,9 @@ def synthetic_jpeg(rng: np.random.Generator, size=None) -> bytes:
   return buffer.getvalue()
 
 
-def write_folder(root: str, count: int, seed: int = 0, size=None) -> float:
+def write_folder(
+  root: str, count: int, seed: int = 0, size: tuple[int, int] | None = None
+) -> float:
   """``count`` synthetic JPEGs in two class folders; returns their mean size in KB."""
   rng = np.random.default_rng(seed)
   sizes = []
@@ -90,7 +101,7 @@ def write_folder(root: str, count: int, seed: int = 0, size=None) -> float:
   return float(np.mean(sizes)) / 1024
 
 
-def plain_loop(source, count: int, size: int, seed: int = 0):
+def plain_loop(source: RecordSource, count: int, size: int, seed: int = 0) -> list[np.ndarray]:
   """The floor: decode and random-resized-crop each record, one thread, no pipeline."""
   from PIL import Image
 
@@ -102,15 +113,17 @@ def plain_loop(source, count: int, size: int, seed: int = 0):
     image = Image.open(io.BytesIO(source[index]["image"])).convert("RGB")
     left, top, width, height = images.random_resized_crop_box(*image.size, rng)
     crop = image.crop((left, top, left + width, top + height))  # torchvision's resized_crop
-    out.append(np.asarray(crop.resize((size, size), Image.BILINEAR)))
+    out.append(np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR)))
   return out
 
 
-def drain(iterator) -> int:
+def drain(iterator: Iterable[Mapping[str, np.ndarray]]) -> int:
   return sum(len(batch["label"]) for batch in iterator)
 
 
-def kd_step_rate(student: str, teacher: str, image_size: int, batch: int, repeats: int):
+def kd_step_rate(
+  student: str, teacher: str, image_size: int, batch: int, repeats: int
+) -> tuple[float, benchmark.Timing]:
   """Images per second of the compiled KD step (student forward+backward, teacher forward)."""
   from kd_jax import methods, models
   from kd_jax.models import adapters
@@ -171,11 +184,11 @@ def kd_step_rate(student: str, teacher: str, image_size: int, batch: int, repeat
   return batch / timing.median, timing
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   import time
 
-  from kd_jax.data import ArraySplit, EpochSampler, RecordSplit, images, open_images
+  from kd_jax.data import ArraySplit, EpochSampler, images, open_images
   from kd_jax.experiments import prepare_data
 
   cores = os.cpu_count() or 1
@@ -184,10 +197,10 @@ def main(argv):
     raw, data_dir = os.path.join(scratch, "raw"), os.path.join(scratch, "prepared")
     mean_kb = write_folder(raw, count)
     prepare_data.prepare("image_folder", data_dir, raw, holdout_fraction=0.2)
-    splits = {
-      workers: open_images(
-        "image_folder", "train", data_dir, image_size=size, workers=workers
-      ).split
+    splits = {  # random-resized training crops: always streamed (RecordSplit)
+      workers: _streamed(
+        open_images("image_folder", "train", data_dir, image_size=size, workers=workers).split
+      )
       for workers in (1, 2)
     }
     drafted = open_images(
@@ -211,9 +224,9 @@ def main(argv):
     small_raw, small_dir = os.path.join(scratch, "small"), os.path.join(scratch, "small_prep")
     small_kb = write_folder(small_raw, _SMALL.value, seed=1, size=(64, 64))
     prepare_data.prepare("image_folder", small_dir, small_raw, holdout_fraction=0.01)
-    small_source = open_images(
-      "image_folder", "train", small_dir, image_size=64, cache="stream"
-    ).split.source
+    small_source = _streamed(
+      open_images("image_folder", "train", small_dir, image_size=64, cache="stream").split
+    ).source
     small_stream = RecordSplit(
       small_source,
       images.train_transform(64, "resize"),

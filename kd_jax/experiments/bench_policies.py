@@ -14,6 +14,7 @@ chosen operations only. Reported: median (min–max) time per batch over the rou
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -78,7 +79,7 @@ def measure(batch: int = 64, image_size: int = 32, repeats: int = 20, warmup: in
   return lines
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   lines = measure(_BATCH.value, _IMAGE_SIZE.value, _REPEATS.value, _WARMUP.value)
   reporting.finish_report(lines, "bench_policies", _OUT.value)

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -167,6 +168,7 @@ def in_process(settings: Settings) -> tuple[dict, dict]:
 
   def run_sequential():
     apart = states["apart"]
+    metrics = None
     for i in range(population):
       apart[i], metrics = member_step(
         apart[i],
@@ -198,6 +200,7 @@ def in_processes(settings: Settings, command: list[str]) -> tuple[benchmark.Timi
     for i in range(settings.population)
   ]
   for process in workers:  # wait until every process has compiled and warmed up
+    assert process.stdout is not None  # stdout=PIPE
     while process.stdout.readline().strip() != "READY":
       if process.poll() is not None:
         raise RuntimeError("a trial process failed; rerun it alone with --worker=0 to see why.")
@@ -255,7 +258,7 @@ def report_lines(settings: Settings, times: dict, setup_text: dict) -> list[str]
   return lines
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   settings = Settings(
     _POPULATION.value,

@@ -24,7 +24,10 @@ input).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -63,15 +66,15 @@ CASES = (
 
 
 def pass_costs(
-  teacher,
-  teacher_variables,
-  student,
-  student_variables,
-  batch,
-  image_shape,
-  pool_rounds,
-  warmup=3,
-  repeats=10,
+  teacher: nn.Module,
+  teacher_variables: Mapping[str, Any],
+  student: nn.Module,
+  student_variables: Mapping[str, Any],
+  batch: int,
+  image_shape: Sequence[int],
+  pool_rounds: int,
+  warmup: int = 3,
+  repeats: int = 10,
 ) -> dict[str, benchmark.Timing]:
   """Times of the passes a step is made of, at the batch sizes steps use, taking turns."""
   rng = np.random.default_rng(0)
@@ -79,8 +82,11 @@ def pass_costs(
   def images(n):
     return jnp.asarray(rng.normal(size=(n, *image_shape)), jnp.float32)
 
-  teacher_forward = jax.jit(lambda x: teacher.apply(teacher_variables, x, train=False))
-  student_forward = jax.jit(lambda x: student.apply(student_variables, x, train=False))
+  def forward(module: nn.Module, variables: Mapping[str, Any], x: jax.Array) -> jax.Array:
+    return cast(jax.Array, module.apply(variables, x, train=False))  # no `mutable`: logits
+
+  teacher_forward = jax.jit(lambda x: forward(teacher, teacher_variables, x))
+  student_forward = jax.jit(lambda x: forward(student, student_variables, x))
 
   def student_loss(params, x):
     logits, _ = student.apply(
@@ -92,12 +98,8 @@ def pass_costs(
     return jnp.mean(logits**2)
 
   student_fb = jax.jit(jax.grad(student_loss))
-  teacher_in = jax.jit(
-    jax.grad(lambda x: jnp.sum(teacher.apply(teacher_variables, x, train=False)))
-  )
-  student_in = jax.jit(
-    jax.grad(lambda x: jnp.sum(student.apply(student_variables, x, train=False)))
-  )
+  teacher_in = jax.jit(jax.grad(lambda x: jnp.sum(forward(teacher, teacher_variables, x))))
+  student_in = jax.jit(jax.grad(lambda x: jnp.sum(forward(student, student_variables, x))))
   x_b, x_2b, x_pool = images(batch), images(2 * batch), images(pool_rounds * batch)
   return benchmark.time_alternating(
     {
@@ -115,10 +117,11 @@ def pass_costs(
   )
 
 
-def predicted_seconds(method: str, score, c: dict) -> float:
+def predicted_seconds(method: str, score: str | int | None, c: Mapping[str, float]) -> float:
   """The step's predicted seconds from the pass costs ``c`` (median seconds by pass)."""
   if method == "backward_kd":
-    return 2 * c["T(B)"] + score * (c["T_in(B)"] + c["S_in(B)"]) + c["S_fb(2B)"]
+    steps = cast(int, score)  # backward KD's case gives its number of steps
+    return 2 * c["T(B)"] + steps * (c["T_in(B)"] + c["S_in(B)"]) + c["S_fb(2B)"]
   if method == "kd":
     return c["T(B)"] + c["S_fb(B)"]
   if method in ("kd_mixup", "kd_cutmix"):
@@ -132,7 +135,7 @@ def predicted_seconds(method: str, score, c: dict) -> float:
 
 def view_steps(
   teacher_name: str, student_name: str, batch: int, image_size: int, classes: int, pool_rounds: int
-):
+) -> tuple[dict[str, tuple[Callable[[], Any], float]], tuple]:
   """Every case's compiled step, ready to run: {label: (run, compile seconds)}, and the
   networks with their variables (for the pass costs)."""
   image_shape = (image_size, image_size, 3)
@@ -175,7 +178,7 @@ def view_steps(
   runners = {}
   for label, method, score in CASES:
     view_name = methods.get_method(method).view
-    view = ml_collections.ConfigDict(config[view_name].to_dict()) if view_name else {}
+    view = ml_collections.ConfigDict(config[view_name].to_dict() if view_name else {})
     if method == "backward_kd":
       view.steps = score
     elif score:
@@ -258,7 +261,7 @@ def measure(
   return lines
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   lines = measure(
     _TEACHER.value,

@@ -13,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +59,12 @@ def _wait(value: Any) -> None:
 
 
 def time_alternating(
-  candidates: Mapping[Hashable, Callable[[], Any]],
+  candidates: Mapping[K, Callable[[], Any]],
   *,
   warmup: int,
   repeats: int,
   first_call: bool = False,
-) -> dict[Hashable, Timing]:
+) -> dict[K, Timing]:
   """Times each candidate (a function of no argument; JAX results are waited for).
 
   ``first_call``: also make one untimed call of each first (compilation), for candidates
@@ -74,7 +76,7 @@ def time_alternating(
   for _ in range(int(first_call) + warmup):
     for run in candidates.values():
       _wait(run())
-  samples = {key: [] for key in candidates}
+  samples: dict[K, list[float]] = {key: [] for key in candidates}
   for _ in range(repeats):
     for key, run in candidates.items():
       start = time.perf_counter()

@@ -26,7 +26,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 from absl import flags
 
@@ -77,7 +79,9 @@ def _config(
   return config
 
 
-def agreement_with(student_dir: str, teacher_dir: str, config) -> dict[str, float]:
+def agreement_with(
+  student_dir: str, teacher_dir: str, config: ml_collections.ConfigDict
+) -> dict[str, float]:
   """Test-set agreement and KL between any finished student run and a teacher run."""
   test_data = load_dataset(config.dataset, "test")
   mesh = sharding.make_data_mesh()
@@ -182,7 +186,7 @@ def write_results(folder: str, report: str, results: dict, dataset: str = "digit
   plot_results(results, os.path.join(folder, f"demo_{dataset}.png"))
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   seeds = [int(s) for s in _SEEDS.value]

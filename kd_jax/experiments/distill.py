@@ -9,6 +9,8 @@ Expected result: for seed 0 of the config's kd row, one sample of the KD row of
 results/demo_digits.md (its 5-seed mean ± std); each config's docstring names its own.
 """
 
+from collections.abc import Sequence
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -17,12 +19,14 @@ from kd_jax.experiments import launch
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file (file.py:arg).", lock_config=True
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, summary).")
-flags.mark_flags_as_required(["config", "workdir"])
-__doc__ += launch.help_text()
+flags.mark_flag_as_required("config")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Run directory (checkpoints, logs, summary).", required=True
+)
+__doc__ = (__doc__ or "") + launch.help_text()
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.run(_CONFIG.value, _WORKDIR.value)
 

@@ -8,8 +8,10 @@ import glob
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
+import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 
@@ -48,6 +50,10 @@ COMMON_KEYS = (
   "allow_config_change",
   "progress_bar",
 )
+
+
+# An entry point: absl calls it with the command line left after the flags.
+Main = Callable[[Sequence[str]], None]
 
 
 def help_text() -> str:
@@ -104,7 +110,7 @@ def resolve_config_path(value: str) -> str:
   return f"{candidate}{colon}{argument}" if os.path.exists(candidate) else value
 
 
-def parse_flags(argv):
+def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with ``--config`` resolved from anywhere (resolve_config_path); an
   override of a key the config does not have (a typo) and any other flag mistake (an unknown
   flag, a value of the wrong type, a missing required flag) are one line naming the
@@ -125,7 +131,7 @@ def parse_flags(argv):
   sys.exit(2)  # a mistake on the command line, as every other user error
 
 
-def unknown_key_message(error: Exception, argv) -> str:
+def unknown_key_message(error: BaseException, argv: Sequence[str]) -> str:
   """The line for ml_collections' error about an override of a key the config lacks: its
   message is the key's repr, sometimes followed by a line ``Did you mean "x" ...?``."""
   while error.args and isinstance(error.args[0], BaseException):  # AttributeError(KeyError)
@@ -150,7 +156,7 @@ def unknown_key_message(error: Exception, argv) -> str:
   )
 
 
-def one_line_errors(main):
+def one_line_errors(main: Main) -> Main:
   """Runs ``main``; a user's mistake (a name, an option, a changed config: ValueError,
   TypeError; flag mistakes too, in ``parse_flags``) exits with status 2 and one line
   ``error: ...`` (the traceback with --verbose); a diverged run, a damaged checkpoint, a
@@ -159,10 +165,11 @@ def one_line_errors(main):
   training loop (nothing in flight) exits with 130 and one line."""
 
   @functools.wraps(main)
-  def guarded(argv):
+  def guarded(argv: Sequence[str]) -> None:
     try:
       with exit_143_on_sigterm():
-        return main(argv)
+        main(argv)
+        return
     except KeyboardInterrupt:
       if VERBOSE.value:
         raise
@@ -198,7 +205,7 @@ def check_workdir(workdir: str | None) -> str:
   return workdir
 
 
-def run_app(main) -> None:
+def run_app(main: Main) -> None:
   """``app.run`` for an entry point: typo-proof flag parsing, one-line errors, and a second
   SIGTERM or Ctrl-C during training exits at once (loop.EXIT_ON_SECOND_SIGNAL)."""
   loop.EXIT_ON_SECOND_SIGNAL = True
@@ -228,7 +235,7 @@ def _quiet_closed_event_loops(unraisable) -> None:
   sys.__unraisablehook__(unraisable)
 
 
-def start(config) -> None:
+def start(config: ml_collections.ConfigDict) -> None:
   """Logging, then ``jax.distributed.initialize`` when ``config.multihost`` (its arguments
   from the config, or from the cluster's environment where they are None)."""
   configure_logging()
@@ -242,7 +249,7 @@ def start(config) -> None:
 
 
 @contextlib.contextmanager
-def exit_143_on_sigterm():
+def exit_143_on_sigterm() -> Iterator[None]:
   """SIGTERM or SIGINT made the loop save a checkpoint and stop: say so and exit with 128 +
   the signal's number (143 for SIGTERM, 130 for SIGINT), as a process killed by it would."""
   try:
@@ -252,7 +259,7 @@ def exit_143_on_sigterm():
     sys.exit(128 + int(preempted.signum))
 
 
-def run(config, workdir: str) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs ``config`` in ``workdir``; exits 143 (130 for Ctrl-C) after saving if SIGTERM
   (SIGINT) arrives."""
   check_workdir(workdir)

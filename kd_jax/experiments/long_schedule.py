@@ -15,7 +15,9 @@ against k. Finished runs are read back.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 from absl import flags
 
@@ -27,7 +29,9 @@ ROWS = (("CE (no teacher)", "ce"), ("KD", "kd"), ("KD + CutMix-pick", "kd_cutmix
 _DATASET = flags.DEFINE_enum("dataset", "digits", list(shared.DATASETS), "Embedded dataset.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (student and teacher).")
 _FACTORS = flags.DEFINE_list("factors", ["1", "2", "4"], "Epoch factors k.")
-_TEACHER = flags.DEFINE_string("teacher_pattern", None, "Teacher run dir, with {seed}.")
+_TEACHER = flags.DEFINE_string(
+  "teacher_pattern", None, "Teacher run dir, with {seed}.", required=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/long_schedule", "Where the runs go.")
 _NUM_EPOCHS = flags.DEFINE_integer(
   "num_epochs",
@@ -35,10 +39,9 @@ _NUM_EPOCHS = flags.DEFINE_integer(
   "Override the epochs at k = 1 (the lr milestones must fit: scale them with it).",
 )
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown report here (and a .png plot).")
-flags.mark_flag_as_required("teacher_pattern")
 
 
-def base_config(dataset: str, num_epochs: int | None = None):
+def base_config(dataset: str, num_epochs: int | None = None) -> ml_collections.ConfigDict:
   """The dataset's KD config; ``num_epochs`` shortens it, scaling its lr milestones."""
   base = shared.DATASETS[dataset][0].get_config("kd")
   if num_epochs:
@@ -127,7 +130,7 @@ def plot_long_schedule(results: dict, factors: list[int], path: str, title: str)
   plt.close(fig)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   seeds = [int(s) for s in _SEEDS.value]

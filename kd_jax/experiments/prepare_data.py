@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from absl import flags
 
 from kd_jax.data import STREAMED_DATASETS, TFDS_DATASETS
 
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
+
 _DATASET = flags.DEFINE_enum(
-  "dataset", None, list(TFDS_DATASETS + STREAMED_DATASETS), "Dataset to prepare."
+  "dataset",
+  None,
+  list(TFDS_DATASETS + STREAMED_DATASETS),
+  "Dataset to prepare.",
+  required=True,
 )
 _DATA_DIR = flags.DEFINE_string(
   "data_dir", None, "Where the prepared dataset is written (pass the same as --config.data_dir)."
@@ -40,7 +49,6 @@ _HOLDOUT = flags.DEFINE_float(
   0.1,
   "image_folder without val/: the fraction of each class held out for evaluation.",
 )
-flags.mark_flag_as_required("dataset")
 
 
 def _import_tfds():
@@ -53,7 +61,9 @@ def _import_tfds():
   return tfds
 
 
-def streamed_builder(name: str, data_dir: str, manual_dir: str, holdout_fraction: float = 0.1):
+def streamed_builder(
+  name: str, data_dir: str, manual_dir: str, holdout_fraction: float = 0.1
+) -> tfds.core.DatasetBuilder:
   """The TFDS builder that writes ``name`` as ArrayRecord into ``data_dir``."""
   tfds = _import_tfds()
   if name == "imagenet2012":
@@ -145,7 +155,7 @@ def check_prepared_from(
     )
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   where = prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value, _HOLDOUT.value)
   print(

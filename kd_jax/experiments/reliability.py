@@ -27,7 +27,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from absl import flags
@@ -71,8 +72,10 @@ class Attempt:
 ATTEMPTS: list[Attempt] = []
 
 
-def attempt(finding: str, description: str):
-  def register(function):
+def attempt(
+  finding: str, description: str
+) -> Callable[[Callable[[Lab], Outcome]], Callable[[Lab], Outcome]]:
+  def register(function: Callable[[Lab], Outcome]) -> Callable[[Lab], Outcome]:
     ATTEMPTS.append(Attempt(len(ATTEMPTS) + 1, finding, description, function))
     return function
 
@@ -85,7 +88,7 @@ class Lab:
   def __init__(self, root: str):
     self.root = root
     self._counter = 0
-    self._cache: dict[str, object] = {}
+    self._cache: dict[str, Any] = {}
 
   def fresh(self, name: str) -> str:
     self._counter += 1
@@ -142,17 +145,17 @@ class Lab:
 # --- What an attempt looks at. ---
 
 
-def last_line(result) -> str:
+def last_line(result: subprocess.CompletedProcess) -> str:
   lines = result.stderr.strip().splitlines()
   line = lines[-1] if lines else "(no output)"
   return line if len(line) <= 220 else line[:219] + "…"
 
 
-def exit_and_line(result) -> str:
+def exit_and_line(result: subprocess.CompletedProcess) -> str:
   return f"exit {result.returncode}: {last_line(result)}"
 
 
-def one_line(result) -> bool:
+def one_line(result: subprocess.CompletedProcess) -> bool:
   return "Traceback" not in result.stderr and last_line(result).startswith("error:")
 
 
@@ -195,7 +198,7 @@ def data_files(workdir: str, step: int, item: str = "model") -> list[str]:
   )
 
 
-def start_when(lab: Lab, command, ready: Callable[[], bool]) -> subprocess.Popen:
+def start_when(lab: Lab, command: list[str], ready: Callable[[], bool]) -> subprocess.Popen:
   """Starts ``command`` and returns once ``ready()`` (or the process ended, or 10 min)."""
   process = subprocess.Popen(
     command, env=lab.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -206,7 +209,13 @@ def start_when(lab: Lab, command, ready: Callable[[], bool]) -> subprocess.Popen
   return process
 
 
-def start_and_signal(lab: Lab, command, sig, ready: Callable[[], bool], then_wait: float = 0.0):
+def start_and_signal(
+  lab: Lab,
+  command: list[str],
+  sig: int,
+  ready: Callable[[], bool],
+  then_wait: float = 0.0,
+) -> tuple[int, str, float]:
   """Starts ``command``, sends ``sig`` once ``ready()``; returns (exit status, stderr,
   seconds from the signal to the exit)."""
   process = start_when(lab, command, ready)
@@ -244,7 +253,7 @@ def _damaged_newest(lab: Lab, damage: Callable[[str, int], None], name: str) -> 
 
 
 @attempt("held", "Truncate the newest checkpoint's largest array file, rerun")
-def truncated(lab):
+def truncated(lab: Lab) -> Outcome:
   def damage(workdir, step):
     path = data_files(workdir, step)[-1]
     with open(path, "r+b") as f:
@@ -254,7 +263,7 @@ def truncated(lab):
 
 
 @attempt("held", "Overwrite the newest checkpoint's files with random bytes, rerun")
-def random_bytes(lab):
+def random_bytes(lab: Lab) -> Outcome:
   def damage(workdir, step):
     rng = np.random.default_rng(0)
     for path in data_files(workdir, step) + data_files(workdir, step, "train"):
@@ -265,14 +274,14 @@ def random_bytes(lab):
 
 
 @attempt("held", "Delete half of the newest checkpoint (its model item), rerun")
-def half_deleted(lab):
+def half_deleted(lab: Lab) -> Outcome:
   return _damaged_newest(
     lab, lambda w, s: shutil.rmtree(os.path.join(w, "checkpoints", str(s), "model")), "half_deleted"
   )
 
 
 @attempt("3", "Flip one bit in a parameter file of the newest checkpoint, rerun")
-def flipped_bit(lab):
+def flipped_bit(lab: Lab) -> Outcome:
   def damage(workdir, step):
     path = data_files(workdir, step)[-1]
     data = bytearray(open(path, "rb").read())
@@ -283,7 +292,7 @@ def flipped_bit(lab):
 
 
 @attempt("3", "Change one digit of the newest checkpoint's recorded history (metadata), rerun")
-def edited_metadata(lab):
+def edited_metadata(lab: Lab) -> Outcome:
   def damage(workdir, step):
     path = os.path.join(workdir, "checkpoints", str(step), "meta", "metadata")
     meta = json.load(open(path))
@@ -294,7 +303,7 @@ def edited_metadata(lab):
 
 
 @attempt("7", "Damage every checkpoint of a run, rerun, then rerun again")
-def all_damaged(lab):
+def all_damaged(lab: Lab) -> Outcome:
   workdir = lab.copy(lab.teacher(), "all_damaged")
   for step in steps(workdir):
     for path in data_files(workdir, step):
@@ -324,7 +333,7 @@ def _refused_untouched(lab: Lab, workdir: str, command: list[str], expect: str) 
 
 
 @attempt("1", "Rerun a finished teacher with --config.model=cnn_tiny")
-def teacher_other_model(lab):
+def teacher_other_model(lab: Lab) -> Outcome:
   workdir = lab.copy(lab.teacher(), "other_model")
   return _refused_untouched(
     lab,
@@ -335,7 +344,7 @@ def teacher_other_model(lab):
 
 
 @attempt("1", "The same with --config.allow_config_change=True")
-def teacher_other_model_allowed(lab):
+def teacher_other_model_allowed(lab: Lab) -> Outcome:
   workdir = lab.copy(lab.teacher(), "other_model_allowed")
   return _refused_untouched(
     lab,
@@ -367,7 +376,7 @@ def _half_student(lab: Lab, name: str) -> tuple[str, list[str]]:
   "Rerun a half-done student as pooled backward KD (extra state), config change "
   "allowed; then the correct command",
 )
-def student_pooled(lab):
+def student_pooled(lab: Lab) -> Outcome:
   workdir, command = _half_student(lab, "pooled")
   refused = _refused_untouched(
     lab,
@@ -411,7 +420,7 @@ for _flag, _expect, _name in (
 
 
 @attempt("held", "Rerun a half-done student with more epochs (a longer run)")
-def longer(lab):
+def longer(lab: Lab) -> Outcome:
   _workdir, command = _half_student(lab, "longer")
   result = lab.run([*command, "--config.num_epochs=2"])
   holds = result.returncode == 0 and "num_epochs: 1 -> 2" in result.stderr
@@ -424,7 +433,7 @@ def longer(lab):
 
 
 @attempt("3", "Resume a student with its teacher moved elsewhere, then with another teacher")
-def teacher_moved_and_changed(lab):
+def teacher_moved_and_changed(lab: Lab) -> Outcome:
   workdir, command = _half_student(lab, "teacher_moved")
   moved = lab.copy(lab.teacher(), "moved_teacher")
   replace = lambda path: [
@@ -449,7 +458,7 @@ def teacher_moved_and_changed(lab):
 
 
 @attempt("3", "Load a teacher whose newest checkpoint has a flipped bit")
-def teacher_flipped(lab):
+def teacher_flipped(lab: Lab) -> Outcome:
   teacher = lab.copy(lab.teacher(), "teacher_flipped")
   path = data_files(teacher, 44)[-1]
   data = bytearray(open(path, "rb").read())
@@ -478,7 +487,7 @@ def teacher_flipped(lab):
 
 
 @attempt("7", "Distil from a teacher whose every checkpoint is damaged")
-def teacher_all_damaged(lab):
+def teacher_all_damaged(lab: Lab) -> Outcome:
   teacher = lab.copy(lab.teacher(), "teacher_damaged")
   for folder, _, names in os.walk(os.path.join(teacher, "checkpoints")):
     for name in names:
@@ -528,7 +537,7 @@ for _flags, _expect, _finding in (
 
 
 @attempt("3", "Run with an empty --workdir=")
-def empty_workdir(lab):
+def empty_workdir(lab: Lab) -> Outcome:
   scratch = lab.fresh("cwd")
   os.makedirs(scratch)
   command = [
@@ -545,7 +554,7 @@ def empty_workdir(lab):
 
 
 @attempt("5", "Rerun a finished run")
-def finished_rerun(lab):
+def finished_rerun(lab: Lab) -> Outcome:
   workdir = lab.copy(lab.teacher(), "finished")
   checkpoints = snapshot(os.path.join(workdir, "checkpoints"))
   result = lab.run(lab.command("train_teacher", "teacher", workdir, *TEACHER))
@@ -566,7 +575,7 @@ def finished_rerun(lab):
 
 
 @attempt("4", "Start a second process on a workdir while a run holds it")
-def second_process(lab):
+def second_process(lab: Lab) -> Outcome:
   workdir = lab.fresh("two_processes")
   process = start_when(
     lab, lab.long_command(workdir, "--config.num_epochs=60"), lambda: bool(steps(workdir))
@@ -591,7 +600,7 @@ def second_process(lab):
 
 
 @attempt("4", "Leave a lock file behind (kill -9), rerun")
-def stale_lock(lab):
+def stale_lock(lab: Lab) -> Outcome:
   workdir = lab.fresh("stale_lock")
   returncode, _, _ = start_and_signal(
     lab, lab.long_command(workdir), signal.SIGKILL, lambda: len(steps(workdir)) >= 2
@@ -644,7 +653,7 @@ def _signal_attempt(sig, ready_name: str, then_wait: float = 0.0, limit: float =
 
 
 @attempt("held", "kill -9 during training, rerun")
-def kill_9(lab):
+def kill_9(lab: Lab) -> Outcome:
   workdir = lab.fresh("kill9")
   returncode, _, _ = start_and_signal(
     lab, lab.long_command(workdir), signal.SIGKILL, lambda: len(steps(workdir)) >= 2
@@ -671,7 +680,7 @@ attempt("held", "SIGTERM 1 s after the run took its workdir (loading, compiling)
 
 
 @attempt("4", "SIGTERM, then SIGTERM again 0.3 s later (an impatient scheduler), rerun")
-def twice(lab):
+def twice(lab: Lab) -> Outcome:
   workdir = lab.fresh("twice")
   process = start_when(
     lab,
@@ -729,7 +738,7 @@ def _rolewise(workdir: str) -> list[str]:
   "SIGTERM when the PBA search's last checkpoint appears (its last epoch), "
   "rerun; then rerun the finished stage",
 )
-def rolewise_signal(lab):
+def rolewise_signal(lab: Lab) -> Outcome:
   straight = lab.fresh("rolewise_straight")
   lab.run(_rolewise(straight))
   workdir = lab.fresh("rolewise")
@@ -764,7 +773,7 @@ def rolewise_signal(lab):
 
 
 @attempt("6", "Tear the last line of metrics.jsonl (a kill mid-write), rerun a longer run")
-def torn_metrics(lab):
+def torn_metrics(lab: Lab) -> Outcome:
   workdir = lab.copy(lab.teacher(), "torn_metrics")
   path = os.path.join(workdir, "metrics.jsonl")
   with open(path, "ab") as f:
@@ -809,7 +818,7 @@ NO_NAMESPACE = Outcome(None, "skipped: no mount namespace can be made on this ma
 
 
 @attempt("7", "Train with a diverging learning rate (1e30)")
-def diverging(lab):
+def diverging(lab: Lab) -> Outcome:
   result = lab.run(
     lab.command(
       "train_teacher",
@@ -861,7 +870,7 @@ for _flag in (
 
 
 @attempt("7", "Leave out --workdir")
-def no_workdir(lab):
+def no_workdir(lab: Lab) -> Outcome:
   command = [w for w in lab.command("distill", "kd", "x") if not w.startswith("--workdir")]
   result = lab.run(command)
   return Outcome(result.returncode == 2 and one_line(result), exit_and_line(result))
@@ -889,7 +898,7 @@ def _library():
 
 
 @attempt("8", "A traced temperature of -1 under jit, with checkify")
-def traced_temperature(lab):
+def traced_temperature(lab: Lab) -> Outcome:
   jax, jnp, _, losses, _, _ = _library()
   from jax.experimental import checkify
 
@@ -917,7 +926,7 @@ for _description, _alpha in (
 
 
 @attempt("8", 'kd_kl with the temperature "-4" (a string)')
-def string_temperature(lab):
+def string_temperature(lab: Lab) -> Outcome:
   _, jnp, _, losses, _, _ = _library()
   return _raises(
     lambda: losses.kd_kl(jnp.zeros((2, 3)), jnp.zeros((2, 3)), "-4"), "must be a number"
@@ -925,7 +934,7 @@ def string_temperature(lab):
 
 
 @attempt("8", "cross_entropy and a view with labels as a Python list")
-def list_labels(lab):
+def list_labels(lab: Lab) -> Outcome:
   jax, jnp, _, losses, methods, _ = _library()
   head = lambda x: x.reshape(x.shape[0], -1)[:, :3]
   loss = losses.cross_entropy(jnp.zeros((2, 3)), [0, 1])
@@ -939,7 +948,7 @@ def list_labels(lab):
 
 
 @attempt("8", "A mixup view whose teacher returns a tuple")
-def tuple_teacher(lab):
+def tuple_teacher(lab: Lab) -> Outcome:
   jax, jnp, _, _, methods, _ = _library()
   head = lambda x: x.reshape(x.shape[0], -1)[:, :3]
   return _raises(
@@ -951,7 +960,7 @@ def tuple_teacher(lab):
 
 
 @attempt("8", "apply_operation on a float image in [0, 1]")
-def float_policy_image(lab):
+def float_policy_image(lab: Lab) -> Outcome:
   *_, policies = _library()
   return _raises(
     lambda: policies.apply_operation("Invert", np.full((8, 8, 3), 0.5, np.float32), 5),
@@ -960,7 +969,7 @@ def float_policy_image(lab):
 
 
 @attempt("8", "augment_batch with a policy of shape [15, 2]")
-def policy_shape(lab):
+def policy_shape(lab: Lab) -> Outcome:
   jax, jnp, *_, policies = _library()
   return _raises(
     lambda: policies.augment_batch(
@@ -971,7 +980,7 @@ def policy_shape(lab):
 
 
 def run_campaign(
-  root: str, only=(), display_root: str = ""
+  root: str, only: Sequence[str] = (), display_root: str = ""
 ) -> list[tuple[Attempt, Outcome, float]]:
   if os.path.exists(root):
     shutil.rmtree(root)
@@ -997,7 +1006,7 @@ def run_campaign(
   return results
 
 
-def report(results) -> list[str]:
+def report(results: Sequence[tuple[Attempt, Outcome, float]]) -> list[str]:
   held = sum(outcome.holds is True for _, outcome, _ in results)
   skipped = sum(outcome.holds is None for _, outcome, _ in results)
   lines = [
@@ -1023,7 +1032,7 @@ def report(results) -> list[str]:
   return lines
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   results = run_campaign(os.path.abspath(_WORKDIR.value), _ONLY.value or (), _WORKDIR.value)

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def mean_std(values: Sequence[float], digits: int = 2) -> str:
+def mean_std(values: Sequence[float] | np.ndarray, digits: int = 2) -> str:
   """``"mean ± std"`` with the sample standard deviation (0 for a single value)."""
-  values = np.asarray(values, np.float64)
-  spread = values.std(ddof=1) if len(values) > 1 else 0.0
-  return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
+  array = np.asarray(values, np.float64)
+  spread = array.std(ddof=1) if len(array) > 1 else 0.0
+  return f"{array.mean():.{digits}f} ± {spread:.{digits}f}"
 
 
 SCRIPTS = "kd_jax.experiments"  # the installed scripts' package

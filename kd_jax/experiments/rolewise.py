@@ -32,14 +32,16 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 
 import jax
+import ml_collections
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
 from kd_jax import methods, models, pba, policies
-from kd_jax.data import load_dataset
+from kd_jax.data import ImageDataset, load_dataset
 from kd_jax.experiments import launch, reporting, shared
 from kd_jax.models import resnet18
 from kd_jax.train import checkpoint, files, integrity, loop, optim, run_lock
@@ -48,19 +50,27 @@ from kd_jax.train import setup as setup_lib
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "kd_jax/experiments/configs/rolewise.py:<scale>", lock_config=True
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory shared by the stages.")
+flags.mark_flag_as_required("config")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory shared by the stages.", required=True)
 _STAGE = flags.DEFINE_enum(
-  "stage", None, ["teacher", "student_search", "student", "compare"], "Which stage to run."
+  "stage",
+  None,
+  ["teacher", "student_search", "student", "compare"],
+  "Which stage to run.",
+  required=True,
 )
 _OUT = flags.DEFINE_string("out", None, "compare: write the Markdown report here.")
-flags.mark_flags_as_required(["config", "workdir", "stage"])
 logger = logging.getLogger("kd_jax.rolewise")
 STAGES = ("teacher", "student_search", "student", "compare")
 COMMANDS_FILE = "commands.json"
 MACHINES_FILE = "machines.json"
 
 
-def _data(config):
+# (train, test, search-train indices, search-validation indices): ``_data``.
+RolewiseData = tuple[ImageDataset, ImageDataset, np.ndarray, np.ndarray]
+
+
+def _data(config: ml_collections.ConfigDict) -> RolewiseData:
   """(train, test, search-train indices, search-validation indices), loaded once per run."""
   train = load_dataset(config.dataset, "train", config.data_dir or None)
   test = load_dataset(config.dataset, "test", config.data_dir or None)
@@ -224,7 +234,7 @@ def _teacher(config, data, workdir):
   return model, variables
 
 
-def stage_teacher(config, data, workdir):
+def stage_teacher(config: ml_collections.ConfigDict, data: RolewiseData, workdir: str) -> float:
   train = data[0]
   # The schedule from memory, not from the file: only process 0 writes files.
   schedule = _run_search(
@@ -285,7 +295,9 @@ def _student_init(config, data, teacher):
   return resnet18.init_from(teacher[1], template)
 
 
-def stage_student_search(config, data, workdir):
+def stage_student_search(
+  config: ml_collections.ConfigDict, data: RolewiseData, workdir: str
+) -> pba.SearchResult:
   teacher = _teacher(config, data, workdir)
   return _run_search(
     config,
@@ -311,7 +323,7 @@ def _student_setup(config, data, teacher):
   )
 
 
-def stage_student(config, data, workdir):
+def stage_student(config: ml_collections.ConfigDict, data: RolewiseData, workdir: str) -> float:
   teacher = _teacher(config, data, workdir)
   schedule = _load_schedule(workdir, "student_search")
   out = _train(
@@ -367,7 +379,7 @@ def recorded_commands(workdir: str) -> dict:
   return _read_records(workdir, COMMANDS_FILE)
 
 
-def stage_machines(workdir: str, stages) -> str:
+def stage_machines(workdir: str, stages: Sequence[str]) -> str:
   """Where each of ``stages`` ran, for the report; "not recorded" for a stage finished
   before kd_jax recorded machines."""
   machines = _read_records(workdir, MACHINES_FILE)
@@ -387,7 +399,13 @@ def earlier_stages(workdir: str) -> list[str]:
   return [s for s in STAGES[:3] if s in commands]
 
 
-def stage_compare(config, data, workdir, out_path, arguments=None):
+def stage_compare(
+  config: ml_collections.ConfigDict,
+  data: RolewiseData,
+  workdir: str,
+  out_path: str | None,
+  arguments: Sequence[str] | None = None,
+) -> dict[tuple[str, int], float]:
   """Students without a policy, with the teacher's and with their own schedule; the report.
 
   ``arguments``: this stage's command-line arguments for the report (default: the flags).
@@ -459,7 +477,7 @@ def stage_compare(config, data, workdir, out_path, arguments=None):
   return final
 
 
-def check_config(config) -> None:
+def check_config(config: ml_collections.ConfigDict) -> None:
   """The numbers' bounds, and no option the role-wise stages would ignore."""
   setup_lib.check_config_numbers(config)
   if config.get("label_smoothing", 0.0):  # PBA's members train with role-kd's plain losses
@@ -469,7 +487,7 @@ def check_config(config) -> None:
     )
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   config, workdir, stage = _CONFIG.value, launch.check_workdir(_WORKDIR.value), _STAGE.value
   check_config(config)

@@ -11,14 +11,18 @@ import ast
 import itertools
 import os
 import platform
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from kd_jax import methods
-from kd_jax.data import EpochSampler
+from kd_jax.data import EpochSampler, ImageDataset
 from kd_jax.experiments.configs import digits, mnist
+from kd_jax.models import adapters
 from kd_jax.train import loop, setup
 from kd_jax.train import preprocess as preprocess_lib
 
@@ -44,7 +48,7 @@ def machine_description() -> str:
   ).replace("  ", " ")
 
 
-def parse_value(text: str):
+def parse_value(text: str) -> Any:
   """A command-line value as a Python literal where it is one, else the string."""
   try:
     return ast.literal_eval(text)
@@ -52,7 +56,7 @@ def parse_value(text: str):
     return text
 
 
-def set_key(config, dotted_key: str, value) -> None:
+def set_key(config: ml_collections.ConfigDict, dotted_key: str, value: Any) -> None:
   """Sets ``config.a.b = value`` for ``dotted_key`` "a.b"; an unknown key is an error."""
   *parents, leaf = dotted_key.split(".")
   target = config
@@ -63,7 +67,13 @@ def set_key(config, dotted_key: str, value) -> None:
   target[leaf] = value
 
 
-def run_grid(base, axes, seeds, teacher_pattern: str, workdir: str):
+def run_grid(
+  base: ml_collections.ConfigDict,
+  axes: Sequence[tuple[str, Sequence[Any]]],
+  seeds: Sequence[int],
+  teacher_pattern: str,
+  workdir: str,
+) -> list[tuple[str, list[dict], list[str]]]:
   """Trains (or reads back) every combination of ``axes`` ([(dotted key, values)]) for
   every seed, with the teacher ``teacher_pattern.format(seed=...)``; returns
   ``[(label, [summary per seed], run dirs)]`` in grid order."""
@@ -89,22 +99,22 @@ def run_grid(base, axes, seeds, teacher_pattern: str, workdir: str):
 
 
 def teacher_probabilities(
-  view_name,
-  teacher,
-  teacher_variables,
-  data,
-  options,
+  view_name: str,
+  teacher: adapters.Predictor,
+  teacher_variables: Mapping[str, Any],
+  data: ImageDataset,
+  options: Mapping[str, Any],
   *,
   batch_size: int = 64,
   batches: int = 200,
   crop_pad: int = 1,
   flip: bool = False,
   seed: int = 0,
-  student=None,
-  student_variables=None,
+  student: adapters.Predictor | None = None,
+  student_variables: Mapping[str, Any] | None = None,
   cutout_size: int = 0,
   autoaugment: str = "",
-):
+) -> tuple[np.ndarray, int]:
   """Teacher probabilities of x and x' over the walked batches, in training order, and the
   number of samples per batch. x gets the run's standard augmentation (``crop_pad``,
   ``flip``, ``autoaugment``, ``cutout_size``) as in training. ``student`` (a frozen model
@@ -120,6 +130,8 @@ def teacher_probabilities(
   hparams = {"temperature": jnp.float32(4.0)}
   student_fn = None
   if student is not None:
+    if student_variables is None:
+      raise ValueError("a student needs its student_variables.")
     student_fn = lambda v: student.predict(student_variables, v)
 
   @jax.jit

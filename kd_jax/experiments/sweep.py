@@ -14,6 +14,8 @@ seed with the teacher of that seed; finished runs are read back, not retrained.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
@@ -31,7 +33,7 @@ _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
 flags.mark_flags_as_required(["config"])
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   axes = []

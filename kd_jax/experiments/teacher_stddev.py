@@ -11,6 +11,8 @@ For each view (none, mixup, cutmix, cutmix_pick): walk the training batches a ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from absl import flags
 
 from kd_jax import diagnostics
@@ -22,7 +24,9 @@ from kd_jax.train import setup, sharding
 # Views a teacher alone can make (backward samples and student-scored picks need a student).
 STDDEV_VIEWS = ("none", "mixup", "cutmix", "cutmix_pick")
 
-_TEACHER = flags.DEFINE_string("teacher_workdir", None, "Run directory of the teacher.")
+_TEACHER = flags.DEFINE_string(
+  "teacher_workdir", None, "Run directory of the teacher.", required=True
+)
 _DATASET = flags.DEFINE_string("dataset", "digits", "Dataset the teacher was trained on.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 _BATCHES = flags.DEFINE_integer("batches", 200, "How many training batches to walk.")
@@ -31,7 +35,6 @@ _CROP_PAD = flags.DEFINE_integer("crop_pad", 1, "Crop padding of the standard vi
 _FLIP = flags.DEFINE_bool("flip", False, "Random horizontal flips in the standard view.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampler and augmentation seed.")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here.")
-flags.mark_flag_as_required("teacher_workdir")
 
 
 def stddev_lines(
@@ -76,7 +79,7 @@ def stddev_lines(
   return lines
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   lines = stddev_lines(

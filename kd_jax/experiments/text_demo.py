@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 from absl import flags
 
@@ -59,7 +60,7 @@ def _config(
   return config
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   launch.configure_logging()
   results = {role: [] for role, _ in ROWS}

@@ -20,6 +20,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,18 +42,22 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Write toy_continuation.{md,json
 
 NUM_SAMPLES, BATCH, HIDDEN = 3000, 100, 128
 METHODS = ("kd", "annealing_kd", "continuation_kd")
+# The MLP's (weight, bias) per layer.
+Params = list[tuple[jax.Array, jax.Array]]
+# {method: {"smooth": [MSE per seed], "teacher": [MSE per seed]}}
+Errors = dict[str, dict[str, list[float]]]
 
 
-def smooth_part(x):
+def smooth_part(x: jax.Array) -> jax.Array:
   return jnp.sin(x)
 
 
-def teacher(x, amplitude: float = 0.2, frequency: float = 15.0):
+def teacher(x: jax.Array, amplitude: float = 0.2, frequency: float = 15.0) -> jax.Array:
   """The smooth part plus the sinusoidal "noise" ``amplitude·sin(frequency·x)``."""
   return smooth_part(x) + amplitude * jnp.sin(frequency * x)
 
 
-def init_mlp(key):
+def init_mlp(key: jax.Array) -> Params:
   sizes = (1, HIDDEN, HIDDEN, 1)
   params = []
   for k, (fan_in, fan_out) in zip(jax.random.split(key, 3), itertools.pairwise(sizes)):
@@ -66,7 +72,7 @@ def init_mlp(key):
   return params
 
 
-def mlp(params, x):
+def mlp(params: Params, x: jax.Array) -> jax.Array:
   h = x
   for w, b in params[:-1]:
     h = jax.nn.relu(h @ w + b)
@@ -74,7 +80,15 @@ def mlp(params, x):
   return h @ w + b
 
 
-def loss_fn(method, params, x, phi, margin, amplitude=0.2, frequency=15.0):
+def loss_fn(
+  method: str,
+  params: Params,
+  x: jax.Array,
+  phi: float | jax.Array,
+  margin: float,
+  amplitude: float = 0.2,
+  frequency: float = 15.0,
+) -> jax.Array:
   s, t = mlp(params, x), teacher(x, amplitude, frequency)
   if method == "kd":
     return jnp.mean((s - t) ** 2)
@@ -92,7 +106,7 @@ def fit(
   margin: float = 0.05,
   amplitude: float = 0.2,
   frequency: float = 15.0,
-):
+) -> Params:
   """Trains one student; returns its parameters."""
   data_key, init_key, order_key = jax.random.split(jax.random.PRNGKey(seed), 3)
   x_train = jax.random.uniform(data_key, (NUM_SAMPLES, 1), minval=-np.pi, maxval=np.pi)
@@ -130,12 +144,12 @@ def run(
   margin: float = 0.05,
   amplitude: float = 0.2,
   frequency: float = 15.0,
-):
+) -> tuple[Errors, dict[str, np.ndarray], jax.Array]:
   """Every method over the seeds: ({method: {"smooth": [...], "teacher": [...]}}, the first
   seed's prediction curve per method, the grid)."""
   grid = jnp.linspace(-np.pi, np.pi, 2001)[:, None]
-  errors = {m: {"smooth": [], "teacher": []} for m in METHODS}
-  curves = {}
+  errors: Errors = {m: {"smooth": [], "teacher": []} for m in METHODS}
+  curves: dict[str, np.ndarray] = {}
   for method in METHODS:
     for seed in seeds:
       params = fit(
@@ -160,7 +174,16 @@ def run(
   return errors, curves, grid
 
 
-def report_lines(errors, seeds, *, epochs, t_max, margin, amplitude, frequency) -> list[str]:
+def report_lines(
+  errors: Errors,
+  seeds: Sequence[int],
+  *,
+  epochs: int,
+  t_max: int,
+  margin: float,
+  amplitude: float,
+  frequency: float,
+) -> list[str]:
   noise_power = amplitude**2 / 2
   lines = [
     f"Teacher sin(x) + {amplitude}·sin({frequency:g}x), "
@@ -180,7 +203,14 @@ def report_lines(errors, seeds, *, epochs, t_max, margin, amplitude, frequency) 
   return lines
 
 
-def plot(path, curves, grid, seed, amplitude, frequency) -> None:
+def plot(
+  path: str,
+  curves: Mapping[str, np.ndarray],
+  grid: jax.Array,
+  seed: int,
+  amplitude: float,
+  frequency: float,
+) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -201,10 +231,10 @@ def plot(path, curves, grid, seed, amplitude, frequency) -> None:
   plt.close(fig)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   seeds = [int(s) for s in _SEEDS.value]
-  settings = dict(
+  settings: dict[str, Any] = dict(  # run's and report_lines' keyword arguments
     epochs=_EPOCHS.value,
     t_max=_T_MAX.value,
     margin=_MARGIN.value,

@@ -8,6 +8,8 @@ result: for seed 0, one sample of the teacher row of results/demo_digits.md; eac
 docstring names its own.
 """
 
+from collections.abc import Sequence
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -16,12 +18,14 @@ from kd_jax.experiments import launch
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file (file.py:arg).", lock_config=True
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, summary).")
-flags.mark_flags_as_required(["config", "workdir"])
-__doc__ += launch.help_text()
+flags.mark_flag_as_required("config")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Run directory (checkpoints, logs, summary).", required=True
+)
+__doc__ = (__doc__ or "") + launch.help_text()
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   config = _CONFIG.value
   if config.method != "ce":

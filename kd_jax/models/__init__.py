@@ -10,7 +10,7 @@ running statistics in the ``batch_stats`` collection.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -152,7 +152,7 @@ def families_text() -> str:
   )
 
 
-def input_size_warning(name: str, image_shape) -> str | None:
+def input_size_warning(name: str, image_shape: Sequence[int]) -> str | None:
   """A warning for a CIFAR-stem model (families "cifar" and "rolewise") fed images larger than
   CIFAR_STEM_MAX_SIDE on a side, naming the ImageNet model to use instead; None otherwise."""
   if model_family(name) not in ("cifar", "rolewise"):
@@ -183,7 +183,7 @@ def create_model(name: str, num_classes: int, dtype: Any = jnp.float32) -> nn.Mo
   return _REGISTRY[name](num_classes=num_classes, dtype=dtype)
 
 
-def init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict:
+def init_variables(model: nn.Module, rng: jax.Array, image_shape: Sequence[int]) -> dict:
   """Initialises ``{"params": ..., "batch_stats": ...}`` for images of ``image_shape`` (HWC).
 
   ``batch_stats`` is an empty dict for models without BatchNorm, so the training code
@@ -193,7 +193,7 @@ def init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict:
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def count_parameters(params) -> int:
+def count_parameters(params: Any) -> int:
   """Number of trainable scalars (BatchNorm running statistics excluded, as in PyTorch)."""
   return sum(int(x.size) for x in jax.tree.leaves(params))
 

@@ -22,11 +22,26 @@ do, and what Wang et al.'s official image code does).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+  from kd_jax.models.bert import BertClassifier
+
+# ``{"params": ..., "batch_stats": ...}`` (pytrees of arrays).
+Variables = Mapping[str, Any]
+# A batch of normalised NHWC images, or a dict of token arrays (``TEXT_FIELDS``).
+Inputs = jax.Array | Mapping[str, jax.Array]
+
+
+class Predictor(Protocol):
+  """What every adapter offers for inference: ``predict(variables, inputs) -> logits``."""
+
+  def predict(self, variables: Variables, inputs: Any, /) -> jax.Array: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,17 +56,21 @@ class LinenImageModel:
   joint_views: bool = True
   modality: str = "image"
 
-  def init(self, key, inputs):
+  def init(self, key: jax.Array, inputs: jax.Array) -> dict[str, Any]:
     variables = self.module.init(key, inputs, train=False)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-  def apply_train(self, variables, inputs, key):
+  def apply_train(
+    self, variables: Variables, inputs: jax.Array, key: jax.Array | None
+  ) -> tuple[jax.Array, Any]:
     del key  # the bundled image models have no dropout
     logits, updated = self.module.apply(variables, inputs, train=True, mutable=["batch_stats"])
     return logits, updated.get("batch_stats", {})
 
-  def predict(self, variables, inputs):
-    return self.module.apply(variables, inputs, train=False)
+  def predict(self, variables: Variables, inputs: jax.Array) -> jax.Array:
+    # Flax types apply's result as the output or (output, state); without `mutable` it is
+    # the output.
+    return cast(jax.Array, self.module.apply(variables, inputs, train=False))
 
 
 TEXT_FIELDS = ("input_ids", "token_type_ids", "attention_mask")
@@ -67,11 +86,11 @@ class BertModel:
   randomness from the key ``apply_train`` gets.
   """
 
-  module: nn.Module
+  module: BertClassifier
   joint_views: bool = False
   modality: str = "text"
 
-  def init(self, key, inputs):
+  def init(self, key: jax.Array, inputs: Mapping[str, jax.Array]) -> dict[str, Any]:
     from kd_jax.models import bert
 
     return {
@@ -79,8 +98,14 @@ class BertModel:
       "batch_stats": {},
     }
 
-  def _call(self, variables, inputs, train, rngs=None):
-    return self.module.apply(
+  def _call(
+    self,
+    variables: Variables,
+    inputs: Mapping[str, jax.Array],
+    train: bool,
+    rngs: dict[str, jax.Array] | None = None,
+  ) -> jax.Array:
+    logits = self.module.apply(
       {"params": variables["params"]},
       inputs.get("input_ids"),
       inputs["token_type_ids"],
@@ -89,14 +114,17 @@ class BertModel:
       train=train,
       rngs=rngs,
     )
+    return cast(jax.Array, logits)  # without `mutable`, apply gives the output alone
 
-  def apply_train(self, variables, inputs, key):
+  def apply_train(
+    self, variables: Variables, inputs: Mapping[str, jax.Array], key: jax.Array
+  ) -> tuple[jax.Array, Any]:
     return self._call(variables, inputs, True, {"dropout": key}), {}
 
-  def predict(self, variables, inputs):
+  def predict(self, variables: Variables, inputs: Mapping[str, jax.Array]) -> jax.Array:
     return self._call(variables, inputs, False)
 
-  def embedding_matrix(self, variables):
+  def embedding_matrix(self, variables: Variables) -> jax.Array:
     from kd_jax.models import bert
 
     return bert.word_embedding_matrix(variables["params"])
@@ -117,20 +145,22 @@ class FunctionModel:
   joint_views: bool = True
   modality: str = "image"
 
-  def init(self, key, inputs):
+  def init(self, key: jax.Array, inputs: Inputs) -> Any:
     if self.init_fn is None:
       raise ValueError(
         "FunctionModel.init needs init_fn(key, inputs) -> {'params', 'batch_stats'}."
       )
     return self.init_fn(key, inputs)
 
-  def apply_train(self, variables, inputs, key):
+  def apply_train(
+    self, variables: Variables, inputs: Inputs, key: jax.Array | None
+  ) -> tuple[jax.Array, Any]:
     out = self.apply_fn(variables, inputs, True, key)
     if self.stateful:
       return out
     return out, variables.get("batch_stats", {})
 
-  def predict(self, variables, inputs):
+  def predict(self, variables: Variables, inputs: Inputs) -> jax.Array:
     out = self.apply_fn(variables, inputs, False, None)
     return out[0] if self.stateful else out
 
@@ -149,11 +179,11 @@ class Bound:
   variables: Any
   constants: Any = None
 
-  def __call__(self, inputs):
+  def __call__(self, inputs: Inputs) -> jax.Array:
     return self.model.predict(self.variables, inputs)
 
 
-def example_inputs(batch: dict, modality: str):
+def example_inputs(batch: Mapping[str, Any], modality: str) -> Inputs:
   """The ``inputs`` an adapter takes, from a host or device batch (for ``init``)."""
   if modality == "text":
     return {k: jnp.asarray(batch[k]) for k in TEXT_FIELDS}
@@ -166,5 +196,6 @@ __all__ = [
   "Bound",
   "FunctionModel",
   "LinenImageModel",
+  "Predictor",
   "example_inputs",
 ]

@@ -15,12 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# A BertClassifier's parameter tree: nested dicts of arrays under the module names.
+Params = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +51,7 @@ class BertConfig:
       )
 
   @classmethod
-  def from_json(cls, path: str, **overrides) -> BertConfig:
+  def from_json(cls, path: str, **overrides: Any) -> BertConfig:
     with open(path) as f:
       raw = json.load(f)
     if raw.get("model_type", "bert") != "bert" or raw.get("hidden_act", "gelu") != "gelu":
@@ -177,18 +181,24 @@ class BertClassifier(nn.Module):
     return _dense(c.num_labels, "classifier")(pooled)
 
 
-def word_embedding_matrix(params) -> jax.Array:
+def word_embedding_matrix(params: Params) -> jax.Array:
   """``E`` ``[vocab, hidden]``: what maps a (relaxed) one-hot sequence to embeddings."""
   return params["word_embeddings"]
 
 
 def mean_pooled_embeddings(
-  model: BertClassifier, params, input_ids, token_type_ids, attention_mask, normalize: bool = True
-):
+  model: BertClassifier,
+  params: Params,
+  input_ids: jax.Array,
+  token_type_ids: jax.Array,
+  attention_mask: jax.Array,
+  normalize: bool = True,
+) -> jax.Array:
   """Sentence embeddings as sentence-transformers computes them: masked mean, L2-normalised."""
   hidden = model.apply(
     {"params": params}, input_ids, token_type_ids, attention_mask, return_hidden=True
   )
+  hidden = cast(jax.Array, hidden)  # without `mutable`, apply gives the output alone
   mask = attention_mask[..., None].astype(hidden.dtype)
   pooled = jnp.sum(hidden * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1e-9)
   if normalize:
@@ -196,7 +206,7 @@ def mean_pooled_embeddings(
   return pooled
 
 
-def init_params(model: BertClassifier, key, length: int = 8):
+def init_params(model: BertClassifier, key: jax.Array, length: int = 8) -> Mapping[str, Any]:
   ids = jnp.zeros((1, length), jnp.int32)
   return model.init(key, ids, ids, jnp.ones_like(ids))["params"]
 
@@ -250,7 +260,9 @@ def _lookup(tensors: dict, key: str):
   return None
 
 
-def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, key=None) -> dict:
+def params_from_hf(
+  tensors: dict[str, np.ndarray], config: BertConfig, key: jax.Array | None = None
+) -> Params:
   """Our parameter tree from HF-named arrays; the head (and a missing pooler) is initialised
   from ``key`` as HF does (normal(0.02) weights, zero bias)."""
   model = BertClassifier(config)
@@ -284,7 +296,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, key=None)
   return params
 
 
-def params_to_hf(params, config: BertConfig) -> dict[str, np.ndarray]:
+def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
   """HF-named arrays of the encoder and pooler (the inverse of ``params_from_hf``)."""
   tensors = {}
   for path, hf_key in _hf_names(config).items():
@@ -296,7 +308,7 @@ def params_to_hf(params, config: BertConfig) -> dict[str, np.ndarray]:
   return tensors
 
 
-def save_pretrained(folder: str, params, config: BertConfig) -> None:
+def save_pretrained(folder: str, params: Params, config: BertConfig) -> None:
   """Writes config.json + model.safetensors (HF names), loadable by ``load_pretrained``."""
   from safetensors.numpy import save_file
 
@@ -307,7 +319,9 @@ def save_pretrained(folder: str, params, config: BertConfig) -> None:
   save_file(params_to_hf(params, config), os.path.join(folder, "model.safetensors"))
 
 
-def load_pretrained(folder: str, *, num_labels: int = 2, key=None, **config_overrides):
+def load_pretrained(
+  folder: str, *, num_labels: int = 2, key: jax.Array | None = None, **config_overrides: Any
+) -> tuple[BertClassifier, Params]:
   """``(BertClassifier, params)`` from a BERT checkpoint folder (config.json +
   model.safetensors). ``config_overrides`` may change dropout; the head is new."""
   config_path = os.path.join(folder, "config.json")
@@ -342,7 +356,12 @@ def minilm_folder() -> str:
   return os.path.join(next(iter(spec.submodule_search_locations)), "model")
 
 
-def student_from_teacher(teacher_params, teacher_config: BertConfig, layers, key=None):
+def student_from_teacher(
+  teacher_params: Params,
+  teacher_config: BertConfig,
+  layers: Sequence[int],
+  key: jax.Array | None = None,
+) -> tuple[BertClassifier, Params]:
   """A shallower student initialised from a subset of the teacher's layers.
 
   ``layers``: teacher layer indices to keep, in order (e.g. ``(0, 2, 4)``); embeddings and

@@ -2,9 +2,11 @@
 
 The bundled models are meant to be compared with the PyTorch originals (RepDistiller's
 CIFAR definitions), weight for weight. Two PyTorch conventions differ from Flax's defaults:
+
   * BatchNorm updates its running variance with the *unbiased* batch variance, with
     momentum 0.1 meaning ``running = 0.9·running + 0.1·batch``; Flax uses the biased one.
   * ``nn.Linear`` draws weight and bias from U(−1/√fan_in, 1/√fan_in).
+
 Padding is always explicit: PyTorch pads symmetrically, while Flax's "SAME" pads a stride-2
 convolution asymmetrically.
 """
@@ -12,11 +14,14 @@ convolution asymmetrically.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.typing import Initializer
+from jax.typing import DTypeLike
 
 # PyTorch kaiming_normal_(mode="fan_out", nonlinearity="relu") = N(0, 2 / (k·k·out)).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -24,11 +29,13 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 torch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def torch_linear_bias_init(fan_in: int):
+def torch_linear_bias_init(
+  fan_in: int,
+) -> Callable[[jax.Array, Sequence[int], DTypeLike], jax.Array]:
   """PyTorch nn.Linear default bias init, U(−1/√fan_in, 1/√fan_in)."""
   bound = 1.0 / math.sqrt(fan_in)
 
-  def init(key, shape, dtype=jnp.float32):
+  def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
@@ -77,9 +84,9 @@ def conv(
   stride: int = 1,
   padding: int | None = None,
   use_bias: bool = False,
-  dtype=jnp.float32,
+  dtype: DTypeLike = jnp.float32,
   name: str | None = None,
-  bias_init=nn.initializers.zeros,
+  bias_init: Initializer = nn.initializers.zeros,
 ) -> nn.Conv:
   """A square convolution with PyTorch's symmetric padding (default ``kernel // 2``)."""
   pad = kernel // 2 if padding is None else padding

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from kd_jax.models import layers
@@ -108,7 +109,7 @@ class MobileNetV2(nn.Module):
     )(x)
 
 
-def channel_shuffle(x, groups: int = 2):
+def channel_shuffle(x: jax.Array, groups: int = 2) -> jax.Array:
   """NHWC version of ShuffleNet's shuffle: channel g·(C/g)+i moves to i·g+g'."""
   *spatial, channels = x.shape
   x = x.reshape(*spatial, groups, channels // groups)

@@ -5,6 +5,7 @@
 builds only tensors, storages and plain containers) for the kd_jax model ``name``, by that
 model's entry in ``PYTORCH_LAYOUTS``: whose files it reads and how their keys are renamed.
 Two sources are supported:
+
   * torchvision's ImageNet ResNets (``imagenet_resnet18/34/50``), e.g.
     ``ResNet34_Weights.IMAGENET1K_V1`` saved with torch.save or as safetensors;
   * RepDistiller's CIFAR-100 models (github HobbitLong/RepDistiller, ``models/``) under
@@ -269,8 +270,9 @@ class _PendingStorage:
   """A legacy file's storage: its bytes follow the pickle that refers to it (``array`` is set
   once they are read)."""
 
-  def __init__(self, dtype, numel: int):
-    self.dtype, self.numel, self.array = dtype, numel, None
+  def __init__(self, dtype: np.dtype, numel: int) -> None:
+    self.dtype, self.numel = dtype, numel
+    self.array: np.ndarray | None = None
 
 
 class _PendingTensor:
@@ -559,6 +561,7 @@ def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
   from a PyTorch file (``read_state_dict``: safetensors, or a zip-format or legacy ``.pth``,
   a bare state dict or a checkpoint holding it under ``model``), laid out as
   ``PYTORCH_LAYOUTS[name]`` says:
+
     * ``imagenet_resnet18/34/50``: torchvision's ResNets (e.g.
       ``ResNet34_Weights.IMAGENET1K_V1`` saved with torch.save or as safetensors);
     * ``resnet8/14/20/32/44/56/110``, ``resnet8x4``, ``resnet32x4``, ``wrn_16_1/16_2/40_1/
@@ -567,6 +570,7 @@ def from_pytorch(name: str, path: str, num_classes: int | None = None) -> dict:
       ``MobileNetV2`` = ``mobile_half``, ``ShuffleV2``), e.g. its released teacher
       ``resnet32x4_vanilla/ckpt_epoch_240.pth``, a dict ``{'model': state_dict, 'epoch':
       240, 'optimizer': ..., 'accuracy': ...}`` (the rest of the dict is not used).
+
   ``num_classes`` None: the file's classifier's. Every key and shape is checked
   (``variables_from_state_dict``): a file of another model names its missing and unexpected
   keys."""

@@ -62,7 +62,10 @@ class ImageNetResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     x = layers.conv(64, 7, 2, padding=3, dtype=self.dtype, name="conv1")(x.astype(self.dtype))
     x = nn.relu(layers.BatchNorm(dtype=self.dtype, name="bn1")(x, train))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    # Flax leaves max_pool's padding unannotated, so it reads as a str (its default's type);
+    # it takes (low, high) pairs per spatial dimension too.
+    padding = ((1, 1), (1, 1))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=padding)  # pyright: ignore[reportArgumentType]
     for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.stage_blocks)):
       for index in range(blocks):
         stride = 2 if stage > 0 and index == 0 else 1

@@ -70,7 +70,7 @@ class DiskFullError(OSError):
     super().__init__(errno.ENOSPC, message)
 
   def __str__(self) -> str:
-    return self.strerror
+    return self.strerror or ""
 
 
 class _NotIntact(Exception):
@@ -465,7 +465,8 @@ class RunCheckpoints:
 
   def _verified_meta(self, step: int) -> dict:
     try:
-      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      meta = restored["meta"]
     except Exception as error:
       raise _read_failure(error, "its metadata", self.directory, step) from None
     if not isinstance(meta, dict) or meta.get("step") != step:
@@ -551,7 +552,7 @@ class RunCheckpoints:
       restored = self._manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as error:
       raise _read_failure(error, "its arrays", self.directory, step) from None
-    return {"model": restored.model, "train": restored.train}
+    return {"model": restored["model"], "train": restored["train"]}
 
   def _set_aside(self, step: int, reason: str) -> None:
     """Moves the step's directory to ``corrupt_<step>`` (``corrupt_<step>.<n>`` if taken) with

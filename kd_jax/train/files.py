@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 
 def write_text_atomically(path: str, text: str) -> None:
@@ -24,6 +25,6 @@ def write_text_atomically(path: str, text: str) -> None:
     raise
 
 
-def write_json_atomically(path: str, value, indent: int | None = 1) -> None:
+def write_json_atomically(path: str, value: Any, indent: int | None = 1) -> None:
   """``value`` as JSON at ``path``, replaced in one rename."""
   write_text_atomically(path, json.dumps(value, indent=indent))

@@ -28,18 +28,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 _GOLDEN = np.uint32(0x9E3779B9)  # 2**32 / φ, the usual odd constant for index mixing
 
 
 def _words(x: jax.Array) -> jax.Array:
   """The array's bit pattern as uint32 words (8/16-bit values widened, 64-bit split)."""
-  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
     x = jax.random.key_data(x)
   if x.dtype == jnp.bool_:
     x = x.astype(jnp.uint8)
@@ -72,7 +74,7 @@ def _mix(h: jax.Array) -> jax.Array:
   return h ^ (h >> 16)
 
 
-def array_fingerprint(x) -> jax.Array:
+def array_fingerprint(x: ArrayLike) -> jax.Array:
   """``[h1, h2]`` (uint32) of one array, as the module docstring defines them."""
   words = _words(jnp.asarray(x))
   index = _row_major_index(words.shape)
@@ -96,7 +98,7 @@ def _host_words(x: np.ndarray) -> np.ndarray:
   return x.reshape(-1).view({1: np.uint8, 2: np.uint16}[size]).astype(np.uint32)
 
 
-def host_fingerprint(x) -> np.ndarray:
+def host_fingerprint(x: ArrayLike) -> np.ndarray:
   """``array_fingerprint`` computed with NumPy (same numbers, no compilation)."""
   words = _host_words(np.asarray(x))
   h1 = h2 = np.uint32(0)
@@ -129,7 +131,7 @@ def _leaf_fingerprint(leaf) -> np.ndarray:
   device otherwise (no copy of an accelerator's arrays to the host)."""
   if not isinstance(leaf, jax.Array):
     return host_fingerprint(leaf)
-  if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+  if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
     leaf = jax.random.key_data(leaf)
   on_cpu = all(device.platform == "cpu" for device in leaf.sharding.device_set)
   if on_cpu and leaf.is_fully_addressable:
@@ -143,7 +145,7 @@ def _leaf_fingerprint(leaf) -> np.ndarray:
   return np.asarray(sums.addressable_data(0))
 
 
-def path_name(path) -> str:
+def path_name(path: Sequence[Any]) -> str:
   """A tree path as ``params/conv1/kernel``, the same for a live tree and for Orbax's
   metadata of it (which stores named tuples as dicts and tuples as lists)."""
   parts = []
@@ -157,7 +159,7 @@ def path_name(path) -> str:
   return "/".join(parts)
 
 
-def fingerprints(tree) -> dict[str, list[int]]:
+def fingerprints(tree: Any) -> dict[str, list[int]]:
   """``{path: [h1, h2]}`` for every array leaf of ``tree`` (see ``array_fingerprint``).
 
   Every process of a multi-process job must call it (an array sharded over processes is

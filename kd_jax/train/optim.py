@@ -26,6 +26,7 @@ optimiser. With None the optimisers are exactly those without the key.
 
 The ImageNet recipes' options (Goyal et al. 2017, torchvision's references), for any of the
 three optimisers; each one's default leaves the optimisers above exactly as they were:
+
 - ``schedule``: "" (the optimiser's own: "step" for sgd and adam, "linear" for adamw),
   "step" (× ``lr_decay`` at each of ``lr_milestones``), "cosine" (half a cosine from the peak
   down to 0 after the last step) or "linear" (likewise linearly; with BERT's warm-up over
@@ -50,6 +51,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 OPTIMIZER_NAMES = ("sgd", "adamw", "adam")
 SCHEDULE_NAMES = ("step", "cosine", "linear")
@@ -89,9 +91,12 @@ def with_warmup(schedule: optax.Schedule, warmup_steps: int, peak: float) -> opt
   count, not restarted)."""
   if warmup_steps <= 0:
     return schedule
-  return lambda step: jnp.where(
-    step < warmup_steps, peak * (step + 1) / warmup_steps, schedule(step)
-  )
+
+  def warmed_up(step: ArrayLike) -> jax.Array:
+    step = jnp.asarray(step)
+    return jnp.where(step < warmup_steps, peak * (step + 1) / warmup_steps, schedule(step))
+
+  return warmed_up
 
 
 def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:

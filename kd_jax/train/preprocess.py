@@ -10,10 +10,12 @@ here, PBA policies in kd_jax.methods.rolewise, nothing for text.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from kd_jax import augment, policies
 from kd_jax.models.adapters import TEXT_FIELDS
@@ -42,7 +44,9 @@ class ImagePreprocess:
   cutout_size: int = 0
   autoaugment: str = ""
 
-  def __call__(self, key, batch, hparams, train: bool):
+  def __call__(
+    self, key: jax.Array, batch: Mapping[str, jax.Array], hparams: Any, train: bool
+  ) -> jax.Array:
     del hparams
     images = batch["image"]
     if not train:
@@ -60,18 +64,18 @@ class ImagePreprocess:
       images = augment.cutout(cutout_key, images, self.cutout_size)
     return images
 
-  def valid_range(self):
+  def valid_range(self) -> tuple[jax.Array, jax.Array]:
     """Per-channel bounds of normalised pixels: where pixel values 0 and 255 land."""
     mean, std = jnp.asarray(self.mean), jnp.asarray(self.std)
     return (0.0 - mean) / std, (1.0 - mean) / std
 
 
 def image_preprocess(
-  mean,
-  std,
+  mean: Sequence[float],
+  std: Sequence[float],
   crop_pad: int = 0,
   flip: bool = False,
-  compute_dtype=jnp.float32,
+  compute_dtype: DTypeLike = jnp.float32,
   *,
   cutout_size: int = 0,
   autoaugment: str = "",
@@ -92,9 +96,11 @@ def image_preprocess(
 class TextPreprocess:
   """Token batches go in as they are: ``{input_ids, token_type_ids, attention_mask}``."""
 
-  def __call__(self, key, batch, hparams, train: bool):
+  def __call__(
+    self, key: jax.Array, batch: Mapping[str, jax.Array], hparams: Any, train: bool
+  ) -> dict[str, jax.Array]:
     del key, hparams, train
     return {k: batch[k] for k in TEXT_FIELDS}
 
-  def valid_range(self):
+  def valid_range(self) -> None:
     return None

@@ -25,6 +25,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -156,7 +157,7 @@ def _release(workdir: str, fd: int) -> None:
 
 
 @contextlib.contextmanager
-def hold(workdir: str):
+def hold(workdir: str) -> Iterator[None]:
   """Holds ``workdir``'s lock for the block (see the module docstring). Raises
   WorkdirLockedError when another run holds it, PermissionError when the directory cannot
   be written. A directory that this call created and that is still empty at the end is

@@ -8,9 +8,14 @@ the device count (up to float summation order).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+T = TypeVar("T")
 
 DATA_AXIS = "data"
 
@@ -28,8 +33,9 @@ def initialize_multihost(
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def make_data_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over all (global) devices with axis ``"data"``."""
+def make_data_mesh(devices: Sequence[Any] | None = None) -> Mesh:
+  """A 1-D mesh over ``devices`` (jax.Device objects; None: all global devices) with axis
+  ``"data"``."""
   devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
@@ -50,7 +56,7 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
     )
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree: T, mesh: Mesh) -> T:
   """Places every leaf of ``tree`` on all devices of ``mesh``."""
   return jax.device_put(tree, replicated(mesh))
 

@@ -6,8 +6,10 @@ how a frozen teacher is read from another run's checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -31,7 +33,7 @@ def new_train_state(
 
 
 def create_train_state(
-  model, optimizer: optax.GradientTransformation, image_shape, seed: int
+  model: nn.Module, optimizer: optax.GradientTransformation, image_shape: Sequence[int], seed: int
 ) -> TrainState:
   """Initialises parameters, BatchNorm statistics and optimiser state from ``seed``.
 

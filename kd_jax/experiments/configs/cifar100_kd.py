@@ -15,6 +15,8 @@ resnet110->resnet32 73.08, resnet32x4->resnet8x4 73.33, wrn_40_2->wrn_16_2 74.92
 wrn_40_2->wrn_40_1 73.54, vgg13->vgg8 72.98.
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import common
 
 EXPECTED_TOP1 = {
@@ -27,7 +29,7 @@ EXPECTED_TOP1 = {
 }
 
 
-def get_config(pair: str = "resnet56-resnet20"):
+def get_config(pair: str = "resnet56-resnet20") -> ml_collections.ConfigDict:
   if pair.count("-") != 1:
     raise ValueError(
       f"the config argument is 'teacher-student', e.g. resnet56-resnet20; "

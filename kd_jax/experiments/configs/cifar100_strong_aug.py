@@ -33,6 +33,8 @@ criteria have numbers for three pairs only (Table 2, 240 epochs), carried for th
   resnet32x4-shufflenetv2   74.45  74.64  76.61   76.90  77.90
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import common
 
 PAIRS = (
@@ -83,7 +85,7 @@ def expected_top1(
   return -1.0 if column is None else _TABLE3[pair][column]
 
 
-def get_config(argument: str = "wrn_40_2-wrn_16_2,kd_cutmix_pick"):
+def get_config(argument: str = "wrn_40_2-wrn_16_2,kd_cutmix_pick") -> ml_collections.ConfigDict:
   pair, _, rest = argument.partition(",")
   method, _, score = rest.partition(",")
   if (

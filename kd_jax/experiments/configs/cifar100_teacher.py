@@ -13,6 +13,8 @@ resnet32x4 79.42, wrn_40_2 75.61, vgg13 74.64; from scratch resnet20 69.06,
 resnet32 71.14, resnet8x4 72.50, wrn_16_2 73.26, wrn_40_1 71.98, vgg8 70.36.
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import common
 
 EXPECTED_TOP1 = {
@@ -30,7 +32,7 @@ EXPECTED_TOP1 = {
 }
 
 
-def get_config(model: str = "resnet56"):
+def get_config(model: str = "resnet56") -> ml_collections.ConfigDict:
   config = common.base_config()
   config.dataset = "cifar100"
   config.model = model

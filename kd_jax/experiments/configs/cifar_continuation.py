@@ -25,6 +25,8 @@ Annealing-KD 89.44, Continuation-KD 90.21 (teacher 93.8); CIFAR-100 scratch 61.3
 KD 61.41, Annealing-KD 63.1, Continuation-KD 64.2 (teacher 71.92).
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import common
 
 ROLES = ("teacher", "scratch", "kd", "annealing_kd", "continuation_kd")
@@ -46,7 +48,7 @@ EXPECTED_TOP1 = {
 }
 
 
-def get_config(argument: str = "cifar10,continuation_kd"):
+def get_config(argument: str = "cifar10,continuation_kd") -> ml_collections.ConfigDict:
   dataset, _, role = argument.partition(",")
   if dataset not in EXPECTED_TOP1 or role not in ROLES:
     raise ValueError(

@@ -16,13 +16,15 @@ Expected results: results/demo_digits.md, over 5 seeds (python -m kd_jax.experim
 commands above are one seed (0) of its teacher, scratch and kd rows.
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import common
 
 TEACHER_MODEL = "cnn_medium"
 STUDENT_MODEL = "cnn_tiny"
 
 
-def get_config(role: str = "kd"):
+def get_config(role: str = "kd") -> ml_collections.ConfigDict:
   roles = ("teacher", "scratch", "kd")
   if role not in roles:
     raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(roles)}.")

@@ -26,6 +26,8 @@ Launch (needs the TFDS glue/<task> prepared once online, and a GPU for the full 
       --config.pretrained=/path/to/bert-large
 """
 
+import ml_collections
+
 from kd_jax.data.text import GLUE_TASKS
 from kd_jax.experiments.configs import text_common
 
@@ -36,7 +38,7 @@ PAPER_TARGETS = {
 }
 
 
-def get_config(argument: str = "sst2,continuation_kd"):
+def get_config(argument: str = "sst2,continuation_kd") -> ml_collections.ConfigDict:
   task, _, role = argument.partition(",")
   if task not in GLUE_TASKS:
     raise ValueError(f"unknown GLUE task {task!r}; valid: {', '.join(GLUE_TASKS)}.")

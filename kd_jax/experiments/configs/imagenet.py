@@ -41,6 +41,8 @@ Models: torchvision's ResNet-34 (teacher) and ResNet-18 (student), layer for lay
 epochs).
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import common
 
 ROLES = ("teacher", "scratch", "kd", "kd_cutmix", "kd_cutmix_pick")
@@ -60,7 +62,7 @@ STUDENT_MODEL = "imagenet_resnet18"
 TEACHER_CHECKPOINT = "teachers/resnet34-b627a593.pth"
 
 
-def get_config(role: str = "kd"):
+def get_config(role: str = "kd") -> ml_collections.ConfigDict:
   if role not in ROLES:
     raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}.")
   config = common.base_config()

@@ -26,13 +26,15 @@ Expected results: results/demo_mnist5k.md, over 5 seeds (python -m kd_jax.experi
 commands above are one seed (0) of its teacher, scratch and kd rows.
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import digits
 
 TEACHER_MODEL = "resnet8"
 STUDENT_MODEL = "mlp_tiny"
 
 
-def get_config(role: str = "kd"):
+def get_config(role: str = "kd") -> ml_collections.ConfigDict:
   """digits.py's roles and 30-epoch schedule (milestones 20 and 25, Continuation-KD's
   T and ψ) on the 28x28 images, with their own models, jitter and cadences."""
   config = digits.get_config(role)  # checks the role

@@ -55,7 +55,7 @@ import ml_collections
 from kd_jax.experiments.configs import common
 
 
-def get_config(scale: str = "digits"):
+def get_config(scale: str = "digits") -> ml_collections.ConfigDict:
   """The common schema (kd_jax/experiments/configs/common.py: dataset, model = the low-bit student,
   method and view.name = the student's KD method and an extra view composed with its policy,
   num_epochs and batch_size = the final trainings, optimizer, kd, augment, checkpoints,

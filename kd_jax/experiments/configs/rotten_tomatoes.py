@@ -22,12 +22,14 @@ which shortens this config for the CPU (1,600 training snippets instead of its 3
 tokens instead of 48): the commands above train this config as written.
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import text_common
 
 ROLES = ("teacher", "student", "kd", "backward_kd", "continuation_kd")
 
 
-def get_config(role: str = "kd"):
+def get_config(role: str = "kd") -> ml_collections.ConfigDict:
   if role not in ROLES:
     raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}.")
   config = text_common.base_text_config()

@@ -26,7 +26,7 @@ import ml_collections
 from kd_jax.experiments.configs import common
 
 
-def base_text_config():
+def base_text_config() -> ml_collections.ConfigDict:
   """The image schema (kd_jax/experiments/configs/common.py) with the text keys added: one
   loop reads both (kd_jax.train.loop); the image-only keys (model, augment, dtype) are not
   read."""

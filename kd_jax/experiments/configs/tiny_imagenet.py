@@ -33,6 +33,8 @@ The table's models are CIFAR-style (a 3 × 3 stride-1 stem) at 64 × 64, as here
 only decodes the 64 × 64 JPEGs, and the padding crop and flip run on the device.
 """
 
+import ml_collections
+
 from kd_jax.experiments.configs import common
 
 PAIRS = (
@@ -71,7 +73,7 @@ def expected_top1(role: str, what: str, epoch_factor: int = 1) -> float:
   return -1.0 if column is None or what not in TABLE4 else TABLE4[what][column]
 
 
-def get_config(argument: str = "kd,resnet56-resnet20"):
+def get_config(argument: str = "kd,resnet56-resnet20") -> ml_collections.ConfigDict:
   role, _, rest = argument.partition(",")
   what, _, score = rest.partition(",")
   models_ok = role in ("teacher", "scratch") and what and "-" not in what and not score

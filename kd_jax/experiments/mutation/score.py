@@ -16,6 +16,7 @@ import json
 import pathlib
 import random
 import sys
+from collections.abc import Sequence
 
 STATUS = {
   1: "killed",
@@ -43,7 +44,7 @@ def meta_path(root: pathlib.Path, module: str) -> pathlib.Path:
   return root / "kd_jax" / f"{module}.py.meta"
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   root = pathlib.Path(argv[1] if len(argv) > 1 else "mutants")
   if "--sample" in argv:
     module, n = argv[argv.index("--sample") + 1], int(argv[argv.index("--sample") + 2])

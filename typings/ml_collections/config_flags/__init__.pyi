@@ -1,0 +1,6 @@
+from ml_collections.config_flags import config_flags as config_flags
+from ml_collections.config_flags.config_flags import DEFINE_config_dict as DEFINE_config_dict
+from ml_collections.config_flags.config_flags import DEFINE_config_file as DEFINE_config_file
+from ml_collections.config_flags.config_flags import get_config_filename as get_config_filename
+from ml_collections.config_flags.config_flags import get_override_values as get_override_values
+from ml_collections.config_flags.config_flags import is_config_flag as is_config_flag
