@@ -30,6 +30,27 @@ Nothing here imports torch or tensorflow; the TFDS loaders import them lazily.
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what __getattr__ loads on first use, spelled out for type checkers and IDEs
+  from kd_jax import (
+    augment,
+    backward,
+    continuation,
+    data,
+    diagnostics,
+    losses,
+    methods,
+    models,
+    pba,
+    policies,
+    quant,
+    train,
+    validation,
+  )
+  from kd_jax.methods import get_method, make_view
+  from kd_jax.train.loop import train_and_evaluate
+  from kd_jax.train.step import make_train_step
 
 __version__ = "0.1.0"
 
@@ -56,7 +77,27 @@ ENTRY_POINTS = {
   "make_train_step": ("kd_jax.train.step", "make_train_step"),
 }
 
-__all__ = [*SUBMODULES, *ENTRY_POINTS, "__version__"]
+__all__ = [  # SUBMODULES, ENTRY_POINTS and the version (a literal, for type checkers)
+  "__version__",
+  "augment",
+  "backward",
+  "continuation",
+  "data",
+  "diagnostics",
+  "get_method",
+  "losses",
+  "make_train_step",
+  "make_view",
+  "methods",
+  "models",
+  "pba",
+  "policies",
+  "quant",
+  "train",
+  "train_and_evaluate",
+  "validation",
+]
+assert set(__all__) == {*SUBMODULES, *ENTRY_POINTS, "__version__"}
 
 
 def __getattr__(name):

@@ -314,6 +314,8 @@ def exploit_and_explore(
 
 @dataclasses.dataclass
 class SearchResult:
+  """What a PBA search returns: each trial's schedule, scores and the best trial."""
+
   schedules: list[Schedule]  # per trial: [(start_epoch, policy [30, 2]), ...]
   final_scores: list  # validation accuracy per trial at the end
   best_trial: int

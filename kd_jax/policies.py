@@ -171,6 +171,7 @@ def _histograms(image):
 def auto_contrast(
   image: jax.Array, level: ArrayLike, key: jax.Array | None, fill: ArrayLike
 ) -> jax.Array:
+  """PBA's AutoContrast: each channel stretched to span 0..255 (PIL's autocontrast)."""
   del level, key, fill
   hist = _histograms(image)
   bins = jnp.arange(256)
@@ -185,6 +186,7 @@ def auto_contrast(
 def equalize(
   image: jax.Array, level: ArrayLike, key: jax.Array | None, fill: ArrayLike
 ) -> jax.Array:
+  """PBA's Equalize: each channel's histogram equalised, as PIL's equalize."""
   del level, key, fill
   hist = _histograms(image)
   bins = jnp.arange(256)
@@ -199,6 +201,7 @@ def equalize(
 
 
 def invert(image: jax.Array, level: ArrayLike, key: jax.Array | None, fill: ArrayLike) -> jax.Array:
+  """PBA's Invert: ``255 − image``."""
   del level, key, fill
   return 255.0 - image
 
@@ -206,6 +209,7 @@ def invert(image: jax.Array, level: ArrayLike, key: jax.Array | None, fill: Arra
 def posterize(
   image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
 ) -> jax.Array:
+  """PBA's Posterize: ``4 − int(0.4·L)`` bits kept per channel (``posterize_bits``)."""
   del key, fill
   return posterize_bits(image, 4 - (level * 4) // 10)  # PBA: 4 − int_parameter(level, 4)
 
@@ -213,6 +217,7 @@ def posterize(
 def solarize(
   image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
 ) -> jax.Array:
+  """PBA's Solarize: pixels above ``256 − int(25.6·L)`` inverted (``solarize_above``)."""
   del key, fill
   return solarize_above(image, 256 - (level * 256) // 10)  # PBA: 256 − int_parameter(level, 256)
 
@@ -229,6 +234,7 @@ def solarize_above(image: jax.Array, threshold: ArrayLike) -> jax.Array:
 
 
 def color(image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike) -> jax.Array:
+  """PBA's Color: saturation blended by the factor ``0.18·L + 0.1`` (``color_by``)."""
   del key, fill
   return color_by(image, _enhance_factor(level))
 
@@ -241,6 +247,7 @@ def color_by(image: jax.Array, factor: ArrayLike) -> jax.Array:
 def contrast(
   image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
 ) -> jax.Array:
+  """PBA's Contrast: contrast blended by the factor ``0.18·L + 0.1`` (``contrast_by``)."""
   del key, fill
   return contrast_by(image, _enhance_factor(level))
 
@@ -254,6 +261,7 @@ def contrast_by(image: jax.Array, factor: ArrayLike) -> jax.Array:
 def brightness(
   image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
 ) -> jax.Array:
+  """PBA's Brightness: blended by the factor ``0.18·L + 0.1`` (``brightness_by``)."""
   del key, fill
   return brightness_by(image, _enhance_factor(level))
 
@@ -266,6 +274,7 @@ def brightness_by(image: jax.Array, factor: ArrayLike) -> jax.Array:
 def sharpness(
   image: jax.Array, level: jax.Array, key: jax.Array | None, fill: ArrayLike
 ) -> jax.Array:
+  """PBA's Sharpness: blended by the factor ``0.18·L + 0.1`` (``sharpness_by``)."""
   del key, fill
   return sharpness_by(image, _enhance_factor(level))
 
@@ -319,6 +328,7 @@ def rotate_degrees(image: jax.Array, degrees: ArrayLike, fill: ArrayLike) -> jax
 
 
 def shear_x(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
+  """PBA's ShearX: a shear of ±0.03·L, its sign drawn from ``key`` (``shear_x_by``)."""
   return shear_x_by(image, level * 0.3 / 10 * _random_sign(key), fill)  # float_parameter(L, 0.3)
 
 
@@ -328,6 +338,7 @@ def shear_x_by(image: jax.Array, amount: ArrayLike, fill: ArrayLike) -> jax.Arra
 
 
 def shear_y(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
+  """PBA's ShearY: a shear of ±0.03·L, its sign drawn from ``key`` (``shear_y_by``)."""
   return shear_y_by(image, level * 0.3 / 10 * _random_sign(key), fill)
 
 
@@ -342,6 +353,7 @@ def _pixels(level, max_at_32, image_size):
 
 
 def translate_x(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
+  """PBA's TranslateX: ±L pixels at 32 px, scaled to the width; sign from ``key``."""
   pixels = _pixels(level, 10, image.shape[1]).astype(jnp.float32) * _random_sign(key)
   return translate_x_by(image, pixels, fill)
 
@@ -352,11 +364,13 @@ def translate_x_by(image: jax.Array, pixels: ArrayLike, fill: ArrayLike) -> jax.
 
 
 def translate_y(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
+  """PBA's TranslateY: ±L pixels at 32 px, scaled to the height; sign from ``key``."""
   pixels = _pixels(level, 10, image.shape[0]).astype(jnp.float32) * _random_sign(key)
   return translate_y_by(image, pixels, fill)
 
 
 def translate_y_by(image: jax.Array, pixels: ArrayLike, fill: ArrayLike) -> jax.Array:
+  """PIL's AFFINE transform (1, 0, 0, 0, 1, pixels): row y samples y + pixels."""
   return _affine(image, (1.0, 0.0, 0.0, 0.0, 1.0, pixels), fill)
 
 
@@ -380,6 +394,7 @@ def cutout_square(
 
 
 def cutout(image: jax.Array, level: jax.Array, key: jax.Array, fill: ArrayLike) -> jax.Array:
+  """PBA's Cutout: a square of 2·L px at 32 px (scaled) in ``fill``, centred by ``key``."""
   return cutout_square(image, _pixels(level, 20, image.shape[0]), key, fill)  # 2·L px at 32
 
 
@@ -598,6 +613,8 @@ def policy_at(schedule: Sequence[tuple[int, np.ndarray]], epoch: int) -> np.ndar
 
 
 def schedule_to_json(schedule: Sequence[tuple[int, ArrayLike | Sequence[Sequence[int]]]]) -> str:
+  """A policy schedule ``[(start_epoch, policy), ...]`` as JSON text, with the
+  operations' order (``schedule_from_json`` reads it back)."""
   return json.dumps(
     {
       "operations": list(OPERATIONS),
@@ -609,6 +626,8 @@ def schedule_to_json(schedule: Sequence[tuple[int, ArrayLike | Sequence[Sequence
 
 
 def schedule_from_json(text: str) -> list[tuple[int, np.ndarray]]:
+  """The schedule ``[(start_epoch, policy [30, 2]), ...]`` that
+  ``schedule_to_json`` wrote; a file listing the operations in another order is refused."""
   data = json.loads(text)
   if tuple(data.get("operations", OPERATIONS)) != OPERATIONS:
     raise ValueError(

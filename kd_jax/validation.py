@@ -32,6 +32,7 @@ def check_logits(name: str, logits) -> None:
 
 
 def check_same_shape(name_a: str, a, name_b: str, b) -> None:
+  """Raises ValueError, naming both arguments, unless ``a`` and ``b`` have one shape."""
   if jnp.shape(a) != jnp.shape(b):
     raise ValueError(
       f"{name_a} and {name_b} must have the same shape; got {jnp.shape(a)} and {jnp.shape(b)}."

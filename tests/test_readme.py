@@ -1,4 +1,5 @@
-"""The README's promises: its examples run, its test command is what CI runs."""
+"""The README's and the docs' promises: their examples run and do what they say (the docs
+build runs them too: tests/test_docs.py), the README's test command is what CI runs."""
 
 import collections
 import contextlib
@@ -13,12 +14,28 @@ import pytest
 from tests.conftest import ROOT
 
 
-def _readme():
-  with open(os.path.join(ROOT, "README.md")) as f:
+OWN_CODE = os.path.join("docs", "own_code.md")  # "Using kd_jax in your own code"
+OWN_CODE_EXAMPLES = ("linen", "nnx-jit", "nnx", "equinox", "pmap", "jit-sharded", "shard-map")
+
+
+def _read(path):
+  with open(os.path.join(ROOT, path)) as f:
     return f.read()
 
 
+def _readme():
+  return _read("README.md")
+
+
 def _example(name):
+  """The ```{testcode} block after docs/own_code.md's `<!-- docs-example: name -->` marker."""
+  blocks = dict(re.findall(r"<!-- docs-example: ([\w-]+) -->\n```\{testcode\}[^\n]*\n(.*?)```",
+                           _read(OWN_CODE), re.S))
+  assert name in blocks, f"{OWN_CODE} has no docs-example block {name!r}; it has {sorted(blocks)}"
+  return blocks[name]
+
+
+def _readme_example(name):
   """The ```python block after the README's `<!-- readme-example: name -->` marker."""
   blocks = dict(re.findall(r"<!-- readme-example: ([\w-]+) -->\n```python\n(.*?)```", _readme(),
                            re.S))
@@ -50,11 +67,28 @@ def _compiled_once(counts, name="train_step"):
 
 
 def _run_example(name):
-  """Runs a README block (three training steps); returns its namespace and compile counts."""
+  """Runs a docs block (three training steps); returns its namespace and compile counts."""
   namespace = {}
   with _compilations() as counts:
-    exec(compile(_example(name), f"README example ({name})", "exec"), namespace)
+    exec(compile(_example(name), f"{OWN_CODE} example ({name})", "exec"), namespace)
   return namespace, counts
+
+
+def test_readme_example_computes_a_kd_loss_with_a_cutmix_pick_view_and_trains():
+  namespace = {}
+  exec(compile(_readme_example("quick"), "README example (quick)", "exec"), namespace)
+  loss, grads = namespace["loss"], namespace["grads"]
+  assert np.isfinite(float(loss)) and float(loss) > 0
+  assert grads.shape == (64, 10) and float(np.abs(grads).sum()) > 0
+  # Gradient descent on the student with the same view lowers the loss.
+  student_w, key = namespace["student_w"], namespace["key"]
+  step = jax.jit(jax.value_and_grad(namespace["loss_fn"]))
+  history = []
+  for _ in range(3):
+    value, grads = step(student_w, key)
+    student_w = student_w - 0.5 * grads
+    history.append(float(value))
+  assert all(b < a for a, b in zip(history, history[1:])), history
 
 
 def test_compile_counter_sees_a_step_recompiled_for_each_new_static_function():
@@ -66,7 +100,7 @@ def test_compile_counter_sees_a_step_recompiled_for_each_new_static_function():
   assert counts["trace", "<lambda>"] == 3 and counts["compile", "jit(<lambda>)"] == 3
 
 
-def test_readme_linen_example_compiles_once_and_computes_the_kd_loss():
+def test_docs_linen_example_compiles_once_and_computes_the_kd_loss():
   from kd_jax import augment
   ns, counts = _run_example("linen")
   assert _compiled_once(counts), counts
@@ -96,7 +130,7 @@ def test_readme_linen_example_compiles_once_and_computes_the_kd_loss():
   assert not counts["compile", "jit(train_step)"], "the step compiled again"
 
 
-def test_readme_nnx_example_compiles_once_trains_and_updates_batch_stats():
+def test_docs_nnx_example_compiles_once_trains_and_updates_batch_stats():
   from flax import nnx
   ns, counts = _run_example("nnx")
   assert _compiled_once(counts), counts
@@ -120,7 +154,27 @@ def test_readme_nnx_example_compiles_once_trains_and_updates_batch_stats():
   assert not counts["compile", "jit(train_step)"], "the step compiled again"
 
 
-def test_readme_equinox_example_compiles_once_and_trains():
+def test_docs_nnx_jit_example_compiles_once_trains_and_updates_batch_stats():
+  ns, counts = _run_example("nnx-jit")
+  assert _compiled_once(counts), counts
+  student, teacher = ns["student"], ns["teacher"]
+  # nnx.jit wrote the BatchNorm statistics of the train-mode pass back into the student,
+  # and the student left in eval mode for the views is back in train mode; the frozen
+  # teacher's statistics did not move.
+  assert np.any(np.asarray(student.bn.mean[...]) != 0)
+  assert not student.bn.use_running_average and not student.drop.deterministic
+  np.testing.assert_array_equal(teacher.bn.mean[...], np.zeros(32))
+  key = jax.random.PRNGKey(7)
+  with _compilations() as counts:
+    history = []
+    for _ in range(5):    # same key (dropout still draws anew): the loss goes down
+      history.append(float(ns["train_step"](student, teacher, ns["optimizer"], key, ns["images"],
+                                            ns["labels"])))
+  assert np.all(np.isfinite(history)) and history[-1] < 0.9 * history[0], history
+  assert not counts["compile", "jit(train_step)"], "the step compiled again"
+
+
+def test_docs_equinox_example_compiles_once_and_trains():
   pytest.importorskip("equinox", reason="pip install -e '.[test]' installs equinox")
   ns, counts = _run_example("equinox")
   assert _compiled_once(counts), counts
@@ -136,11 +190,23 @@ def test_readme_equinox_example_compiles_once_and_trains():
   assert not counts["compile", "jit(train_step)"], "the step compiled again"
 
 
-def test_readme_section_on_own_code_has_the_three_examples():
-  section = _readme().split("## Using kd_jax in your own code\n", 1)[1].split("\n## ", 1)[0]
-  for name in ("linen", "nnx", "equinox"):
-    assert f"<!-- readme-example: {name} -->" in section
+def test_docs_page_on_own_code_has_every_example():
+  page = _read(OWN_CODE)
+  for name in OWN_CODE_EXAMPLES:
+    assert f"<!-- docs-example: {name} -->" in page
     assert "static_arg" not in _example(name)   # apply functions are never static arguments
+  # What changes between them is said on the page (and in the README).
+  for text in (page, _readme()):
+    assert "each device's shard" in text and "whole batch" in text
+
+
+def test_readme_is_a_front_page_that_links_into_the_docs():
+  readme = _readme()
+  assert len(readme.splitlines()) <= 300
+  links = re.findall(r"\]\((docs/[^)#]+)", readme)
+  assert links, "the README links into docs/"
+  for link in links:
+    assert os.path.exists(os.path.join(ROOT, link)), f"README links to missing {link}"
 
 
 def test_ci_runs_the_readme_test_command():

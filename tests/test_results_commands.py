@@ -217,15 +217,33 @@ def test_rolewise_reports_list_every_stage_they_read():
     assert len(setups) == 1, f"{_relative(path)}: the stages use different configs or workdirs"
 
 
+def _pages():
+  """The README and the docs pages (the docs include results files rather than copy them)."""
+  docs = glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+  paths = ["README.md", *sorted(os.path.relpath(path, ROOT) for path in docs
+                                if os.sep + "_build" + os.sep not in path)]
+  for path in paths:
+    with open(os.path.join(ROOT, path)) as f:
+      yield path, f.read()
+
+
 def test_readme_commands_are_the_results_files_commands():
-  with open(os.path.join(ROOT, "README.md")) as f:
-    readme = f.read()
   recorded = {command for _, command in all_commands()}
-  for command in re.findall(r"^Command: (.*)$", readme, re.M):
-    assert command.strip() in recorded, f"README command not in any results file: {command}"
-  # Files the README cites exist (not those a command would write, --out=results/...).
-  for cited in set(re.findall(r"(?<!=)results/[\w.]+\.(?:md|png|json)", readme)):
-    assert os.path.exists(os.path.join(ROOT, cited)), f"README cites missing {cited}"
+  pages = list(_pages())
+  assert any(path.startswith("docs") for path, _ in pages)
+  for path, text in pages:
+    for command in re.findall(r"^Command: (.*)$", text, re.M):
+      assert command.strip() in recorded, f"{path} command not in any results file: {command}"
+    # Files a page links to or includes exist, relative to the page; so do the results files
+    # it names in its text (not those a command would write, --out=results/...).
+    targets = re.findall(r"\]\(([^)#\s]+)\)|```\{include\} (\S+)", text)
+    for target in {link or include for link, include in targets}:
+      if re.search(r"results/[\w.]+\.(?:md|png|json)$", target):
+        resolved = os.path.normpath(os.path.join(ROOT, os.path.dirname(path), target))
+        assert os.path.exists(resolved), f"{path} links to missing {target}"
+    prose = re.sub(r"\]\([^)]*\)|```\{include\} \S+", "", text)
+    for cited in set(re.findall(r"(?<![=\w/.])results/[\w.]+\.(?:md|png|json)", prose)):
+      assert os.path.exists(os.path.join(ROOT, cited)), f"{path} cites missing {cited}"
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=_relative)

@@ -82,6 +82,7 @@ STREAMED_DATASETS = {
 
 
 def prepare_command(name: str, data_dir: str | None) -> str:
+  """The command that prepares dataset ``name`` into ``data_dir``."""
   return (
     f"python -m kd_jax.experiments.prepare_data --dataset={name} "
     f"--manual_dir=RAW --data_dir={data_dir or 'OUT'}"

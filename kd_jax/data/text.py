@@ -41,6 +41,8 @@ TEXT_DATASET_NAMES = ("rotten_tomatoes", *(f"glue/{task}" for task in GLUE_TASKS
 
 @dataclasses.dataclass
 class TextSplit:
+  """One split of a tokenised text dataset (ids, token types, mask, labels)."""
+
   input_ids: np.ndarray  # int32 [N, length]
   token_type_ids: np.ndarray  # int32 [N, length]
   attention_mask: np.ndarray  # int32 [N, length]
@@ -55,6 +57,8 @@ class TextSplit:
 
 @dataclasses.dataclass
 class TextDataset:
+  """A tokenised text dataset: its train and test splits and label count."""
+
   name: str
   train: TextSplit
   test: TextSplit
@@ -245,6 +249,7 @@ def load_text_dataset(
   max_train: int = 0,
   max_test: int = 0,
 ) -> TextDataset:
+  """Tokenises text dataset ``name`` (``TEXT_DATASET_NAMES``) with ``tokenizer``."""
   if name == "rotten_tomatoes":
     return load_rotten_tomatoes(tokenizer, max_length, max_train=max_train, max_test=max_test)
   if name.startswith("glue/"):

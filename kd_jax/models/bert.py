@@ -72,6 +72,8 @@ def _layer_norm(config, name):
 
 
 class SelfAttention(nn.Module):
+  """Multi-head self-attention over the unmasked positions (HF's ``attention.self``)."""
+
   config: BertConfig
 
   @nn.compact
@@ -96,6 +98,8 @@ class SelfAttention(nn.Module):
 
 
 class Attention(nn.Module):
+  """Self-attention, its output projection, dropout and post-LayerNorm residual."""
+
   config: BertConfig
 
   @nn.compact
@@ -109,6 +113,8 @@ class Attention(nn.Module):
 
 
 class Layer(nn.Module):
+  """One encoder block: attention, then the GELU feed-forward with its residual."""
+
   config: BertConfig
 
   @nn.compact
@@ -207,6 +213,7 @@ def mean_pooled_embeddings(
 
 
 def init_params(model: BertClassifier, key: jax.Array, length: int = 8) -> Mapping[str, Any]:
+  """Randomly initialised parameters of ``model`` (for inputs of ``length`` tokens)."""
   ids = jnp.zeros((1, length), jnp.int32)
   return model.init(key, ids, ids, jnp.ones_like(ids))["params"]
 
@@ -391,4 +398,5 @@ def student_from_teacher(
 
 
 def count_parameters(params: Any) -> int:
+  """Number of scalars in ``params``."""
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))

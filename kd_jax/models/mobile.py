@@ -58,6 +58,8 @@ def _conv(
 
 
 class InvertedResidual(nn.Module):
+  """MobileNetV2's block: 1×1 expansion, 3×3 depthwise, 1×1 projection; + x at stride 1."""
+
   features: int
   stride: int
   expansion: int
@@ -78,6 +80,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
+  """RepDistiller's CIFAR MobileNetV2 (``mobile_half``: width 0.5, expansion 6)."""
+
   width: float = 0.5
   expansion: int = 6
   num_classes: int = 100
@@ -120,6 +124,8 @@ _TORCH_DEFAULT_CONV_INIT = layers.torch_linear_kernel_init  # U(±1/√fan_in) f
 
 
 class ShuffleBasicBlock(nn.Module):
+  """ShuffleNetV2's block: half the channels through the branch, then shuffled."""
+
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -137,6 +143,8 @@ class ShuffleBasicBlock(nn.Module):
 
 
 class ShuffleDownBlock(nn.Module):
+  """ShuffleNetV2's stride-2 block: two branches concatenated, then shuffled."""
+
   features: int
   dtype: Any = jnp.float32
 
@@ -161,6 +169,8 @@ class ShuffleDownBlock(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
+  """RepDistiller's CIFAR ShuffleNetV2 (``ShuffleV2``)."""
+
   stage_channels: tuple = (116, 232, 464, 1024)
   stage_blocks: tuple = (3, 7, 3)
   num_classes: int = 100

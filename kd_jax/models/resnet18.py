@@ -102,6 +102,8 @@ class QuantBasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
+  """The CIFAR ResNet-18, full precision or with DoReFa-quantised blocks."""
+
   widths: Sequence[int] = (64, 128, 256, 512)
   weight_bits: int = 32
   activation_bits: int = 32

@@ -19,6 +19,8 @@ from kd_jax.models import layers
 
 
 class BasicBlock(nn.Module):
+  """Two 3×3 convolutions with BatchNorm; a 1×1 projection shortcut on a shape change."""
+
   features: int
   stride: int = 1
   dtype: Any = jnp.float32
@@ -39,6 +41,8 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+  """RepDistiller's CIFAR ResNet of ``depth`` = 6n + 2 (resnet8 … resnet110, x4)."""
+
   depth: int
   widths: Sequence[int] = (16, 16, 32, 64)
   num_classes: int = 100

@@ -29,6 +29,8 @@ from kd_jax.models.resnet_cifar import BasicBlock
 
 
 class Bottleneck(nn.Module):
+  """torchvision's v1.5 bottleneck: 1×1, 3×3 (with the stride), 1×1 × 4 channels."""
+
   planes: int
   stride: int = 1
   dtype: Any = jnp.float32

@@ -16,6 +16,8 @@ from kd_jax.models import layers
 
 
 class Bottleneck(nn.Module):
+  """A bottleneck block: 1×1, 3×3 (with the stride), 1×1 to 4 × ``planes`` channels."""
+
   planes: int
   stride: int = 1
   dtype: Any = jnp.float32
@@ -39,6 +41,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNetV2(nn.Module):
+  """RepDistiller's CIFAR ResNet-50: bottleneck stages (3, 4, 6, 3), a CIFAR stem."""
+
   stage_blocks: tuple = (3, 4, 6, 3)
   num_classes: int = 100
   dtype: Any = jnp.float32

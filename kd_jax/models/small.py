@@ -28,6 +28,8 @@ def _dense(features, fan_in, dtype, name):
 
 
 class SmallCNN(nn.Module):
+  """3×3 convolutions + BatchNorm + ReLU per width, average pooling, a linear head."""
+
   widths: Sequence[int] = (32, 64)
   num_classes: int = 10
   dtype: Any = jnp.float32
@@ -43,6 +45,8 @@ class SmallCNN(nn.Module):
 
 
 class MLP(nn.Module):
+  """Flatten, hidden ReLU layers of the given widths, a linear head."""
+
   hidden: Sequence[int] = (64,)
   num_classes: int = 10
   dtype: Any = jnp.float32

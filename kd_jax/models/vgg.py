@@ -30,6 +30,8 @@ def _max_pool(x):
 
 
 class VGG(nn.Module):
+  """RepDistiller's VGG with BatchNorm: ``blocks`` of 3×3 convolution widths."""
+
   blocks: Sequence[Sequence[int]]
   num_classes: int = 100
   dtype: Any = jnp.float32

@@ -17,6 +17,8 @@ from kd_jax.models import layers
 
 
 class WideBasicBlock(nn.Module):
+  """A pre-activation basic block of the Wide ResNet."""
+
   features: int
   stride: int
   dtype: Any = jnp.float32
@@ -40,6 +42,8 @@ class WideBasicBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
+  """RepDistiller's WRN-``depth``-``widen_factor`` (wrn_16_1 … wrn_40_2)."""
+
   depth: int
   widen_factor: int
   num_classes: int = 100

@@ -80,6 +80,7 @@ def image_preprocess(
   cutout_size: int = 0,
   autoaugment: str = "",
 ) -> ImagePreprocess:
+  """The standard image preprocess (``ImagePreprocess``), its options checked."""
   if autoaugment:
     policies.encode_autoaugment(autoaugment)  # an unknown name fails here, not in the step
   if cutout_size < 0 or cutout_size == 1:

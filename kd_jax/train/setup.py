@@ -60,12 +60,14 @@ class RunSetup:
 
 
 def dtype_of(name: str):
+  """The JAX dtype of a config's ``dtype`` name (``DTYPES``)."""
   if name not in DTYPES:
     raise ValueError(f"unknown dtype {name!r}; valid names: {', '.join(DTYPES)}.")
   return DTYPES[name]
 
 
 def is_text_dataset(name: str) -> bool:
+  """Whether dataset ``name`` is a text dataset (``TEXT_DATASET_NAMES``)."""
   from kd_jax.data.text import TEXT_DATASET_NAMES
 
   return name in TEXT_DATASET_NAMES
@@ -212,6 +214,7 @@ def compiled_image_step(
 
 
 def build_image_run(config, mesh) -> RunSetup:
+  """The image run that ``config`` describes: data, models, method and view."""
   from kd_jax.data import open_images
   from kd_jax.methods import backward_kd
 
@@ -317,6 +320,7 @@ def _text_arrays(split) -> ArraySplit:
 
 
 def build_text_run(config, mesh) -> RunSetup:
+  """The text run that ``config`` describes: data, BERT models, method and view."""
   from kd_jax.data import text as text_data
   from kd_jax.methods import backward_kd
   from kd_jax.models import bert
@@ -529,7 +533,8 @@ def check_config(config) -> None:
       methods.make_view(
         method.view,
         "text" if text else "image",
-        **view_keywords(view_block(config, method.view), (0.0, 1.0)),
+        # a pixel range to check the image views' clip with; token views have none
+        **view_keywords(view_block(config, method.view), None if text else (0.0, 1.0)),
       )
     except (ValueError, TypeError) as error:
       raise ValueError(f"config.{method.view}: {error}") from None

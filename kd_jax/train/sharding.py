@@ -41,14 +41,17 @@ def make_data_mesh(devices: Sequence[Any] | None = None) -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """The sharding that places an array whole on every device of ``mesh``."""
   return NamedSharding(mesh, PartitionSpec())
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """The sharding that splits an array's leading (batch) axis over ``"data"``."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
+  """Raises ValueError, naming ``what``, unless the mesh's size divides ``batch_size``."""
   if batch_size % mesh.size:
     raise ValueError(
       f"{what} {batch_size} must be divisible by the number of devices "

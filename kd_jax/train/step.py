@@ -303,6 +303,7 @@ def make_eval_step(
 
 
 def jit_eval(eval_step: Callable, mesh: Mesh) -> Callable:
+  """``eval_step`` under ``jax.jit``: batch split over ``mesh``, the rest replicated."""
   replicated = sharding.replicated(mesh)
   return jax.jit(
     eval_step,
