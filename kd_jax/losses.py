@@ -27,9 +27,11 @@ __all__ = [
   "HINGE_REDUCTIONS",
   "continuation_hinge",
   "cross_entropy",
+  "dkd",
   "entropy",
   "kd_kl",
   "kd_objective",
+  "standardize_logits",
 ]
 
 
@@ -39,8 +41,35 @@ def _log_softmax(logits: jax.Array, temperature: float | jax.Array, dtype: jnp.d
   return jax.nn.log_softmax(logits.astype(dtype) / jnp.asarray(temperature, dtype), axis=-1)
 
 
+# Added to the standard deviation in logit standardisation, as the official code does.
+STANDARDIZE_EPSILON = 1e-7
+
+
+def standardize_logits(logits: jax.Array) -> jax.Array:
+  """Each example's logits z-scored over the classes: ``(z − mean_c z) / (std_c z + 1e-7)``.
+
+  Logit standardisation (Sun et al., CVPR 2024): the softened KL then compares the shapes
+  of the two logit vectors, not their ranges. The standard deviation is the sample one
+  (``ddof=1``, PyTorch's ``Tensor.std``, as the official code), so constant logits give 0.
+
+  >>> import jax.numpy as jnp
+  >>> standardize_logits(jnp.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])).round(4)
+  Array([[-1.,  0.,  1.],
+         [ 0.,  0.,  0.]], dtype=float32)
+  """
+  validation.check_logits("logits", logits)
+  z = logits.astype(validation.compute_dtype(logits))
+  mean = jnp.mean(z, axis=-1, keepdims=True)
+  std = jnp.std(z, axis=-1, keepdims=True, ddof=1)
+  return (z - mean) / (std + STANDARDIZE_EPSILON)
+
+
 def kd_kl(
-  student_logits: jax.Array, teacher_logits: jax.Array, temperature: float | jax.Array = 4.0
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  temperature: float | jax.Array = 4.0,
+  *,
+  standardize: bool = False,
 ) -> jax.Array:
   """Hinton et al. (2015) distillation term, per example.
 
@@ -48,10 +77,15 @@ def kd_kl(
   magnitude independent of τ (Hinton et al. §2); the direction is teacher-to-student, the
   one every KD paper uses (PyTorch's ``kl_div(log_softmax(s/τ), softmax(t/τ))``).
 
+  With ``standardize=True`` both logit vectors are first z-scored per example
+  (``standardize_logits``; Sun et al. 2024), τ is then a base temperature on unit-variance
+  logits (the official code uses 2 where plain KD uses 4), and the τ² factor stays.
+
   Args:
     student_logits: ``[..., num_classes]``.
     teacher_logits: same shape as ``student_logits``.
     temperature: τ > 0, a Python number or a scalar array (a schedule value).
+    standardize: z-score the logits first (a Python bool: it changes the computation).
 
   Returns:
     ``[...]``, non-negative, in at least float32.
@@ -61,10 +95,79 @@ def kd_kl(
   validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
   validation.check_positive("temperature", temperature)
   dtype = validation.compute_dtype(student_logits, teacher_logits)
+  if standardize:
+    student_logits = standardize_logits(student_logits)
+    teacher_logits = standardize_logits(teacher_logits)
   log_p_teacher = _log_softmax(teacher_logits, temperature, dtype)
   log_p_student = _log_softmax(student_logits, temperature, dtype)
   kl = jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
   return jnp.asarray(temperature, dtype) ** 2 * kl
+
+
+def dkd(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float | jax.Array = 1.0,
+  beta: float | jax.Array = 8.0,
+  temperature: float | jax.Array = 4.0,
+) -> jax.Array:
+  """Decoupled KD (Zhao et al., CVPR 2022), per example: ``α·TCKD + β·NCKD``.
+
+  The KD term split at the target class t. With ``p = softmax(z/τ)``:
+  ``TCKD = τ²·KL([p_T,t, 1 − p_T,t] ‖ [p_S,t, 1 − p_S,t])`` (the binary target-vs-rest
+  distribution) and ``NCKD = τ²·KL(p̂_T ‖ p̂_S)`` with ``p̂`` the softmax over the non-target
+  classes only. ``KD = TCKD + (1 − p_T,t)·NCKD``; DKD weights the two parts freely (the
+  official CIFAR-100 setting: α = 1, β = 8 or 6, τ = 4, next to the cross-entropy with weight
+  1, the whole DKD term ramped up over the first 20 epochs). Computed in log space (the
+  official code masks the target with ``−1000`` and takes ``log`` of probabilities).
+
+  Args:
+    student_logits: ``[..., num_classes]``.
+    teacher_logits: same shape.
+    labels: integer class ids ``[...]`` or one-hot rows ``[..., num_classes]``.
+    alpha: weight α of TCKD.
+    beta: weight β of NCKD.
+    temperature: τ > 0.
+
+  Returns:
+    ``[...]``, non-negative, in at least float32.
+
+  >>> import jax.numpy as jnp
+  >>> z = jnp.array([[2.0, 1.0, 0.0]])
+  >>> dkd(z, z, jnp.array([0])).tolist()  # the same logits: nothing to distil
+  [0.0]
+  """
+  validation.check_logits("student_logits", student_logits)
+  validation.check_logits("teacher_logits", teacher_logits)
+  validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
+  labels = jnp.asarray(labels)
+  validation.check_labels("student_logits", student_logits, "labels", labels)
+  validation.check_positive("temperature", temperature)
+  dtype = validation.compute_dtype(student_logits, teacher_logits)
+  num_classes = student_logits.shape[-1]
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    target = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
+  else:
+    target = labels > 0.5  # one-hot rows
+  tau = jnp.asarray(temperature, dtype)
+
+  def parts(logits):
+    """(log p_t, log(1 − p_t), log p̂ over the non-target classes; 0 at the target)."""
+    scaled = logits.astype(dtype) / tau
+    log_all = jax.nn.logsumexp(scaled, axis=-1)
+    masked = jnp.where(target, -jnp.inf, scaled)
+    log_rest = jax.nn.logsumexp(masked, axis=-1)
+    log_target = jnp.sum(jnp.where(target, scaled, 0.0), axis=-1) - log_all
+    log_non_target = jnp.where(target, 0.0, scaled - log_rest[..., None])
+    return log_target, log_rest - log_all, log_non_target
+
+  t_target, t_rest, t_hat = parts(teacher_logits)
+  s_target, s_rest, s_hat = parts(student_logits)
+  tckd = jnp.exp(t_target) * (t_target - s_target) + jnp.exp(t_rest) * (t_rest - s_rest)
+  nckd = jnp.sum(jnp.where(target, 0.0, jnp.exp(t_hat) * (t_hat - s_hat)), axis=-1)
+  return tau**2 * (jnp.asarray(alpha, dtype) * tckd + jnp.asarray(beta, dtype) * nckd)
 
 
 def cross_entropy(

@@ -3,6 +3,7 @@
 The value tests (LossValuesTest) run with and without ``jax.jit`` through ``chex.variants``;
 the errors, raised at trace time or on Python values, are tested once."""
 
+import functools
 import math
 
 import chex
@@ -224,6 +225,44 @@ class LossValuesTest(chex.TestCase):
     jit = self.variant.type == chex.ChexVariantType.WITH_JIT
     np.testing.assert_allclose(hinge(s, t, 0.5, 2.0, "mean"), [0.0], atol=1e-7 if jit else 0)
     np.testing.assert_allclose(hinge(s, t, 0.5, 2.0, "sum"), [2.0], rtol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_standardized_kd_compares_shapes_not_ranges(self):
+    kd = self.variant(functools.partial(losses.kd_kl, standardize=True), static_argnums=2)
+    # (1, 2, 3) and (10, 20, 30) z-score to the same (−1, 0, 1): nothing left to distil,
+    # though plain KD between them is large.
+    teacher, student = jnp.array([[1.0, 2.0, 3.0]]), jnp.array([[10.0, 20.0, 30.0]])
+    np.testing.assert_allclose(kd(student, teacher, 1.0), [0.0], atol=1e-6)
+    assert float(losses.kd_kl(student, teacher, 1.0)[0]) > 1.0
+    # Reversed order: KL(softmax(−1, 0, 1) ‖ softmax(1, 0, −1)), by hand in NumPy, × τ² at τ 2.
+    p = np.exp([-0.5, 0.0, 0.5]) / np.exp([-0.5, 0.0, 0.5]).sum()
+    expected = 4.0 * np.sum(p * (np.log(p) - np.log(p[::-1])))
+    np.testing.assert_allclose(kd(jnp.array([[3.0, 2.0, 1.0]]), teacher, 2.0), [expected],
+                               rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_dkd_hand_computed(self):
+    dkd = self.variant(functools.partial(losses.dkd, temperature=1.0))
+    # Teacher p_T = (2, 1, 3)/6: target (class 0) 1/3, rest 2/3, non-target (1/4, 3/4).
+    teacher = jnp.log(jnp.array([[2.0, 1.0, 3.0]]))
+    # Student uniform: target 1/3 (TCKD = 0), non-target (1/2, 1/2).
+    nckd = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    np.testing.assert_allclose(dkd(jnp.zeros((1, 3)), teacher, jnp.array([0]), alpha=1.0,
+                                   beta=8.0), [8.0 * nckd], rtol=1e-5)
+    # KD = TCKD + (1 − p_T,t)·NCKD: here 2/3 of NCKD.
+    np.testing.assert_allclose(losses.kd_kl(jnp.zeros((1, 3)), teacher, 1.0), [2 / 3 * nckd],
+                               rtol=1e-5)
+    # Student p_S = (2, 1, 1)/4: target 1/2, non-target (1/2, 1/2) again.
+    tckd = (1 / 3) * math.log((1 / 3) / 0.5) + (2 / 3) * math.log((2 / 3) / 0.5)
+    student = jnp.log(jnp.array([[2.0, 1.0, 1.0]]))
+    np.testing.assert_allclose(dkd(student, teacher, jnp.array([0]), alpha=2.0, beta=0.5),
+                               [2.0 * tckd + 0.5 * nckd], rtol=1e-5)
+    # One-hot labels give the same; τ = 2 on doubled logits gives 4 times the value.
+    np.testing.assert_allclose(dkd(student, teacher, jnp.array([[1.0, 0.0, 0.0]]), alpha=2.0,
+                                   beta=0.5), [2.0 * tckd + 0.5 * nckd], rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.dkd(2 * student, 2 * teacher, jnp.array([0]), alpha=2.0, beta=0.5,
+                   temperature=2.0), [4 * (2.0 * tckd + 0.5 * nckd)], rtol=1e-5)
 
 
 # --- Bad input: errors at trace time or on Python values, tested once. ---

@@ -87,6 +87,16 @@ def test_losses_match_pytorch():
   ours = float(jax.numpy.mean(losses.kd_kl(s, t, 4.0)))
   theirs = float(torch_steps.kd_loss(torch.from_numpy(s), torch.from_numpy(t), 4.0))
   assert ours == pytest.approx(theirs, rel=1e-5)
+  # Logit standardisation and decoupled KD against the official codes' formulas.
+  ours = float(jax.numpy.mean(losses.kd_kl(s, t, 2.0, standardize=True)))
+  theirs = float(torch_steps.standardized_kd_loss(torch.from_numpy(s), torch.from_numpy(t),
+                                                  2.0))
+  assert ours == pytest.approx(theirs, rel=1e-5)
+  labels = rng.integers(0, 10, 8)
+  ours = float(jax.numpy.mean(losses.dkd(s, t, labels, alpha=1.0, beta=8.0, temperature=4.0)))
+  theirs = float(torch_steps.dkd_loss(torch.from_numpy(s), torch.from_numpy(t),
+                                      torch.from_numpy(labels), 1.0, 8.0, 4.0))
+  assert ours == pytest.approx(theirs, rel=1e-5)
   for reduction in ("sum", "mean"):
     np.testing.assert_allclose(
         losses.continuation_hinge(s, t, 0.3, 0.5, reduction),

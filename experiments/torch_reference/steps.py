@@ -35,6 +35,37 @@ def kd_loss(student_logits, teacher_logits, temperature: float):
           / student_logits.shape[0])
 
 
+def standardized_kd_loss(student_logits, teacher_logits, temperature: float):
+  """Batch-mean KD on z-scored logits, as the logit-standardisation code (Sun et al. 2024):
+  ``(z − mean) / (1e-7 + std)`` with PyTorch's sample std, then τ²·KL at τ."""
+  def normalize(logits):
+    mean = logits.mean(dim=-1, keepdim=True)
+    return (logits - mean) / (1e-7 + logits.std(dim=-1, keepdim=True))
+  return kd_loss(normalize(student_logits), normalize(teacher_logits), temperature)
+
+
+def dkd_loss(student_logits, teacher_logits, labels, alpha: float, beta: float,
+             temperature: float):
+  """Batch-mean decoupled KD as mdistiller writes it: the binary target / non-target
+  distributions from masked probability sums, the non-target softmax by subtracting 1000
+  from the target's scaled logit."""
+  target = torch.zeros_like(student_logits).scatter_(1, labels.unsqueeze(1), 1).bool()
+  p_student = F.softmax(student_logits / temperature, dim=1)
+  p_teacher = F.softmax(teacher_logits / temperature, dim=1)
+
+  def binary(p):
+    return torch.cat([(p * target).sum(1, keepdim=True), (p * ~target).sum(1, keepdim=True)], 1)
+
+  batch = student_logits.shape[0]
+  tckd = (F.kl_div(torch.log(binary(p_student)), binary(p_teacher), reduction="sum")
+          * temperature ** 2 / batch)
+  p_teacher_rest = F.softmax(teacher_logits / temperature - 1000.0 * target, dim=1)
+  log_p_student_rest = F.log_softmax(student_logits / temperature - 1000.0 * target, dim=1)
+  nckd = (F.kl_div(log_p_student_rest, p_teacher_rest, reduction="sum")
+          * temperature ** 2 / batch)
+  return alpha * tckd + beta * nckd
+
+
 def continuation_hinge(student_logits, teacher_logits, phi: float, margin: float,
                        reduction: str = "sum"):
   """Per-example ``max(0, r_c (s − φ·t)² − m·φ)``, ``r_c`` the sum (the paper's squared norm)
