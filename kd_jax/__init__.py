@@ -106,7 +106,9 @@ def __getattr__(name):
   if name in ENTRY_POINTS:
     module, attribute = ENTRY_POINTS[name]
     return getattr(importlib.import_module(module), attribute)
-  raise AttributeError(f"module 'kd_jax' has no attribute {name!r}; it has: {', '.join(__all__)}.")
+  raise AttributeError(
+    f"module 'kd_jax' has no attribute {name!r}; it has: {', '.join([*SUBMODULES, *ENTRY_POINTS])}."
+  )
 
 
 def __dir__():
