@@ -43,7 +43,8 @@ def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
   assert {"epoch", "loss", "top1", "lr"} <= set(next(r for r in rows if r["split"] == "train"))
 
 
-@pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick", "backward_kd", "continuation_kd"])
+@pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick", "backward_kd", "continuation_kd",
+                                    "dkd"])
 def test_kd_run_reports_agreement_and_kl(teacher_run, tmp_path, method):
   teacher_dir, teacher_summary = teacher_run
   config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1, method=method)

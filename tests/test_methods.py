@@ -18,7 +18,7 @@ import pytest
 from kd_jax import augment, backward, continuation, losses, methods, policies
 from kd_jax.methods import backward_kd, base, continuation_kd, rolewise, strong_aug, vanilla
 
-ALL_METHODS = ("annealing_kd, backward_kd, ce, continuation_kd, kd, kd_cutmix, "
+ALL_METHODS = ("annealing_kd, backward_kd, ce, continuation_kd, dkd, kd, kd_cutmix, "
                "kd_cutmix_pick, kd_mixup")
 
 
@@ -146,6 +146,28 @@ def test_make_view_names_modalities_and_takes_only_its_own_options():
   assert methods.make_view("crop_flip", input_range=(0.0, 1.0)).make.keywords[
       "input_range"] == (0.0, 1.0)
   assert methods.view_options("flip") == ("per_image",)
+
+
+def test_dkd_method_is_ce_plus_the_warmed_up_decoupled_term():
+  from kd_jax.methods import dkd
+  method = methods.get_method("dkd")
+  block = dict(ce_weight=1.0, alpha=2.0, beta=8.0, warmup_epochs=20)
+  hp = methods.hparams_at(method, 5, 240, kd={"temperature": 2.0}, schedule_options=block)
+  assert (hp["ce_weight"], hp["dkd_alpha"], hp["dkd_beta"], hp["dkd_warmup"]) == (
+      1.0, 2.0, 8.0, 0.25)
+  expected = _ce(S, Y) + 0.25 * np.asarray(
+      losses.dkd(S, T, Y, alpha=2.0, beta=8.0, temperature=2.0))
+  np.testing.assert_allclose(method.objective(S, T, Y, hp), expected, rtol=1e-5)
+  # After the warm-up the whole term; no warm-up at all with warmup_epochs = 0.
+  assert dkd.dkd_values(30, 240, warmup_epochs=20)["dkd_warmup"] == 1.0
+  assert dkd.dkd_values(1, 240, warmup_epochs=0)["dkd_warmup"] == 1.0
+  with pytest.raises(ValueError, match="dkd takes no dkd option 'warmup'; valid options: "
+                     "alpha, beta, ce_weight, warmup_epochs."):
+    methods.hparams_at(method, 1, 10, kd={}, schedule_options={"warmup": 5})
+  with pytest.raises(ValueError, match="dkd beta must be ≥ 0"):
+    dkd.dkd_values(1, 10, beta=-1.0)
+  with pytest.raises(ValueError, match="needs classes"):
+    method.objective(S, T, Y, hp, regression=True)
 
 
 # --- Per-epoch values. ---

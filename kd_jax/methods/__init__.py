@@ -10,6 +10,7 @@ Where to find a method (its formula, its schedule and its contribution to the st
   kd_cutmix_pick (and     (views identity, flip, crop_flip, cutout,
   any method + a view)    autoaugment, mixup, cutmix, cutmix_pick)
   backward_kd             kd_jax.methods.backward_kd (images, text)   Jafari et al. 2023
+  dkd                     kd_jax.methods.dkd                          Zhao et al. 2022
   continuation_kd,        kd_jax.methods.continuation_kd              Jafari et al. 2022, 2021
   annealing_kd
   role-wise policies      kd_jax.methods.rolewise (a preprocess)      Fu et al. 2020
@@ -30,7 +31,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kd_jax.methods import backward_kd, continuation_kd, strong_aug, vanilla
+from kd_jax.methods import backward_kd, continuation_kd, dkd, strong_aug, vanilla
 from kd_jax.methods.base import BlockOptions, Method, View, ViewMaker, teacher_labelled
 
 METHODS: dict[str, Method] = {
@@ -48,6 +49,13 @@ METHODS: dict[str, Method] = {
     objective_options=continuation_kd.OBJECTIVE_OPTIONS,
     schedule_options=continuation_kd.CONTINUATION_SCHEDULE_OPTIONS,
     unused_block_keys=continuation_kd.CONTINUATION_UNUSED,
+  ),
+  "dkd": Method(
+    "dkd",
+    dkd.dkd_objective,
+    schedule=dkd.dkd_values,
+    schedule_block="dkd",
+    schedule_options=dkd.SCHEDULE_OPTIONS,
   ),
   "annealing_kd": Method(
     "annealing_kd",

@@ -70,6 +70,8 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 phases, the last N epochs labels only with a fresh optimiser
                                 whose lr schedule restarts) and annealing_phase2_init
                                 ("last" | "best": phase 1's epoch phase 2 starts from).
+  dkd.*                         Decoupled KD: ce_weight, alpha (TCKD), beta (NCKD),
+                                warmup_epochs of the DKD term (0: none).
   checkpoint_every_steps        0 = at the end of every epoch.
   allow_config_change           rerunning a command resumes its workdir; a config that would
                                 change the run's result (another method, lr, seed, ...) is
@@ -214,6 +216,15 @@ def base_config() -> ml_collections.ConfigDict:
   # when T reaches 1.
   config.continuation.annealing_phase2_epochs = 0
   config.continuation.annealing_phase2_init = "last"
+
+  # Decoupled KD (--config.method=dkd, kd_jax.methods.dkd): ce_weight·CE + w·(α·TCKD +
+  # β·NCKD) at kd.temperature, w ramping linearly to 1 over warmup_epochs; the official
+  # CIFAR-100 setting (mdistiller), whose CE weight 1.0 replaces kd.ce_weight for this method.
+  config.dkd = ml_collections.ConfigDict()
+  config.dkd.ce_weight = 1.0
+  config.dkd.alpha = 1.0
+  config.dkd.beta = 8.0
+  config.dkd.warmup_epochs = 20
 
   config.checkpoint_every_steps = 0
   config.allow_config_change = False  # resume a workdir whose checkpoint has another config
