@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import core as jax_core
 
 from kd_jax import validation
 
@@ -58,6 +60,11 @@ def standardize_logits(logits: jax.Array) -> jax.Array:
          [ 0.,  0.,  0.]], dtype=float32)
   """
   validation.check_logits("logits", logits)
+  if logits.shape[-1] < 2:
+    raise ValueError(
+      f"standardising logits needs at least 2 classes (a standard deviation); got shape "
+      f"{logits.shape}."
+    )
   z = logits.astype(validation.compute_dtype(logits))
   mean = jnp.mean(z, axis=-1, keepdims=True)
   std = jnp.std(z, axis=-1, keepdims=True, ddof=1)
@@ -150,7 +157,14 @@ def dkd(
   if jnp.issubdtype(labels.dtype, jnp.integer):
     target = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
   else:
-    target = labels > 0.5  # one-hot rows
+    if not isinstance(labels, jax_core.Tracer):  # concrete rows are checked to be one-hot
+      rows = np.asarray(labels)
+      if not (np.isin(rows, (0.0, 1.0)).all() and (rows.sum(-1) == 1).all()):
+        raise ValueError(
+          "dkd splits the KD term at one target class: labels must be class ids or one-hot "
+          "rows, not mixed or smoothed probabilities."
+        )
+    target = labels > 0.5
   tau = jnp.asarray(temperature, dtype)
 
   def parts(logits):

@@ -286,6 +286,14 @@ def test_bad_shapes_fail_at_trace_time_under_jit():
     jax.jit(losses.kd_kl)(jnp.zeros((4, 10)), jnp.zeros((3, 10)))
 
 
+def test_dkd_and_standardize_refuse_what_they_cannot_split():
+  z = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match="labels must be class ids or one-hot rows"):
+    losses.dkd(z, z, jnp.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]))
+  with pytest.raises(ValueError, match="needs at least 2 classes"):
+    losses.kd_kl(jnp.zeros((2, 1)), jnp.zeros((2, 1)), standardize=True)
+
+
 def test_label_smoothing_outside_0_1_raises():
   with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\); got 1.5"):
     losses.cross_entropy(jnp.array([[0.0, math.log(3.0)]]), jnp.array([1]), 1.5)
