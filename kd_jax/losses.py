@@ -27,12 +27,14 @@ from kd_jax import validation
 
 __all__ = [
   "HINGE_REDUCTIONS",
+  "MLKD_MASKS",
   "continuation_hinge",
   "cross_entropy",
   "dkd",
   "entropy",
   "kd_kl",
   "kd_objective",
+  "mlkd",
   "standardize_logits",
 ]
 
@@ -71,12 +73,23 @@ def standardize_logits(logits: jax.Array) -> jax.Array:
   return (z - mean) / (std + STANDARDIZE_EPSILON)
 
 
+def _standardized(logits: jax.Array, standardize: bool | jax.Array) -> jax.Array:
+  """``logits`` z-scored when ``standardize``: a Python bool decides while tracing (the plain
+  graph stays exactly the plain one); an array (an hparams value, 0 or 1) selects per call."""
+  if isinstance(standardize, (bool, np.bool_)):
+    return standardize_logits(logits) if standardize else logits
+  flag = jnp.asarray(standardize)
+  return jnp.where(
+    flag > 0, standardize_logits(logits), logits.astype(validation.compute_dtype(logits))
+  )
+
+
 def kd_kl(
   student_logits: jax.Array,
   teacher_logits: jax.Array,
   temperature: float | jax.Array = 4.0,
   *,
-  standardize: bool = False,
+  standardize: bool | jax.Array = False,
 ) -> jax.Array:
   """Hinton et al. (2015) distillation term, per example.
 
@@ -92,7 +105,8 @@ def kd_kl(
     student_logits: ``[..., num_classes]``.
     teacher_logits: same shape as ``student_logits``.
     temperature: τ > 0, a Python number or a scalar array (a schedule value).
-    standardize: z-score the logits first (a Python bool: it changes the computation).
+    standardize: z-score the logits first: a Python bool, or a scalar array (an hparams
+      value: > 0 standardises), so one compiled step serves both.
 
   Returns:
     ``[...]``, non-negative, in at least float32.
@@ -102,9 +116,8 @@ def kd_kl(
   validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
   validation.check_positive("temperature", temperature)
   dtype = validation.compute_dtype(student_logits, teacher_logits)
-  if standardize:
-    student_logits = standardize_logits(student_logits)
-    teacher_logits = standardize_logits(teacher_logits)
+  student_logits = _standardized(student_logits, standardize)
+  teacher_logits = _standardized(teacher_logits, standardize)
   log_p_teacher = _log_softmax(teacher_logits, temperature, dtype)
   log_p_student = _log_softmax(student_logits, temperature, dtype)
   kl = jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
@@ -119,6 +132,7 @@ def dkd(
   alpha: float | jax.Array = 1.0,
   beta: float | jax.Array = 8.0,
   temperature: float | jax.Array = 4.0,
+  standardize: bool | jax.Array = False,
 ) -> jax.Array:
   """Decoupled KD (Zhao et al., CVPR 2022), per example: ``α·TCKD + β·NCKD``.
 
@@ -137,6 +151,8 @@ def dkd(
     alpha: weight α of TCKD.
     beta: weight β of NCKD.
     temperature: τ > 0.
+    standardize: z-score both logit vectors first (``kd_kl``'s option; Sun et al. 2024
+      apply it to DKD as well).
 
   Returns:
     ``[...]``, non-negative, in at least float32.
@@ -166,6 +182,8 @@ def dkd(
         )
     target = labels > 0.5
   tau = jnp.asarray(temperature, dtype)
+  student_logits = _standardized(student_logits, standardize)
+  teacher_logits = _standardized(teacher_logits, standardize)
 
   def parts(logits):
     """(log p_t, log(1 − p_t), log p̂ over the non-target classes; 0 at the target)."""
@@ -182,6 +200,101 @@ def dkd(
   tckd = jnp.exp(t_target) * (t_target - s_target) + jnp.exp(t_rest) * (t_rest - s_rest)
   nckd = jnp.sum(jnp.where(target, 0.0, jnp.exp(t_hat) * (t_hat - s_hat)), axis=-1)
   return tau**2 * (jnp.asarray(alpha, dtype) * tckd + jnp.asarray(beta, dtype) * nckd)
+
+
+MLKD_MASKS = ("fraction", "per_example", "none")
+
+
+def mlkd(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  temperatures: float | jax.Array | tuple = (4.0, 3.0, 5.0, 2.0, 6.0),
+  *,
+  mask: str = "fraction",
+  standardize: bool | jax.Array = False,
+) -> jax.Array:
+  """Multi-level logit distillation (Jin et al., CVPR 2023), per example: for every τ,
+  instance + batch + class terms.
+
+  With ``P = softmax(z/τ)`` ``[B, C]``: the instance term is ``τ²·KL(p_T^τ ‖ p_S^τ)`` (on
+  standardised logits with ``standardize``, as Sun et al. 2024 apply it; the other two keep
+  the raw logits, as their code); the batch term compares the ``[B, B]`` sample-similarity
+  matrices ``G = P Pᵀ``: ``‖G_T − G_S‖² / B``; the class term the ``[C, C]`` class-correlation
+  matrices ``M = Pᵀ P``: ``‖M_T − M_S‖² / C`` (no τ² on either, as the official code).
+  They are summed over ``temperatures`` with equal weights (official: the KD τ and 3, 5, 2,
+  6). The batch and class terms are spread over the examples so that the batch mean of
+  the result is the official loss: row i of the batch term goes to example i, the class
+  term is the same for all.
+
+  Confidence masks, from the teacher's predictions at τ = 1: an example counts when the
+  teacher's top probability is at most the batch median, a class when its summed probability
+  over the batch is at most the median over classes (the official code's ``le``).
+  ``mask``: ``"fraction"`` (default, the official code's effect: it reduces each term to a
+  scalar before masking, so a mask only scales the instance and batch terms by the fraction
+  of kept examples and the class term by that of kept classes, ≈ 1/2), ``"per_example"``
+  (the masks select: kept examples and classes only, still divided by B and C) or
+  ``"none"``. The masks carry no gradient.
+
+  Args:
+    student_logits: ``[batch, num_classes]`` (the batch and class terms need the batch).
+    teacher_logits: same shape.
+    temperatures: τ values (Python numbers or scalar arrays), each > 0.
+    mask: one of MLKD_MASKS.
+    standardize: z-score the logits of the instance term (``kd_kl``'s option).
+
+  Returns:
+    ``[batch]`` in at least float32; the official scalar is its mean.
+
+  >>> import jax.numpy as jnp
+  >>> z = jnp.array([[2.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+  >>> mlkd(z, z).tolist()  # the same logits: nothing to distil
+  [0.0, 0.0]
+  """
+  validation.check_logits("student_logits", student_logits)
+  validation.check_logits("teacher_logits", teacher_logits)
+  validation.check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
+  if student_logits.ndim != 2:
+    raise ValueError(
+      f"mlkd's batch and class terms need logits [batch, classes]; got shape "
+      f"{student_logits.shape}."
+    )
+  if mask not in MLKD_MASKS:
+    raise ValueError(f"unknown mlkd mask {mask!r}; valid: {', '.join(MLKD_MASKS)}.")
+  if not isinstance(temperatures, (tuple, list)):
+    temperatures = (temperatures,)
+  if not temperatures:
+    raise ValueError("mlkd needs at least one temperature; the official set is (4, 3, 5, 2, 6).")
+  for temperature in temperatures:
+    validation.check_positive("temperature", temperature)
+  dtype = validation.compute_dtype(student_logits, teacher_logits)
+  batch, num_classes = student_logits.shape
+  teacher = jax.lax.stop_gradient(teacher_logits.astype(dtype))
+  student = student_logits.astype(dtype)
+
+  p_teacher = jax.nn.softmax(teacher, axis=-1)
+  confidence = jnp.max(p_teacher, axis=-1)
+  keep_example = confidence <= jnp.percentile(confidence, 50)
+  class_mass = jnp.sum(p_teacher, axis=0)
+  keep_class = class_mass <= jnp.percentile(class_mass, 50)
+  if mask == "fraction":
+    example_weight = jnp.broadcast_to(jnp.mean(keep_example.astype(dtype)), (batch,))
+    class_weight = jnp.broadcast_to(jnp.mean(keep_class.astype(dtype)), (num_classes,))
+  elif mask == "per_example":
+    example_weight, class_weight = keep_example.astype(dtype), keep_class.astype(dtype)
+  else:
+    example_weight, class_weight = jnp.ones((batch,), dtype), jnp.ones((num_classes,), dtype)
+
+  total = jnp.zeros((batch,), dtype)
+  for temperature in temperatures:
+    instance = kd_kl(student, teacher, temperature, standardize=standardize)
+    p_s = jnp.exp(_log_softmax(student, temperature, dtype))
+    p_t = jnp.exp(_log_softmax(teacher, temperature, dtype))
+    # Row i of ‖G_T − G_S‖² goes to example i: the batch mean is then ‖·‖² / B.
+    batch_gap = jnp.sum(jnp.square(p_t @ p_t.T - p_s @ p_s.T), axis=-1)
+    class_gap = jnp.sum(jnp.square(p_t.T @ p_t - p_s.T @ p_s), axis=-1) / num_classes
+    total = total + example_weight * (instance + batch_gap)
+    total = total + jnp.sum(class_weight * class_gap)  # the whole class term, every example
+  return total
 
 
 def cross_entropy(
@@ -243,6 +356,7 @@ def kd_objective(
   ce_weight: float | jax.Array,
   kd_weight: float | jax.Array,
   label_smoothing: float | jax.Array = 0.0,
+  standardize: bool | jax.Array = False,
 ) -> jax.Array:
   """Vanilla KD objective (Hinton et al. 2015), per example.
 
@@ -256,12 +370,14 @@ def kd_objective(
     labels: integer ids ``[...]`` or probabilities ``[..., num_classes]``.
     label_smoothing: ε of the cross-entropy term (``cross_entropy``); the KD term is the
       teacher's, unsmoothed.
+    standardize: logit standardisation of the KD term (``kd_kl``); the cross-entropy keeps
+      the raw logits, as in Sun et al.'s code.
 
   Returns:
     ``[...]`` in at least float32.
   """
   ce = cross_entropy(student_logits, labels, label_smoothing)
-  kd = kd_kl(student_logits, teacher_logits, temperature)
+  kd = kd_kl(student_logits, teacher_logits, temperature, standardize=standardize)
   return ce_weight * ce + kd_weight * kd
 
 

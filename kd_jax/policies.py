@@ -17,7 +17,8 @@ until c were applied. Then pad-and-crop, flip and cutout (``augment_batch``).
 
 AutoAugment (Cubuk et al. 2019) uses the same operations with its own magnitudes:
 ``AUTOAUGMENT_POLICIES`` holds the CIFAR10 and IMAGENET policies as data and
-``autoaugment_batch`` applies one on device (see its docstring).
+``autoaugment_batch`` applies one on device (see its docstring). RandAugment (Cubuk et al.
+2020; ``randaugment_batch``) draws N of the same operations at one magnitude M.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ __all__ = [
   "NUM_TUPLES",
   "OPERATIONS",
   "PY2_FILE_ORDER",
+  "RANDAUGMENT_BINS",
+  "RANDAUGMENT_OPERATIONS",
   "AutoAugmentPolicy",
   "apply_autoaugment",
   "apply_operation",
   "apply_policy",
+  "apply_randaugment",
   "augment_batch",
   "auto_contrast",
   "autoaugment_batch",
@@ -58,6 +62,7 @@ __all__ = [
   "brightness_by",
   "check_pixel_images",
   "check_policy",
+  "check_randaugment",
   "color",
   "color_by",
   "contrast",
@@ -74,6 +79,7 @@ __all__ = [
   "policy_at",
   "posterize",
   "posterize_bits",
+  "randaugment_batch",
   "read_pba_schedule",
   "rotate",
   "rotate_degrees",
@@ -778,29 +784,34 @@ AUTOAUGMENT_POLICIES: dict[str, AutoAugmentPolicy] = {
 _UNSIGNED = ("Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
 
 
-def autoaugment_magnitudes(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def autoaugment_magnitudes(
+  height: int, width: int, bins: int = AUTOAUGMENT_BINS
+) -> tuple[np.ndarray, np.ndarray]:
   """The magnitude of every (operation, bin) for ``height × width`` images, and which
-  operations take a random sign: ``([14, 10] float, [14] bool)`` in AUTOAUGMENT_OPERATIONS
-  order (torchvision's AutoAugment with 10 bins).
+  operations take a random sign: ``([14, bins] float, [14] bool)`` in AUTOAUGMENT_OPERATIONS
+  order (torchvision's AutoAugment with 10 bins, its RandAugment with 31).
 
   Shears 0..0.3, translations 0..150/331 of the side in pixels (truncated to whole pixels
   when applied), rotations 0..30°, enhance factors 1 ± 0..0.9 (signed); posterize keeps
-  ``8 − round(bin / 2.25)`` bits, solarize inverts values ≥ 255..0; the last three take none.
+  ``8 − round(4·bin / (bins − 1))`` bits, solarize inverts values ≥ 255..0; the last three
+  take none.
   """
-  ramp = np.linspace(0.0, 1.0, AUTOAUGMENT_BINS)
+  if bins < 2:
+    raise ValueError(f"the number of magnitude bins must be ≥ 2; got {bins}.")
+  ramp = np.linspace(0.0, 1.0, bins)
   table = {
     "ShearX": 0.3 * ramp,
     "ShearY": 0.3 * ramp,
     "TranslateX": 150.0 / 331.0 * width * ramp,
     "TranslateY": 150.0 / 331.0 * height * ramp,
     "Rotate": 30.0 * ramp,
-    "Posterize": 8 - np.round(np.arange(AUTOAUGMENT_BINS) / ((AUTOAUGMENT_BINS - 1) / 4)),
+    "Posterize": 8 - np.round(np.arange(bins) / ((bins - 1) / 4)),
     "Solarize": 255.0 * (1.0 - ramp),
   }
   for name in ("Brightness", "Color", "Contrast", "Sharpness"):
     table[name] = 0.9 * ramp
   magnitudes = np.stack(
-    [table.get(name, np.zeros(AUTOAUGMENT_BINS)) for name in AUTOAUGMENT_OPERATIONS]
+    [table.get(name, np.zeros(bins)) for name in AUTOAUGMENT_OPERATIONS]
   ).astype(np.float32)
   signed = np.asarray([name not in _UNSIGNED for name in AUTOAUGMENT_OPERATIONS])
   return magnitudes, signed
@@ -935,18 +946,158 @@ def autoaugment_batch(
   encoded = {k: jnp.asarray(v) for k, v in encode_autoaugment(policy).items()}
   magnitudes, signed = (jnp.asarray(v) for v in autoaugment_magnitudes(*images.shape[1:3]))
   fill = jnp.broadcast_to(jnp.asarray(fill, jnp.float32), images.shape[-1:])
+
+  def one(key, image):
+    return apply_autoaugment(key, image, encoded, magnitudes, signed, fill)
+
+  return _each_image(key, images, one, per_image, loop)
+
+
+def _each_image(key, images, one, per_image: bool, loop: str | None) -> jax.Array:
+  """``one(key, float image) -> image`` over the batch: a key per image (``per_image``) or
+  one for all, image after image (``"map"``) or all at once (``"vmap"``); same dtype out."""
   loop = default_loop() if loop is None else loop
   if loop not in LOOPS:
     raise ValueError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}.")
 
-  def one(key, image):
-    return apply_autoaugment(
-      key, image.astype(jnp.float32), encoded, magnitudes, signed, fill
-    ).astype(images.dtype)
+  def cast(key, image):
+    return one(key, image.astype(jnp.float32)).astype(images.dtype)
 
   if not per_image:
-    return jax.vmap(lambda image: one(key, image))(images)
+    return jax.vmap(lambda image: cast(key, image))(images)
   keys = jax.random.split(key, images.shape[0])
   if loop == "map":
-    return jax.lax.map(lambda pair: one(*pair), (keys, images))
-  return jax.vmap(one)(keys, images)
+    return jax.lax.map(lambda pair: cast(*pair), (keys, images))
+  return jax.vmap(cast)(keys, images)
+
+
+# --- RandAugment (Cubuk et al. 2020): N operations drawn uniformly, all at magnitude M. ---
+
+# torchvision's RandAugment list (the paper's 14 operations: AutoAugment's without Invert,
+# plus the identity) and its number of magnitude bins.
+RANDAUGMENT_OPERATIONS = (
+  "Identity",
+  "ShearX",
+  "ShearY",
+  "TranslateX",
+  "TranslateY",
+  "Rotate",
+  "Brightness",
+  "Color",
+  "Contrast",
+  "Sharpness",
+  "Posterize",
+  "Solarize",
+  "AutoContrast",
+  "Equalize",
+)
+RANDAUGMENT_BINS = 31
+# Each RandAugment operation's branch in AUTOAUGMENT_BRANCHES (the identity is the last).
+_RANDAUGMENT_BRANCH = np.asarray(
+  [
+    AUTOAUGMENT_OPERATIONS.index(name) if name != "Identity" else len(AUTOAUGMENT_OPERATIONS)
+    for name in RANDAUGMENT_OPERATIONS
+  ],
+  np.int32,
+)
+
+
+def check_randaugment(num_ops: int, magnitude: int, bins: int = RANDAUGMENT_BINS) -> None:
+  """RandAugment's N ≥ 0 and its magnitude bin 0 ≤ M < bins (a one-line error otherwise)."""
+  if not isinstance(num_ops, (int, np.integer)) or num_ops < 0:
+    raise ValueError(f"RandAugment num_ops must be an int ≥ 0; got {num_ops!r}.")
+  if not isinstance(bins, (int, np.integer)) or bins < 2:
+    raise ValueError(f"RandAugment bins must be an int ≥ 2; got {bins!r}.")
+  if not isinstance(magnitude, (int, np.integer)) or not 0 <= magnitude < bins:
+    raise ValueError(
+      f"RandAugment magnitude must be an int bin in 0..{bins - 1} (torchvision's default: "
+      f"9 of {RANDAUGMENT_BINS}); got {magnitude!r}."
+    )
+
+
+def apply_randaugment(
+  key: jax.Array,
+  image: jax.Array,
+  num_ops: int,
+  magnitude: int,
+  magnitudes: jax.Array,
+  signed: jax.Array,
+  fill: ArrayLike,
+  random_magnitude: bool = False,
+) -> jax.Array:
+  """RandAugment on one uint8-valued float image ``[H, W, C]``: ``num_ops`` times, an
+  operation of RANDAUGMENT_OPERATIONS drawn uniformly (with replacement) is applied at bin
+  ``magnitude`` of ``magnitudes`` (``random_magnitude``: a bin drawn uniformly from
+  0..magnitude per operation), a signed one negated with probability 1/2 (torchvision's
+  order of draws; every drawn operation fires)."""
+  branches = jnp.asarray(_RANDAUGMENT_BRANCH)
+  # The identity's magnitude row: zeros after the 14 operations' rows.
+  table = jnp.concatenate([magnitudes, jnp.zeros_like(magnitudes[:1])])
+  signs = jnp.concatenate([signed, jnp.zeros((1,), bool)])
+  for op_key in jax.random.split(key, num_ops):
+    choice_key, sign_key, bin_key = jax.random.split(op_key, 3)
+    branch = branches[jax.random.randint(choice_key, (), 0, len(RANDAUGMENT_OPERATIONS))]
+    level = jax.random.randint(bin_key, (), 0, magnitude + 1) if random_magnitude else magnitude
+    value = table[branch, level]
+    value = jnp.where(signs[branch] & jax.random.bernoulli(sign_key), -value, value)
+    image = jax.lax.switch(branch, AUTOAUGMENT_BRANCHES, image, value, fill)
+    image = jnp.clip(jnp.round(image), 0, 255)
+  return image
+
+
+def randaugment_batch(
+  key: jax.Array,
+  images: jax.Array,
+  num_ops: int = 2,
+  magnitude: int = 9,
+  *,
+  bins: int = RANDAUGMENT_BINS,
+  random_magnitude: bool = False,
+  fill: ArrayLike | Sequence[float] = 0.0,
+  per_image: bool = True,
+  loop: str | None = None,
+) -> jax.Array:
+  """RandAugment (Cubuk et al. 2020) on a batch of uint8-valued images ``[B, H, W, C]``, on
+  device; jit-able.
+
+  Each image draws ``num_ops`` operations uniformly from RANDAUGMENT_OPERATIONS (with
+  replacement, the identity among them) and applies each at magnitude bin ``magnitude`` of
+  ``bins`` (``autoaugment_magnitudes(H, W, bins)``: torchvision's RandAugment, whose
+  defaults are N = 2, M = 9 of 31 bins), signed operations in a random direction. The pixel
+  arithmetic is AutoAugment's here (PIL's; see ``autoaugment_batch``).
+
+  Args:
+    key: PRNG key.
+    images: ``[B, H, W, C]`` with values 0..255 (any dtype; the result has the same).
+    num_ops: N, operations per image (0: unchanged).
+    magnitude: M, a bin in ``0..bins − 1``.
+    bins: number of magnitude bins (31: torchvision; the paper's scale has 10 + 1).
+    random_magnitude: each operation at a bin drawn uniformly from ``0..magnitude`` (the
+      FixMatch-style RandAugment of the MLKD and LS-KD code draws a fresh magnitude per
+      operation; with ``magnitude = bins − 1`` the whole range).
+    fill: per-channel pixel value of uncovered pixels (torchvision's default 0, black).
+    per_image: one draw per image (True) or one for the batch (False).
+    loop: "map" or "vmap", as in ``augment_batch`` (None: ``default_loop()``).
+
+  >>> import jax, jax.numpy as jnp
+  >>> images = jnp.full((2, 8, 8, 3), 100, jnp.uint8)
+  >>> randaugment_batch(jax.random.PRNGKey(0), images, num_ops=0).tolist() == images.tolist()
+  True
+  """
+  from kd_jax import validation
+
+  check_randaugment(num_ops, magnitude, bins)
+  validation.check_image_layout("images", images)
+  check_pixel_images("images", images, integers_only=False)
+  if num_ops == 0:
+    return images
+  height, width = images.shape[1:3]
+  magnitudes, signed = (jnp.asarray(v) for v in autoaugment_magnitudes(height, width, bins))
+  fill = jnp.broadcast_to(jnp.asarray(fill, jnp.float32), images.shape[-1:])
+
+  def one(key, image):
+    return apply_randaugment(
+      key, image, num_ops, magnitude, magnitudes, signed, fill, random_magnitude
+    )
+
+  return _each_image(key, images, one, per_image, loop)

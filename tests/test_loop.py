@@ -44,10 +44,12 @@ def test_teacher_run_writes_summary_logs_and_plot(teacher_run):
 
 
 @pytest.mark.parametrize("method", ["kd", "kd_cutmix_pick", "backward_kd", "continuation_kd",
-                                    "dkd"])
+                                    "dkd", "mlkd+standardize"])
 def test_kd_run_reports_agreement_and_kl(teacher_run, tmp_path, method):
   teacher_dir, teacher_summary = teacher_run
-  config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1, method=method)
+  method, _, standardize = method.partition("+")
+  config = tiny_config("kd", teacher_workdir=teacher_dir, num_epochs=1, method=method,
+                       **{"kd.standardize": bool(standardize)})
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert summary["train_step_compilations"] == 1
   assert summary["last_teacher_top1"] == pytest.approx(teacher_summary["last_top1"])

@@ -19,7 +19,7 @@ from kd_jax import augment, backward, continuation, losses, methods, policies
 from kd_jax.methods import backward_kd, base, continuation_kd, rolewise, strong_aug, vanilla
 
 ALL_METHODS = ("annealing_kd, backward_kd, ce, continuation_kd, dkd, kd, kd_cutmix, "
-               "kd_cutmix_pick, kd_mixup")
+               "kd_cutmix_pick, kd_mixup, mlkd")
 
 
 def _softmax(z, t=1.0):
@@ -45,7 +45,7 @@ def test_get_method_errors_list_the_valid_names():
     methods.get_method("kdd")
   with pytest.raises(ValueError, match=re.escape(
       "unknown view 'cutmixup'; valid names: none, identity, flip, crop_flip, cutout, "
-      "autoaugment, mixup, cutmix, cutmix_pick, backward.") + "$"):
+      "autoaugment, randaugment, dual, mixup, cutmix, cutmix_pick, backward.") + "$"):
     methods.get_method("kd", "cutmixup")
 
 
@@ -112,7 +112,7 @@ def test_make_view_names_modalities_and_takes_only_its_own_options():
   assert methods.make_view(None) is None and methods.make_view("none", "text") is None
   with pytest.raises(ValueError, match=re.escape(
       "unknown image view 'cutmixup'; valid names: identity, flip, crop_flip, cutout, "
-      "autoaugment, mixup, cutmix, cutmix_pick, backward.") + "$"):
+      "autoaugment, randaugment, dual, mixup, cutmix, cutmix_pick, backward.") + "$"):
     methods.make_view("cutmixup")  # the modality defaults to "image"
   with pytest.raises(ValueError, match=re.escape(
       "unknown text view 'mixup'; valid names: backward.") + "$"):

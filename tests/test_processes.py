@@ -345,7 +345,7 @@ def test_cli_errors_are_one_line_and_help_lists_methods_and_configs(tmp_path):
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
       "error: unknown method 'kd_x'; valid names: annealing_kd, backward_kd, ce, "
-      "continuation_kd, dkd, kd, kd_cutmix, kd_cutmix_pick, kd_mixup.")
+      "continuation_kd, dkd, kd, kd_cutmix, kd_cutmix_pick, kd_mixup, mlkd.")
   assert not (tmp_path / "run").exists()  # checked before anything was made
   verbose = run("--config.method=kd_x", "--verbose")
   assert verbose.returncode == 1 and "Traceback" in verbose.stderr

@@ -106,11 +106,16 @@ def _setup(
 
 
 def _kd_hparams(config):
-  return {
-    "temperature": config.kd.temperature,
-    "ce_weight": config.kd.ce_weight,
-    "kd_weight": config.kd.kd_weight,
-  }
+  """KD's constant values from the config (every key of the ``kd`` block, label smoothing
+  included), as the image runs build them (kd_jax.methods.hparams_at)."""
+  return methods.hparams_at(
+    methods.METHODS["kd"],
+    1,
+    1,
+    kd=config.kd.to_dict(),
+    view_weight=config.view.weight,
+    label_smoothing=config.get("label_smoothing", 0.0),
+  )
 
 
 def _student_setup_and_hparams(config, setup, epochs):
@@ -123,9 +128,7 @@ def _student_setup_and_hparams(config, setup, epochs):
     view = methods.make_view(
       method.view,
       "image",
-      **setup_lib.view_keywords(
-        setup_lib.view_block(config, method.view), setup.preprocess.valid_range()
-      ),
+      **setup_lib.config_view_options(config, method.view, setup.preprocess.valid_range()),
     )
   setup = dataclasses.replace(setup, method=config.method, view=view)
   if method.schedule is None and view is None:

@@ -11,6 +11,8 @@ Where to find a method (its formula, its schedule and its contribution to the st
   any method + a view)    autoaugment, mixup, cutmix, cutmix_pick)
   backward_kd             kd_jax.methods.backward_kd (images, text)   Jafari et al. 2023
   dkd                     kd_jax.methods.dkd                          Zhao et al. 2022
+  mlkd (default view      kd_jax.methods.mlkd                         Jin et al. 2023
+  dual: weak + strong)    (views randaugment, dual: strong_aug)
   continuation_kd,        kd_jax.methods.continuation_kd              Jafari et al. 2022, 2021
   annealing_kd
   role-wise policies      kd_jax.methods.rolewise (a preprocess)      Fu et al. 2020
@@ -31,7 +33,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kd_jax.methods import backward_kd, continuation_kd, dkd, strong_aug, vanilla
+from kd_jax.methods import backward_kd, continuation_kd, dkd, mlkd, strong_aug, vanilla
 from kd_jax.methods.base import BlockOptions, Method, View, ViewMaker, teacher_labelled
 
 METHODS: dict[str, Method] = {
@@ -57,6 +59,13 @@ METHODS: dict[str, Method] = {
     schedule_block="dkd",
     schedule_options=dkd.SCHEDULE_OPTIONS,
   ),
+  "mlkd": Method(
+    "mlkd",
+    mlkd.mlkd_objective,
+    "dual",
+    schedule_block="mlkd",
+    objective_options=mlkd.OBJECTIVE_OPTIONS,
+  ),
   "annealing_kd": Method(
     "annealing_kd",
     continuation_kd.annealing_objective,
@@ -78,6 +87,8 @@ VIEWS: dict[str, dict[str, Callable[..., ViewMaker]]] = {
     "crop_flip": strong_aug.crop_flip,
     "cutout": strong_aug.cutout,
     "autoaugment": strong_aug.autoaugment,
+    "randaugment": strong_aug.randaugment,
+    "dual": strong_aug.dual,
     "mixup": strong_aug.mixup,
     "cutmix": strong_aug.cutmix,
     "cutmix_pick": strong_aug.cutmix_pick,
@@ -92,6 +103,8 @@ VIEW_NAMES = (
   "crop_flip",
   "cutout",
   "autoaugment",
+  "randaugment",
+  "dual",
   "mixup",
   "cutmix",
   "cutmix_pick",
@@ -166,7 +179,8 @@ def make_view(
   ``options`` are the view's own (``view_options(name)``); one it does not take raises,
   naming the valid ones. ``input_range`` is where pixel values 0 and 255 land after
   normalisation (the preprocess's ``valid_range()``): context rather than an option, given
-  to the views that work on pixels (crop_flip, autoaugment) and unused by the others.
+  to the views that work on pixels (crop_flip, autoaugment, randaugment, dual) and unused by
+  the others.
   None or "none" gives None.
 
   >>> make_view("cutmix_pick", pool_rounds=4, score="kl").name
@@ -196,7 +210,7 @@ def hparams_at(
   epoch: int,
   num_epochs: int,
   *,
-  kd: Mapping[str, float],
+  kd: Mapping[str, Any],
   view_weight: float = 1.0,
   schedule_options: Mapping[str, Any] | None = None,
   label_smoothing: float = 0.0,

@@ -55,6 +55,9 @@ class ViewMaker:
   make: Callable[..., View]
   name: str
   label_mixing: bool = False
+  # What the student gets on x': "kd", the KD term (``loss``), or "objective", the method's
+  # own objective as on x (the dual view's default).
+  term: str = "kd"
 
   def __call__(self, key, inputs, labels, teacher_fn, student_fn, hparams) -> View:
     if isinstance(labels, (list, tuple)):  # a Python list of class ids works too
@@ -68,15 +71,30 @@ class ViewMaker:
       hparams,
     )
 
-  def loss(self, student_logits, view: View, hparams) -> jax.Array:
-    """Batch-mean loss on x': ``view_weight·kd_weight·τ²·KL(p_T^τ(x') ‖ p_S^τ(x'))``.
+  def loss(self, student_logits, view: View, hparams, objective=None) -> jax.Array:
+    """Batch-mean loss on x': ``view_weight·kd_weight·τ²·KL(p_T^τ(x') ‖ p_S^τ(x'))``, on
+    standardised logits where ``hparams`` say so (``config.kd.standardize``); with
+    ``term="objective"``, ``view_weight·mean objective(z_S(x'), z_T(x'), labels, hparams)``
+    (``objective``: the method's, its static options bound).
 
     The teacher-labelled mixing of Wang et al. (2022): x' gets only the KD term, never the
     mixed labels. ``label_mixing`` adds the mixed-label cross-entropy
     ``ce_weight·[λ·CE(S(x'), y) + (1 − λ)·CE(S(x'), y[perm])]`` (the paper's comparison
     row, which it found to hurt).
     """
-    kd = losses.kd_kl(student_logits, view.teacher_logits, hparams["temperature"])
+    if self.term == "objective":
+      if objective is None:
+        raise ValueError(
+          f"the {self.name} view applies the method's objective on x': pass objective=."
+        )
+      per_example = objective(student_logits, view.teacher_logits, view.labels, hparams)
+      return hparams["view_weight"] * jnp.mean(per_example)
+    kd = losses.kd_kl(
+      student_logits,
+      view.teacher_logits,
+      hparams["temperature"],
+      standardize=hparams.get("standardize", False),
+    )
     loss = hparams["view_weight"] * hparams["kd_weight"] * jnp.mean(kd)
     if self.label_mixing:
       epsilon = hparams.get("label_smoothing", 0.0)

@@ -7,7 +7,8 @@ class into the target-vs-rest part (TCKD) and the distribution over the other cl
 whole DKD term. The ``dkd`` config block holds α, β, the warm-up and the cross-entropy's
 weight; the defaults are the official CIFAR-100 setting (mdistiller: CE weight 1.0, α 1,
 β 8, warm-up 20 epochs; τ 4 is the KD block's default), which overrides KD's 0.1 for CE.
-Any view composes with it: x' gets the usual KD term (kd_weight·τ²·KL).
+Any view composes with it: x' gets the usual KD term (kd_weight·τ²·KL). With
+``config.kd.standardize`` both terms compare z-scored logits (DKD + LS of Sun et al. 2024).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import jax
 
 from kd_jax import losses
-from kd_jax.methods.vanilla import hard_label_loss, label_smoothing
+from kd_jax.methods.vanilla import hard_label_loss, label_smoothing, standardize
 
 # The keys of the ``dkd`` config block (all read by ``dkd_values``).
 SCHEDULE_OPTIONS = ("ce_weight", "alpha", "beta", "warmup_epochs")
@@ -45,6 +46,7 @@ def dkd_objective(
     alpha=hparams["dkd_alpha"],
     beta=hparams["dkd_beta"],
     temperature=hparams["temperature"],
+    standardize=standardize(hparams),
   )
   return hparams["ce_weight"] * hard + hparams["dkd_warmup"] * decoupled
 

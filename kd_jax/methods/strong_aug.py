@@ -9,7 +9,8 @@ Mixing happens after normalisation: both mixup (linear) and CutMix (pixel copy) 
 the per-channel affine normalisation, so the result equals mixing raw pixels.
 
 The paper's study of nine schemes also uses x' = identity, flip, crop+flip, Cutout and
-AutoAugment of x (``identity``, ``flip``, ``crop_flip``, ``cutout``, ``autoaugment``).
+AutoAugment of x (``identity``, ``flip``, ``crop_flip``, ``cutout``, ``autoaugment``);
+``randaugment`` adds RandAugment (Cubuk et al. 2020), the strong view of later logit-KD work.
 Those that work on pixels (crop padding, AutoAugment) map the normalised batch back to
 pixel values with ``input_range`` (the preprocess's ``valid_range()``: where pixel values 0
 and 255 land), as the official code denormalises before its torchvision transforms. The
@@ -22,7 +23,10 @@ augmentation, and ``per_image=False`` is the official form.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from kd_jax import augment, policies, validation
@@ -164,13 +168,58 @@ def autoaugment_view(
   per_image: bool,
   input_range,
 ) -> View:
-  """x' = AutoAugment(x) (kd_jax.policies.autoaugment_batch) on the pixel values of x,
-  rounded to whole levels and normalised back."""
+  """x' = AutoAugment(x) (kd_jax.policies.autoaugment_batch) on the pixel values of x."""
   del student_fn, hparams
-  scale, low = _pixel_map(input_range, "autoaugment")
+  augmented = on_pixels(
+    images,
+    input_range,
+    lambda pixels: policies.autoaugment_batch(key, pixels, policy, fill=fill, per_image=per_image),
+  )
+  return _same_labels(augmented, teacher_fn, labels)
+
+
+def randaugment_view(
+  key,
+  images,
+  labels,
+  teacher_fn,
+  student_fn,
+  hparams,
+  *,
+  num_ops: int,
+  magnitude: int,
+  bins: int,
+  random_magnitude: bool,
+  fill,
+  per_image: bool,
+  input_range,
+) -> View:
+  """x' = RandAugment(x) (kd_jax.policies.randaugment_batch) on the pixel values of x."""
+  del student_fn, hparams
+  augmented = on_pixels(
+    images,
+    input_range,
+    lambda pixels: policies.randaugment_batch(
+      key,
+      pixels,
+      num_ops,
+      magnitude,
+      bins=bins,
+      random_magnitude=random_magnitude,
+      fill=fill,
+      per_image=per_image,
+    ),
+  )
+  return _same_labels(augmented, teacher_fn, labels)
+
+
+def on_pixels(images, input_range, augment_pixels):
+  """``augment_pixels`` applied to the pixel values of the normalised ``images``: mapped back
+  to levels 0..255 with ``input_range`` (rounded to whole levels), augmented, normalised
+  again in the dtype of ``images``."""
+  scale, low = _pixel_map(input_range, "pixel")
   pixels = jnp.clip(jnp.round((images.astype(jnp.float32) - low) * scale), 0, 255)
-  augmented = policies.autoaugment_batch(key, pixels, policy, fill=fill, per_image=per_image)
-  return _same_labels((augmented / scale + low).astype(images.dtype), teacher_fn, labels)
+  return (augment_pixels(pixels) / scale + low).astype(images.dtype)
 
 
 def identity() -> ViewMaker:
@@ -221,6 +270,97 @@ def autoaugment(
       autoaugment_view, policy=policy, fill=fill, per_image=per_image, input_range=input_range
     ),
     "autoaugment",
+  )
+
+
+def dual_view(
+  key, images, labels, teacher_fn, student_fn, hparams, *, strong: ViewMaker, cutout_size: int
+) -> View:
+  """x' = the strong view of x (``strong``), then Cutout of ``cutout_size`` pixels (0: none);
+  the teacher labels x' as the student sees it."""
+  strong_key, cutout_key = jax.random.split(key)
+  made = strong(strong_key, images, labels, teacher_fn, student_fn, hparams)
+  if not cutout_size:
+    return made
+  # Under jit the strong view's own teacher pass on the uncut images is dead code and dropped.
+  cut = augment.cutout(cutout_key, made.inputs, cutout_size)
+  return made._replace(inputs=cut, teacher_logits=teacher_fn(cut))
+
+
+DUAL_TERMS = ("objective", "kd")
+
+
+def dual(
+  *,
+  strong: str | ViewMaker = "randaugment",
+  strong_options: Mapping[str, Any] | None = None,
+  cutout_size: int = 0,
+  term: str = "objective",
+  input_range=None,
+) -> ViewMaker:
+  """The weak/strong dual view maker: x is the weak view (the standard crop/flip), x' a
+  strong one, and the student learns from the teacher on both.
+
+  ``strong``: a view name (made with ``strong_options`` and ``input_range``; the default,
+  RandAugment) or any view maker; ``cutout_size``: Cutout after it (the mean colour, as
+  the standard stage), 0 for none. ``term``: what the student gets on x' —
+  ``"objective"`` (default) the method's whole objective, as on x (CE and KD on both views,
+  as the multi-level KD code trains: kd_jax.methods.mlkd), or ``"kd"`` the view's KD term
+  alone (as Wang et al.'s views).
+  """
+  if term not in DUAL_TERMS:
+    raise ValueError(f"unknown dual term {term!r}; valid: {', '.join(DUAL_TERMS)}.")
+  if cutout_size < 0 or cutout_size == 1:
+    raise ValueError(
+      f"dual cutout_size must be 0 (none) or ≥ 2 pixels (the square is centre ± size//2); "
+      f"got {cutout_size}."
+    )
+  if isinstance(strong, str):
+    from kd_jax import methods  # the registry imports this module
+
+    if strong == "dual":
+      raise ValueError("the dual view's strong view cannot be another dual view.")
+    maker = methods.make_view(strong, "image", input_range=input_range, **(strong_options or {}))
+    if maker is None:
+      raise ValueError("the dual view needs a strong view; got 'none'.")
+    strong = maker
+  elif strong_options:
+    raise ValueError("strong_options configure a strong view given by name, not a view maker.")
+  return ViewMaker(
+    functools.partial(dual_view, strong=strong, cutout_size=cutout_size),
+    "dual",
+    strong.label_mixing,
+    term,
+  )
+
+
+def randaugment(
+  *,
+  num_ops: int = 2,
+  magnitude: int = 9,
+  bins: int = policies.RANDAUGMENT_BINS,
+  random_magnitude: bool = False,
+  fill: float = 0.0,
+  per_image: bool = True,
+  input_range=None,
+) -> ViewMaker:
+  """The RandAugment view maker: ``num_ops`` operations at magnitude bin ``magnitude`` of
+  ``bins`` per image (torchvision's defaults N = 2, M = 9 of 31; ``random_magnitude``: a
+  bin drawn from 0..magnitude per operation, as the MLKD code's strong view)."""
+  policies.check_randaugment(num_ops, magnitude, bins)
+  _pixel_map(input_range, "randaugment")
+  return ViewMaker(
+    functools.partial(
+      randaugment_view,
+      num_ops=num_ops,
+      magnitude=magnitude,
+      bins=bins,
+      random_magnitude=random_magnitude,
+      fill=fill,
+      per_image=per_image,
+      input_range=input_range,
+    ),
+    "randaugment",
   )
 
 

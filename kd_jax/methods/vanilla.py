@@ -6,8 +6,9 @@
 cross-entropy, and KD matches the teacher's score by squared error instead of the KL.
 
 The values these objectives read from ``hparams`` (temperature, ce_weight, kd_weight, the
-view weight and label_smoothing, the ε of every hard-label cross-entropy) are constant over
-training; ``kd_values`` builds them.
+view weight, label_smoothing, the ε of every hard-label cross-entropy, and standardize, the
+logit standardisation of every KD term) are constant over training; ``kd_values`` builds
+them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def hard_label_loss(
 def label_smoothing(hparams) -> float | jnp.ndarray:
   """ε from ``hparams`` (0 where they have none: hand-made hparams in tests and notebooks)."""
   return hparams.get("label_smoothing", 0.0)
+
+
+def standardize(hparams) -> bool | jnp.ndarray:
+  """Whether every KD term z-scores the logits first (logit standardisation, Sun et al.
+  2024; ``config.kd.standardize``): the ``standardize`` value of ``hparams`` (> 0: yes), False
+  where they have none, so a run without it compiles the plain step."""
+  return hparams.get("standardize", False)
 
 
 def ce_objective(student_logits, teacher_logits, labels, hparams, *, regression=False):
@@ -57,6 +65,7 @@ def kd_objective(student_logits, teacher_logits, labels, hparams, *, regression=
     ce_weight=hparams["ce_weight"],
     kd_weight=hparams["kd_weight"],
     label_smoothing=label_smoothing(hparams),
+    standardize=standardize(hparams),
   )
 
 
@@ -67,9 +76,12 @@ def kd_values(
   kd_weight: float = 0.9,
   view_weight: float = 1.0,
   label_smoothing: float = 0.0,
+  standardize: bool = False,
 ) -> dict[str, float]:
-  """The constant values of KD: τ, the two loss weights, the weight of the view term and
-  the label smoothing ε of the hard-label cross-entropy (a key only when ε > 0)."""
+  """The constant values of KD: τ, the two loss weights, the weight of the view term, the
+  label smoothing ε of the hard-label cross-entropy (a key only when ε > 0) and whether the
+  KD terms standardise the logits (``standardize``: a key, 1.0, only when True; τ is then a
+  base temperature on unit-variance logits: Sun et al. use 2 on CIFAR-100 where KD uses 4)."""
   if temperature <= 0:
     raise ValueError(f"the KD temperature must be > 0; got {temperature}.")
   if not 0 <= label_smoothing < 1:
@@ -82,4 +94,8 @@ def kd_values(
   }
   if label_smoothing:  # absent when 0: a run without it compiles the same step as before
     values["label_smoothing"] = float(label_smoothing)
+  if not isinstance(standardize, bool):
+    raise ValueError(f"kd standardize must be True or False; got {standardize!r}.")
+  if standardize:  # absent when off, for the same reason
+    values["standardize"] = 1.0
   return values

@@ -83,6 +83,7 @@ ADDED_KEY_DEFAULTS = {
   "optimizer.warmup_epochs": 0.0,
   "optimizer.decay_norm_and_bias": None,
   "optimizer.lr_reference_batch": 0,
+  "kd.standardize": False,
 }
 
 

@@ -31,9 +31,10 @@ class ImagePreprocess:
 
   Training mode applies the standard augmentation, per image: zero-pad + random crop and
   horizontal flip, then an AutoAugment policy (``autoaugment``: "cifar10" | "imagenet";
-  "" none) on the pixels, normalisation, and Cutout of ``cutout_size`` pixels painted in
-  the mean colour (0 after normalisation) — torchvision's usual CIFAR order. Evaluation
-  mode only normalises.
+  "" none) or RandAugment (``randaugment_ops`` N > 0 operations at bin
+  ``randaugment_magnitude`` M of 31) on the pixels, normalisation, and Cutout of
+  ``cutout_size`` pixels painted in the mean colour (0 after normalisation) — torchvision's
+  usual CIFAR order. Evaluation mode only normalises.
   """
 
   mean: tuple
@@ -43,6 +44,8 @@ class ImagePreprocess:
   compute_dtype: Any = jnp.float32
   cutout_size: int = 0
   autoaugment: str = ""
+  randaugment_ops: int = 0
+  randaugment_magnitude: int = 9
 
   def __call__(
     self, key: jax.Array, batch: Mapping[str, jax.Array], hparams: Any, train: bool
@@ -59,6 +62,10 @@ class ImagePreprocess:
     policy_key, cutout_key = jax.random.split(jax.random.fold_in(key, STANDARD_STAGES_KEY))
     if self.autoaugment:
       images = policies.autoaugment_batch(policy_key, images, self.autoaugment)
+    if self.randaugment_ops:
+      images = policies.randaugment_batch(
+        policy_key, images, self.randaugment_ops, self.randaugment_magnitude
+      )
     images = augment.normalize(images, self.mean, self.std, self.compute_dtype)
     if self.cutout_size:
       images = augment.cutout(cutout_key, images, self.cutout_size)
@@ -79,17 +86,33 @@ def image_preprocess(
   *,
   cutout_size: int = 0,
   autoaugment: str = "",
+  randaugment_ops: int = 0,
+  randaugment_magnitude: int = 9,
 ) -> ImagePreprocess:
   """The standard image preprocess (``ImagePreprocess``), its options checked."""
   if autoaugment:
     policies.encode_autoaugment(autoaugment)  # an unknown name fails here, not in the step
+  policies.check_randaugment(randaugment_ops, randaugment_magnitude)
+  if autoaugment and randaugment_ops:
+    raise ValueError(
+      f"the standard augmentation takes AutoAugment ({autoaugment!r}) or RandAugment "
+      f"({randaugment_ops} ops), not both: set autoaugment='' or randaugment_ops=0."
+    )
   if cutout_size < 0 or cutout_size == 1:
     raise ValueError(
       f"cutout_size must be 0 (no Cutout) or ≥ 2 pixels (the square is "
       f"centre ± size//2); got {cutout_size}."
     )
   return ImagePreprocess(
-    tuple(mean), tuple(std), crop_pad, flip, compute_dtype, cutout_size, autoaugment
+    tuple(mean),
+    tuple(std),
+    crop_pad,
+    flip,
+    compute_dtype,
+    cutout_size,
+    autoaugment,
+    randaugment_ops,
+    randaugment_magnitude,
   )
 
 

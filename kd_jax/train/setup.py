@@ -183,6 +183,19 @@ def view_block(config, view: str):
   return config[view]
 
 
+def config_view_options(config, view: str, input_range=None) -> dict:
+  """The keywords of kd_jax.methods.make_view for ``view`` from the config: its block
+  (``view_keywords``), and for the dual view its strong view's options from that view's own
+  block (``config.dual.strong = "randaugment"`` reads ``config.randaugment``)."""
+  options = view_keywords(view_block(config, view), input_range)
+  strong = options.get("strong") if view == "dual" else None
+  if isinstance(strong, str) and strong not in ("", "none", "dual"):
+    strong_options = view_keywords(view_block(config, strong), input_range)
+    strong_options.pop("input_range", None)  # the dual view passes its own on
+    options["strong_options"] = strong_options
+  return options
+
+
 def compiled_image_step(
   student, optimizer, method, preprocess, mesh, *, teacher=None, view_options=None, **step_options
 ):
@@ -239,10 +252,12 @@ def build_image_run(config, mesh) -> RunSetup:
     dtype,
     cutout_size=config.augment.get("cutout_size", 0),
     autoaugment=config.augment.get("autoaugment", ""),
+    randaugment_ops=config.augment.get("randaugment_ops", 0),
+    randaugment_magnitude=config.augment.get("randaugment_magnitude", 9),
   )
   view = pool_options = None
   if method.view is not None:
-    options = view_keywords(view_block(config, method.view), preprocess.valid_range())
+    options = config_view_options(config, method.view, preprocess.valid_range())
     view = methods.make_view(method.view, "image", **options)
     if method.view == "backward" and config.backward.pool_every_epochs:
       pool_options = {k: v for k, v in options.items() if k in backward_kd.SAMPLE_OPTIONS}
@@ -504,6 +519,8 @@ def check_config(config) -> None:
         (0.5,),
         cutout_size=augment.get("cutout_size", 0),
         autoaugment=augment.get("autoaugment", ""),
+        randaugment_ops=augment.get("randaugment_ops", 0),
+        randaugment_magnitude=augment.get("randaugment_magnitude", 9),
       )
     except ValueError as error:
       raise ValueError(f"config.augment: {error}") from None
@@ -534,7 +551,7 @@ def check_config(config) -> None:
         method.view,
         "text" if text else "image",
         # a pixel range to check the image views' clip with; token views have none
-        **view_keywords(view_block(config, method.view), None if text else (0.0, 1.0)),
+        **config_view_options(config, method.view, None if text else (0.0, 1.0)),
       )
     except (ValueError, TypeError) as error:
       raise ValueError(f"config.{method.view}: {error}") from None
@@ -549,6 +566,10 @@ def check_config(config) -> None:
       )
     try:
       schedule_options = method.split_block(options).schedule
+      if block == "mlkd":
+        from kd_jax.methods import mlkd
+
+        mlkd.check_options(**method.split_block(options).objective)
       if method.schedule is not None:
         num_epochs = config.num_epochs * config.get("epoch_factor", 1)
         method.schedule(1, num_epochs, **schedule_options)

@@ -25,6 +25,7 @@ and ``fold_in(k, 2)`` on x' when x' has its own forward pass.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -135,7 +136,8 @@ def make_train_step(
       )
       if x_view is not None:
         assert view is not None  # x_view is made by, or pooled for, this view
-        loss = loss + view.loss(view_logits, x_view, hparams)
+        on_view = functools.partial(method.objective, regression=regression)
+        loss = loss + view.loss(view_logits, x_view, hparams, objective=on_view)
       return loss, (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

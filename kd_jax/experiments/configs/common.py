@@ -21,6 +21,8 @@ Keys (all overridable on the command line as ``--config.key=value``):
   augment.crop_pad, augment.flip   standard view: zero-pad + random crop, horizontal flip;
   augment.autoaugment, augment.cutout_size   then an AutoAugment policy ("cifar10" |
                                 "imagenet"; "" none) and Cutout (pixels; 0 none), per image.
+  augment.randaugment_ops, augment.randaugment_magnitude   or RandAugment: N operations
+                                (0 none) at magnitude bin M of 31 (torchvision's 2, 9).
   optimizer.*                   name "sgd": momentum, weight decay, multi-step lr schedule
                                 (lr_milestones, lr_decay); "adamw": weight_decay, linear
                                 warm-up over warmup_fraction of the steps, then linear decay;
@@ -49,6 +51,14 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 per_image; cutout size, per_image; autoaugment policy
                                 ("cifar10" | "imagenet"), fill (pixel value), per_image.
                                 per_image False: one draw per batch, as the official code.
+  randaugment.*                 RandAugment view: num_ops N, magnitude M (a bin of ``bins``),
+                                random_magnitude, fill, per_image.
+  dual.*                        weak/strong dual view (mlkd's): strong (a view name, set by
+                                its own block), cutout_size after it, term ("objective": the
+                                method's objective on x' too | "kd": the KD term).
+  mlkd.*                        mlkd: extra_temperatures (next to kd.temperature), mask
+                                ("fraction" | "per_example" | "none").
+  kd.standardize                logit standardisation in every KD term (τ: a base, 2).
   mixup.*, cutmix.*             the views of kd_mixup / kd_cutmix: alpha (Beta parameter),
                                 label_mixing (add the mixed-label CE on x').
   cutmix_pick.*                 kd_cutmix_pick: alpha, pool_rounds R, score
@@ -127,6 +137,9 @@ def base_config() -> ml_collections.ConfigDict:
   # same key for the same stage (Cutout after crop and flip).
   config.augment.cutout_size = 0
   config.augment.autoaugment = ""  # "" | "cifar10" | "imagenet"
+  # RandAugment (Cubuk et al. 2020) instead: N operations (0: none) at bin M of 31.
+  config.augment.randaugment_ops = 0
+  config.augment.randaugment_magnitude = 9
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "sgd"
@@ -149,6 +162,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.kd.temperature = 4.0
   config.kd.ce_weight = 0.1
   config.kd.kd_weight = 0.9
+  # Logit standardisation (Sun et al., CVPR 2024) in every KD term (x, the view x', DKD,
+  # MLKD): z-score each example's logits first; τ is then a base temperature (2 in the paper).
+  config.kd.standardize = False
 
   # Which extra view x' (read by kd_jax.methods.get_method) and the weight of its KD term.
   config.view = ml_collections.ConfigDict()
@@ -175,6 +191,21 @@ def base_config() -> ml_collections.ConfigDict:
   config.autoaugment.policy = "cifar10"
   config.autoaugment.fill = 0.0
   config.autoaugment.per_image = True
+  # RandAugment as a view (x' = RandAugment(x)) and as the dual view's default strong view.
+  config.randaugment = ml_collections.ConfigDict()
+  config.randaugment.num_ops = 2
+  config.randaugment.magnitude = 9  # a bin of 31, torchvision's default
+  config.randaugment.bins = 31
+  config.randaugment.random_magnitude = False  # True: a bin from 0..magnitude per operation
+  config.randaugment.fill = 0.0
+  config.randaugment.per_image = True
+  # The weak/strong dual view (mlkd's own): x' = the strong view (a view name, configured by
+  # its own block) then Cutout; term "objective": the method's objective on x' as on x
+  # (CE and KD on both views), "kd": the KD term alone.
+  config.dual = ml_collections.ConfigDict()
+  config.dual.strong = "randaugment"
+  config.dual.cutout_size = 8  # 0: none; the official strong view cuts up to half the side
+  config.dual.term = "objective"
   config.mixup = ml_collections.ConfigDict()
   config.mixup.alpha = 1.0
   config.mixup.label_mixing = False
@@ -225,6 +256,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.dkd.alpha = 1.0
   config.dkd.beta = 8.0
   config.dkd.warmup_epochs = 20
+
+  # Multi-level logit KD (--config.method=mlkd, kd_jax.methods.mlkd): instance, batch and
+  # class terms at kd.temperature and these, with the official code's confidence masks
+  # ("fraction": a ≈1/2 factor, its effect; "per_example": selecting; "none"). The weights
+  # are the kd block's (CE 0.1, KD 0.9: the official setting).
+  config.mlkd = ml_collections.ConfigDict()
+  config.mlkd.extra_temperatures = (3.0, 5.0, 2.0, 6.0)
+  config.mlkd.mask = "fraction"
 
   config.checkpoint_every_steps = 0
   config.allow_config_change = False  # resume a workdir whose checkpoint has another config

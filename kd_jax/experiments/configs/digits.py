@@ -35,10 +35,11 @@ def get_config(role: str = "kd") -> ml_collections.ConfigDict:
   config.eval_batch_size = 120
   config.augment.crop_pad = 1  # 8x8 images: a 4-pixel shift would erase half a digit
   config.augment.flip = False  # mirrored digits are other digits
-  # The study's views at this size: the CIFAR-100 settings (4 of 32 px padding, 8 px Cutout)
-  # scaled to 8 px.
+  # The study's views at this size: the CIFAR-100 settings (4 of 32 px padding, 8 px Cutout,
+  # also after the dual view's strong view) scaled to 8 px.
   config.crop_flip.pad = 1
   config.cutout.size = 2
+  config.dual.cutout_size = 2
   config.optimizer.learning_rate = 0.05
   config.optimizer.lr_milestones = (20, 25)
   config.log_every_steps = 22
