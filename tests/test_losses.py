@@ -265,6 +265,75 @@ class LossValuesTest(chex.TestCase):
                    temperature=2.0), [4 * (2.0 * tckd + 0.5 * nckd)], rtol=1e-5)
 
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_standardize_as_an_hparams_array_selects_per_call(self):
+    # A traced 0/1 flag gives the plain and the standardised value of the same compiled call.
+    kd = self.variant(lambda s, t, flag: losses.kd_kl(s, t, 2.0, standardize=flag))
+    student, teacher = jnp.array([[3.0, 2.0, 1.0]]), jnp.array([[1.0, 2.0, 4.0]])
+    np.testing.assert_allclose(kd(student, teacher, jnp.float32(0.0)),
+                               np_kd_kl(np.asarray(student), np.asarray(teacher), 2.0), rtol=1e-5)
+    np.testing.assert_allclose(kd(student, teacher, jnp.float32(1.0)),
+                               losses.kd_kl(student, teacher, 2.0, standardize=True), rtol=1e-6)
+    # DKD standardises both logit vectors first: its value on z equals that on z-scored z.
+    dkd = self.variant(functools.partial(losses.dkd, standardize=True))
+    labels = jnp.array([2])
+    np.testing.assert_allclose(
+        dkd(student, teacher, labels),
+        losses.dkd(losses.standardize_logits(student), losses.standardize_logits(teacher),
+                   labels), rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_mlkd_against_numpy_by_the_official_formulas(self):
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(0, 2, (6, 5)), rng.normal(0, 3, (6, 5))
+    temperatures = (4.0, 3.0, 5.0, 2.0, 6.0)
+
+    def softmax(z, tau):
+      return np.exp(np_log_softmax(z / tau))
+
+    def standardized(z):
+      return (z - z.mean(-1, keepdims=True)) / (z.std(-1, ddof=1, keepdims=True) + 1e-7)
+
+    # The official code's scalars: KD batch mean, ‖G_T − G_S‖²/B, ‖M_T − M_S‖²/C, with the
+    # masks scaling each by the fraction of kept examples (classes) at or below the median.
+    p1 = softmax(teacher, 1.0)
+    confidence, mass = p1.max(-1), p1.sum(0)
+    f_examples = np.mean(confidence <= np.percentile(confidence, 50))
+    f_classes = np.mean(mass <= np.percentile(mass, 50))
+    assert (f_examples, f_classes) == (0.5, 0.6)  # 5 classes: the median class is kept
+
+    def official(mask_examples, mask_classes, standardize=False):
+      total = 0.0
+      for tau in temperatures:
+        ps, pt = softmax(student, tau), softmax(teacher, tau)
+        kd_s, kd_t = (standardized(student), standardized(teacher)) if standardize else (
+            student, teacher)
+        instance = np_kd_kl(kd_s, kd_t, tau)
+        batch = ((pt @ pt.T - ps @ ps.T) ** 2).sum(-1)  # per row; its mean is ‖·‖²/B
+        classes = ((pt.T @ pt - ps.T @ ps) ** 2).sum(-1) / 5
+        total = total + mask_examples * (instance + batch) + np.sum(mask_classes * classes)
+      return total
+
+    mlkd = self.variant(losses.mlkd, static_argnames=("mask",))
+    s, t = jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32)
+    expected = official(f_examples, f_classes)
+    np.testing.assert_allclose(mlkd(s, t, temperatures), expected, rtol=2e-5)
+    # The batch mean is the official scalar loss.
+    scalar = sum(f_examples * np_kd_kl(student, teacher, tau).mean() for tau in temperatures)
+    assert scalar < float(jnp.mean(mlkd(s, t, temperatures)))  # the other levels add to it
+    np.testing.assert_allclose(
+        mlkd(s, t, temperatures, mask="per_example"),
+        official((confidence <= np.percentile(confidence, 50)).astype(float),
+                 (mass <= np.percentile(mass, 50)).astype(float)), rtol=2e-5)
+    np.testing.assert_allclose(mlkd(s, t, temperatures, mask="none"), official(1.0, 1.0),
+                               rtol=2e-5)
+    # Standardisation reaches the instance terms only, as Sun et al.'s code.
+    np.testing.assert_allclose(
+        losses.mlkd(s, t, temperatures, standardize=True),
+        official(f_examples, f_classes, standardize=True), rtol=2e-5)
+
+
+
 # --- Bad input: errors at trace time or on Python values, tested once. ---
 
 @pytest.mark.parametrize("call, message", [
@@ -284,6 +353,21 @@ def test_bad_input_names_the_argument(call, message):
 def test_bad_shapes_fail_at_trace_time_under_jit():
   with pytest.raises(ValueError, match="student_logits and teacher_logits"):
     jax.jit(losses.kd_kl)(jnp.zeros((4, 10)), jnp.zeros((3, 10)))
+
+
+def test_mlkd_refuses_what_it_cannot_compute():
+  z = jnp.zeros((4, 3))
+  with pytest.raises(ValueError, match="unknown mlkd mask 'top'; valid: fraction, per_example"):
+    losses.mlkd(z, z, mask="top")
+  with pytest.raises(ValueError, match=r"need logits \[batch, classes\]; got shape \(3,\)"):
+    losses.mlkd(z[0], z[0])
+  with pytest.raises(ValueError, match="at least one temperature"):
+    losses.mlkd(z, z, ())
+  with pytest.raises(ValueError, match="temperature"):
+    losses.mlkd(z, z, (4.0, -1.0))
+  # The teacher's side carries no gradient (its masks and targets are constants).
+  grad = jax.grad(lambda t: jnp.sum(losses.mlkd(jnp.ones((4, 3)), t)))(jnp.eye(4, 3))
+  np.testing.assert_array_equal(grad, np.zeros((4, 3)))
 
 
 def test_dkd_and_standardize_refuse_what_they_cannot_split():

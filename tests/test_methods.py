@@ -170,6 +170,56 @@ def test_dkd_method_is_ce_plus_the_warmed_up_decoupled_term():
     method.objective(S, T, Y, hp, regression=True)
 
 
+
+def test_standardize_reaches_every_kd_term_through_hparams():
+  """config.kd.standardize → hparams["standardize"] (absent when off) → the KD objective on
+  x, the view's KD term on x' and DKD all compare z-scored logits."""
+  plain = methods.hparams_at(methods.METHODS["kd"], 1, 10, kd={"temperature": 2.0})
+  assert "standardize" not in plain  # the plain run compiles the plain step
+  hp = methods.hparams_at(methods.METHODS["kd"], 1, 10,
+                          kd={"temperature": 2.0, "kd_weight": 9.0, "standardize": True})
+  assert hp["standardize"] == 1.0
+  kd_ls = np.asarray(losses.kd_kl(S, T, 2.0, standardize=True))
+  np.testing.assert_allclose(methods.METHODS["kd"].objective(S, T, Y, hp),
+                             0.1 * _ce(S, Y) + 9.0 * kd_ls, rtol=1e-5)
+  view = base.View(S, T, Y, Y, np.ones(len(Y), np.float32))
+  np.testing.assert_allclose(methods.make_view("mixup").loss(S, view, hp), 9.0 * kd_ls.mean(),
+                             rtol=1e-5)
+  dkd_hp = methods.hparams_at(methods.METHODS["dkd"], 30, 240,
+                              kd={"temperature": 2.0, "standardize": True})
+  np.testing.assert_allclose(
+      methods.METHODS["dkd"].objective(S, T, Y, dkd_hp),
+      _ce(S, Y) + np.asarray(losses.dkd(S, T, Y, alpha=1.0, beta=8.0, temperature=2.0,
+                                        standardize=True)), rtol=1e-5)
+  with pytest.raises(ValueError, match="kd standardize must be True or False; got 'yes'"):
+    vanilla.kd_values(standardize="yes")
+
+
+def test_mlkd_method_is_ce_plus_the_multi_level_terms_on_its_dual_view():
+  method = methods.get_method("mlkd")
+  assert (method.view, method.schedule_block) == ("dual", "mlkd")
+  hp = methods.hparams_at(method, 1, 10, kd={"temperature": 4.0, "ce_weight": 0.1,
+                                              "kd_weight": 0.9})
+  expected = 0.1 * _ce(S, Y) + 0.9 * np.asarray(
+      losses.mlkd(S, T, (4.0, 3.0, 5.0, 2.0, 6.0), mask="fraction"))
+  np.testing.assert_allclose(method.objective(S, T, Y, hp), expected, rtol=1e-5)
+  # The block's options are the objective's (static: get_method binds them).
+  split = method.split_block({"extra_temperatures": (2.0,), "mask": "none"})
+  narrowed = methods.get_method("mlkd", "none", **split.objective)
+  assert narrowed.view is None
+  np.testing.assert_allclose(
+      narrowed.objective(S, T, Y, hp),
+      0.1 * _ce(S, Y) + 0.9 * np.asarray(losses.mlkd(S, T, (4.0, 2.0), mask="none")), rtol=1e-5)
+  with pytest.raises(ValueError, match="mlkd takes no mlkd option 'temperatures'; valid "
+                     "options: extra_temperatures, mask."):
+    method.split_block({"temperatures": (3.0,)})
+  from kd_jax.methods import mlkd
+  with pytest.raises(ValueError, match="extra_temperatures must be numbers > 0"):
+    mlkd.check_options(extra_temperatures=(3.0, 0.0))
+  with pytest.raises(ValueError, match="needs classes"):
+    method.objective(S, T, Y, hp, regression=True)
+
+
 # --- Per-epoch values. ---
 
 def test_hparams_at_without_a_schedule():

@@ -491,3 +491,77 @@ def test_autoaugment_is_jitable_deterministic_and_checks_its_policy():
                           ([(("Invert", 0.1, None),)], "has 1 operations")):
     with pytest.raises(ValueError, match=message):
       policies.autoaugment_batch(jax.random.PRNGKey(0), images, policy)
+
+
+# --- RandAugment: N operations drawn uniformly, at one magnitude. ---
+
+def test_randaugment_magnitudes_at_31_bins_by_hand():
+  magnitudes, _ = policies.autoaugment_magnitudes(32, 32, policies.RANDAUGMENT_BINS)
+  row = {name: magnitudes[i] for i, name in enumerate(policies.AUTOAUGMENT_OPERATIONS)}
+  # torchvision's RandAugment at its default M = 9 of 31: 9°, shear 0.09, 0.27 enhance,
+  # 8 − round(9 / 7.5) = 7 bits, solarize above 255·(1 − 9/30) = 178.5.
+  np.testing.assert_allclose([row["Rotate"][9], row["ShearX"][9], row["Color"][9]],
+                             [9.0, 0.09, 0.27], rtol=1e-6)
+  assert row["Posterize"][9] == 7 and row["Posterize"][30] == 4
+  np.testing.assert_allclose(row["Solarize"][9], 178.5, rtol=1e-6)
+  assert "Invert" not in policies.RANDAUGMENT_OPERATIONS
+  assert len(policies.RANDAUGMENT_OPERATIONS) == 14  # the paper's list, identity included
+
+
+def test_randaugment_applies_one_drawn_operation_as_pil_would():
+  """With N = 1 every image is one of the 14 operations at bin M (either sign where signed),
+  each checked against PIL; the draws cover the list. (M = 30, the strongest: shear 0.3,
+  whose pixel centres never fall on a pixel edge, unlike 0.2's.)"""
+  image = _images()[0]
+  images = jnp.asarray(np.repeat(image[None], 96, axis=0))
+  out = np.asarray(policies.randaugment_batch(jax.random.PRNGKey(3), images, 1, 30), int)
+  magnitudes, signed = policies.autoaugment_magnitudes(12, 10, policies.RANDAUGMENT_BINS)
+  candidates = {"Identity": image.astype(int)}
+  for index, name in enumerate(policies.AUTOAUGMENT_OPERATIONS):
+    if name in policies.RANDAUGMENT_OPERATIONS:
+      for sign in ((1.0, -1.0) if signed[index] else (1.0,)):
+        candidates[f"{name}{sign:+.0f}"] = np.asarray(pil_policy.pil_autoaugment_operation(
+            name, Image.fromarray(image), float(magnitudes[index, 30]) * sign, (0, 0, 0)), int)
+  seen = set()
+  for result in out:
+    matches = [name for name, expected in candidates.items()
+               if np.abs(result - expected).max() <= 1 and np.mean(result != expected) < 0.03]
+    assert matches, "an output that is none of RandAugment's operations"
+    seen.update(name.rstrip("+-1") for name in matches)
+  assert len(seen) >= 12, seen  # 96 draws of 14 operations
+
+
+def test_randaugment_draws_per_image_zero_ops_and_random_magnitudes():
+  images = _batch(2, (16, 8, 8, 3))
+  key = jax.random.PRNGKey(0)
+  augment = jax.jit(policies.randaugment_batch, static_argnums=(2, 3),
+                    static_argnames=("random_magnitude", "per_image", "loop"))
+  np.testing.assert_array_equal(policies.randaugment_batch(key, images, 0, 9), images)
+  # vmap and map give the same images up to one level where rounding lands on .5.
+  by_map = np.asarray(augment(key, images, 2, 9, loop="map"), int)
+  by_vmap = np.asarray(augment(key, images, 2, 9, loop="vmap"), int)
+  assert np.abs(by_map - by_vmap).max() <= 1 and np.mean(by_map != by_vmap) < 0.01
+  # One draw for the whole batch: identical images stay identical.
+  same = jnp.asarray(np.repeat(np.asarray(images[:1]), 16, axis=0))
+  once = np.asarray(augment(key, same, 2, 9, per_image=False, loop="map"))
+  assert all(np.array_equal(once[0], o) for o in once)
+  each = np.asarray(augment(key, same, 2, 9, loop="map"))
+  assert not all(np.array_equal(each[0], o) for o in each)
+  # random_magnitude draws a bin in 0..M per operation (the same operations and signs):
+  # at M = 0 it is the fixed magnitude 0, at M = 9 it differs from the fixed 9.
+  np.testing.assert_array_equal(augment(key, images, 2, 0, random_magnitude=True, loop="map"),
+                                augment(key, images, 2, 0, loop="map"))
+  assert not np.array_equal(augment(key, images, 2, 9, random_magnitude=True, loop="map"),
+                            by_map)
+
+
+@pytest.mark.parametrize("num_ops, magnitude, bins, message", [
+    (-1, 9, 31, "num_ops must be an int ≥ 0; got -1"),
+    (2, 31, 31, r"magnitude must be an int bin in 0..30 \(torchvision's default: 9 of 31\); "
+                "got 31"),
+    (2, 9.5, 31, "got 9.5"),
+    (2, 1, 1, "bins must be an int ≥ 2; got 1"),
+])
+def test_randaugment_refuses_bad_options(num_ops, magnitude, bins, message):
+  with pytest.raises(ValueError, match=message):
+    policies.randaugment_batch(jax.random.PRNGKey(0), _batch(), num_ops, magnitude, bins=bins)

@@ -97,6 +97,17 @@ def test_losses_match_pytorch():
   theirs = float(torch_steps.dkd_loss(torch.from_numpy(s), torch.from_numpy(t),
                                       torch.from_numpy(labels), 1.0, 8.0, 4.0))
   assert ours == pytest.approx(theirs, rel=1e-5)
+  # Multi-level KD (its official masks' effect, and with standardised instance terms): the
+  # value and the gradient with respect to the student's logits.
+  temperatures = (4.0, 3.0, 5.0, 2.0, 6.0)
+  for stand in (False, True):
+    ours, our_grad = jax.value_and_grad(lambda z: jax.numpy.mean(
+        losses.mlkd(z, t, temperatures, standardize=stand)))(s)
+    student = torch.from_numpy(s.copy()).requires_grad_(True)
+    theirs = torch_steps.mlkd_loss(student, torch.from_numpy(t), temperatures, stand)
+    theirs.backward()
+    assert float(ours) == pytest.approx(theirs.item(), rel=1e-5)
+    np.testing.assert_allclose(our_grad, student.grad.numpy(), rtol=1e-4, atol=1e-6)
   for reduction in ("sum", "mean"):
     np.testing.assert_allclose(
         losses.continuation_hinge(s, t, 0.3, 0.5, reduction),

@@ -226,3 +226,106 @@ def test_standard_augmentation_autoaugment_then_cutout_in_the_preprocess():
     same_draws = np.asarray(policies.autoaugment_batch(jax.random.fold_in(key, index),
                                                        batch["image"], "imagenet"))
     assert not np.array_equal(drawn, same_draws), index
+
+
+# --- RandAugment and the weak/strong dual view. ---
+
+def test_randaugment_and_dual_views_keep_labels_and_rerun_the_teacher(nets):
+  *_, teacher_fn, student_fn, images, labels = nets
+  images = jnp.asarray(images)
+  options = {"num_ops": 2, "magnitude": 9, "bins": 31, "random_magnitude": False, "fill": 0.0,
+             "per_image": True}
+  randaugment = methods.make_view("randaugment", "image", input_range=PIXEL_RANGE, **options)
+  key = jax.random.PRNGKey(4)
+  # Jitted: RandAugment's switch over 15 operations is slow op by op.
+  strong = jax.jit(lambda k: randaugment(k, images, labels, teacher_fn, student_fn, HPARAMS))(key)
+  np.testing.assert_allclose(strong.teacher_logits, teacher_fn(strong.inputs), rtol=1e-5)
+  np.testing.assert_array_equal(strong.labels, labels)
+  assert not np.allclose(strong.inputs, images)
+  # The dual view: its strong view (drawn with the first half of its key), then Cutout of
+  # 4 pixels set to 0 (the mean colour) on each image; the teacher labels the cut images.
+  dual = methods.make_view("dual", "image", input_range=PIXEL_RANGE, strong_options=options,
+                           cutout_size=4)
+  assert (dual.name, dual.term, dual.label_mixing) == ("dual", "objective", False)
+  view = jax.jit(lambda k: dual(k, images, labels, teacher_fn, student_fn, HPARAMS))(key)
+  strong_key, _ = jax.random.split(key)
+  uncut = jax.jit(lambda k: randaugment(k, images, labels, teacher_fn, student_fn, HPARAMS))(
+      strong_key).inputs
+  cut = np.asarray(view.inputs) != np.asarray(uncut)
+  assert np.all(np.asarray(view.inputs)[cut] == 0.0)
+  assert 0 < cut.sum(axis=(1, 2, 3)).max() <= 16
+  np.testing.assert_allclose(view.teacher_logits, teacher_fn(view.inputs), rtol=1e-5)
+  np.testing.assert_array_equal(view.labels, labels)
+  # Any view maker as the strong view, and the KD-term form.
+  flip = methods.make_view("flip", "image", per_image=True)
+  by_maker = methods.make_view("dual", "image", strong=flip, term="kd")
+  assert by_maker.term == "kd"
+  flipped = by_maker(key, images, labels, teacher_fn, student_fn, HPARAMS)
+  np.testing.assert_array_equal(flipped.inputs,
+                                flip(strong_key, images, labels, teacher_fn, None, None).inputs)
+
+
+def test_dual_view_checks_its_options():
+  for options, message in (
+      ({"term": "both"}, "unknown dual term 'both'; valid: objective, kd"),
+      ({"cutout_size": 1}, "dual cutout_size must be 0 .none. or ≥ 2 pixels"),
+      ({"strong": "dual"}, "cannot be another dual view"),
+      ({"strong": "randaugment", "input_range": None}, "needs input_range"),
+      ({"strong": methods.make_view("flip"), "strong_options": {"per_image": False}},
+       "strong_options configure a strong view given by name"),
+      ({"strong": "randaugment", "strong_options": {"magnitude": 40},
+        "input_range": PIXEL_RANGE}, "magnitude must be an int bin in 0..30")):
+    with pytest.raises(ValueError, match=message):
+      methods.make_view("dual", "image", **options)
+
+
+def test_step_applies_the_objective_on_both_views_with_the_dual_view(nets):
+  """kd + dual (term "objective"): the loss is the KD objective on x plus view_weight × the
+  KD objective (CE included) on x', on standardised logits when hparams say so."""
+  data, teacher, student, teacher_variables, teacher_fn, _, _, _ = nets
+  mesh = sharding.make_data_mesh()
+  optimizer = sgd()
+  preprocess = preprocess_lib.image_preprocess(data.mean, data.std)
+  view_options = {"strong": "cutout", "strong_options": {"size": 4, "per_image": True},
+                  "cutout_size": 0, "term": "objective"}
+  method = methods.get_method("kd", "dual")
+  step = image_step(student, optimizer, method, preprocess, teacher, view_options)
+  state = state_lib.create_train_state(student, optimizer, (8, 8, 1), seed=3)
+  batch = {"image": data.images[:16], "label": data.labels[:16]}
+  x = preprocess(None, batch, None, train=False)
+  y = jnp.asarray(batch["label"])
+  view_key = jax.random.fold_in(jax.random.fold_in(state["rng"], 0), 1)
+  hparams = {**HPARAMS, "view_weight": jnp.float32(0.5), "standardize": jnp.float32(1.0)}
+  view = methods.make_view("dual", "image", **view_options)(view_key, x, y, teacher_fn, None,
+                                                           hparams)
+  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+  both = student.apply(variables, jnp.concatenate([x, view.inputs]), train=True)
+  s_x, s_v = both[:16], both[16:]
+
+  def objective(s, t):
+    return jnp.mean(losses.kd_objective(s, t, y, temperature=4.0, ce_weight=0.1, kd_weight=0.9,
+                                        standardize=True))
+
+  expected = float(objective(s_x, teacher_fn(x)) + 0.5 * objective(s_v, teacher_fn(view.inputs)))
+  _, metrics = step(sharding.replicate(state, mesh), sharding.global_batch(batch, mesh),
+                    sharding.replicate(teacher_variables, mesh), sharding.replicate(hparams, mesh))
+  assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
+  with pytest.raises(ValueError, match="applies the method's objective on x': pass objective="):
+    methods.make_view("dual", "image", **view_options).loss(s_v, view, hparams)
+
+
+def test_standard_augmentation_randaugment_in_the_preprocess():
+  data = load_dataset("digits", "train")
+  batch = {"image": jnp.asarray(data.images[:16])}
+  key = jax.random.PRNGKey(0)
+  plain = preprocess_lib.image_preprocess(data.mean, data.std)
+  strong = preprocess_lib.image_preprocess(data.mean, data.std, randaugment_ops=2,
+                                           randaugment_magnitude=30)
+  assert not np.allclose(strong(key, batch, None, True), plain(key, batch, None, True))
+  np.testing.assert_array_equal(strong(key, batch, None, False), plain(key, batch, None, False))
+  with pytest.raises(ValueError, match="AutoAugment .'cifar10'. or RandAugment .2 ops., not both"):
+    preprocess_lib.image_preprocess(data.mean, data.std, autoaugment="cifar10",
+                                    randaugment_ops=2)
+  with pytest.raises(ValueError, match="magnitude must be an int bin"):
+    preprocess_lib.image_preprocess(data.mean, data.std, randaugment_ops=2,
+                                    randaugment_magnitude=31)

@@ -27,7 +27,7 @@ SUITES = ("images", "rolewise", "text", "imagenet")
 DEFAULT_SUITES = ("images", "rolewise", "text")
 # The methods' hyperparameters, the same on both sides (the text suite overrides KD's).
 HPARAMS = dict(temperature=4.0, ce_weight=0.1, kd_weight=0.9, view_weight=1.0, phi=0.5,
-               psi=0.5, margin=0.1)
+               psi=0.5, margin=0.1, dkd_alpha=1.0, dkd_beta=8.0, dkd_warmup=1.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,8 @@ from kd_jax.train import optim, preprocess as preprocess_lib, setup, sharding
 from kd_jax.train import state as state_lib
 
 # (label, method, view options) — otherwise the options of the view's own config block
-# (common.base_config: config.cutmix, config.backward, ...).
+# (common.base_config: config.cutmix, config.backward, ...). "method+view" names another
+# view ("none": the objective alone).
 IMAGE_CASES = (
     ("kd", "kd", {}),
     ("kd_mixup", "kd_mixup", {}),
@@ -39,8 +40,16 @@ IMAGE_CASES = (
     ("backward_kd (K = 1)", "backward_kd", {}),
     ("continuation_kd", "continuation_kd", {}),
     ("annealing_kd", "annealing_kd", {}),
+    ("dkd", "dkd", {}),
+    ("mlkd (objective on x)", "mlkd+none", {}),
 )
 MEAN, STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
+
+
+def case_method(name: str) -> methods.Method:
+  """The method of a case's ``"method"`` or ``"method+view"``."""
+  method, _, view = name.partition("+")
+  return methods.get_method(method, view or None)
 
 
 def check_methods(names) -> None:
@@ -104,7 +113,7 @@ class ImagePair:
 def view_config(method_name: str, overrides=None) -> ml_collections.ConfigDict:
   """A copy of the method's view block in common.base_config with ``overrides`` (empty for a
   method without a view)."""
-  view = methods.get_method(method_name).view
+  view = case_method(method_name).view
   options = setup.view_block(common.base_config(), view).to_dict() if view else {}
   return ml_collections.ConfigDict({**options, **(overrides or {})})
 
@@ -121,7 +130,7 @@ def jax_image_runner(pair: ImagePair, method_name, view_options, mesh) -> Runner
   optimizer = sgd_optimizer()
   preprocess = preprocess_lib.image_preprocess(pair.mean, pair.std, pair.crop_pad, True,
                                                setup.dtype_of(pair.dtype))
-  step = setup.compiled_image_step(pair.student, optimizer, methods.get_method(method_name),
+  step = setup.compiled_image_step(pair.student, optimizer, case_method(method_name),
                                    preprocess, mesh, teacher=pair.teacher,
                                    view_options=view_options)
   batch = sharding.global_batch({"image": pair.images, "label": pair.labels}, mesh)
@@ -141,8 +150,8 @@ def torch_image_runner(pair: ImagePair, method_name, view_options, device,
   weights."""
   import torch
   from experiments.torch_reference import steps as torch_steps
-  method = methods.get_method(method_name)
-  objective = torch_steps.OBJECTIVE_OF_METHOD[method_name]
+  method = case_method(method_name)
+  objective = torch_steps.OBJECTIVE_OF_METHOD[method_name.partition("+")[0]]
   view = method.view or "none"
   allocated_before = harness.torch_allocated(device)
   student, teacher = pair.torch_twins(device, compile_models)

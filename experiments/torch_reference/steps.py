@@ -66,6 +66,37 @@ def dkd_loss(student_logits, teacher_logits, labels, alpha: float, beta: float,
   return alpha * tckd + beta * nckd
 
 
+def mlkd_loss(student_logits, teacher_logits, temperatures, logit_stand: bool = False):
+  """The multi-level terms of one view as the MLKD code writes them (weights left out):
+  for each τ, the batch-mean τ²·KD, ‖P_Tᵀ P_T − P_Sᵀ P_S‖² / C and ‖P_T P_Tᵀ − P_S P_Sᵀ‖² / B,
+  each reduced to a scalar and then multiplied by a confidence mask and averaged
+  (``(loss * mask).mean()``): the instance and batch terms by the mask of examples whose
+  teacher confidence is ≤ the median, the class term by that of classes whose summed
+  probability is; both from the teacher at τ = 1, with NumPy's percentile, as the code."""
+  batch, classes = teacher_logits.shape
+  p_teacher = F.softmax(teacher_logits.detach(), dim=1)
+  confidence = p_teacher.max(dim=1).values
+  example_mask = confidence.le(float(np.percentile(confidence.numpy(), 50)))
+  class_mass = p_teacher.sum(dim=0)
+  class_mask = class_mass.le(float(np.percentile(class_mass.numpy(), 50)))
+
+  def normalize(logits):
+    return (logits - logits.mean(dim=-1, keepdim=True)) / (1e-7 + logits.std(dim=-1,
+                                                                             keepdim=True))
+
+  total = 0.0
+  for tau in temperatures:
+    kd_student = normalize(student_logits) if logit_stand else student_logits
+    kd_teacher = normalize(teacher_logits) if logit_stand else teacher_logits
+    kd = kd_loss(kd_student, kd_teacher, tau)
+    p_s, p_t = F.softmax(student_logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1)
+    class_term = ((p_t.t() @ p_t - p_s.t() @ p_s) ** 2).sum() / classes
+    batch_term = ((p_t @ p_t.t() - p_s @ p_s.t()) ** 2).sum() / batch
+    total = total + (kd * example_mask).mean() + (class_term * class_mask).mean() + (
+        batch_term * example_mask).mean()
+  return total
+
+
 def continuation_hinge(student_logits, teacher_logits, phi: float, margin: float,
                        reduction: str = "sum"):
   """Per-example ``max(0, r_c (s − φ·t)² − m·φ)``, ``r_c`` the sum (the paper's squared norm)
@@ -78,11 +109,13 @@ def continuation_hinge(student_logits, teacher_logits, phi: float, margin: float
 # The objective (as ``objective_loss`` names it) of each kd_jax method.
 OBJECTIVE_OF_METHOD = {"ce": "ce", "kd": "kd", "kd_mixup": "kd", "kd_cutmix": "kd",
                        "kd_cutmix_pick": "kd", "backward_kd": "kd",
-                       "continuation_kd": "continuation", "annealing_kd": "annealing"}
+                       "continuation_kd": "continuation", "annealing_kd": "annealing",
+                       "dkd": "dkd", "mlkd": "mlkd"}
 
 
 def objective_loss(objective: str, student_logits, teacher_logits, labels, hparams: dict):
-  """Batch-mean objective on the original view: "ce", "kd", "continuation" or "annealing"."""
+  """Batch-mean objective on the original view: "ce", "kd", "dkd", "mlkd", "continuation"
+  or "annealing"."""
   ce = F.cross_entropy(student_logits, labels)
   if objective == "ce":
     return ce
@@ -90,6 +123,14 @@ def objective_loss(objective: str, student_logits, teacher_logits, labels, hpara
     return (hparams["ce_weight"] * ce
             + hparams["kd_weight"] * kd_loss(student_logits, teacher_logits,
                                              hparams["temperature"]))
+  if objective == "dkd":
+    return ce * hparams["ce_weight"] + hparams["dkd_warmup"] * dkd_loss(
+        student_logits, teacher_logits, labels, hparams["dkd_alpha"], hparams["dkd_beta"],
+        hparams["temperature"])
+  if objective == "mlkd":
+    temperatures = (hparams["temperature"], 3.0, 5.0, 2.0, 6.0)
+    return hparams["ce_weight"] * ce + hparams["kd_weight"] * mlkd_loss(
+        student_logits, teacher_logits, temperatures)
   if objective in ("continuation", "annealing"):
     margin = 0.0 if objective == "annealing" else hparams["margin"]
     hinge = continuation_hinge(student_logits, teacher_logits, hparams["phi"], margin,

@@ -77,25 +77,57 @@ def run_grid(
   """Trains (or reads back) every combination of ``axes`` ([(dotted key, values)]) for
   every seed, with the teacher ``teacher_pattern.format(seed=...)``; returns
   ``[(label, [summary per seed], run dirs)]`` in grid order."""
-  rows = []
+  settings = []
   for combination in itertools.product(*[values for _, values in axes]):
     label = ", ".join(f"{key}={value}" for (key, _), value in zip(axes, combination)) or "base"
+    settings.append((label, [(key, value) for (key, _), value in zip(axes, combination)]))
+  return run_settings(base, settings, seeds, teacher_pattern, workdir)
+
+
+def run_settings(
+  base: ml_collections.ConfigDict,
+  settings: Sequence[tuple[str, Sequence[tuple[str, Any]]]],
+  seeds: Sequence[int],
+  teacher_pattern: str,
+  workdir: str,
+) -> list[tuple[str, list[dict], list[str]]]:
+  """Trains (or reads back) each named setting ``(label, [(dotted key, value)])`` of ``base``
+  for every seed, in ``workdir/<label>/seed<seed>``; returns ``[(label, [summary per seed],
+  run dirs)]`` in the order given."""
+  rows = []
+  for label, assignments in settings:
     summaries, run_dirs = [], []
     for seed in seeds:
       config = base.copy_and_resolve_references()
       config.unlock()
-      for (key, _), value in zip(axes, combination):
+      for key, value in assignments:
         set_key(config, key, value)
       config.seed = seed
       config.progress_bar = False
       if teacher_pattern:
         config.teacher_workdir = teacher_pattern.format(seed=seed)
-      run_dir = os.path.join(workdir, label.replace(", ", "_").replace("=", "-"), f"seed{seed}")
+      name = label.replace(", ", "_").replace("=", "-").replace(" ", "_").replace("/", "_")
+      run_dir = os.path.join(workdir, name, f"seed{seed}")
       summaries.append(loop.train_and_evaluate(config, run_dir))
       run_dirs.append(run_dir)
       print(f"{label} seed {seed}: last top-1 {summaries[-1]['last_top1']:.2f}", flush=True)
     rows.append((label, summaries, run_dirs))
   return rows
+
+
+def parse_setting(spec: str) -> tuple[str, list[tuple[str, Any]]]:
+  """``"label: key=value; key=value"`` → ``(label, [(key, parsed value)])`` (values parsed as
+  Python, as ``--sweep``'s); a one-line error names a malformed part."""
+  label, colon, body = spec.partition(":")
+  if not colon or not label.strip():
+    raise ValueError(f"a setting is 'label: key=value; key=value'; got {spec!r}.")
+  assignments = []
+  for part in filter(None, (p.strip() for p in body.split(";"))):
+    key, equals, value = part.partition("=")
+    if not equals or not key.strip():
+      raise ValueError(f"setting {label.strip()!r}: {part!r} is not key=value.")
+    assignments.append((key.strip(), parse_value(value.strip())))
+  return label.strip(), assignments
 
 
 def teacher_probabilities(

@@ -9,7 +9,9 @@
 its own command.)
 
 Every combination of the --sweep values (several --sweep flags make a grid) runs once per
-seed with the teacher of that seed; finished runs are read back, not retrained.
+seed with the teacher of that seed; finished runs are read back, not retrained. Or, for
+recipes that differ in several keys, one row per --setting ("label: key=value; key=value"),
+as results/strong_view_recipes_digits.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Base config (file.py:arg).", lock_config=True
 )
 _SWEEP = flags.DEFINE_multi_string("sweep", [], "key=v1,v2,... (values parsed as Python).")
+_SETTING = flags.DEFINE_multi_string(
+  "setting", [], "'label: key=value; key=value': one row (instead of --sweep's grid)."
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _TEACHER = flags.DEFINE_string("teacher_pattern", "", "Teacher run dir, with {seed}.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/sweep", "Where the runs go.")
@@ -42,7 +47,13 @@ def main(argv: Sequence[str]) -> None:
     axes.append((key, [shared.parse_value(v) for v in values.split(",")]))
   seeds = [int(s) for s in _SEEDS.value]
   base = _CONFIG.value
-  rows = shared.run_grid(base, axes, seeds, _TEACHER.value, _WORKDIR.value)
+  if _SETTING.value and axes:
+    raise ValueError("give --sweep (a grid) or --setting (named rows), not both.")
+  if _SETTING.value:
+    settings = [shared.parse_setting(spec) for spec in _SETTING.value]
+    rows = shared.run_settings(base, settings, seeds, _TEACHER.value, _WORKDIR.value)
+  else:
+    rows = shared.run_grid(base, axes, seeds, _TEACHER.value, _WORKDIR.value)
 
   lines = [
     f"Base: {base.method} on {base.dataset}, {base.model}; seeds "

@@ -50,6 +50,8 @@ def get_config(role: str = "kd") -> ml_collections.ConfigDict:
   # (the CIFAR schedule's 150 of 200, scaled).
   config.continuation.t_max = 10
   config.continuation.psi_ramp_epochs = 22
+  # DKD's warm-up: 20 of 240 epochs, scaled to 30.
+  config.dkd.warmup_epochs = 3
   config.model = TEACHER_MODEL if role == "teacher" else STUDENT_MODEL
   config.method = "kd" if role == "kd" else "ce"
   config.teacher_workdir = "runs/digits/teacher" if role == "kd" else ""
