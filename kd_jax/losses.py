@@ -18,6 +18,8 @@ Notation: p^τ = softmax(z / τ), KL(p || q) = Σ_c p_c (log p_c − log q_c).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,10 +80,12 @@ def _standardized(logits: jax.Array, standardize: bool | jax.Array) -> jax.Array
   graph stays exactly the plain one); an array (an hparams value, 0 or 1) selects per call."""
   if isinstance(standardize, (bool, np.bool_)):
     return standardize_logits(logits) if standardize else logits
-  flag = jnp.asarray(standardize)
-  return jnp.where(
-    flag > 0, standardize_logits(logits), logits.astype(validation.compute_dtype(logits))
-  )
+  flag = jnp.asarray(standardize) > 0
+  z = logits.astype(validation.compute_dtype(logits))
+  # The unselected branch still gets a gradient: feed it distinct values when off, so a
+  # constant row (std 0) cannot make it NaN.
+  spread = jnp.broadcast_to(jnp.arange(z.shape[-1], dtype=z.dtype), z.shape)
+  return jnp.where(flag, standardize_logits(jnp.where(flag, z, spread)), z)
 
 
 def kd_kl(
@@ -212,6 +216,7 @@ def mlkd(
   *,
   mask: str = "fraction",
   standardize: bool | jax.Array = False,
+  correlation_weight: float | jax.Array = 1.0,
 ) -> jax.Array:
   """Multi-level logit distillation (Jin et al., CVPR 2023), per example: for every τ,
   instance + batch + class terms.
@@ -241,6 +246,12 @@ def mlkd(
     temperatures: τ values (Python numbers or scalar arrays), each > 0.
     mask: one of MLKD_MASKS.
     standardize: z-score the logits of the instance term (``kd_kl``'s option).
+    correlation_weight: weight of the batch and class terms next to the instance term (1,
+      the official equal weights). Their size is not invariant to the batch and class
+      counts: ``M = Pᵀ P`` sums over the batch, so with B = 64 the class term is about
+      (B / C)² times larger on 10 classes than on CIFAR-100's 100, and the batch term,
+      whose large entries are same-class pairs, about B / C times
+      (results/strong_view_recipes_digits.md).
 
   Returns:
     ``[batch]`` in at least float32; the official scalar is its mean.
@@ -290,10 +301,14 @@ def mlkd(
     p_s = jnp.exp(_log_softmax(student, temperature, dtype))
     p_t = jnp.exp(_log_softmax(teacher, temperature, dtype))
     # Row i of ‖G_T − G_S‖² goes to example i: the batch mean is then ‖·‖² / B.
-    batch_gap = jnp.sum(jnp.square(p_t @ p_t.T - p_s @ p_s.T), axis=-1)
-    class_gap = jnp.sum(jnp.square(p_t.T @ p_t - p_s.T @ p_s), axis=-1) / num_classes
-    total = total + example_weight * (instance + batch_gap)
-    total = total + jnp.sum(class_weight * class_gap)  # the whole class term, every example
+    # Full float32 products: a TF32 matmul (the accelerators' default) would blur the gaps.
+    gram = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+    batch_gap = jnp.sum(jnp.square(gram(p_t, p_t.T) - gram(p_s, p_s.T)), axis=-1)
+    class_gap = jnp.sum(jnp.square(gram(p_t.T, p_t) - gram(p_s.T, p_s)), axis=-1) / num_classes
+    correlation = jnp.asarray(correlation_weight, dtype)
+    total = total + example_weight * (instance + correlation * batch_gap)
+    # The whole class term, on every example.
+    total = total + correlation * jnp.sum(class_weight * class_gap)
   return total
 
 

@@ -973,24 +973,9 @@ def _each_image(key, images, one, per_image: bool, loop: str | None) -> jax.Arra
 
 # --- RandAugment (Cubuk et al. 2020): N operations drawn uniformly, all at magnitude M. ---
 
-# torchvision's RandAugment list (the paper's 14 operations: AutoAugment's without Invert,
-# plus the identity) and its number of magnitude bins.
-RANDAUGMENT_OPERATIONS = (
-  "Identity",
-  "ShearX",
-  "ShearY",
-  "TranslateX",
-  "TranslateY",
-  "Rotate",
-  "Brightness",
-  "Color",
-  "Contrast",
-  "Sharpness",
-  "Posterize",
-  "Solarize",
-  "AutoContrast",
-  "Equalize",
-)
+# torchvision's RandAugment list: the paper's 14 operations, AutoAugment's without Invert
+# (in the same order) after the identity.
+RANDAUGMENT_OPERATIONS = ("Identity", *(op for op in AUTOAUGMENT_OPERATIONS if op != "Invert"))
 RANDAUGMENT_BINS = 31
 # Each RandAugment operation's branch in AUTOAUGMENT_BRANCHES (the identity is the last).
 _RANDAUGMENT_BRANCH = np.asarray(

@@ -218,3 +218,8 @@ def test_label_smoothing_is_refused_where_it_would_be_ignored():
   config.label_smoothing = 0.1
   with pytest.raises(ValueError, match="label_smoothing is not supported by the role-wise"):
     rolewise.check_config(config)
+  config.label_smoothing = 0.0
+  config.augment.randaugment_ops = 2  # the PBA policy is the role-wise augmentation
+  with pytest.raises(ValueError, match="autoaugment and randaugment_ops are not used by the "
+                     "role-wise stages"):
+    rolewise.check_config(config)

@@ -23,6 +23,10 @@ CONFIG_ARGUMENTS = {
                                         "continuation_kd")],
     "rolewise": ["digits", "mnist5k", "cifar100"],
     "imagenet": ["teacher", "scratch", "kd", "kd_cutmix", "kd_cutmix_pick"],
+    "cifar100_logit_kd": [f"{pair},{recipe}" for pair in (
+        "wrn_40_2-wrn_16_2", "resnet56-resnet20", "resnet32x4-resnet8x4", "vgg13-vgg8",
+        "vgg13-mobilenetv2", "resnet32x4-shufflenetv2")
+        for recipe in ("kd", "dkd", "mlkd", "mlkd_ls")],
 }
 
 
@@ -55,6 +59,17 @@ PAPER_TOP1 = {
            "wrn_40_2-wrn_16_2": (75.46, 75.52), "resnet56-resnet20": (70.88, 70.84),
            "vgg13-vgg8": (74.16, 74.16)}.items()
        for score, top1 in (("", teacher_entropy), (",student_entropy", student_entropy))},
+    # The strong-view logit-KD table of issue 29: KD (Wang et al. Table 3), DKD (mdistiller's
+    # README), MLKD (Jin et al. 2023) and MLKD + logit standardisation (Sun et al. 2024).
+    **{("cifar100_logit_kd", f"{pair},{recipe}"): top1
+       for pair, row in {  # kd, dkd, mlkd, mlkd_ls
+           "wrn_40_2-wrn_16_2": (74.92, 76.23, 76.63, 76.95),
+           "resnet56-resnet20": (70.66, 71.97, 72.19, 72.33),
+           "resnet32x4-resnet8x4": (73.33, 76.32, 77.08, 78.28),
+           "vgg13-vgg8": (72.98, 74.68, 75.18, 75.22),
+           "vgg13-mobilenetv2": (67.37, 69.71, 70.57, 70.94),
+           "resnet32x4-shufflenetv2": (74.45, 77.07, 78.44, 78.76)}.items()
+       for recipe, top1 in zip(("kd", "dkd", "mlkd", "mlkd_ls"), row)},
     **{("cifar_continuation", f"cifar10,{role}"): top1 for role, top1 in {
         "teacher": 93.8, "scratch": 88.44, "kd": 88.45, "annealing_kd": 89.44,
         "continuation_kd": 90.21}.items()},
@@ -88,7 +103,7 @@ def test_config_builds_with_valid_names(name, argument):
   if name == "cifar_continuation":
     assert (config.num_epochs, config.batch_size, config.optimizer.learning_rate,
             config.continuation.t_max) == (200, 32, 0.2, 20)
-  if name in ("cifar100_kd", "cifar100_strong_aug"):
+  if name in ("cifar100_kd", "cifar100_strong_aug", "cifar100_logit_kd"):
     teacher = argument.split("-")[0]
     assert teacher in models.MODEL_NAMES and teacher in config.teacher_workdir
 
@@ -111,6 +126,28 @@ def test_strong_aug_targets_follow_the_pick_criterion():
     wang.get_config("vgg13-vgg8,kd_cutmix,kl")
   with pytest.raises(ValueError, match="score among"):
     wang.get_config("vgg13-vgg8,kd_cutmix_pick,entropy")
+
+
+def test_logit_kd_recipes_follow_the_official_settings():
+  from kd_jax.experiments.configs import cifar100_logit_kd as recipes
+  from kd_jax.train import setup
+  dkd = recipes.get_config("resnet56-resnet20,dkd")
+  assert (dkd.method, dkd.dkd.beta, dkd.dkd.alpha, dkd.dkd.ce_weight, dkd.num_epochs) == (
+      "dkd", 2.0, 1.0, 1.0, 240)
+  mlkd = recipes.get_config("resnet32x4-shufflenetv2,mlkd")
+  assert (mlkd.method, mlkd.num_epochs, mlkd.optimizer.learning_rate, mlkd.kd.standardize,
+          mlkd.view.joint_pass) == ("mlkd", 960, 0.01, False, False)
+  ls = recipes.get_config("vgg13-vgg8,mlkd_ls")
+  assert (ls.kd.standardize, ls.kd.temperature, ls.kd.kd_weight, ls.optimizer.learning_rate,
+          ls.num_epochs) == (True, 2.0, 6.0, 0.01, 480)
+  assert recipes.get_config("resnet32x4-resnet8x4,mlkd_ls").kd.kd_weight == 9.0
+  # Every option passes (the dual view's strong view included) up to the teacher's run
+  # directory, checked last, which does not exist here.
+  with pytest.raises(Exception, match="config.teacher_workdir: runs/cifar100/vgg13/seed0 does "
+                     "not exist"):
+    setup.check_config(ls)
+  with pytest.raises(ValueError, match="a recipe among kd, dkd, mlkd, mlkd_ls"):
+    recipes.get_config("vgg13-vgg8,mlkd+ls")
 
 
 def test_bad_config_arguments():

@@ -217,6 +217,10 @@ def test_resume_refuses_a_result_changing_config_and_names_the_keys(tmp_path, ca
   assert "continuation" in loop.unread_blocks(methods.get_method("kd"))
   assert "continuation" not in loop.unread_blocks(methods.get_method("annealing_kd"))
   assert "backward" not in loop.unread_blocks(methods.get_method("kd", "backward"))
+  # The dual view reads its strong view's block too: changing it is a change of the run.
+  config = tiny_config("kd", method="mlkd")
+  assert "randaugment" in loop.unread_blocks(methods.get_method("mlkd"))
+  assert "randaugment" not in loop.unread_blocks(methods.get_method("mlkd"), config)
   other_margin = tiny_config(num_epochs=1, **{"continuation.margin": 9.0})
   loop.train_and_evaluate(other_margin, workdir)  # the scratch run reads no margin
   # A key the checkpoint predates (the schema grew) only warns.

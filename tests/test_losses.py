@@ -274,6 +274,11 @@ class LossValuesTest(chex.TestCase):
                                np_kd_kl(np.asarray(student), np.asarray(teacher), 2.0), rtol=1e-5)
     np.testing.assert_allclose(kd(student, teacher, jnp.float32(1.0)),
                                losses.kd_kl(student, teacher, 2.0, standardize=True), rtol=1e-6)
+    # Off, a constant row (std 0) still has a finite gradient through the unselected branch.
+    constant = jnp.ones((1, 3))
+    grad = jax.grad(lambda z: jnp.sum(losses.kd_kl(z, teacher, 2.0,
+                                                   standardize=jnp.float32(0.0))))(constant)
+    assert np.all(np.isfinite(grad))
     # DKD standardises both logit vectors first: its value on z equals that on z-scored z.
     dkd = self.variant(functools.partial(losses.dkd, standardize=True))
     labels = jnp.array([2])
@@ -327,6 +332,13 @@ class LossValuesTest(chex.TestCase):
                  (mass <= np.percentile(mass, 50)).astype(float)), rtol=2e-5)
     np.testing.assert_allclose(mlkd(s, t, temperatures, mask="none"), official(1.0, 1.0),
                                rtol=2e-5)
+    # correlation_weight scales the batch and class terms only: 0 leaves the instance terms.
+    instance_only = sum(f_examples * np_kd_kl(student, teacher, tau) for tau in temperatures)
+    np.testing.assert_allclose(losses.mlkd(s, t, temperatures, correlation_weight=0.0),
+                               instance_only, rtol=2e-5)
+    np.testing.assert_allclose(
+        losses.mlkd(s, t, temperatures, correlation_weight=0.5),
+        0.5 * expected + 0.5 * instance_only, rtol=2e-5)
     # Standardisation reaches the instance terms only, as Sun et al.'s code.
     np.testing.assert_allclose(
         losses.mlkd(s, t, temperatures, standardize=True),

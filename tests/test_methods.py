@@ -211,7 +211,7 @@ def test_mlkd_method_is_ce_plus_the_multi_level_terms_on_its_dual_view():
       narrowed.objective(S, T, Y, hp),
       0.1 * _ce(S, Y) + 0.9 * np.asarray(losses.mlkd(S, T, (4.0, 2.0), mask="none")), rtol=1e-5)
   with pytest.raises(ValueError, match="mlkd takes no mlkd option 'temperatures'; valid "
-                     "options: extra_temperatures, mask."):
+                     "options: correlation_weight, extra_temperatures, mask."):
     method.split_block({"temperatures": (3.0,)})
   from kd_jax.methods import mlkd
   with pytest.raises(ValueError, match="extra_temperatures must be numbers > 0"):

@@ -270,6 +270,7 @@ def test_dual_view_checks_its_options():
       ({"term": "both"}, "unknown dual term 'both'; valid: objective, kd"),
       ({"cutout_size": 1}, "dual cutout_size must be 0 .none. or ≥ 2 pixels"),
       ({"strong": "dual"}, "cannot be another dual view"),
+      ({"strong": "cutmix"}, "the cutmix view mixes two: use term='kd'"),
       ({"strong": "randaugment", "input_range": None}, "needs input_range"),
       ({"strong": methods.make_view("flip"), "strong_options": {"per_image": False}},
        "strong_options configure a strong view given by name"),

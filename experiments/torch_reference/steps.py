@@ -76,9 +76,9 @@ def mlkd_loss(student_logits, teacher_logits, temperatures, logit_stand: bool = 
   batch, classes = teacher_logits.shape
   p_teacher = F.softmax(teacher_logits.detach(), dim=1)
   confidence = p_teacher.max(dim=1).values
-  example_mask = confidence.le(float(np.percentile(confidence.numpy(), 50)))
+  example_mask = confidence.le(float(np.percentile(confidence.detach().cpu().numpy(), 50)))
   class_mass = p_teacher.sum(dim=0)
-  class_mask = class_mass.le(float(np.percentile(class_mass.numpy(), 50)))
+  class_mask = class_mass.le(float(np.percentile(class_mass.detach().cpu().numpy(), 50)))
 
   def normalize(logits):
     return (logits - logits.mean(dim=-1, keepdim=True)) / (1e-7 + logits.std(dim=-1,

@@ -52,7 +52,7 @@ def script_arguments(module: str, exclude: Sequence[str] = (), package: str = SC
     elif flag.boolean:
       arguments.append(f"--{flag.name}={str(bool(flag.value)).lower()}")
     else:
-      arguments += flag.serialize().split("\n")
+      arguments += [a for a in flag.serialize().split("\n") if a]  # an empty list: none
   return arguments
 
 

@@ -488,6 +488,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       "config.label_smoothing is not supported by the role-wise stages "
       "(PBA's searches and trainings use role-kd's losses); set it to 0."
     )
+  augment = config.get("augment", {})
+  if augment.get("autoaugment", "") or augment.get("randaugment_ops", 0):
+    raise ValueError(
+      "config.augment.autoaugment and randaugment_ops are not used by the role-wise stages "
+      "(their augmentation is the searched PBA policy); set them to '' and 0."
+    )
 
 
 def main(argv: Sequence[str]) -> None:

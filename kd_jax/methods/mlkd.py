@@ -13,13 +13,12 @@ methods.strong_aug.dual), which gives the student the whole objective on the str
 x' too, cross-entropy included, as the official code does. Departures from the official
 code, and why:
 
-* On x' the official code computes the batch and class terms but does not add them to the
-  loss, and its KD terms at τ = 2 and 6 read the weak view's logits again (a copy slip);
-  here x' gets the same objective as x, so the strong view is distilled at every level and
-  temperature. ``config.dual.term = "kd"`` gives x' the single-τ KD term alone instead.
-* The masks on x' come from the teacher's predictions on x' (the official code takes the
-  weak view's); with the default ``mask = "fraction"`` (the official code's effect) both
-  give the same factor when no confidences tie.
+* On x' the official code adds CE and unmasked KD terms only, at τ 4, 3 and 5 (its terms
+  at τ = 2 and 6 re-read the weak view's logits, a copy slip); it computes the batch and
+  class terms on x' but does not add them. Here x' gets the same objective as x, masks
+  included (the fraction ≈ 1/2 by default, from the teacher's predictions on x'), so the
+  strong view is distilled at every level and temperature. ``config.dual.term = "kd"``
+  gives x' the single-τ KD term alone instead.
 * The official strong view draws its own crop and flip and a FixMatch-style RandAugment
   (a fresh random magnitude per operation) with Cutout of random size; here x' is
   RandAugment of the weak view x (``config.randaugment``; ``random_magnitude`` draws a bin per
@@ -37,7 +36,7 @@ from kd_jax import losses
 from kd_jax.methods.vanilla import hard_label_loss, label_smoothing, standardize
 
 # The keys of the ``mlkd`` config block: the objective's static options.
-OBJECTIVE_OPTIONS = ("extra_temperatures", "mask")
+OBJECTIVE_OPTIONS = ("extra_temperatures", "mask", "correlation_weight")
 # The official temperatures next to the KD block's τ.
 EXTRA_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
 
@@ -51,8 +50,10 @@ def mlkd_objective(
   regression: bool = False,
   extra_temperatures: Sequence[float] = EXTRA_TEMPERATURES,
   mask: str = "fraction",
+  correlation_weight: float = 1.0,
 ) -> jax.Array:
-  """``ce_weight·CE + kd_weight·mlkd(z_S, z_T; τ and extra_temperatures)`` per example."""
+  """``ce_weight·CE + kd_weight·mlkd(z_S, z_T; τ and extra_temperatures)`` per example, the
+  batch and class terms weighted by ``correlation_weight`` (1: the official code)."""
   if regression:
     raise ValueError(
       "mlkd compares class probabilities: it needs classes, not a regression output "
@@ -65,12 +66,22 @@ def mlkd_objective(
     (hparams["temperature"], *extra_temperatures),
     mask=mask,
     standardize=standardize(hparams),
+    correlation_weight=correlation_weight,
   )
   return hparams["ce_weight"] * hard + hparams["kd_weight"] * multi_level
 
 
-def check_options(extra_temperatures: Sequence[float] = EXTRA_TEMPERATURES, mask: str = "fraction"):
+def check_options(
+  extra_temperatures: Sequence[float] = EXTRA_TEMPERATURES,
+  mask: str = "fraction",
+  correlation_weight: float = 1.0,
+):
   """The ``mlkd`` block's values, checked before a run starts (one-line errors)."""
+  if not isinstance(correlation_weight, (int, float)) or correlation_weight < 0:
+    raise ValueError(
+      f"mlkd correlation_weight must be a number ≥ 0 (1: the official equal weights); got "
+      f"{correlation_weight!r}."
+    )
   if mask not in losses.MLKD_MASKS:
     raise ValueError(f"unknown mlkd mask {mask!r}; valid: {', '.join(losses.MLKD_MASKS)}.")
   if isinstance(extra_temperatures, (str, bytes)) or not all(

@@ -282,12 +282,15 @@ def dual_view(
   made = strong(strong_key, images, labels, teacher_fn, student_fn, hparams)
   if not cutout_size:
     return made
-  # Under jit the strong view's own teacher pass on the uncut images is dead code and dropped.
+  # The teacher labels the cut images; under jit a strong view's own last teacher pass on the
+  # uncut ones is dead code and dropped (passes it scored with, as CutMix-pick's, remain).
   cut = augment.cutout(cutout_key, made.inputs, cutout_size)
   return made._replace(inputs=cut, teacher_logits=teacher_fn(cut))
 
 
 DUAL_TERMS = ("objective", "kd")
+# Views whose samples mix two images (their hard label is ambiguous).
+MIXING_VIEWS = ("mixup", "cutmix", "cutmix_pick")
 
 
 def dual(
@@ -326,6 +329,11 @@ def dual(
     strong = maker
   elif strong_options:
     raise ValueError("strong_options configure a strong view given by name, not a view maker.")
+  if term == "objective" and (strong.label_mixing or strong.name in MIXING_VIEWS):
+    raise ValueError(
+      f"the dual view's objective on x' takes one label per image; the {strong.name} view "
+      "mixes two: use term='kd' (the teacher-labelled KD term) with a mixing strong view."
+    )
   return ViewMaker(
     functools.partial(dual_view, strong=strong, cutout_size=cutout_size),
     "dual",

@@ -84,6 +84,8 @@ ADDED_KEY_DEFAULTS = {
   "optimizer.decay_norm_and_bias": None,
   "optimizer.lr_reference_batch": 0,
   "kd.standardize": False,
+  "augment.randaugment_ops": 0,
+  "augment.randaugment_magnitude": 9,
 }
 
 
@@ -209,12 +211,13 @@ METHOD_BLOCKS = tuple(name for name in methods.VIEW_NAMES if name != "none") + t
 )
 
 
-def unread_blocks(method: methods.Method) -> tuple[str, ...]:
+def unread_blocks(method: methods.Method, config=None) -> tuple[str, ...]:
   """The blocks of METHOD_BLOCKS that ``method`` does not read: a change there cannot
-  change its run."""
-  return tuple(
-    block for block in METHOD_BLOCKS if block not in (method.view, method.schedule_block)
-  )
+  change its run. The dual view also reads its strong view's block (``config.dual.strong``)."""
+  read = {method.view, method.schedule_block}
+  if method.view == "dual" and config is not None and "dual" in config:
+    read.add(config.dual.get("strong"))
+  return tuple(block for block in METHOD_BLOCKS if block not in read)
 
 
 def check_resume_config(
@@ -919,7 +922,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     score=score,
     examples_per_step=config.batch_size,
     example_name="images" if run.modality == "image" else "examples",
-    resume_ignored=unread_blocks(method),
+    resume_ignored=unread_blocks(method, config),
     identity=run.identity,
   )
   result = run_loop(spec, state, workdir)

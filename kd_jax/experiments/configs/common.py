@@ -57,8 +57,10 @@ Keys (all overridable on the command line as ``--config.key=value``):
                                 its own block), cutout_size after it, term ("objective": the
                                 method's objective on x' too | "kd": the KD term).
   mlkd.*                        mlkd: extra_temperatures (next to kd.temperature), mask
-                                ("fraction" | "per_example" | "none").
-  kd.standardize                logit standardisation in every KD term (τ: a base, 2).
+                                ("fraction" | "per_example" | "none"), correlation_weight
+                                (of the batch and class terms; 1 official).
+  kd.standardize                logit standardisation in every KD term (τ: a base, 2); the
+                                continuation hinge and regression KD keep raw outputs.
   mixup.*, cutmix.*             the views of kd_mixup / kd_cutmix: alpha (Beta parameter),
                                 label_mixing (add the mixed-label CE on x').
   cutmix_pick.*                 kd_cutmix_pick: alpha, pool_rounds R, score
@@ -264,6 +266,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.mlkd = ml_collections.ConfigDict()
   config.mlkd.extra_temperatures = (3.0, 5.0, 2.0, 6.0)
   config.mlkd.mask = "fraction"
+  # Weight of the batch and class terms (1: official). They grow with (batch / classes):
+  # digits.py uses 0.01 (results/sweep_mlkd_correlation_weight_digits.md).
+  config.mlkd.correlation_weight = 1.0
 
   config.checkpoint_every_steps = 0
   config.allow_config_change = False  # resume a workdir whose checkpoint has another config
