@@ -19,6 +19,9 @@ code, and why:
   included (the fraction ≈ 1/2 by default, from the teacher's predictions on x'), so the
   strong view is distilled at every level and temperature. ``config.dual.term = "kd"``
   gives x' the single-τ KD term alone instead.
+* ``correlation_weight`` (1: official) scales the batch and class terms, whose size grows
+  with (batch / classes): at the official weight MLKD fails on the 10-class digits, and the
+  digits config uses 0.01 (results/strong_view_recipes_digits.md).
 * The official strong view draws its own crop and flip and a FixMatch-style RandAugment
   (a fresh random magnitude per operation) with Cutout of random size; here x' is
   RandAugment of the weak view x (``config.randaugment``; ``random_magnitude`` draws a bin per
