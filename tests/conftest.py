@@ -1,6 +1,7 @@
 """Shared fixtures: small, fast configs on the embedded digits data."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -62,3 +63,14 @@ def sgd(**overrides):
 @pytest.fixture
 def make_config():
   return tiny_config
+
+
+def run_script(module, *arguments, package="kd_jax.experiments"):
+  """Runs ``python -m <package>.<module>`` from the root (package "experiments": the
+  clone-only scripts)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run([sys.executable, "-m", f"{package}.{module}", *arguments],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
