@@ -138,8 +138,10 @@ def test_image_by_image_and_all_at_once_agree():
   float rounding may differ by one grey level on a few pixels."""
   images = np.random.default_rng(4).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
   policy = jax.random.randint(jax.random.PRNGKey(3), (30, 2), 0, 10)
-  outs = [np.asarray(policies.augment_batch(jax.random.PRNGKey(5), images, policy, fill=FILL,
-                                            pad=2, cutout_size=4, loop=loop), int)
+  # Jitted: op by op, the all-at-once form runs every operation's branch eagerly (slow).
+  outs = [np.asarray(jax.jit(lambda key, x, loop=loop: policies.augment_batch(
+      key, x, policy, fill=FILL, pad=2, cutout_size=4, loop=loop))(jax.random.PRNGKey(5), images),
+                     int)
           for loop in policies.LOOPS]
   difference = np.abs(outs[0] - outs[1])
   assert difference.max() <= 1 and np.mean(difference > 0) < 0.01
@@ -453,9 +455,11 @@ def test_autoaugment_draws_sub_policies_signs_per_image_or_per_batch():
             (("Posterize", 1.0, 0), ("Invert", 0.0, None))]
   for per_image, expected_kinds in ((True, 2), (False, 1)):
     kinds = set()
+    # Jitted once per form: each eager call would trace and compile the policy again.
+    augment = jax.jit(lambda key, x, per_image=per_image: policies.autoaugment_batch(
+        key, x, policy, per_image=per_image))
     for seed in range(4):
-      out = np.asarray(policies.autoaugment_batch(jax.random.PRNGKey(seed), images, policy,
-                                                  per_image=per_image))
+      out = np.asarray(augment(jax.random.PRNGKey(seed), images))
       inverted = np.all(out == 255 - np.asarray(images), axis=(1, 2, 3))
       kinds.add(tuple(sorted(set(inverted.tolist()))))
     if per_image:
@@ -467,8 +471,9 @@ def test_autoaugment_draws_sub_policies_signs_per_image_or_per_batch():
   image[0, 0:3, 4:7] = 255  # a block above the centre turns left or right
   rotate = [(("Rotate", 1.0, 9), ("Invert", 0.0, None))]
   columns = []
+  augment = jax.jit(lambda key, x: policies.autoaugment_batch(key, x, rotate))
   for seed in range(12):
-    out = np.asarray(policies.autoaugment_batch(jax.random.PRNGKey(seed), image, rotate))
+    out = np.asarray(augment(jax.random.PRNGKey(seed), image))
     columns.append(np.nonzero(out[0, :, :, 0])[1].mean())  # the block's mean column
   assert min(columns) < 4.5 < max(columns)
 
@@ -479,9 +484,8 @@ def test_autoaugment_is_jitable_deterministic_and_checks_its_policy():
   first = run(jax.random.PRNGKey(3), images)
   assert first.dtype == jnp.uint8 and first.shape == images.shape
   np.testing.assert_array_equal(first, run(jax.random.PRNGKey(3), images))
-  np.testing.assert_array_equal(
-      first, policies.autoaugment_batch(jax.random.PRNGKey(3), images, "imagenet", fill=128.0,
-                                        loop="vmap"))
+  np.testing.assert_array_equal(first, jax.jit(lambda key, x: policies.autoaugment_batch(
+      key, x, "imagenet", fill=128.0, loop="vmap"))(jax.random.PRNGKey(3), images))
   for policy, message in (("svhn", "unknown AutoAugment policy 'svhn'; valid names: cifar10, "
                                    "imagenet"),
                           ([(("Blur", 0.5, 3), ("Invert", 0.1, None))], "unknown operation"),

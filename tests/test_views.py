@@ -206,7 +206,8 @@ def test_standard_augmentation_autoaugment_then_cutout_in_the_preprocess():
   assert np.all(out[changed] == 0.0) and 0 < changed.sum(axis=(1, 2, 3)).max() <= 16
   # AutoAugment "imagenet" changes the pixels before normalisation; evaluation is untouched.
   auto = preprocess_lib.image_preprocess(data.mean, data.std, autoaugment="imagenet")
-  assert not np.allclose(auto(key, batch, None, True), base)
+  augmented = jax.jit(lambda k: auto(k, batch, None, True))(key)  # once, compiled
+  assert not np.allclose(augmented, base)
   np.testing.assert_array_equal(auto(key, batch, None, False), plain(key, batch, None, False))
   # Crop/flip still draw from the step's key itself: runs without the new stages unchanged.
   crop = preprocess_lib.image_preprocess(data.mean, data.std, crop_pad=1)
@@ -220,11 +221,11 @@ def test_standard_augmentation_autoaugment_then_cutout_in_the_preprocess():
   # (fold_in(k, 1)) or dropout (fold_in(k, 0 | 2)): an autoaugment view would otherwise
   # repeat the preprocess's own draws.
   from kd_jax import policies
-  pixels = np.asarray(auto(key, batch, None, True)) * np.asarray(data.std) + np.asarray(data.mean)
+  pixels = np.asarray(augmented) * np.asarray(data.std) + np.asarray(data.mean)
   drawn = np.round(pixels * 255.0)
+  draw = jax.jit(lambda k: policies.autoaugment_batch(k, batch["image"], "imagenet"))
   for index in (0, 1, 2):
-    same_draws = np.asarray(policies.autoaugment_batch(jax.random.fold_in(key, index),
-                                                       batch["image"], "imagenet"))
+    same_draws = np.asarray(draw(jax.random.fold_in(key, index)))
     assert not np.array_equal(drawn, same_draws), index
 
 
